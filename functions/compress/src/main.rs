@@ -1,0 +1,17 @@
+//! The compress function: S3 ObjectCreated notifications, delivered through
+//! SQS, for raw WAL files in the staging bucket.
+
+use lambda_runtime::{run, service_fn, Error};
+
+mod handler;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_current_span(false)
+        .without_time()
+        .init();
+    run(service_fn(handler::handle)).await
+}

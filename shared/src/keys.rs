@@ -1,0 +1,227 @@
+//! The object key layout: the one place that knows where things live.
+//!
+//! ```text
+//! staging bucket   <cluster>/staging/<wal file name>        raw bytes, as pushed
+//!                  <cluster>/identity.json                  the cluster's pinned identity
+//! R2 and B2        <cluster>/wal/<wal file name>.zst        zstd frame
+//! ```
+//!
+//! WAL file names are fixed-width upper-case hex, so a listing of
+//! `<cluster>/wal/` comes back in WAL order (timeline, then position).
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::wal::WalFileName;
+
+const STAGING_DIR: &str = "staging";
+const ARCHIVE_DIR: &str = "wal";
+const ARCHIVE_SUFFIX: &str = ".zst";
+const IDENTITY_FILE: &str = "identity.json";
+
+/// The name of a PostgreSQL cluster in walvault: the first component of
+/// every key. Lower-case letters, digits, `-` and `_`, at most 63 bytes,
+/// starting with a letter or digit, so it is safe in keys, metric dimensions
+/// and DynamoDB keys alike.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClusterName(String);
+
+impl ClusterName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ClusterName {
+    type Err = KeyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Ok(ClusterName(s.to_owned()))
+        } else {
+            Err(KeyError::BadClusterName(s.to_owned()))
+        }
+    }
+}
+
+impl fmt::Display for ClusterName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub fn staging_key(cluster: &ClusterName, file: &WalFileName) -> String {
+    format!("{cluster}/{STAGING_DIR}/{file}")
+}
+
+/// The prefix under which every staging object of a cluster lives.
+pub fn staging_prefix(cluster: &ClusterName) -> String {
+    format!("{cluster}/{STAGING_DIR}/")
+}
+
+pub fn archive_key(cluster: &ClusterName, file: &WalFileName) -> String {
+    format!("{cluster}/{ARCHIVE_DIR}/{file}{ARCHIVE_SUFFIX}")
+}
+
+/// The prefix under which every archived file of a cluster lives.
+pub fn archive_prefix(cluster: &ClusterName) -> String {
+    format!("{cluster}/{ARCHIVE_DIR}/")
+}
+
+pub fn identity_key(cluster: &ClusterName) -> String {
+    format!("{cluster}/{IDENTITY_FILE}")
+}
+
+/// Reads a (URL-decoded) staging key back into its cluster and file name.
+pub fn parse_staging_key(key: &str) -> Result<(ClusterName, WalFileName), KeyError> {
+    let not_staging = || KeyError::NotStagingKey(key.to_owned());
+    let mut parts = key.split('/');
+    let (Some(cluster), Some(STAGING_DIR), Some(name), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(not_staging());
+    };
+    let cluster = cluster.parse().map_err(|_| not_staging())?;
+    let name = name.parse().map_err(|_| not_staging())?;
+    Ok((cluster, name))
+}
+
+/// Reads an archive key back into its cluster and file name.
+pub fn parse_archive_key(key: &str) -> Result<(ClusterName, WalFileName), KeyError> {
+    let not_archive = || KeyError::NotArchiveKey(key.to_owned());
+    let mut parts = key.split('/');
+    let (Some(cluster), Some(ARCHIVE_DIR), Some(name), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(not_archive());
+    };
+    let cluster = cluster.parse().map_err(|_| not_archive())?;
+    let name = name
+        .strip_suffix(ARCHIVE_SUFFIX)
+        .ok_or_else(not_archive)?
+        .parse()
+        .map_err(|_| not_archive())?;
+    Ok((cluster, name))
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("{0:?} is not a cluster name (lower-case letters, digits, '-' and '_', 1 to 63 bytes, starting with a letter or digit)")]
+    BadClusterName(String),
+    #[error("{0:?} is not a walvault staging key (<cluster>/staging/<wal file name>)")]
+    NotStagingKey(String),
+    #[error("{0:?} is not a walvault archive key (<cluster>/wal/<wal file name>.zst)")]
+    NotArchiveKey(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> ClusterName {
+        "orders-db".parse().unwrap()
+    }
+
+    fn name(s: &str) -> WalFileName {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn layout_is_as_documented() {
+        let seg = name("000000010000000000000003");
+        assert_eq!(
+            staging_key(&cluster(), &seg),
+            "orders-db/staging/000000010000000000000003"
+        );
+        assert_eq!(
+            archive_key(&cluster(), &seg),
+            "orders-db/wal/000000010000000000000003.zst"
+        );
+        assert_eq!(identity_key(&cluster()), "orders-db/identity.json");
+        assert!(staging_key(&cluster(), &seg).starts_with(&staging_prefix(&cluster())));
+        assert!(archive_key(&cluster(), &seg).starts_with(&archive_prefix(&cluster())));
+    }
+
+    #[test]
+    fn keys_parse_back_for_every_kind() {
+        for n in [
+            "000000010000000000000003",
+            "000000010000000000000003.partial",
+            "00000002.history",
+            "000000010000000000000003.00000028.backup",
+        ] {
+            let n = name(n);
+            assert_eq!(
+                parse_staging_key(&staging_key(&cluster(), &n)).unwrap(),
+                (cluster(), n)
+            );
+            assert_eq!(
+                parse_archive_key(&archive_key(&cluster(), &n)).unwrap(),
+                (cluster(), n)
+            );
+        }
+    }
+
+    #[test]
+    fn foreign_keys_are_refused() {
+        for key in [
+            "",
+            "orders-db/000000010000000000000003",
+            "orders-db/staging/000000010000000000000003/x",
+            "orders-db/staging/not-wal",
+            "orders-db/wal/000000010000000000000003.zst",
+            "Orders/staging/000000010000000000000003",
+            "orders-db/identity.json",
+            "/orders-db/staging/000000010000000000000003",
+        ] {
+            assert!(parse_staging_key(key).is_err(), "{key:?} accepted");
+        }
+        assert!(parse_archive_key("orders-db/wal/000000010000000000000003").is_err());
+        assert!(parse_archive_key("orders-db/staging/000000010000000000000003.zst").is_err());
+    }
+
+    #[test]
+    fn archive_keys_list_in_wal_order() {
+        let names = [
+            "000000010000000000000001",
+            "0000000100000000000000FF",
+            "000000010000000000000100.partial",
+            "000000010000000100000000",
+            "00000002.history",
+            "000000020000000100000000",
+        ];
+        let keys: Vec<String> = names
+            .iter()
+            .map(|n| archive_key(&cluster(), &name(n)))
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn cluster_names_are_checked() {
+        for good in ["a", "db1", "orders_eu-west-1", &"x".repeat(63)] {
+            assert!(good.parse::<ClusterName>().is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-db",
+            "Db",
+            "db/1",
+            "db 1",
+            "db.1",
+            &"x".repeat(64),
+            "é",
+        ] {
+            assert!(bad.parse::<ClusterName>().is_err(), "{bad}");
+        }
+    }
+}
