@@ -26,6 +26,7 @@ pub const SETTINGS: &[&str] = &[
     "R2_BUCKET",
     "R2_ACCESS_KEY_ID",
     "R2_SECRET_ACCESS_KEY",
+    "R2_REGION",
     "B2_ENDPOINT",
     "B2_BUCKET",
     "B2_ACCESS_KEY_ID",
@@ -447,6 +448,7 @@ mod tests {
         for missing in [
             "R2_BUCKET",
             "R2_SECRET_ACCESS_KEY",
+    "R2_REGION",
             "B2_REGION",
             "B2_ENDPOINT",
         ] {

@@ -111,8 +111,21 @@ pub fn parse_archive_key(key: &str) -> Result<(ClusterName, WalFileName), KeyErr
     Ok((cluster, name))
 }
 
+/// Decodes an object key as S3 event notifications carry it: form-encoded,
+/// so `+` is a space and everything else is percent-encoded (some stores
+/// encode `/` as `%2F`, others leave it).
+pub fn decode_event_key(raw: &str) -> Result<String, KeyError> {
+    let spaced = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|key| key.into_owned())
+        .map_err(|_| KeyError::BadEventKey(raw.to_owned()))
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
+    #[error("event key {0:?} does not decode to UTF-8")]
+    BadEventKey(String),
     #[error("{0:?} is not a cluster name (lower-case letters, digits, '-' and '_', 1 to 63 bytes, starting with a letter or digit)")]
     BadClusterName(String),
     #[error("{0:?} is not a walvault staging key (<cluster>/staging/<wal file name>)")]
@@ -204,6 +217,29 @@ mod tests {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn event_keys_are_form_decoded() {
+        for (raw, decoded) in [
+            (
+                "orders-db/staging/000000010000000000000003",
+                "orders-db/staging/000000010000000000000003",
+            ),
+            (
+                "orders-db%2Fstaging%2F000000010000000000000003",
+                "orders-db/staging/000000010000000000000003",
+            ),
+            ("a+b%2Bc", "a b+c"),
+            ("caf%C3%A9", "café"),
+            ("100%", "100%"),
+        ] {
+            assert_eq!(decode_event_key(raw).unwrap(), decoded, "{raw}");
+        }
+        assert_eq!(
+            decode_event_key("%FF"),
+            Err(KeyError::BadEventKey("%FF".into()))
+        );
     }
 
     #[test]

@@ -11,8 +11,7 @@ use aws_sdk_dynamodb::Client;
 use super::record::{
     CatalogRecord, RecordStatus, TargetState, UnixMillis, PARTITION_KEY, SORT_KEY,
 };
-use super::{Catalog, CatalogError, CreateOutcome, RecordPage};
-use crate::codec::Sha256Hex;
+use super::{Catalog, CatalogError, CreateOutcome, RecordPage, RecordRef};
 use crate::config::{Config, Provider};
 use crate::keys::ClusterName;
 use crate::wal::WalFileName;
@@ -173,13 +172,16 @@ impl Catalog for DynamoCatalog {
 
     async fn record_target(
         &self,
-        cluster: &ClusterName,
-        file: &WalFileName,
-        raw_sha256: &Sha256Hex,
+        record: RecordRef<'_>,
         provider: Provider,
         target: &TargetState,
         at: UnixMillis,
     ) -> Result<CatalogRecord, CatalogError> {
+        let RecordRef {
+            cluster,
+            file,
+            raw_sha256,
+        } = record;
         let out = self
             .client
             .update_item()
@@ -202,14 +204,17 @@ impl Catalog for DynamoCatalog {
 
     async fn set_status(
         &self,
-        cluster: &ClusterName,
-        file: &WalFileName,
-        raw_sha256: &Sha256Hex,
+        record: RecordRef<'_>,
         from: &[RecordStatus],
         to: RecordStatus,
         detail: Option<&str>,
         at: UnixMillis,
     ) -> Result<CatalogRecord, CatalogError> {
+        let RecordRef {
+            cluster,
+            file,
+            raw_sha256,
+        } = record;
         let from_placeholders: Vec<String> = (0..from.len()).map(|i| format!(":from{i}")).collect();
         let mut condition = format!(
             "#sha = :sha AND #status IN ({})",

@@ -30,6 +30,25 @@ pub struct RecordPage {
     pub next: Option<WalFileName>,
 }
 
+/// Which record a write is for, and the raw content it must still
+/// describe: a write never lands on a record of different content.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    pub cluster: &'a ClusterName,
+    pub file: &'a WalFileName,
+    pub raw_sha256: &'a Sha256Hex,
+}
+
+impl<'a> RecordRef<'a> {
+    pub fn of(record: &'a CatalogRecord) -> Self {
+        RecordRef {
+            cluster: &record.cluster,
+            file: &record.file,
+            raw_sha256: &record.raw_sha256,
+        }
+    }
+}
+
 #[async_trait]
 pub trait Catalog: Send + Sync {
     async fn get(
@@ -42,12 +61,10 @@ pub trait Catalog: Send + Sync {
     async fn create(&self, record: &CatalogRecord) -> Result<CreateOutcome, CatalogError>;
 
     /// Records a confirmed replica, if the record still describes content
-    /// with `raw_sha256`. Returns the record as it now stands.
+    /// with the referenced content. Returns the record as it now stands.
     async fn record_target(
         &self,
-        cluster: &ClusterName,
-        file: &WalFileName,
-        raw_sha256: &Sha256Hex,
+        record: RecordRef<'_>,
         provider: Provider,
         target: &TargetState,
         at: UnixMillis,
@@ -58,9 +75,7 @@ pub trait Catalog: Send + Sync {
     /// human-readable reason (removed when `None`).
     async fn set_status(
         &self,
-        cluster: &ClusterName,
-        file: &WalFileName,
-        raw_sha256: &Sha256Hex,
+        record: RecordRef<'_>,
         from: &[RecordStatus],
         to: RecordStatus,
         detail: Option<&str>,

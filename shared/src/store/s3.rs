@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
 use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
@@ -42,8 +42,9 @@ pub struct S3Store {
 }
 
 /// The SDK settings shared by every client: timeouts per attempt, bounded
-/// retries. Credentials and region come from the standard AWS chain.
-pub async fn build_sdk_config(config: &Config) -> SdkConfig {
+/// retries. Credentials and region come from the standard AWS chain unless
+/// the caller sets them on the loader.
+pub fn sdk_loader(config: &Config) -> ConfigLoader {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(5).min(config.request_timeout))
         .operation_attempt_timeout(config.request_timeout)
@@ -51,8 +52,10 @@ pub async fn build_sdk_config(config: &Config) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(timeouts)
         .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts))
-        .load()
-        .await
+}
+
+pub async fn build_sdk_config(config: &Config) -> SdkConfig {
+    sdk_loader(config).load().await
 }
 
 /// The staging bucket on AWS S3 (or the stand-in named by
@@ -288,6 +291,8 @@ fn classify<E, R>(err: &SdkError<E, R>, status: Option<u16>, code: Option<&str>)
 
 fn classify_response(status: Option<u16>, code: Option<&str>) -> Class {
     match (status, code) {
+        // A missing bucket is a configuration error, not a missing object.
+        (_, Some("NoSuchBucket")) => Class::Permanent,
         (Some(404), _) | (_, Some("NoSuchKey" | "NotFound")) => Class::NotFound,
         (Some(412), _) | (_, Some("PreconditionFailed")) => Class::PreconditionFailed,
         (

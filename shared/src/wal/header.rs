@@ -96,7 +96,7 @@ impl WalHeader {
         if system_identifier == 0 {
             return Err(HeaderError::ZeroSystemIdentifier);
         }
-        if page_address % segment_size.bytes() != 0 {
+        if !page_address.is_multiple_of(segment_size.bytes()) {
             return Err(HeaderError::MisalignedPageAddress {
                 page_address,
                 segment_size: segment_size.bytes(),

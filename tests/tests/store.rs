@@ -1,0 +1,414 @@
+//! The store trait against the S3 stand-ins: conditional creates, reads,
+//! listing, error classes, and the R2/B2 client settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use shared::codec::Sha256Hex;
+use shared::config::{Config, Provider};
+use shared::store::{
+    list_all, replica_store, staging_store, ConditionalPut, FaultyStore, Metadata, ObjectStore,
+    Operation, PutOutcome, S3Store, StoreError,
+};
+use walvault_tests::standins::{
+    self, walvault_sdk_config, Stack, B2_BUCKET, R2_BUCKET, STAGING_BUCKET,
+};
+use walvault_tests::unique_cluster;
+
+async fn staging(config: &Config) -> S3Store {
+    staging_store(&walvault_sdk_config(config).await, config)
+}
+
+async fn replica(config: &Config, provider: Provider, conditional: ConditionalPut) -> S3Store {
+    let sdk = walvault_sdk_config(config).await;
+    replica_store(&sdk, config.replica(provider).unwrap(), conditional)
+}
+
+fn meta(pairs: &[(&str, &str)]) -> Metadata {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Absent → created; same bytes → already present; different bytes →
+/// refused with the original intact. Both conditional-put modes.
+async fn put_if_absent_contract(store: &dyn ObjectStore, key: &str) {
+    let original = Bytes::from_static(b"first version of the segment");
+    let original_sha = Sha256Hex::of(&original);
+    let first = store
+        .put_if_absent(
+            key,
+            original.clone(),
+            &original_sha,
+            &meta(&[("host", "db1")]),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(first, PutOutcome::Created { .. }), "{first:?}");
+
+    let again = store
+        .put_if_absent(key, original.clone(), &original_sha, &Metadata::new())
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, PutOutcome::AlreadyPresent { .. }),
+        "{again:?}"
+    );
+
+    let other = Bytes::from_static(b"a different segment, same name");
+    let refused = store
+        .put_if_absent(key, other.clone(), &Sha256Hex::of(&other), &Metadata::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::PreconditionFailed { .. }),
+        "{refused:?}"
+    );
+
+    let stored = store.get(key).await.unwrap();
+    assert_eq!(stored.body, original, "the original must be untouched");
+    assert_eq!(stored.info.sha256(), Some(original_sha));
+    assert_eq!(
+        stored.info.metadata.get("host").map(String::as_str),
+        Some("db1")
+    );
+}
+
+#[tokio::test]
+async fn put_if_absent_with_if_none_match() {
+    let config = Stack::shared().config(&unique_cluster("put"));
+    let store = staging(&config).await;
+    put_if_absent_contract(
+        &store,
+        &format!("{}/staging/000000010000000000000001", config.cluster),
+    )
+    .await;
+    assert_eq!(store.conditional_put(), ConditionalPut::IfNoneMatch);
+}
+
+#[tokio::test]
+async fn put_if_absent_with_head_and_compare() {
+    let config = Stack::shared().config(&unique_cluster("head-compare"));
+    let store = replica(&config, Provider::B2, ConditionalPut::HeadAndCompare).await;
+    put_if_absent_contract(
+        &store,
+        &format!("{}/wal/000000010000000000000001.zst", config.cluster),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn of_32_concurrent_different_creators_exactly_one_wins() {
+    let config = Stack::shared().config(&unique_cluster("race"));
+    let store = Arc::new(staging(&config).await);
+    let key = format!("{}/staging/000000010000000000000002", config.cluster);
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let store = store.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                let body = Bytes::from(format!("writer {i} content").into_bytes());
+                let sha = Sha256Hex::of(&body);
+                let outcome = store
+                    .put_if_absent(&key, body.clone(), &sha, &Metadata::new())
+                    .await;
+                (body, outcome)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (body, outcome) = task.await.unwrap();
+        match outcome {
+            Ok(PutOutcome::Created { .. }) => winners.push(body),
+            Err(StoreError::PreconditionFailed { .. }) => {}
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one creator must win");
+    assert_eq!(store.get(&key).await.unwrap().body, winners[0]);
+}
+
+#[tokio::test]
+async fn concurrent_identical_creators_all_succeed() {
+    let config = Stack::shared().config(&unique_cluster("same"));
+    let store = Arc::new(staging(&config).await);
+    let key = format!("{}/staging/000000010000000000000003", config.cluster);
+    let body = Bytes::from_static(b"the same bytes from every writer");
+    let sha = Sha256Hex::of(&body);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, key, body, sha) = (store.clone(), key.clone(), body.clone(), sha.clone());
+            tokio::spawn(async move {
+                store
+                    .put_if_absent(&key, body, &sha, &Metadata::new())
+                    .await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            PutOutcome::Created { .. } => created += 1,
+            PutOutcome::AlreadyPresent { .. } => {}
+        }
+    }
+    assert_eq!(created, 1);
+}
+
+#[tokio::test]
+async fn an_object_not_written_by_walvault_is_never_taken_as_ours() {
+    let config = Stack::shared().config(&unique_cluster("foreign"));
+    let store = staging(&config).await;
+    let key = format!("{}/staging/000000010000000000000004", config.cluster);
+    let body = Bytes::from_static(b"uploaded by hand");
+    store
+        .client()
+        .put_object()
+        .bucket(STAGING_BUCKET)
+        .key(&key)
+        .body(body.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let err = store
+        .put_if_absent(&key, body.clone(), &Sha256Hex::of(&body), &Metadata::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::PreconditionFailed { ref detail, .. } if detail.contains("no sha256")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn get_head_delete_and_list() {
+    let config = Stack::shared().config(&unique_cluster("ops"));
+    let store = staging(&config).await;
+    let prefix = format!("{}/staging/", config.cluster);
+    let missing = format!("{prefix}000000010000000000000009");
+    assert!(store.get(&missing).await.unwrap_err().is_not_found());
+    assert!(store.head(&missing).await.unwrap_err().is_not_found());
+    store
+        .delete(&missing)
+        .await
+        .expect("deleting a missing key succeeds");
+
+    // Written out of order; listed in key (= WAL) order.
+    let names = [
+        "000000010000000000000003",
+        "000000010000000000000001",
+        "00000002.history",
+        "000000010000000000000002",
+    ];
+    for name in names {
+        let body = Bytes::from(name.as_bytes().to_vec());
+        store
+            .put_if_absent(
+                &format!("{prefix}{name}"),
+                body.clone(),
+                &Sha256Hex::of(&body),
+                &Metadata::new(),
+            )
+            .await
+            .unwrap();
+    }
+    let listed: Vec<String> = list_all(&store, &prefix)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    let mut expected: Vec<String> = names.iter().map(|n| format!("{prefix}{n}")).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+
+    let head = store.head(&expected[0]).await.unwrap();
+    assert_eq!(head.size, 24);
+    assert!(head.etag.is_some() && head.last_modified.is_some());
+
+    store.delete(&expected[0]).await.unwrap();
+    assert!(store.head(&expected[0]).await.unwrap_err().is_not_found());
+    assert_eq!(list_all(&store, &prefix).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn listing_follows_pages() {
+    let config = Stack::shared().config(&unique_cluster("pages"));
+    // On the R2 stand-in: staging would send a notification per object.
+    let store = Arc::new(replica(&config, Provider::R2, ConditionalPut::IfNoneMatch).await);
+    let prefix = format!("{}/wal/", config.cluster);
+    let keys: Vec<String> = (0..1010u32).map(|i| format!("{prefix}{i:08X}")).collect();
+    // Past the 1000-key page size, a few writers at a time.
+    for chunk in keys.chunks(8) {
+        let writes: Vec<_> = chunk
+            .iter()
+            .map(|key| {
+                let (store, key) = (store.clone(), key.clone());
+                tokio::spawn(async move {
+                    let body = Bytes::from(key.clone().into_bytes());
+                    store
+                        .put_if_absent(&key, body.clone(), &Sha256Hex::of(&body), &Metadata::new())
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        for write in writes {
+            write.await.unwrap();
+        }
+    }
+    let listed: Vec<String> = list_all(store.as_ref(), &prefix)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(listed, keys, "every key once, in order");
+}
+
+#[tokio::test]
+async fn r2_and_b2_clients_work_with_their_own_settings() {
+    let stack = Stack::shared();
+    let config = stack.config(&unique_cluster("replicas"));
+    for (provider, bucket) in [(Provider::R2, R2_BUCKET), (Provider::B2, B2_BUCKET)] {
+        let replica_config = config.replica(provider).unwrap();
+        assert_eq!(
+            replica_config.region,
+            if provider == Provider::R2 {
+                "auto"
+            } else {
+                standins::B2_REGION
+            }
+        );
+        let store = replica(&config, provider, ConditionalPut::IfNoneMatch).await;
+        assert_eq!(store.name(), provider.as_str());
+        assert_eq!(store.bucket(), bucket);
+        let key = format!("{}/wal/000000010000000000000001.zst", config.cluster);
+        put_if_absent_contract(&store, &key).await;
+    }
+    // Each replica went to its own endpoint, not staging.
+    let key = format!("{}/wal/000000010000000000000001.zst", config.cluster);
+    assert!(staging(&config)
+        .await
+        .head(&key)
+        .await
+        .unwrap_err()
+        .is_not_found());
+}
+
+#[tokio::test]
+async fn an_unreachable_store_is_retryable_and_a_missing_bucket_is_not() {
+    let mut config = Stack::shared().config(&unique_cluster("down"));
+    config.request_timeout = Duration::from_secs(2);
+    config.max_attempts = 1;
+    let good_endpoint = config.staging.endpoint.clone();
+    // Nothing listens on port 9 of loopback (discard is never enabled here).
+    config.staging.endpoint = Some("http://127.0.0.1:9".into());
+    let down = staging(&config).await;
+    let err = down
+        .head("any/staging/000000010000000000000001")
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    let body = Bytes::from_static(b"x");
+    let err = down
+        .put_if_absent(
+            "any/staging/x",
+            body.clone(),
+            &Sha256Hex::of(&body),
+            &Metadata::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+
+    config.staging.endpoint = good_endpoint;
+    config.staging.bucket = "no-such-bucket".into();
+    let wrong = staging(&config).await;
+    let err = wrong
+        .put_if_absent("k", body.clone(), &Sha256Hex::of(&body), &Metadata::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Permanent { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_failure_injecting_wrapper_sits_in_front_of_the_real_store() {
+    let config = Stack::shared().config(&unique_cluster("faulty"));
+    let store = FaultyStore::new(staging(&config).await);
+    let key = format!("{}/staging/000000010000000000000001", config.cluster);
+    let body = Bytes::from_static(b"segment");
+    store.fail_next(Operation::Put, 1);
+    assert!(store
+        .put_if_absent(&key, body.clone(), &Sha256Hex::of(&body), &Metadata::new())
+        .await
+        .unwrap_err()
+        .is_retryable());
+    assert!(
+        store.inner().head(&key).await.unwrap_err().is_not_found(),
+        "the failed put must not reach the store"
+    );
+    store
+        .put_if_absent(&key, body.clone(), &Sha256Hex::of(&body), &Metadata::new())
+        .await
+        .unwrap();
+    assert_eq!(store.get(&key).await.unwrap().body, body);
+    assert_eq!(store.calls(Operation::Put), 2);
+}
+
+#[tokio::test]
+async fn staging_writes_notify_the_queue() {
+    let stack = Stack::shared();
+    let config = stack.config(&unique_cluster("notify"));
+    let store = staging(&config).await;
+    let key = format!("{}/staging/000000010000000000000001", config.cluster);
+    let body = Bytes::from_static(b"segment");
+    store
+        .put_if_absent(&key, body.clone(), &Sha256Hex::of(&body), &Metadata::new())
+        .await
+        .unwrap();
+
+    let sdk = standins::aws_sdk_config().await;
+    let sqs = standins::sqs_client(&sdk, &stack.staging.endpoint());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(&stack.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        let mut ours = false;
+        for message in received.messages() {
+            let body = message.body().unwrap_or_default();
+            let event: serde_json::Value = serde_json::from_str(body).unwrap();
+            let Some(raw_key) = event["Records"][0]["s3"]["object"]["key"].as_str() else {
+                continue; // s3:TestEvent
+            };
+            // Other tests share the queue: only delete our message.
+            if shared::keys::decode_event_key(raw_key).unwrap() == key {
+                assert_eq!(event["Records"][0]["eventName"], "ObjectCreated:Put");
+                assert_eq!(event["Records"][0]["s3"]["bucket"]["name"], STAGING_BUCKET);
+                ours = true;
+                sqs.delete_message()
+                    .queue_url(&stack.queue_url)
+                    .receipt_handle(message.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        if ours {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ObjectCreated notification for {key}"
+        );
+    }
+}
