@@ -448,7 +448,6 @@ mod tests {
         for missing in [
             "R2_BUCKET",
             "R2_SECRET_ACCESS_KEY",
-    "R2_REGION",
             "B2_REGION",
             "B2_ENDPOINT",
         ] {
