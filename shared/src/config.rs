@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::codec::CompressionLevel;
@@ -37,6 +37,12 @@ pub const SETTINGS: &[&str] = &[
     "ZSTD_LEVEL",
     "REQUEST_TIMEOUT_SECS",
     "MAX_ATTEMPTS",
+    "SYSTEM_IDENTIFIER",
+    "PUSH_CONCURRENCY",
+    "PUSH_DEADLINE_SECS",
+    "SPOOL_DIR",
+    "PREFETCH",
+    "FETCH_ORDER",
 ];
 
 /// A value that must never reach a log line or an error message.
@@ -120,6 +126,20 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Attempts per request, including the first (the SDK's standard retry).
     pub max_attempts: u32,
+    /// The cluster's PostgreSQL system identifier, if pinned; otherwise the
+    /// first pushed segment's is recorded in the staging bucket.
+    pub system_identifier: Option<u64>,
+    /// How many `.ready` files one `walvault push` uploads at once (1: only
+    /// the file PostgreSQL asked for).
+    pub push_concurrency: usize,
+    /// How long `walvault push` keeps retrying transient failures.
+    pub push_deadline: Duration,
+    /// Local state of the shipper: finished parallel pushes, prefetched files.
+    pub spool_dir: PathBuf,
+    /// Segments `walvault fetch` prefetches after the one asked for (0: off).
+    pub prefetch: usize,
+    /// Which replica `walvault fetch` tries first.
+    pub fetch_order: Vec<Provider>,
 }
 
 impl Config {
@@ -142,7 +162,7 @@ impl Config {
         file: &BTreeMap<String, String>,
     ) -> Result<Self, ConfigError> {
         let settings = Settings { env, file };
-        let cluster = settings
+        let cluster: ClusterName = settings
             .required("CLUSTER")?
             .parse()
             .map_err(|e: crate::keys::KeyError| settings.invalid("CLUSTER", e.to_string()))?;
@@ -165,6 +185,45 @@ impl Config {
         let request_timeout = Duration::from_secs(settings.positive("REQUEST_TIMEOUT_SECS", 30)?);
         let max_attempts = u32::try_from(settings.positive("MAX_ATTEMPTS", 3)?)
             .map_err(|_| settings.invalid("MAX_ATTEMPTS", "too large".into()))?;
+        let system_identifier = match settings.get("SYSTEM_IDENTIFIER") {
+            None => None,
+            Some(v) => Some(v.parse::<u64>().ok().filter(|id| *id != 0).ok_or_else(|| {
+                settings.invalid(
+                    "SYSTEM_IDENTIFIER",
+                    format!("{v:?} is not a PostgreSQL system identifier"),
+                )
+            })?),
+        };
+        let push_concurrency = settings.positive("PUSH_CONCURRENCY", 4)?;
+        if push_concurrency > 64 {
+            return Err(settings.invalid("PUSH_CONCURRENCY", "at most 64".into()));
+        }
+        let prefetch = match settings.get("PREFETCH") {
+            None => 8,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= 64)
+                .ok_or_else(|| {
+                    settings.invalid(
+                        "PREFETCH",
+                        format!("{v:?} is not a whole number from 0 to 64"),
+                    )
+                })?,
+        };
+        let spool_dir = settings
+            .get("SPOOL_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new("/var/spool/walvault").join(cluster.as_str()));
+        if !spool_dir.is_absolute() {
+            return Err(settings.invalid("SPOOL_DIR", "must be an absolute path".into()));
+        }
+        let fetch_order = match settings.get("FETCH_ORDER") {
+            None => vec![Provider::R2, Provider::B2],
+            Some(v) => {
+                parse_fetch_order(&v).map_err(|reason| settings.invalid("FETCH_ORDER", reason))?
+            }
+        };
         Ok(Config {
             cluster,
             staging,
@@ -174,6 +233,12 @@ impl Config {
             zstd_level,
             request_timeout,
             max_attempts,
+            system_identifier,
+            push_concurrency: push_concurrency as usize,
+            push_deadline: Duration::from_secs(settings.positive("PUSH_DEADLINE_SECS", 60)?),
+            spool_dir,
+            prefetch,
+            fetch_order,
         })
     }
 
@@ -185,6 +250,22 @@ impl Config {
         };
         configured.ok_or_else(|| ConfigError::Missing(replica_var(provider, "ENDPOINT")))
     }
+}
+
+fn parse_fetch_order(value: &str) -> Result<Vec<Provider>, String> {
+    let mut order = Vec::new();
+    for part in value.split(',').map(str::trim) {
+        let provider = match part.to_ascii_lowercase().as_str() {
+            "r2" => Provider::R2,
+            "b2" => Provider::B2,
+            other => return Err(format!("{other:?} is not a replica (r2, b2)")),
+        };
+        if order.contains(&provider) {
+            return Err(format!("{provider} is listed twice"));
+        }
+        order.push(provider);
+    }
+    Ok(order)
 }
 
 fn replica_var(provider: Provider, setting: &str) -> String {
@@ -414,6 +495,12 @@ mod tests {
         assert_eq!(c.zstd_level, CompressionLevel::default());
         assert_eq!(c.request_timeout, Duration::from_secs(30));
         assert_eq!(c.max_attempts, 3);
+        assert_eq!(c.system_identifier, None);
+        assert_eq!(c.push_concurrency, 4);
+        assert_eq!(c.push_deadline, Duration::from_secs(60));
+        assert_eq!(c.spool_dir, Path::new("/var/spool/walvault/main"));
+        assert_eq!(c.prefetch, 8);
+        assert_eq!(c.fetch_order, [Provider::R2, Provider::B2]);
         assert!(c.r2.is_none() && c.b2.is_none());
         assert_eq!(
             c.replica(Provider::B2),
@@ -472,6 +559,13 @@ mod tests {
             ("REQUEST_TIMEOUT_SECS", "0"),
             ("MAX_ATTEMPTS", "-1"),
             ("R2_REGION", "us-east-1"),
+            ("SYSTEM_IDENTIFIER", "0"),
+            ("SYSTEM_IDENTIFIER", "-5"),
+            ("PUSH_CONCURRENCY", "65"),
+            ("PREFETCH", "100"),
+            ("SPOOL_DIR", "relative/dir"),
+            ("FETCH_ORDER", "r2,s3"),
+            ("FETCH_ORDER", "b2,b2"),
         ] {
             let mut pairs = full();
             pairs.retain(|(k, _)| *k != var);
@@ -483,6 +577,26 @@ mod tests {
                 other => panic!("{var}={value}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn shipper_settings_are_read() {
+        let mut pairs = full();
+        pairs.extend([
+            ("SYSTEM_IDENTIFIER", "7301234567890123456"),
+            ("PUSH_CONCURRENCY", "1"),
+            ("PUSH_DEADLINE_SECS", "5"),
+            ("SPOOL_DIR", "/srv/walvault"),
+            ("PREFETCH", "0"),
+            ("FETCH_ORDER", "B2, r2"),
+        ]);
+        let c = load(&pairs).unwrap();
+        assert_eq!(c.system_identifier, Some(7_301_234_567_890_123_456));
+        assert_eq!(c.push_concurrency, 1);
+        assert_eq!(c.push_deadline, Duration::from_secs(5));
+        assert_eq!(c.spool_dir, Path::new("/srv/walvault"));
+        assert_eq!(c.prefetch, 0);
+        assert_eq!(c.fetch_order, [Provider::B2, Provider::R2]);
     }
 
     #[test]

@@ -3,9 +3,12 @@
 //! clients, and configuration. Binaries parse input, call in here, and map
 //! the result.
 
+pub mod archive;
 pub mod catalog;
 pub mod codec;
 pub mod config;
+pub mod identity;
 pub mod keys;
+pub mod retry;
 pub mod store;
 pub mod wal;

@@ -3,8 +3,11 @@
 //! PostgreSQL 15 cluster. It installs nothing; the README's test command
 //! does (moto into the project venv).
 
+pub mod archive;
+pub mod outage;
 pub mod postgres;
 pub mod process;
+pub mod shipper;
 pub mod standins;
 
 use std::path::{Path, PathBuf};
