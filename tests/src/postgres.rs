@@ -97,6 +97,79 @@ impl Postgres {
         pg
     }
 
+    /// A new cluster recovered from `base_backup` (a `pg_basebackup`
+    /// directory), with `restore_command` and any `recovery_conf` lines
+    /// (e.g. `recovery_target_time`). Starts it and waits until it accepts
+    /// connections; recovery may still be running.
+    pub fn recover(
+        base_backup: &Path,
+        restore_command: &str,
+        recovery_conf: &[String],
+    ) -> Postgres {
+        let root = tempfile::Builder::new()
+            .prefix("walvault-pg-restore-")
+            .tempdir()
+            .expect("temp dir for the restored cluster");
+        std::fs::create_dir(root.path().join("socket")).expect("socket dir");
+        std::fs::create_dir(root.path().join("archive")).expect("archive dir");
+        run_checked(
+            Command::new("cp")
+                .arg("-a")
+                .arg(base_backup)
+                .arg(root.path().join("data")),
+        );
+        hand_to_postgres_user(root.path());
+        let data = root.path().join("data");
+        let mut conf = vec![
+            format!(
+                "unix_socket_directories = '{}'",
+                root.path().join("socket").display()
+            ),
+            "archive_mode = off".to_owned(),
+            format!(
+                "restore_command = '{}'",
+                restore_command.replace('\'', "''")
+            ),
+        ];
+        conf.extend(recovery_conf.iter().cloned());
+        let conf_path = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path).expect("reading postgresql.conf");
+        text.push_str("\n# walvault recovery\n");
+        text.push_str(&conf.join("\n"));
+        text.push('\n');
+        std::fs::write(&conf_path, text).expect("writing postgresql.conf");
+        std::fs::write(data.join("recovery.signal"), "").expect("recovery.signal");
+        hand_to_postgres_user(root.path());
+        let mut pg = Postgres {
+            root,
+            port: 0,
+            process: None,
+        };
+        pg.launch();
+        pg
+    }
+
+    /// Waits until recovery has ended and the cluster accepts writes.
+    pub fn wait_promoted(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.sql("SELECT pg_is_in_recovery()") != "f" {
+            assert!(
+                Instant::now() < deadline,
+                "still in recovery after {timeout:?}; log:\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The end of the server log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        self.process
+            .as_ref()
+            .map(GuardedProcess::log_tail)
+            .unwrap_or_default()
+    }
+
     fn launch(&mut self) {
         for _attempt in 0..5 {
             let port = free_port();
