@@ -14,30 +14,54 @@ use walvault_tests::standins::Stack;
 use walvault_tests::unique_cluster;
 
 fn main() {
-    let segments: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(32);
+    let segments: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32);
     let stack = Stack::shared();
     println!("backlog drain, {segments} segments of 16 MiB (PostgreSQL 15 archiver, moto staging)");
-    println!("{:<28} {:>10} {:>12}", "archive_command", "s/segment", "segments/s");
-    let floor = drain(segments, |pg| format!("cp %p {}/%f", pg.archive_dir().display()));
+    println!(
+        "{:<28} {:>10} {:>12}",
+        "archive_command", "s/segment", "segments/s"
+    );
+    let floor = drain(segments, |pg| {
+        format!("cp %p {}/%f", pg.archive_dir().display())
+    });
     print_rate("cp (floor)", floor, segments);
     for concurrency in [1, 4, 8] {
         let mut env = stack.env(&unique_cluster("bench-drain"));
         env.insert("WALVAULT_PUSH_CONCURRENCY".into(), concurrency.to_string());
         let shipper = Shipper::new(&env);
         let elapsed = drain(segments, |_| shipper.command_line("push %p"));
-        print_rate(&format!("walvault push, {concurrency} at once"), elapsed, segments);
+        print_rate(
+            &format!("walvault push, {concurrency} at once"),
+            elapsed,
+            segments,
+        );
     }
 
     println!();
     println!("restore, {segments} sequential requests of 16 MiB segments (moto R2/B2, catalog)");
-    println!("{:<28} {:>10} {:>12}", "restore_command", "s/segment", "segments/s");
+    println!(
+        "{:<28} {:>10} {:>12}",
+        "restore_command", "s/segment", "segments/s"
+    );
     let cluster = unique_cluster("bench-fetch");
     let config = stack.config(&cluster);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let names: Vec<String> = (1..=segments).map(|i| format!("0000000100000000{:08X}", i)).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let names: Vec<String> = (1..=segments)
+        .map(|i| format!("0000000100000000{:08X}", i))
+        .collect();
     for name in &names {
         let raw = wal_like(name);
-        runtime.block_on(archive_replicated(&config, &name.parse().expect("name"), &raw));
+        runtime.block_on(archive_replicated(
+            &config,
+            &name.parse().expect("name"),
+            &raw,
+        ));
     }
     for prefetch in [0, 8] {
         let mut env = stack.env(&cluster);
@@ -50,7 +74,11 @@ fn main() {
             let run = shipper.run(&["fetch", name, dest.to_str().expect("utf-8 path")]);
             assert_eq!(run.code, 0, "{}", run.stderr);
         }
-        print_rate(&format!("walvault fetch, prefetch {prefetch}"), started.elapsed(), segments);
+        print_rate(
+            &format!("walvault fetch, prefetch {prefetch}"),
+            started.elapsed(),
+            segments,
+        );
     }
 }
 
@@ -68,7 +96,10 @@ fn drain(segments: usize, command: impl FnOnce(&Postgres) -> String) -> Duration
         last = pg.switch_wal();
     }
     let command = command(&pg);
-    pg.sql(&format!("ALTER SYSTEM SET archive_command = '{}'", command.replace('\'', "''")));
+    pg.sql(&format!(
+        "ALTER SYSTEM SET archive_command = '{}'",
+        command.replace('\'', "''")
+    ));
     let started = Instant::now();
     pg.sql("SELECT pg_reload_conf()");
     pg.wait_archived(&last, Duration::from_secs(1800));
@@ -77,7 +108,9 @@ fn drain(segments: usize, command: impl FnOnce(&Postgres) -> String) -> Duration
 
 /// 16 MiB that compress about as OLTP WAL does: records between zeroes.
 fn wal_like(seed: &str) -> Vec<u8> {
-    let mut state: u32 = seed.bytes().fold(2_166_136_261, |h, b| (h ^ u32::from(b)).wrapping_mul(16_777_619)) | 1;
+    let mut state: u32 = seed.bytes().fold(2_166_136_261, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(16_777_619)
+    }) | 1;
     let mut out = vec![0u8; 16 << 20];
     for chunk in out.chunks_mut(256) {
         for byte in chunk.iter_mut().take(96) {
@@ -92,5 +125,9 @@ fn wal_like(seed: &str) -> Vec<u8> {
 
 fn print_rate(label: &str, elapsed: Duration, segments: usize) {
     let secs = elapsed.as_secs_f64();
-    println!("{label:<28} {:>10.3} {:>12.1}", secs / segments as f64, segments as f64 / secs);
+    println!(
+        "{label:<28} {:>10.3} {:>12.1}",
+        secs / segments as f64,
+        segments as f64 / secs
+    );
 }
