@@ -43,10 +43,6 @@ pub async fn archive_replicated(config: &Config, name: &WalFileName, raw: &[u8])
     }
     let header = WalHeader::parse_file(name, raw).ok();
     let record = CatalogRecord {
-        cluster: config.cluster.clone(),
-        file: *name,
-        raw_size: raw.len() as u64,
-        raw_sha256: sha.clone(),
         system_identifier: header.map(|h| h.system_identifier),
         pg_version: header.map(|h| h.pg_version.0),
         compressed_size: Some(packed.len() as u64),
@@ -54,13 +50,15 @@ pub async fn archive_replicated(config: &Config, name: &WalFileName, raw: &[u8])
         status: RecordStatus::Replicated,
         b2: targets.pop(),
         r2: targets.pop(),
-        staged_at: now,
-        created_at: now,
-        updated_at: now,
         replicated_at: Some(now),
-        conflicts: 0,
-        last_conflict: None,
-        detail: None,
+        ..CatalogRecord::replicating(
+            config.cluster.clone(),
+            *name,
+            raw.len() as u64,
+            sha.clone(),
+            now,
+            now,
+        )
     };
     catalog(config)
         .await

@@ -19,24 +19,16 @@ async fn catalog(config: &Config) -> DynamoCatalog {
 
 fn record(config: &Config, file: &str) -> CatalogRecord {
     CatalogRecord {
-        cluster: config.cluster.clone(),
-        file: file.parse().unwrap(),
-        raw_size: 16 << 20,
-        raw_sha256: Sha256Hex::of(file.as_bytes()),
         system_identifier: Some(7_301_234_567_890_123_456),
         pg_version: Some(15),
-        compressed_size: None,
-        compressed_sha256: None,
-        status: RecordStatus::Replicating,
-        r2: None,
-        b2: None,
-        staged_at: 1_000,
-        created_at: 2_000,
-        updated_at: 2_000,
-        replicated_at: None,
-        conflicts: 0,
-        last_conflict: None,
-        detail: None,
+        ..CatalogRecord::replicating(
+            config.cluster.clone(),
+            file.parse().unwrap(),
+            16 << 20,
+            Sha256Hex::of(file.as_bytes()),
+            1_000,
+            2_000,
+        )
     }
 }
 

@@ -107,6 +107,37 @@ pub struct CatalogRecord {
 }
 
 impl CatalogRecord {
+    /// A new record for a file whose replicas are about to be written.
+    pub fn replicating(
+        cluster: ClusterName,
+        file: WalFileName,
+        raw_size: u64,
+        raw_sha256: Sha256Hex,
+        staged_at: UnixMillis,
+        now: UnixMillis,
+    ) -> Self {
+        CatalogRecord {
+            cluster,
+            file,
+            raw_size,
+            raw_sha256,
+            system_identifier: None,
+            pg_version: None,
+            compressed_size: None,
+            compressed_sha256: None,
+            status: RecordStatus::Replicating,
+            r2: None,
+            b2: None,
+            staged_at,
+            created_at: now,
+            updated_at: now,
+            replicated_at: None,
+            conflicts: 0,
+            last_conflict: None,
+            detail: None,
+        }
+    }
+
     pub fn target(&self, provider: Provider) -> Option<&TargetState> {
         match provider {
             Provider::R2 => self.r2.as_ref(),
@@ -311,24 +342,16 @@ pub(crate) mod tests {
 
     pub(crate) fn sample(cluster: &str, file: &str) -> CatalogRecord {
         CatalogRecord {
-            cluster: cluster.parse().unwrap(),
-            file: file.parse().unwrap(),
-            raw_size: 16 << 20,
-            raw_sha256: Sha256Hex::of(file.as_bytes()),
             system_identifier: Some(7_301_234_567_890_123_456),
             pg_version: Some(15),
-            compressed_size: None,
-            compressed_sha256: None,
-            status: RecordStatus::Replicating,
-            r2: None,
-            b2: None,
-            staged_at: 1_700_000_000_000,
-            created_at: 1_700_000_000_500,
-            updated_at: 1_700_000_000_500,
-            replicated_at: None,
-            conflicts: 0,
-            last_conflict: None,
-            detail: None,
+            ..CatalogRecord::replicating(
+                cluster.parse().unwrap(),
+                file.parse().unwrap(),
+                16 << 20,
+                Sha256Hex::of(file.as_bytes()),
+                1_700_000_000_000,
+                1_700_000_000_500,
+            )
         }
     }
 
