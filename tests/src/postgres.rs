@@ -81,12 +81,7 @@ impl Postgres {
             "log_min_messages = warning".to_owned(),
         ];
         conf.extend(options.extra_conf.iter().cloned());
-        let conf_path = data.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf_path).expect("reading postgresql.conf");
-        text.push_str("\n# walvault test harness\n");
-        text.push_str(&conf.join("\n"));
-        text.push('\n');
-        std::fs::write(&conf_path, text).expect("writing postgresql.conf");
+        append_conf(&data, "walvault test harness", &conf);
 
         let mut pg = Postgres {
             root,
@@ -132,12 +127,7 @@ impl Postgres {
             ),
         ];
         conf.extend(recovery_conf.iter().cloned());
-        let conf_path = data.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf_path).expect("reading postgresql.conf");
-        text.push_str("\n# walvault recovery\n");
-        text.push_str(&conf.join("\n"));
-        text.push('\n');
-        std::fs::write(&conf_path, text).expect("writing postgresql.conf");
+        append_conf(&data, "walvault recovery", &conf);
         std::fs::write(data.join("recovery.signal"), "").expect("recovery.signal");
         hand_to_postgres_user(root.path());
         let mut pg = Postgres {
@@ -341,6 +331,16 @@ impl Drop for Postgres {
             process.stop();
         }
     }
+}
+
+/// Appends `lines` to postgresql.conf under a comment; later lines win.
+fn append_conf(data: &Path, heading: &str, lines: &[String]) {
+    let conf_path = data.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf_path).expect("reading postgresql.conf");
+    text.push_str(&format!("\n# {heading}\n"));
+    text.push_str(&lines.join("\n"));
+    text.push('\n');
+    std::fs::write(&conf_path, text).expect("writing postgresql.conf");
 }
 
 fn as_pg_user(program: &str) -> Command {

@@ -59,6 +59,13 @@ fn copy_named(file: &Path, contents: Option<&[u8]>) -> (tempfile::TempDir, PathB
     (dir, path)
 }
 
+fn wal_name(path: &Path) -> WalFileName {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .expect("a WAL file name")
+}
+
 fn push(shipper: &Shipper, path: &Path) -> walvault_tests::shipper::Run {
     shipper.run(&["push", path.to_str().unwrap()])
 }
@@ -151,13 +158,7 @@ async fn repushes_are_idempotent_and_conflicts_refused_in_staging_and_after() {
     let (_d2, altered_path) = copy_named(first, Some(&altered));
     let refused = push(&shipper, &altered_path);
     assert_eq!(refused.code, 5, "{}", refused.stderr);
-    let name: WalFileName = first
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let name = wal_name(first);
     let stored = staging(&config)
         .await
         .get(&staging_key(&config.cluster, &name))
@@ -171,13 +172,7 @@ async fn repushes_are_idempotent_and_conflicts_refused_in_staging_and_after() {
 
     // Replicated and gone from staging: the catalog decides.
     let second_bytes = std::fs::read(second).unwrap();
-    let second_name: WalFileName = second
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let second_name = wal_name(second);
     archive_replicated(&config, &second_name, &second_bytes).await;
     let (_d3, path) = copy_named(second, None);
     let same = push(&shipper, &path);
