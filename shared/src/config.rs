@@ -43,6 +43,7 @@ pub const SETTINGS: &[&str] = &[
     "SPOOL_DIR",
     "PREFETCH",
     "FETCH_ORDER",
+    "REDRIVE_AFTER_SECS",
 ];
 
 /// A value that must never reach a log line or an error message.
@@ -140,6 +141,9 @@ pub struct Config {
     pub prefetch: usize,
     /// Which replica `walvault fetch` tries first.
     pub fetch_order: Vec<Provider>,
+    /// Age after which the compress function's re-drive takes a staging
+    /// object as stuck (its event lost, or a replica missing).
+    pub redrive_after: Duration,
 }
 
 impl Config {
@@ -239,6 +243,7 @@ impl Config {
             spool_dir,
             prefetch,
             fetch_order,
+            redrive_after: Duration::from_secs(settings.positive("REDRIVE_AFTER_SECS", 900)?),
         })
     }
 
@@ -501,6 +506,7 @@ mod tests {
         assert_eq!(c.spool_dir, Path::new("/var/spool/walvault/main"));
         assert_eq!(c.prefetch, 8);
         assert_eq!(c.fetch_order, [Provider::R2, Provider::B2]);
+        assert_eq!(c.redrive_after, Duration::from_secs(900));
         assert!(c.r2.is_none() && c.b2.is_none());
         assert_eq!(
             c.replica(Provider::B2),

@@ -6,9 +6,13 @@
 pub mod archive;
 pub mod catalog;
 pub mod codec;
+pub mod compress;
 pub mod config;
+pub mod events;
 pub mod identity;
 pub mod keys;
+pub mod metrics;
+pub mod replicate;
 pub mod retry;
 pub mod store;
 pub mod wal;

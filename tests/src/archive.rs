@@ -2,7 +2,7 @@
 //! R2 and B2, a `replicated` catalog record), for tests of restore.
 
 use bytes::Bytes;
-use shared::archive::push::META_SIZE;
+use shared::archive::push::{META_PG_VERSION, META_SIZE, META_SYSTEM_IDENTIFIER};
 use shared::archive::META_RAW_SIZE;
 use shared::catalog::{
     dynamodb_client, now_millis, Catalog, CatalogRecord, DynamoCatalog, RecordStatus, TargetState,
@@ -68,19 +68,59 @@ pub async fn archive_replicated(config: &Config, name: &WalFileName, raw: &[u8])
     record
 }
 
-/// Puts `raw` into staging as the shipper does, without a catalog record.
+/// Puts `raw` into staging with the metadata `walvault push` writes,
+/// without a catalog record.
 pub async fn stage(config: &Config, name: &WalFileName, raw: &[u8]) {
+    stage_claiming(config, name, raw, &Sha256Hex::of(raw)).await;
+}
+
+/// Like [`stage`], but with `claimed` as the shipper's recorded sha256.
+pub async fn stage_claiming(config: &Config, name: &WalFileName, raw: &[u8], claimed: &Sha256Hex) {
     let sdk = walvault_sdk_config(config).await;
-    let body = Bytes::copy_from_slice(raw);
+    let mut metadata = Metadata::from([(META_SIZE.to_owned(), raw.len().to_string())]);
+    if let Ok(header) = WalHeader::parse_file(name, raw) {
+        metadata.insert(
+            META_SYSTEM_IDENTIFIER.to_owned(),
+            header.system_identifier.to_string(),
+        );
+        metadata.insert(META_PG_VERSION.to_owned(), header.pg_version.0.to_string());
+    }
     staging_store(&sdk, config)
         .put_if_absent(
             &staging_key(&config.cluster, name),
-            body,
-            &Sha256Hex::of(raw),
-            &Metadata::from([(META_SIZE.to_owned(), raw.len().to_string())]),
+            Bytes::copy_from_slice(raw),
+            claimed,
+            &metadata,
         )
         .await
         .expect("staging put");
+}
+
+/// A valid 1 MiB PostgreSQL 15 segment for `name` (a segment or
+/// `.partial`): the long page header, then record-like bytes that compress
+/// roughly as real WAL does.
+pub fn synthetic_segment(name: &WalFileName, system_identifier: u64) -> Vec<u8> {
+    const SIZE: u64 = 1 << 20;
+    let segment = name.segment().expect("a segment name");
+    let size = shared::wal::SegmentSize::new(SIZE).expect("1 MiB is legal");
+    let mut bytes = vec![0u8; SIZE as usize];
+    bytes[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+    bytes[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
+    bytes[4..8].copy_from_slice(&segment.timeline.to_le_bytes());
+    bytes[8..16].copy_from_slice(&segment.start_lsn(size).to_le_bytes());
+    bytes[24..32].copy_from_slice(&system_identifier.to_le_bytes());
+    bytes[32..36].copy_from_slice(&(SIZE as u32).to_le_bytes());
+    bytes[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    let mut state = (system_identifier as u32) ^ segment.seg ^ 0x9E37_79B9;
+    for record in bytes[64..].chunks_mut(128) {
+        for byte in record.iter_mut().take(40) {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            *byte = (state % 16) as u8;
+        }
+    }
+    bytes
 }
 
 pub async fn catalog(config: &Config) -> DynamoCatalog {

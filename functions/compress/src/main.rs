@@ -1,7 +1,15 @@
-//! The compress function: S3 ObjectCreated notifications, delivered through
-//! SQS, for raw WAL files in the staging bucket.
+//! The compress function: raw WAL files announced by S3 ObjectCreated
+//! events (through SQS, directly, or via EventBridge) are verified,
+//! compressed, written to R2 and B2 and recorded in the catalog; a
+//! scheduled event re-drives stuck staging objects.
 
-use lambda_runtime::{run, service_fn, Error};
+use std::sync::Arc;
+
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use serde_json::Value;
+use shared::config::Config;
+use shared::replicate::Replicator;
+use shared::store::build_sdk_config;
 
 mod handler;
 
@@ -9,9 +17,21 @@ mod handler;
 async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
         .with_current_span(false)
         .without_time()
         .init();
-    run(service_fn(handler::handle)).await
+    // Once per cold start: configuration, credentials and SDK clients.
+    let config = Config::load(None)?;
+    let sdk = build_sdk_config(&config).await;
+    let replicator = Arc::new(Replicator::from_config(&sdk, &config)?);
+    let redrive_after = config.redrive_after;
+    run(service_fn(move |event: LambdaEvent<Value>| {
+        let replicator = Arc::clone(&replicator);
+        async move { handler::handle(&replicator, redrive_after, event).await }
+    }))
+    .await
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::spool::Spool;
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::{Catalog, CatalogError, RecordStatus};
 use crate::codec::Sha256Hex;
 use crate::identity::{check_identity, IdentityError};
 use crate::keys::{staging_key, ClusterName};
@@ -232,6 +232,14 @@ impl Pusher {
         .map_err(|e| self.catalog_failure(name, deadline, e))?;
         match record {
             None => Ok(None),
+            Some(record) if record.status == RecordStatus::Corrupt => Err(PushError::Conflict {
+                name: name.to_string(),
+                detail: format!(
+                    "the compress function found its staging copy corrupt ({}); after investigating, delete the staging object {} and the catalog record",
+                    record.detail.unwrap_or_default(),
+                    staging_key(&self.cluster, name)
+                ),
+            }),
             Some(record) if &record.raw_sha256 == sha => {
                 tracing::warn!(file = %name, status = %record.status, "already archived with the same content");
                 Ok(Some(PushOutcome::AlreadyArchived))
