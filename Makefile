@@ -10,6 +10,7 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 ## Installs what is missing, then runs every check and every test.
 test: deps lint
 	@mkdir -p $(CARGO_TARGET_DIR)
+	cargo build --workspace --bins --locked
 	set -o pipefail; cargo test --workspace --locked 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
 	@awk '/^test result:/ {passed += $$4; failed += $$6} END {printf "%d passed, %d failed\n", passed, failed}' $(CARGO_TARGET_DIR)/test-output.log
 

@@ -12,22 +12,28 @@ use tempfile::TempDir;
 use crate::process::{run_checked, running_as_root};
 use crate::workspace_root;
 
-/// The freshly built `walvault`, in a directory every user can read.
+/// The `walvault` binary, copied where every user can read it. `make test`
+/// builds it first (`cargo build --bins`); `WALVAULT_BIN` points elsewhere.
+/// Cargo cannot be run from here: the `cargo test` running us holds its lock.
 pub fn walvault_binary() -> &'static Path {
     static BINARY: OnceLock<(TempDir, PathBuf)> = OnceLock::new();
     let (_, path) = BINARY.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        run_checked(
-            Command::new(cargo)
-                .current_dir(workspace_root())
-                .args(["build", "--quiet", "-p", "walvault", "--bin", "walvault"]),
-        );
-        let target = std::env::var_os("CARGO_TARGET_DIR")
+        let built = std::env::var_os("WALVAULT_BIN")
             .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join("target"));
+            .unwrap_or_else(|| {
+                std::env::var_os("CARGO_TARGET_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| workspace_root().join("target"))
+                    .join("debug/walvault")
+            });
+        assert!(
+            built.exists(),
+            "{} is missing: run `cargo build --bins` first (make test does)",
+            built.display()
+        );
         let dir = public_tempdir("walvault-bin-");
         let path = dir.path().join("walvault");
-        std::fs::copy(target.join("debug/walvault"), &path).expect("copying the walvault binary");
+        std::fs::copy(&built, &path).expect("copying the walvault binary");
         (dir, path)
     });
     path
