@@ -27,11 +27,14 @@ pub const SETTINGS: &[&str] = &[
     "R2_ACCESS_KEY_ID",
     "R2_SECRET_ACCESS_KEY",
     "R2_REGION",
+    "R2_SECRET_ARN",
     "B2_ENDPOINT",
     "B2_BUCKET",
     "B2_ACCESS_KEY_ID",
     "B2_SECRET_ACCESS_KEY",
     "B2_REGION",
+    "B2_SECRET_ARN",
+    "SECRETS_ENDPOINT",
     "CATALOG_TABLE",
     "DYNAMODB_ENDPOINT",
     "ZSTD_LEVEL",
@@ -98,14 +101,25 @@ pub struct StagingConfig {
     pub endpoint: Option<String>,
 }
 
+/// Where a replica's S3 credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaCredentials {
+    Keys {
+        access_key_id: String,
+        secret_access_key: Secret,
+    },
+    /// A Secrets Manager secret, JSON `{"access_key_id": …, "secret_access_key": …}`,
+    /// read once at start-up by [`crate::secrets::resolve_replica_credentials`].
+    SecretArn(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaConfig {
     pub provider: Provider,
     pub endpoint: String,
     pub bucket: String,
     pub region: String,
-    pub access_key_id: String,
-    pub secret_access_key: Secret,
+    pub credentials: ReplicaCredentials,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +132,8 @@ pub struct CatalogConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub cluster: ClusterName,
+    /// Secrets Manager endpoint (stand-ins only; AWS when unset).
+    pub secrets_endpoint: Option<String>,
     pub staging: StagingConfig,
     pub catalog: CatalogConfig,
     pub r2: Option<ReplicaConfig>,
@@ -230,6 +246,7 @@ impl Config {
         };
         Ok(Config {
             cluster,
+            secrets_endpoint: settings.endpoint("SECRETS_ENDPOINT")?,
             staging,
             catalog,
             r2: settings.replica(Provider::R2)?,
@@ -410,6 +427,7 @@ impl Settings<'_> {
             "ACCESS_KEY_ID",
             "SECRET_ACCESS_KEY",
             "REGION",
+            "SECRET_ARN",
         ]
         .map(|s| format!("{p}_{s}"));
         if names.iter().all(|n| self.get(n).is_none()) {
@@ -428,6 +446,20 @@ impl Settings<'_> {
             },
             Provider::B2 => self.required(&names[4])?,
         };
+        let credentials = match self.get(&names[5]) {
+            Some(arn) if self.get(&names[2]).is_some() || self.get(&names[3]).is_some() => {
+                return Err(self.invalid(
+                    &names[5],
+                    format!("set either {arn:?} or the access keys, not both"),
+                ))
+            }
+            Some(arn) if arn.starts_with("arn:") => ReplicaCredentials::SecretArn(arn),
+            Some(arn) => return Err(self.invalid(&names[5], format!("{arn:?} is not an ARN"))),
+            None => ReplicaCredentials::Keys {
+                access_key_id: self.required(&names[2])?,
+                secret_access_key: Secret::new(self.required(&names[3])?),
+            },
+        };
         Ok(Some(ReplicaConfig {
             provider,
             endpoint: self
@@ -435,8 +467,7 @@ impl Settings<'_> {
                 .ok_or_else(|| ConfigError::Missing(format!("{ENV_PREFIX}{}", names[0])))?,
             bucket: self.bucket(&names[1])?,
             region,
-            access_key_id: self.required(&names[2])?,
-            secret_access_key: Secret::new(self.required(&names[3])?),
+            credentials,
         }))
     }
 }
@@ -449,6 +480,8 @@ pub enum ConfigError {
     Invalid { variable: String, reason: String },
     #[error("config file {path}: {reason}")]
     File { path: String, reason: String },
+    #[error("{0} credentials come from Secrets Manager and were not read yet")]
+    Unresolved(Provider),
 }
 
 #[cfg(test)]
@@ -520,10 +553,14 @@ mod tests {
         let r2 = c.replica(Provider::R2).unwrap();
         assert_eq!(r2.endpoint, "https://acct.r2.cloudflarestorage.com");
         assert_eq!(r2.region, "auto");
-        assert_eq!(r2.secret_access_key.expose(), "r2secret");
+        assert!(
+            matches!(&r2.credentials, ReplicaCredentials::Keys { secret_access_key, .. } if secret_access_key.expose() == "r2secret")
+        );
         let b2 = c.replica(Provider::B2).unwrap();
         assert_eq!(b2.region, "eu-central-003");
-        assert_eq!(b2.access_key_id, "b2id");
+        assert!(
+            matches!(&b2.credentials, ReplicaCredentials::Keys { access_key_id, .. } if access_key_id == "b2id")
+        );
     }
 
     #[test]
@@ -583,6 +620,33 @@ mod tests {
                 other => panic!("{var}={value}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn replica_keys_may_come_from_secrets_manager_instead() {
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:walvault-r2-AbCdEf";
+        let mut pairs: Vec<_> = full()
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("R2_ACCESS") && !k.starts_with("R2_SECRET"))
+            .collect();
+        pairs.push(("R2_SECRET_ARN", arn));
+        let c = load(&pairs).unwrap();
+        assert_eq!(
+            c.replica(Provider::R2).unwrap().credentials,
+            ReplicaCredentials::SecretArn(arn.into())
+        );
+        pairs.push(("R2_ACCESS_KEY_ID", "also-a-key"));
+        assert!(
+            matches!(load(&pairs), Err(ConfigError::Invalid { ref variable, .. }) if variable == "WALVAULT_R2_SECRET_ARN")
+        );
+        let mut not_arn: Vec<_> = full()
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("B2_ACCESS") && !k.starts_with("B2_SECRET"))
+            .collect();
+        not_arn.push(("B2_SECRET_ARN", "walvault-b2"));
+        assert!(
+            matches!(load(&not_arn), Err(ConfigError::Invalid { ref variable, .. }) if variable == "WALVAULT_B2_SECRET_ARN")
+        );
     }
 
     #[test]

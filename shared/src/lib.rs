@@ -14,5 +14,6 @@ pub mod keys;
 pub mod metrics;
 pub mod replicate;
 pub mod retry;
+pub mod secrets;
 pub mod store;
 pub mod wal;

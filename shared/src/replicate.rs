@@ -82,7 +82,7 @@ impl Replicator {
                 sdk,
                 config.replica(provider)?,
                 ConditionalPut::IfNoneMatch,
-            )))
+            )?))
         };
         Ok(Replicator {
             staging: Arc::new(staging_store(sdk, config)),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use shared::archive::fetch::{Fetcher, Replica};
 use shared::catalog::{dynamodb_client, Catalog, DynamoCatalog};
 use shared::config::Config;
+use shared::secrets::resolve_replica_credentials;
 use shared::store::{build_sdk_config, replica_store, staging_store, ConditionalPut, ObjectStore};
 
 pub struct Clients {
@@ -14,8 +15,13 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub async fn build(config: &Config) -> Self {
+    /// Builds the clients; replica keys kept in Secrets Manager are read
+    /// into `config` first.
+    pub async fn build(config: &mut Config) -> Self {
         let sdk = build_sdk_config(config).await;
+        if let Err(e) = resolve_replica_credentials(&sdk, config).await {
+            tracing::warn!(error = %e, "replica credentials unavailable");
+        }
         Clients {
             staging: Arc::new(staging_store(&sdk, config)),
             catalog: Arc::new(DynamoCatalog::new(
@@ -33,14 +39,16 @@ impl Clients {
             .iter()
             .filter_map(|provider| {
                 let replica = config.replica(*provider).ok()?;
-                Some(Replica {
-                    provider: *provider,
-                    store: Arc::new(replica_store(
-                        &self.sdk,
-                        replica,
-                        ConditionalPut::IfNoneMatch,
-                    )) as Arc<dyn ObjectStore>,
-                })
+                match replica_store(&self.sdk, replica, ConditionalPut::IfNoneMatch) {
+                    Ok(store) => Some(Replica {
+                        provider: *provider,
+                        store: Arc::new(store) as Arc<dyn ObjectStore>,
+                    }),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "replica not usable");
+                        None
+                    }
+                }
             })
             .collect();
         Fetcher::new(

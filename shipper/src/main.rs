@@ -125,9 +125,9 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-async fn push(config: Config, path: &Path) -> u8 {
+async fn push(mut config: Config, path: &Path) -> u8 {
     let started = Instant::now();
-    let clients = clients::Clients::build(&config).await;
+    let clients = clients::Clients::build(&mut config).await;
     let pusher = Arc::new(Pusher {
         cluster: config.cluster.clone(),
         staging: clients.staging,
@@ -151,7 +151,7 @@ async fn push(config: Config, path: &Path) -> u8 {
     code
 }
 
-async fn fetch(config: Config, config_file: Option<&Path>, wal_file: &str, dest: &Path) -> u8 {
+async fn fetch(mut config: Config, config_file: Option<&Path>, wal_file: &str, dest: &Path) -> u8 {
     let started = Instant::now();
     let name: WalFileName = match wal_file.parse() {
         Ok(name) => name,
@@ -175,7 +175,7 @@ async fn fetch(config: Config, config_file: Option<&Path>, wal_file: &str, dest:
             Err(e) => tracing::warn!(file = %name, error = %e, "cannot use the prefetch directory"),
         }
     }
-    let clients = clients::Clients::build(&config).await;
+    let clients = clients::Clients::build(&mut config).await;
     let fetcher = clients.fetcher(&config);
     match fetcher.fetch(&name).await {
         Ok(Fetched { bytes, source }) => {
@@ -231,7 +231,7 @@ fn spawn_prefetch(config_file: Option<&Path>, name: &WalFileName, segment_size: 
     }
 }
 
-async fn prefetch_after(config: Config, wal_file: &str, segment_size: u64) -> u8 {
+async fn prefetch_after(mut config: Config, wal_file: &str, segment_size: u64) -> u8 {
     let (Ok(WalFileName::Segment(current)), Ok(size)) = (
         wal_file.parse::<WalFileName>(),
         SegmentSize::new(segment_size),
@@ -249,7 +249,7 @@ async fn prefetch_after(config: Config, wal_file: &str, segment_size: u64) -> u8
     if lock.try_lock().is_err() {
         return 0;
     }
-    let clients = clients::Clients::build(&config).await;
+    let clients = clients::Clients::build(&mut config).await;
     let fetcher = Arc::new(clients.fetcher(&config));
     match prefetch::fill(fetcher, dir, current, size, config.prefetch).await {
         Ok(_) => 0,

@@ -29,7 +29,8 @@ pub async fn archive_replicated(config: &Config, name: &WalFileName, raw: &[u8])
             &sdk,
             config.replica(provider).expect("replica configured"),
             ConditionalPut::IfNoneMatch,
-        );
+        )
+        .expect("replica credentials");
         let put = store
             .put_if_absent(&key, packed.clone(), &sha, &metadata)
             .await
@@ -136,6 +137,7 @@ pub async fn replica(config: &Config, provider: Provider) -> impl ObjectStore {
         config.replica(provider).expect("replica configured"),
         ConditionalPut::IfNoneMatch,
     )
+    .expect("replica credentials")
 }
 
 /// The staging store as walvault would build it.

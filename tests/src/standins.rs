@@ -210,6 +210,7 @@ impl Stack {
             ("WALVAULT_B2_REGION", B2_REGION.to_owned()),
             ("WALVAULT_CATALOG_TABLE", CATALOG_TABLE.to_owned()),
             ("WALVAULT_DYNAMODB_ENDPOINT", self.dynamodb.endpoint()),
+            ("WALVAULT_SECRETS_ENDPOINT", self.staging.endpoint()),
             ("WALVAULT_REQUEST_TIMEOUT_SECS", "10".to_owned()),
             ("AWS_ACCESS_KEY_ID", AWS_KEY.0.to_owned()),
             ("AWS_SECRET_ACCESS_KEY", AWS_KEY.1.to_owned()),

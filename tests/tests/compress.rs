@@ -48,11 +48,14 @@ struct Faulty {
 async fn faulty_replicator(config: &Config) -> Faulty {
     let sdk = walvault_sdk_config(config).await;
     let faulty = |p| {
-        Arc::new(FaultyStore::new(replica_store(
-            &sdk,
-            config.replica(p).unwrap(),
-            ConditionalPut::IfNoneMatch,
-        )))
+        Arc::new(FaultyStore::new(
+            replica_store(
+                &sdk,
+                config.replica(p).unwrap(),
+                ConditionalPut::IfNoneMatch,
+            )
+            .expect("replica credentials"),
+        ))
     };
     let (r2, b2) = (faulty(Provider::R2), faulty(Provider::B2));
     let mut replicator = replicator(config).await;
@@ -541,4 +544,97 @@ async fn a_batch_reports_exactly_the_failed_messages() {
             .is_ok(),
         "the failed one waits for its retry"
     );
+}
+
+#[tokio::test]
+async fn replica_keys_are_read_from_secrets_manager_once_and_never_shown() {
+    let stack = Stack::shared();
+    let cluster = unique_cluster("secrets");
+    let sdk = walvault_sdk_config(&stack.config(&cluster)).await;
+    let secrets = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(&sdk)
+            .endpoint_url(stack.staging.endpoint())
+            .build(),
+    );
+    let create = |name: String, value: String| {
+        let secrets = secrets.clone();
+        async move {
+            secrets
+                .create_secret()
+                .name(name)
+                .secret_string(value)
+                .send()
+                .await
+                .unwrap()
+                .arn
+                .unwrap()
+        }
+    };
+    let r2_arn = create(
+        format!("{cluster}-r2"),
+        json!({"access_key_id": standins::R2_KEY.0, "secret_access_key": standins::R2_KEY.1})
+            .to_string(),
+    )
+    .await;
+    let b2_arn = create(
+        format!("{cluster}-b2"),
+        "{\"access_key_id\": \"id\", \"password\": \"hunter2-very-secret\"}".to_owned(),
+    )
+    .await;
+
+    let mut env: std::collections::BTreeMap<String, String> = stack
+        .env(&cluster)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("WALVAULT_"))
+        .collect();
+    env.retain(|k, _| {
+        !k.starts_with("WALVAULT_R2_ACCESS")
+            && !k.starts_with("WALVAULT_R2_SECRET")
+            && !k.starts_with("WALVAULT_B2_ACCESS")
+            && !k.starts_with("WALVAULT_B2_SECRET")
+    });
+    env.insert("WALVAULT_R2_SECRET_ARN".into(), r2_arn);
+    env.insert("WALVAULT_B2_SECRET_ARN".into(), b2_arn.clone());
+    let mut config = Config::from_sources(&env, &Default::default()).unwrap();
+    assert!(
+        Replicator::from_config(&sdk, &config).is_err(),
+        "unresolved keys cannot build clients"
+    );
+
+    // The B2 secret lacks secret_access_key: named, contents not shown.
+    let err = shared::secrets::resolve_replica_credentials(&sdk, &mut config)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        shared::secrets::SecretsError::Malformed { arn: b2_arn }
+    );
+    assert!(!err.to_string().contains("hunter2"));
+
+    // Fixed, the replicator works with keys from the secrets.
+    let b2_good = create(
+        format!("{cluster}-b2-good"),
+        json!({"access_key_id": standins::B2_KEY.0, "secret_access_key": standins::B2_KEY.1})
+            .to_string(),
+    )
+    .await;
+    env.insert("WALVAULT_B2_SECRET_ARN".into(), b2_good);
+    let mut config = Config::from_sources(&env, &Default::default()).unwrap();
+    shared::secrets::resolve_replica_credentials(&sdk, &mut config)
+        .await
+        .unwrap();
+    assert!(
+        !format!("{config:?}").contains(standins::R2_KEY.1),
+        "secrets stay out of debug output"
+    );
+    let mut replicator = Replicator::from_config(&sdk, &config).unwrap();
+    replicator.redrive_prefix = staging_prefix(&config.cluster);
+    let file = name("00000001000000000000000D");
+    let raw = synthetic_segment(&file, SYSID);
+    stage(&config, &file, &raw).await;
+    assert_eq!(
+        replicator.process(&object(&config, &file)).await.unwrap(),
+        Outcome::Replicated
+    );
+    assert_replicated(&config, &file, &raw).await;
 }

@@ -23,6 +23,7 @@ async fn staging(config: &Config) -> S3Store {
 async fn replica(config: &Config, provider: Provider, conditional: ConditionalPut) -> S3Store {
     let sdk = walvault_sdk_config(config).await;
     replica_store(&sdk, config.replica(provider).unwrap(), conditional)
+        .expect("replica credentials")
 }
 
 fn meta(pairs: &[(&str, &str)]) -> Metadata {

@@ -9,6 +9,7 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use shared::config::Config;
 use shared::replicate::Replicator;
+use shared::secrets::resolve_replica_credentials;
 use shared::store::build_sdk_config;
 
 mod handler;
@@ -25,8 +26,9 @@ async fn main() -> Result<(), Error> {
         .without_time()
         .init();
     // Once per cold start: configuration, credentials and SDK clients.
-    let config = Config::load(None)?;
+    let mut config = Config::load(None)?;
     let sdk = build_sdk_config(&config).await;
+    resolve_replica_credentials(&sdk, &mut config).await?;
     let replicator = Arc::new(Replicator::from_config(&sdk, &config)?);
     let redrive_after = config.redrive_after;
     run(service_fn(move |event: LambdaEvent<Value>| {

@@ -20,7 +20,7 @@ use super::{
     ListPage, Metadata, Object, ObjectInfo, ObjectStore, PutOutcome, StoreError, SHA256_METADATA,
 };
 use crate::codec::Sha256Hex;
-use crate::config::{Config, ReplicaConfig};
+use crate::config::{Config, ConfigError, ReplicaConfig, ReplicaCredentials};
 
 /// How a store makes a create conditional.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,14 +80,20 @@ pub fn replica_store(
     sdk: &SdkConfig,
     replica: &ReplicaConfig,
     conditional: ConditionalPut,
-) -> S3Store {
-    let credentials = Credentials::new(
-        replica.access_key_id.clone(),
-        replica.secret_access_key.expose().to_owned(),
-        None,
-        None,
-        "walvault-config",
-    );
+) -> Result<S3Store, ConfigError> {
+    let credentials = match &replica.credentials {
+        ReplicaCredentials::Keys {
+            access_key_id,
+            secret_access_key,
+        } => Credentials::new(
+            access_key_id.clone(),
+            secret_access_key.expose().to_owned(),
+            None,
+            None,
+            "walvault-config",
+        ),
+        ReplicaCredentials::SecretArn(_) => return Err(ConfigError::Unresolved(replica.provider)),
+    };
     let conf = aws_sdk_s3::config::Builder::from(sdk)
         .credentials_provider(credentials)
         .region(Region::new(replica.region.clone()))
@@ -96,12 +102,12 @@ pub fn replica_store(
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
         .build();
-    S3Store::new(
+    Ok(S3Store::new(
         replica.provider.as_str(),
         Client::from_conf(conf),
         &replica.bucket,
         conditional,
-    )
+    ))
 }
 
 impl S3Store {
