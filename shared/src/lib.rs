@@ -13,6 +13,7 @@ pub mod identity;
 pub mod keys;
 pub mod metrics;
 pub mod replicate;
+pub mod retention;
 pub mod retry;
 pub mod secrets;
 pub mod store;

@@ -23,6 +23,12 @@ use walvault_tests::unique_cluster;
 const LEVELS: [i32; 6] = [1, 3, 6, 9, 12, 19];
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, mode, file] = args.as_slice() {
+        if mode == "one" {
+            return replicate_one(&PathBuf::from(file));
+        }
+    }
     let pg = Postgres::start(PgOptions::default());
     let oltp = workload(&pg, |pg| pg.pgbench(5, 4000));
     let bulk = workload(&pg, |pg| {
@@ -41,7 +47,18 @@ fn main() {
         }
     }
 
+    // A fresh process, so that its peak memory is the replicator's alone.
     let file = oltp.last().expect("an OLTP segment");
+    let status = Command::new(std::env::current_exe().expect("own path"))
+        .arg("one")
+        .arg(file)
+        .status()
+        .expect("child");
+    assert!(status.success());
+}
+
+/// One real segment through the whole replicator against the stand-ins.
+fn replicate_one(file: &std::path::Path) {
     let raw = std::fs::read(file).expect("segment");
     let name: WalFileName = file
         .file_name()
@@ -58,11 +75,13 @@ fn main() {
         let replicator = Replicator::from_config(&walvault_sdk_config(&config).await, &config)
             .expect("replicator");
         stage(&config, &name, &raw).await;
+        drop(raw);
         println!();
         println!(
             "one segment through the replicator (level {}), EMF line:",
             config.zstd_level.get()
         );
+        let before = peak_rss_kib();
         replicator
             .process(&ObjectRef {
                 bucket: STAGING_BUCKET.into(),
@@ -70,11 +89,12 @@ fn main() {
             })
             .await
             .expect("replicated");
+        println!(
+            "peak resident memory (VmHWM): {} MiB before the replicator ran, {} MiB after",
+            before / 1024,
+            peak_rss_kib() / 1024
+        );
     });
-    println!(
-        "peak resident memory of this process (VmHWM): {} MiB",
-        peak_rss_kib() / 1024
-    );
 }
 
 /// Runs `load`, switches WAL, and returns the segments it archived.

@@ -1,0 +1,3 @@
+//! Retention: the pure planner and the sweep that carries a plan out.
+
+pub mod plan;
