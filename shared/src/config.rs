@@ -47,6 +47,9 @@ pub const SETTINGS: &[&str] = &[
     "PREFETCH",
     "FETCH_ORDER",
     "REDRIVE_AFTER_SECS",
+    "RETENTION_DAYS",
+    "RETENTION_DRY_RUN",
+    "RETENTION_MAX_DELETES",
 ];
 
 /// A value that must never reach a log line or an error message.
@@ -160,6 +163,12 @@ pub struct Config {
     /// Age after which the compress function's re-drive takes a staging
     /// object as stuck (its event lost, or a replica missing).
     pub redrive_after: Duration,
+    /// How far back point-in-time recovery must stay possible.
+    pub retention: Duration,
+    /// The retention sweep reports and deletes nothing.
+    pub retention_dry_run: bool,
+    /// At most this many files deleted by one retention run.
+    pub retention_max_deletes: usize,
 }
 
 impl Config {
@@ -261,6 +270,18 @@ impl Config {
             prefetch,
             fetch_order,
             redrive_after: Duration::from_secs(settings.positive("REDRIVE_AFTER_SECS", 900)?),
+            retention: Duration::from_secs(settings.positive("RETENTION_DAYS", 30)? * 86_400),
+            retention_dry_run: match settings.get("RETENTION_DRY_RUN").as_deref() {
+                None | Some("false") | Some("0") => false,
+                Some("true") | Some("1") => true,
+                Some(other) => {
+                    return Err(settings.invalid(
+                        "RETENTION_DRY_RUN",
+                        format!("{other:?} is not true or false"),
+                    ))
+                }
+            },
+            retention_max_deletes: settings.positive("RETENTION_MAX_DELETES", 100_000)? as usize,
         })
     }
 
@@ -540,6 +561,9 @@ mod tests {
         assert_eq!(c.prefetch, 8);
         assert_eq!(c.fetch_order, [Provider::R2, Provider::B2]);
         assert_eq!(c.redrive_after, Duration::from_secs(900));
+        assert_eq!(c.retention, Duration::from_secs(30 * 86_400));
+        assert!(!c.retention_dry_run);
+        assert_eq!(c.retention_max_deletes, 100_000);
         assert!(c.r2.is_none() && c.b2.is_none());
         assert_eq!(
             c.replica(Provider::B2),
@@ -609,6 +633,8 @@ mod tests {
             ("SPOOL_DIR", "relative/dir"),
             ("FETCH_ORDER", "r2,s3"),
             ("FETCH_ORDER", "b2,b2"),
+            ("RETENTION_DRY_RUN", "maybe"),
+            ("RETENTION_DAYS", "0"),
         ] {
             let mut pairs = full();
             pairs.retain(|(k, _)| *k != var);

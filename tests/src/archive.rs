@@ -17,12 +17,22 @@ use crate::standins::walvault_sdk_config;
 
 /// Archives `raw` under `name` on both replicas and in the catalog.
 pub async fn archive_replicated(config: &Config, name: &WalFileName, raw: &[u8]) -> CatalogRecord {
+    archive_replicated_at(config, name, raw, now_millis()).await
+}
+
+/// Like [`archive_replicated`], as if staged at `staged_at` (a simulated clock).
+pub async fn archive_replicated_at(
+    config: &Config,
+    name: &WalFileName,
+    raw: &[u8],
+    staged_at: u64,
+) -> CatalogRecord {
     let sdk = walvault_sdk_config(config).await;
     let sha = Sha256Hex::of(raw);
     let packed = Bytes::from(compress(raw, config.zstd_level).expect("compressing"));
     let key = archive_key(&config.cluster, name);
     let metadata = Metadata::from([(META_RAW_SIZE.to_owned(), raw.len().to_string())]);
-    let now = now_millis();
+    let now = staged_at;
     let mut targets = Vec::new();
     for provider in Provider::ALL {
         let store = replica_store(

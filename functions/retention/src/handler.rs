@@ -1,32 +1,82 @@
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Error, LambdaEvent};
-use serde_json::{json, Value};
+use serde_json::Value;
+use shared::catalog::now_millis;
+use shared::retention::sweep::Sweeper;
 
-/// Logs the schedule event. The sweep arrives with the retention issue;
-/// until then the report says that nothing was planned or deleted.
-pub(crate) async fn handle(event: LambdaEvent<EventBridgeEvent<Value>>) -> Result<Value, Error> {
-    let schedule = &event.payload;
+/// Time kept back from the Lambda deadline to report and return.
+const MARGIN: Duration = Duration::from_secs(15);
+
+/// Runs one sweep. `{"dry_run": true}` in the event's detail forces a dry
+/// run whatever the configuration says.
+pub(crate) async fn handle(
+    sweeper: &Sweeper,
+    configured_dry_run: bool,
+    event: LambdaEvent<Value>,
+) -> Result<Value, Error> {
+    let schedule: EventBridgeEvent<Value> = serde_json::from_value(event.payload)?;
+    let dry_run = configured_dry_run || wants_dry_run(&schedule.detail);
+    let deadline = instant_of(event.context.deadline)
+        .checked_sub(MARGIN)
+        .unwrap_or_else(Instant::now);
+    let report = sweeper.sweep(now_millis(), dry_run, deadline).await?;
     tracing::info!(
-        detail_type = %schedule.detail_type,
-        source = %schedule.source,
-        "retention schedule received"
+        planned = report.planned,
+        deleted = report.catalog_removed,
+        errors = report.errors.len(),
+        dry_run,
+        "retention sweep done"
     );
-    Ok(json!({ "planned": 0, "deleted": { "r2": 0, "b2": 0 }, "sweep": "not implemented yet" }))
+    Ok(serde_json::to_value(report)?)
+}
+
+fn wants_dry_run(detail: &Value) -> bool {
+    detail
+        .get("dry_run")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+/// Lambda gives its deadline in Unix milliseconds.
+fn instant_of(deadline_ms: u64) -> Instant {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn reports_nothing_deleted_for_the_sample_schedule_event() {
+    #[test]
+    fn the_sample_schedule_event_asks_for_a_real_sweep_and_detail_can_ask_for_a_dry_run() {
         let event: EventBridgeEvent<Value> =
             serde_json::from_str(include_str!("../../../events/retention-schedule.json"))
                 .expect("fixture parses");
         assert_eq!(event.detail_type, "Scheduled Event");
-        let report = handle(LambdaEvent::new(event, Default::default()))
-            .await
-            .unwrap();
-        assert_eq!(report["planned"], 0);
+        assert!(!wants_dry_run(&event.detail));
+        let dry: EventBridgeEvent<Value> =
+            serde_json::from_str(include_str!("../../../events/retention-dry-run.json"))
+                .expect("fixture parses");
+        assert!(wants_dry_run(&dry.detail));
+    }
+
+    #[test]
+    fn the_deadline_is_read_from_unix_milliseconds() {
+        let in_a_minute = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+            + 60_000;
+        let left = instant_of(in_a_minute).saturating_duration_since(Instant::now());
+        assert!(
+            left > Duration::from_secs(55) && left <= Duration::from_secs(60),
+            "{left:?}"
+        );
+        assert!(instant_of(0) <= Instant::now() + Duration::from_millis(1));
     }
 }

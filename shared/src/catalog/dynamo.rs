@@ -296,6 +296,26 @@ impl Catalog for DynamoCatalog {
         Ok(())
     }
 
+    async fn delete(&self, record: RecordRef<'_>) -> Result<(), CatalogError> {
+        let RecordRef {
+            cluster,
+            file,
+            raw_sha256,
+        } = record;
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(cluster, file)))
+            .condition_expression("attribute_not_exists(#sk) OR #sha = :sha")
+            .expression_attribute_names("#sk", SORT_KEY)
+            .expression_attribute_names("#sha", "raw_sha256")
+            .expression_attribute_values(":sha", AttributeValue::S(raw_sha256.as_str().to_owned()))
+            .send()
+            .await;
+        result.map(|_| ()).map_err(|e| classify("delete", file, e))
+    }
+
     async fn list_page(
         &self,
         cluster: &ClusterName,

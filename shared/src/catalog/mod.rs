@@ -92,6 +92,10 @@ pub trait Catalog: Send + Sync {
         at: UnixMillis,
     ) -> Result<(), CatalogError>;
 
+    /// Removes the record if it still describes the referenced content;
+    /// removing one already gone is success.
+    async fn delete(&self, record: RecordRef<'_>) -> Result<(), CatalogError>;
+
     /// Records of a cluster in WAL order, a page at a time.
     async fn list_page(
         &self,

@@ -1,3 +1,4 @@
 //! Retention: the pure planner and the sweep that carries a plan out.
 
 pub mod plan;
+pub mod sweep;

@@ -1,0 +1,245 @@
+//! Carrying out a retention plan: delete expired files from R2 and B2, then
+//! their catalog records. Idempotent: a file whose delete failed anywhere
+//! keeps its record, is planned again next run, and finished then.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::plan::{parse_history, plan, Histories};
+use crate::catalog::{
+    dynamodb_client, Catalog, CatalogError, CatalogRecord, DynamoCatalog, RecordRef, UnixMillis,
+};
+use crate::codec::decompress_verified;
+use crate::config::{Config, ConfigError, Provider};
+use crate::keys::{archive_key, ClusterName};
+use crate::metrics::{MetricRecord, Unit};
+use crate::store::{replica_store, ConditionalPut, ObjectStore};
+use crate::wal::{WalFileKind, WalFileName};
+
+pub struct Sweeper {
+    pub cluster: ClusterName,
+    pub catalog: Arc<dyn Catalog>,
+    /// Clients whose credentials may delete.
+    pub r2: Arc<dyn ObjectStore>,
+    pub b2: Arc<dyn ObjectStore>,
+    pub window: Duration,
+    /// At most this many files deleted per run: a bound on what one run
+    /// can do, whatever the plan says.
+    pub max_deletes: usize,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    pub dry_run: bool,
+    pub records: usize,
+    pub planned: usize,
+    pub deleted_r2: usize,
+    pub deleted_b2: usize,
+    pub catalog_removed: usize,
+    pub bytes_freed: u64,
+    /// Kept files by reason.
+    pub kept: BTreeMap<String, usize>,
+    /// The backup each live timeline is anchored on.
+    pub anchors: BTreeMap<u32, String>,
+    pub age_only_fallback: bool,
+    /// The run stopped at the deadline or the per-run cap; the next one continues.
+    pub stopped_early: bool,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// Without every timeline's history the planner cannot tell which
+    /// files other timelines need: nothing is deleted.
+    #[error("cannot read timeline history {file}: {detail}")]
+    History { file: String, detail: String },
+}
+
+impl Sweeper {
+    /// The sweeper of one cold start, from configuration.
+    pub fn from_config(sdk: &aws_config::SdkConfig, config: &Config) -> Result<Self, ConfigError> {
+        let replica = |provider| -> Result<Arc<dyn ObjectStore>, ConfigError> {
+            Ok(Arc::new(replica_store(
+                sdk,
+                config.replica(provider)?,
+                ConditionalPut::IfNoneMatch,
+            )?))
+        };
+        Ok(Sweeper {
+            cluster: config.cluster.clone(),
+            catalog: Arc::new(DynamoCatalog::new(
+                dynamodb_client(sdk, config),
+                &config.catalog.table,
+            )),
+            r2: replica(Provider::R2)?,
+            b2: replica(Provider::B2)?,
+            window: config.retention,
+            max_deletes: config.retention_max_deletes,
+        })
+    }
+
+    /// Plans at `now` and, unless `dry_run`, deletes until done, the cap,
+    /// or `deadline`.
+    pub async fn sweep(
+        &self,
+        now: UnixMillis,
+        dry_run: bool,
+        deadline: Instant,
+    ) -> Result<SweepReport, SweepError> {
+        let records = self.all_records().await?;
+        let histories = self.histories(&records).await?;
+        let plan = plan(&records, &histories, now, self.window.as_millis() as u64);
+        let mut report = SweepReport {
+            dry_run,
+            records: records.len(),
+            planned: plan.delete.len(),
+            age_only_fallback: plan.age_only_fallback,
+            anchors: plan
+                .anchors
+                .iter()
+                .map(|(t, b)| (*t, b.to_string()))
+                .collect(),
+            ..SweepReport::default()
+        };
+        for reason in plan.kept.values() {
+            *report.kept.entry(format!("{reason:?}")).or_default() += 1;
+        }
+        if plan.age_only_fallback {
+            tracing::error!(cluster = %self.cluster, "NO BASE BACKUP in the archive: retention falls back to file age alone, which cannot guarantee point-in-time recovery");
+        }
+        if !dry_run {
+            let by_name: BTreeMap<WalFileName, &CatalogRecord> =
+                records.iter().map(|r| (r.file, r)).collect();
+            for (done, file) in plan.delete.iter().enumerate() {
+                if done >= self.max_deletes || Instant::now() >= deadline {
+                    report.stopped_early = true;
+                    break;
+                }
+                if let Some(record) = by_name.get(file) {
+                    self.expire(record, &mut report).await;
+                }
+            }
+        }
+        self.emit(&report);
+        Ok(report)
+    }
+
+    /// Deletes one file from both providers, then its record.
+    async fn expire(&self, record: &CatalogRecord, report: &mut SweepReport) {
+        let key = archive_key(&record.cluster, &record.file);
+        let mut all_gone = true;
+        for provider in Provider::ALL {
+            let store = match provider {
+                Provider::R2 => &self.r2,
+                Provider::B2 => &self.b2,
+            };
+            match store.delete(&key).await {
+                Ok(()) => {
+                    match provider {
+                        Provider::R2 => report.deleted_r2 += 1,
+                        Provider::B2 => report.deleted_b2 += 1,
+                    }
+                    if record.target(provider).is_some() {
+                        report.bytes_freed += record.compressed_size.unwrap_or(0);
+                    }
+                }
+                Err(e) => {
+                    all_gone = false;
+                    report.errors.push(e.to_string());
+                }
+            }
+        }
+        if all_gone {
+            match self.catalog.delete(RecordRef::of(record)).await {
+                Ok(()) => report.catalog_removed += 1,
+                Err(e) => report.errors.push(e.to_string()),
+            }
+        }
+    }
+
+    async fn all_records(&self) -> Result<Vec<CatalogRecord>, CatalogError> {
+        let mut records = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .catalog
+                .list_page(&self.cluster, after.as_ref())
+                .await?;
+            records.extend(page.records);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(records),
+            }
+        }
+    }
+
+    /// Reads every archived `.history` file (from R2, else B2), verified.
+    async fn histories(&self, records: &[CatalogRecord]) -> Result<Histories, SweepError> {
+        let segment_size = records
+            .iter()
+            .find(|r| r.file.kind() == WalFileKind::Segment)
+            .map(|r| r.raw_size)
+            .unwrap_or(16 << 20);
+        let mut histories = Histories::new();
+        for record in records
+            .iter()
+            .filter(|r| r.file.kind() == WalFileKind::History)
+        {
+            let WalFileName::History { timeline } = record.file else {
+                continue;
+            };
+            let text = self.read_verified(record).await?;
+            let switches =
+                parse_history(&text, segment_size).map_err(|detail| SweepError::History {
+                    file: record.file.to_string(),
+                    detail,
+                })?;
+            histories.insert(timeline, switches);
+        }
+        Ok(histories)
+    }
+
+    async fn read_verified(&self, record: &CatalogRecord) -> Result<String, SweepError> {
+        let key = archive_key(&record.cluster, &record.file);
+        let mut problems = Vec::new();
+        for store in [&self.r2, &self.b2] {
+            match store.get(&key).await {
+                Ok(object) => {
+                    match decompress_verified(&object.body, record.raw_size, &record.raw_sha256) {
+                        Ok(raw) => return Ok(String::from_utf8_lossy(&raw).into_owned()),
+                        Err(e) => problems.push(format!("{}: {e}", store.name())),
+                    }
+                }
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        Err(SweepError::History {
+            file: record.file.to_string(),
+            detail: problems.join("; "),
+        })
+    }
+
+    fn emit(&self, report: &SweepReport) {
+        let deleted = report.catalog_removed as f64;
+        MetricRecord::new(self.cluster.as_str())
+            .metric("RetentionDeleted", deleted, Unit::Count)
+            .metric(
+                "RetentionBytesFreed",
+                report.bytes_freed as f64,
+                Unit::Bytes,
+            )
+            .metric("RetentionErrors", report.errors.len() as f64, Unit::Count)
+            .metric(
+                "RetentionAgeOnlyFallback",
+                if report.age_only_fallback { 1.0 } else { 0.0 },
+                Unit::Count,
+            )
+            .property("report", serde_json::to_value(report).unwrap_or_default())
+            .emit();
+    }
+}
