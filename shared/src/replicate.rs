@@ -20,8 +20,7 @@ use crate::events::ObjectRef;
 use crate::keys::{archive_key, parse_staging_key, ClusterName};
 use crate::metrics::{MetricRecord, Unit};
 use crate::store::{
-    list_all, replica_store, staging_store, ConditionalPut, Metadata, Object, ObjectStore,
-    StoreError,
+    configured_replica, list_all, staging_store, Metadata, Object, ObjectStore, StoreError,
 };
 use crate::wal::{WalFileKind, WalFileName, WalHeader};
 
@@ -77,18 +76,11 @@ impl Replicator {
     /// The clients of one cold start, from configuration; both replicas
     /// must be configured.
     pub fn from_config(sdk: &aws_config::SdkConfig, config: &Config) -> Result<Self, ConfigError> {
-        let replica = |provider| -> Result<Arc<dyn ObjectStore>, ConfigError> {
-            Ok(Arc::new(replica_store(
-                sdk,
-                config.replica(provider)?,
-                ConditionalPut::IfNoneMatch,
-            )?))
-        };
         Ok(Replicator {
             staging: Arc::new(staging_store(sdk, config)),
             staging_bucket: config.staging.bucket.clone(),
-            r2: replica(Provider::R2)?,
-            b2: replica(Provider::B2)?,
+            r2: configured_replica(sdk, config, Provider::R2)?,
+            b2: configured_replica(sdk, config, Provider::B2)?,
             catalog: Arc::new(DynamoCatalog::new(
                 dynamodb_client(sdk, config),
                 &config.catalog.table,

@@ -20,7 +20,7 @@ use walvault_tests::postgres::{PgOptions, Postgres};
 use walvault_tests::standins::{walvault_sdk_config, Stack, STAGING_BUCKET};
 use walvault_tests::unique_cluster;
 
-const LEVELS: [i32; 6] = [1, 3, 6, 9, 12, 19];
+const LEVELS: [i32; 5] = [1, 3, 6, 9, 12];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

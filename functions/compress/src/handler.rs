@@ -1,7 +1,8 @@
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::Value;
+use shared::catalog::instant_at;
 use shared::compress::handle_invocation;
 use shared::replicate::Replicator;
 
@@ -10,17 +11,8 @@ pub(crate) async fn handle(
     redrive_after: Duration,
     event: LambdaEvent<Value>,
 ) -> Result<Value, Error> {
-    let deadline = instant_of(event.context.deadline);
+    let deadline = instant_at(event.context.deadline);
     Ok(handle_invocation(replicator, &event.payload, redrive_after, deadline).await?)
-}
-
-/// Lambda gives its deadline in Unix milliseconds.
-fn instant_of(deadline_ms: u64) -> Instant {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
 }
 
 #[cfg(test)]
@@ -64,11 +56,7 @@ mod tests {
 
     fn event(payload: Value) -> LambdaEvent<Value> {
         let mut context = Context::default();
-        context.deadline = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64
-            + 60_000;
+        context.deadline = shared::catalog::now_millis() + 60_000;
         LambdaEvent::new(payload, context)
     }
 

@@ -13,7 +13,8 @@ use crate::wal::WalFileName;
 
 pub use dynamo::{dynamodb_client, DynamoCatalog};
 pub use record::{
-    now_millis, CatalogRecord, RecordStatus, TargetState, UnixMillis, PARTITION_KEY, SORT_KEY,
+    instant_at, now_millis, CatalogRecord, RecordStatus, TargetState, UnixMillis, PARTITION_KEY,
+    SORT_KEY,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -60,11 +60,18 @@ pub fn position(segment: &Segment) -> (u32, u32) {
     (segment.log, segment.seg)
 }
 
+/// A segment position: (log id, segment).
+pub type Position = (u32, u32);
+
+/// One stretch of a timeline's line: which timeline, from which position,
+/// to which (inclusive; `None` for the open end).
+type Stretch = (u32, Position, Option<Position>);
+
 /// The line of `timeline`: `(timeline, from, to)` ranges of positions, from
 /// the first ancestor to the timeline itself (`to` is exclusive, `None` for
 /// the open end). A switch position belongs to both sides: the child's first
 /// segment there starts with the parent's pages.
-fn line_of(timeline: u32, histories: &Histories) -> Vec<(u32, (u32, u32), Option<(u32, u32)>)> {
+fn line_of(timeline: u32, histories: &Histories) -> Vec<Stretch> {
     let switches = histories.get(&timeline).cloned().unwrap_or_default();
     let mut line = Vec::new();
     let mut from = (0, 0);
@@ -76,7 +83,7 @@ fn line_of(timeline: u32, histories: &Histories) -> Vec<(u32, (u32, u32), Option
     line
 }
 
-fn on_line(line: &[(u32, (u32, u32), Option<(u32, u32)>)], timeline: u32, pos: (u32, u32)) -> bool {
+fn on_line(line: &[Stretch], timeline: u32, pos: Position) -> bool {
     line.iter()
         .any(|(tli, from, to)| *tli == timeline && pos >= *from && to.is_none_or(|to| pos <= to))
 }

@@ -16,7 +16,7 @@ use crate::codec::decompress_verified;
 use crate::config::{Config, ConfigError, Provider};
 use crate::keys::{archive_key, ClusterName};
 use crate::metrics::{MetricRecord, Unit};
-use crate::store::{replica_store, ConditionalPut, ObjectStore};
+use crate::store::{configured_replica, ObjectStore};
 use crate::wal::{WalFileKind, WalFileName};
 
 pub struct Sweeper {
@@ -63,21 +63,14 @@ pub enum SweepError {
 impl Sweeper {
     /// The sweeper of one cold start, from configuration.
     pub fn from_config(sdk: &aws_config::SdkConfig, config: &Config) -> Result<Self, ConfigError> {
-        let replica = |provider| -> Result<Arc<dyn ObjectStore>, ConfigError> {
-            Ok(Arc::new(replica_store(
-                sdk,
-                config.replica(provider)?,
-                ConditionalPut::IfNoneMatch,
-            )?))
-        };
         Ok(Sweeper {
             cluster: config.cluster.clone(),
             catalog: Arc::new(DynamoCatalog::new(
                 dynamodb_client(sdk, config),
                 &config.catalog.table,
             )),
-            r2: replica(Provider::R2)?,
-            b2: replica(Provider::B2)?,
+            r2: configured_replica(sdk, config, Provider::R2)?,
+            b2: configured_replica(sdk, config, Provider::B2)?,
             window: config.retention,
             max_deletes: config.retention_max_deletes,
         })

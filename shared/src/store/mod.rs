@@ -14,7 +14,10 @@ use bytes::Bytes;
 use crate::codec::Sha256Hex;
 
 pub use faulty::{FaultyStore, Operation};
-pub use s3::{build_sdk_config, replica_store, sdk_loader, staging_store, ConditionalPut, S3Store};
+pub use s3::{
+    build_sdk_config, configured_replica, replica_store, sdk_loader, staging_store, ConditionalPut,
+    S3Store,
+};
 
 /// User metadata on every object walvault writes: the sha256 of the raw WAL
 /// bytes. Two objects under one key are "the same" exactly when this matches,

@@ -2,6 +2,7 @@
 //! Backblaze B2.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -20,7 +21,7 @@ use super::{
     ListPage, Metadata, Object, ObjectInfo, ObjectStore, PutOutcome, StoreError, SHA256_METADATA,
 };
 use crate::codec::Sha256Hex;
-use crate::config::{Config, ConfigError, ReplicaConfig, ReplicaCredentials};
+use crate::config::{Config, ConfigError, Provider, ReplicaConfig, ReplicaCredentials};
 
 /// How a store makes a create conditional.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +109,19 @@ pub fn replica_store(
         &replica.bucket,
         conditional,
     ))
+}
+
+/// The configured replica on `provider`, as a shared store handle.
+pub fn configured_replica(
+    sdk: &SdkConfig,
+    config: &Config,
+    provider: Provider,
+) -> Result<Arc<dyn ObjectStore>, ConfigError> {
+    Ok(Arc::new(replica_store(
+        sdk,
+        config.replica(provider)?,
+        ConditionalPut::IfNoneMatch,
+    )?))
 }
 
 impl S3Store {
