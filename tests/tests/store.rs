@@ -413,3 +413,32 @@ async fn staging_writes_notify_the_queue() {
         );
     }
 }
+
+#[tokio::test]
+async fn batched_deletes_remove_every_key_and_missing_ones_are_fine() {
+    let config = Stack::shared().config(&unique_cluster("batch-delete"));
+    for provider in [Provider::R2, Provider::B2] {
+        let store = replica(&config, provider, ConditionalPut::IfNoneMatch).await;
+        let prefix = format!("{}/wal/", config.cluster);
+        let keys: Vec<String> = (0..1200u32).map(|i| format!("{prefix}{i:08X}")).collect();
+        for key in keys.iter().step_by(2) {
+            let body = Bytes::from(key.clone().into_bytes());
+            store
+                .put_if_absent(key, body.clone(), &Sha256Hex::of(&body), &Metadata::new())
+                .await
+                .unwrap();
+        }
+        // 1200 keys: two DeleteObjects requests, half of the keys never existed.
+        let results = store.delete_many(&keys).await;
+        assert_eq!(results.len(), keys.len());
+        assert!(
+            results.iter().all(Result::is_ok),
+            "{provider}: {:?}",
+            results.iter().find(|r| r.is_err())
+        );
+        assert!(
+            list_all(&store, &prefix).await.unwrap().is_empty(),
+            "{provider}"
+        );
+    }
+}

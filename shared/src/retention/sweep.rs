@@ -19,6 +19,9 @@ use crate::metrics::{MetricRecord, Unit};
 use crate::store::{configured_replica, ObjectStore};
 use crate::wal::{WalFileKind, WalFileName};
 
+/// Files expired per round of batched deletes.
+const DELETE_BATCH: usize = 500;
+
 pub struct Sweeper {
     pub cluster: ClusterName,
     pub catalog: Arc<dyn Catalog>,
@@ -108,49 +111,57 @@ impl Sweeper {
         if !dry_run {
             let by_name: BTreeMap<WalFileName, &CatalogRecord> =
                 records.iter().map(|r| (r.file, r)).collect();
-            for (done, file) in plan.delete.iter().enumerate() {
-                if done >= self.max_deletes || Instant::now() >= deadline {
-                    report.stopped_early = true;
+            let allowed = plan.delete.len().min(self.max_deletes);
+            let mut attempted = 0;
+            for batch in plan.delete[..allowed].chunks(DELETE_BATCH) {
+                if Instant::now() >= deadline {
                     break;
                 }
-                if let Some(record) = by_name.get(file) {
-                    self.expire(record, &mut report).await;
-                }
+                let batch: Vec<&CatalogRecord> = batch
+                    .iter()
+                    .filter_map(|f| by_name.get(f).copied())
+                    .collect();
+                self.expire(&batch, &mut report).await;
+                attempted += batch.len();
             }
+            report.stopped_early = attempted < plan.delete.len();
         }
         self.emit(&report);
         Ok(report)
     }
 
-    /// Deletes one file from both providers, then its record.
-    async fn expire(&self, record: &CatalogRecord, report: &mut SweepReport) {
-        let key = archive_key(&record.cluster, &record.file);
-        let mut all_gone = true;
-        for provider in Provider::ALL {
-            let store = match provider {
-                Provider::R2 => &self.r2,
-                Provider::B2 => &self.b2,
-            };
-            match store.delete(&key).await {
-                Ok(()) => {
-                    match provider {
-                        Provider::R2 => report.deleted_r2 += 1,
-                        Provider::B2 => report.deleted_b2 += 1,
+    /// Deletes a batch of files from both providers (batched requests),
+    /// then the records of those gone from both.
+    async fn expire(&self, batch: &[&CatalogRecord], report: &mut SweepReport) {
+        let keys: Vec<String> = batch
+            .iter()
+            .map(|r| archive_key(&r.cluster, &r.file))
+            .collect();
+        let (r2, b2) = tokio::join!(self.r2.delete_many(&keys), self.b2.delete_many(&keys));
+        for ((record, r2), b2) in batch.iter().zip(r2).zip(b2) {
+            let mut all_gone = true;
+            for (provider, result) in [(Provider::R2, r2), (Provider::B2, b2)] {
+                match result {
+                    Ok(()) => {
+                        match provider {
+                            Provider::R2 => report.deleted_r2 += 1,
+                            Provider::B2 => report.deleted_b2 += 1,
+                        }
+                        if record.target(provider).is_some() {
+                            report.bytes_freed += record.compressed_size.unwrap_or(0);
+                        }
                     }
-                    if record.target(provider).is_some() {
-                        report.bytes_freed += record.compressed_size.unwrap_or(0);
+                    Err(e) => {
+                        all_gone = false;
+                        report.errors.push(e.to_string());
                     }
-                }
-                Err(e) => {
-                    all_gone = false;
-                    report.errors.push(e.to_string());
                 }
             }
-        }
-        if all_gone {
-            match self.catalog.delete(RecordRef::of(record)).await {
-                Ok(()) => report.catalog_removed += 1,
-                Err(e) => report.errors.push(e.to_string()),
+            if all_gone {
+                match self.catalog.delete(RecordRef::of(record)).await {
+                    Ok(()) => report.catalog_removed += 1,
+                    Err(e) => report.errors.push(e.to_string()),
+                }
             }
         }
     }

@@ -99,6 +99,16 @@ pub trait ObjectStore: Send + Sync {
     /// Deleting a missing key is success: deletes are retried.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 
+    /// Deletes many keys, in batches where the store accepts them; the
+    /// result of each key, in order. By default one request per key.
+    async fn delete_many(&self, keys: &[String]) -> Vec<Result<(), StoreError>> {
+        let mut results = Vec::with_capacity(keys.len());
+        for key in keys {
+            results.push(self.delete(key).await);
+        }
+        results
+    }
+
     /// Up to 1000 keys under `prefix`, in key order, after `start_after`.
     async fn list_page(
         &self,

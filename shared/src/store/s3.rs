@@ -14,6 +14,7 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
@@ -40,7 +41,12 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     if_none_match: AtomicBool,
+    /// Cleared for good the first time the store refuses `DeleteObjects`.
+    batch_delete: AtomicBool,
 }
+
+/// Keys per `DeleteObjects` request: S3's limit.
+const DELETE_BATCH: usize = 1000;
 
 /// The SDK settings shared by every client: timeouts per attempt, bounded
 /// retries. Credentials and region come from the standard AWS chain unless
@@ -131,6 +137,7 @@ impl S3Store {
             client,
             bucket: bucket.to_owned(),
             if_none_match: AtomicBool::new(conditional == ConditionalPut::IfNoneMatch),
+            batch_delete: AtomicBool::new(true),
         }
     }
 
@@ -285,6 +292,73 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// One `DeleteObjects` request; `None` when the store does not take
+    /// batches (then per-key deletes from now on).
+    async fn delete_batch(&self, keys: &[String]) -> Option<Vec<Result<(), StoreError>>> {
+        if !self.batch_delete.load(Ordering::Relaxed) {
+            return None;
+        }
+        let objects: Result<Vec<ObjectIdentifier>, _> = keys
+            .iter()
+            .map(|k| ObjectIdentifier::builder().key(k).build())
+            .collect();
+        let delete = Delete::builder()
+            .set_objects(objects.ok())
+            .quiet(true)
+            .build()
+            .ok()?;
+        match self
+            .client
+            .delete_objects()
+            .bucket(&self.bucket)
+            .delete(delete)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let failed: std::collections::HashMap<&str, String> = out
+                    .errors()
+                    .iter()
+                    .filter_map(|e| {
+                        Some((
+                            e.key()?,
+                            format!(
+                                "{}: {}",
+                                e.code().unwrap_or("error"),
+                                e.message().unwrap_or("")
+                            ),
+                        ))
+                    })
+                    .collect();
+                Some(
+                    keys.iter()
+                        .map(|key| match failed.get(key.as_str()) {
+                            None => Ok(()),
+                            Some(detail) => Err(StoreError::Retryable {
+                                store: self.name.clone(),
+                                operation: "delete",
+                                key: key.clone(),
+                                detail: detail.clone(),
+                            }),
+                        })
+                        .collect(),
+                )
+            }
+            Err(err) => {
+                let status = err.raw_response().map(|r| r.status().as_u16());
+                if conditional_unsupported(status, err.code()) {
+                    tracing::warn!(store = %self.name, "store does not implement DeleteObjects; deleting key by key from now on");
+                    self.batch_delete.store(false, Ordering::Relaxed);
+                    return None;
+                }
+                let error = self.classify("delete", &format!("{} keys", keys.len()), err);
+                Some(keys.iter().map(|_| Err(error.clone())).collect())
+            }
+        }
+    }
+}
+
 enum PutFailure {
     ConditionalUnsupported,
     ConcurrentWrite,
@@ -332,8 +406,8 @@ fn classify_response(status: Option<u16>, code: Option<&str>) -> Class {
     }
 }
 
-/// Whether a failed conditional PUT means "this store does not do
-/// `If-None-Match`" rather than "the object exists".
+/// Whether a failure means "this store does not implement the feature"
+/// (`If-None-Match` on PUT, `DeleteObjects`) rather than a real failure.
 fn conditional_unsupported(status: Option<u16>, code: Option<&str>) -> bool {
     status == Some(501) || matches!(code, Some("NotImplemented"))
 }
@@ -472,6 +546,21 @@ impl ObjectStore for S3Store {
                 other => Err(other),
             },
         }
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Vec<Result<(), StoreError>> {
+        let mut results = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(DELETE_BATCH) {
+            match self.delete_batch(batch).await {
+                Some(batch_results) => results.extend(batch_results),
+                None => {
+                    for key in batch {
+                        results.push(self.delete(key).await);
+                    }
+                }
+            }
+        }
+        results
     }
 
     async fn list_page(
