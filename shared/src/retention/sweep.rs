@@ -22,6 +22,9 @@ use crate::wal::{WalFileKind, WalFileName};
 /// Files expired per round of batched deletes.
 const DELETE_BATCH: usize = 500;
 
+/// Catalog deletes in flight at once.
+const CATALOG_CONCURRENCY: usize = 16;
+
 pub struct Sweeper {
     pub cluster: ClusterName,
     pub catalog: Arc<dyn Catalog>,
@@ -138,6 +141,7 @@ impl Sweeper {
             .map(|r| archive_key(&r.cluster, &r.file))
             .collect();
         let (r2, b2) = tokio::join!(self.r2.delete_many(&keys), self.b2.delete_many(&keys));
+        let mut gone: Vec<&CatalogRecord> = Vec::new();
         for ((record, r2), b2) in batch.iter().zip(r2).zip(b2) {
             let mut all_gone = true;
             for (provider, result) in [(Provider::R2, r2), (Provider::B2, b2)] {
@@ -158,9 +162,34 @@ impl Sweeper {
                 }
             }
             if all_gone {
-                match self.catalog.delete(RecordRef::of(record)).await {
-                    Ok(()) => report.catalog_removed += 1,
-                    Err(e) => report.errors.push(e.to_string()),
+                gone.push(record);
+            }
+        }
+        // Catalog deletes are conditional, so one request each: a few at a time.
+        for chunk in gone.chunks(CATALOG_CONCURRENCY) {
+            let mut deletes = tokio::task::JoinSet::new();
+            for record in chunk {
+                let catalog = Arc::clone(&self.catalog);
+                let (cluster, file, sha) = (
+                    record.cluster.clone(),
+                    record.file,
+                    record.raw_sha256.clone(),
+                );
+                deletes.spawn(async move {
+                    catalog
+                        .delete(RecordRef {
+                            cluster: &cluster,
+                            file: &file,
+                            raw_sha256: &sha,
+                        })
+                        .await
+                });
+            }
+            while let Some(done) = deletes.join_next().await {
+                match done {
+                    Ok(Ok(())) => report.catalog_removed += 1,
+                    Ok(Err(e)) => report.errors.push(e.to_string()),
+                    Err(e) => report.errors.push(format!("catalog delete task: {e}")),
                 }
             }
         }
