@@ -152,6 +152,13 @@ impl Postgres {
         }
     }
 
+    /// Stops the server (fast shutdown), keeping its directories.
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.stop();
+        }
+    }
+
     /// The end of the server log, for failure messages.
     pub fn log_tail(&self) -> String {
         self.process
@@ -327,9 +334,7 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            process.stop();
-        }
+        self.stop();
     }
 }
 
