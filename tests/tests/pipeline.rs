@@ -177,9 +177,18 @@ fn write_and_archive(pg: &Postgres, from: u32, to: u32) -> String {
 /// Recovers a new cluster from `backup` through `walvault fetch` configured
 /// by `env`, returning its checksum and its server log.
 async fn recover(backup: PathBuf, env: BTreeMap<String, String>) -> (String, String) {
+    recover_with(backup, env, Vec::new()).await
+}
+
+/// [`recover`] with extra recovery settings, e.g. a target time.
+async fn recover_with(
+    backup: PathBuf,
+    env: BTreeMap<String, String>,
+    settings: Vec<String>,
+) -> (String, String) {
     tokio::task::spawn_blocking(move || {
         let shipper = Shipper::new(&env);
-        let restored = Postgres::recover(&backup, &shipper.command_line("fetch %f %p"), &[]);
+        let restored = Postgres::recover(&backup, &shipper.command_line("fetch %f %p"), &settings);
         restored.wait_promoted(Duration::from_secs(120));
         (restored.sql(CHECKSUM), restored.log_tail())
     })
@@ -377,11 +386,36 @@ async fn recovery_follows_a_new_timeline() {
         "{names:?}"
     );
     assert!(
-        names.iter().any(|n| matches!(n, WalFileName::Segment(s) if s.timeline == 2)),
+        names
+            .iter()
+            .any(|n| matches!(n, WalFileName::Segment(s) if s.timeline == 2)),
         "timeline 2 segments archived: {names:?}"
     );
 
     // A new recovery from the same backup follows the latest timeline.
     let (along_new_timeline, _) = recover(source.backup.clone(), with(&source.env, &[])).await;
     assert_eq!(along_new_timeline, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_in_time_recovery_stops_exactly_at_the_target() {
+    let source = start_source("pitr", &[]);
+    let before = write_and_archive(&source.pg, 1, 3000);
+    // A moment after every row so far committed, and before any later one.
+    let target = source.pg.sql("SELECT now()::text");
+    source.pg.sql("SELECT pg_sleep(1.1)");
+    let after = write_and_archive(&source.pg, 3001, 6000);
+    assert_ne!(before, after);
+    drain_queue(&replicator(&source.config).await, &source.config, false).await;
+
+    let settings = vec![
+        format!("recovery_target_time = '{target}'"),
+        "recovery_target_action = 'promote'".to_owned(),
+    ];
+    let (at_target, _) =
+        recover_with(source.backup.clone(), with(&source.env, &[]), settings).await;
+    assert_eq!(
+        at_target, before,
+        "exactly what was committed before {target}, nothing after"
+    );
 }
