@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod outage;
+pub mod pipeline;
 pub mod postgres;
 pub mod process;
 pub mod shipper;
