@@ -5,14 +5,20 @@ VENV := .venv
 PYTHON ?= python3
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 
-.PHONY: test demo deps lint unit
+.PHONY: test demo deps lint unit infra-test
 
 ## Installs what is missing, then runs every check and every test.
-test: deps lint
+test: deps lint infra-test
 	@mkdir -p $(CARGO_TARGET_DIR)
 	cargo build --workspace --bins --locked
 	set -o pipefail; cargo test --workspace --locked 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
-	@awk '/^test result:/ {passed += $$4; failed += $$6} END {printf "%d passed, %d failed\n", passed, failed}' $(CARGO_TARGET_DIR)/test-output.log
+	@awk '/^test result:/ {passed += $$4; failed += $$6} /^# pass / {passed += $$3} /^# fail / {failed += $$3} END {printf "%d passed, %d failed\n", passed, failed}' $(CARGO_TARGET_DIR)/test-output.log $(CARGO_TARGET_DIR)/infra-test-output.log
+
+## The CDK app's template tests (npm packages pinned by infra/package-lock.json).
+infra-test:
+	@mkdir -p $(CARGO_TARGET_DIR)
+	cd infra && npm ci --no-audit --no-fund --loglevel=error
+	set -o pipefail; cd infra && npm test 2>&1 | tee $(CARGO_TARGET_DIR)/infra-test-output.log
 
 ## The whole pipeline on local stand-ins, ending in a verified point-in-time recovery.
 demo: deps

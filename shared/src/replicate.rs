@@ -17,7 +17,7 @@ use crate::catalog::{
 use crate::codec::{self, CompressionLevel, Sha256Hex};
 use crate::config::{Config, ConfigError, Provider};
 use crate::events::ObjectRef;
-use crate::keys::{archive_key, parse_staging_key, ClusterName};
+use crate::keys::{archive_key, parse_staging_key, staging_prefix, ClusterName};
 use crate::metrics::{MetricRecord, Unit};
 use crate::store::{
     configured_replica, list_all, staging_store, Metadata, Object, ObjectStore, StoreError,
@@ -31,8 +31,9 @@ pub struct Replicator {
     pub b2: Arc<dyn ObjectStore>,
     pub catalog: Arc<dyn Catalog>,
     pub level: CompressionLevel,
-    /// The part of the staging bucket the re-drive sweeps: all of it ("")
-    /// unless a deployment or a test narrows it to one cluster.
+    /// The part of the staging bucket the re-drive sweeps: the configured
+    /// cluster's staging prefix (a deployment serves one cluster, and its
+    /// role may list only that prefix).
     pub redrive_prefix: String,
 }
 
@@ -86,7 +87,7 @@ impl Replicator {
                 &config.catalog.table,
             )),
             level: config.zstd_level,
-            redrive_prefix: String::new(),
+            redrive_prefix: staging_prefix(&config.cluster),
         })
     }
 

@@ -1,0 +1,152 @@
+// Assertions on the synthesized template: every resource walvault needs,
+// its key properties, and least privilege statement by statement.
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as path from 'path';
+import { App, Duration } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import { WalvaultStack } from '../lib/walvault-stack';
+
+const fixtures = path.join(__dirname, '..', '..', 'test', 'fixtures', 'lambda');
+
+function synth(): Template {
+  const app = new App();
+  const stack = new WalvaultStack(app, 'walvault-test', {
+    clusterName: 'orders',
+    lambdaCodeDir: fixtures,
+    r2: { endpoint: 'https://acct.r2.cloudflarestorage.com', bucket: 'wal-r2' },
+    b2: { endpoint: 'https://s3.eu-central-003.backblazeb2.com', bucket: 'wal-b2', region: 'eu-central-003' },
+    compressTimeout: Duration.seconds(90),
+  });
+  return Template.fromStack(stack);
+}
+
+const template = synth();
+
+type Statement = { Effect: string; Action: string | string[]; Resource: unknown; Condition?: unknown };
+
+/** Every policy statement attached to the role of the function whose logical id starts with `prefix`. */
+function statementsOf(prefix: string): Statement[] {
+  const roles = template.findResources('AWS::IAM::Role');
+  const role = Object.keys(roles).find((id) => id.startsWith(`${prefix}ServiceRole`));
+  assert.ok(role, `no role for ${prefix}`);
+  const policies = template.findResources('AWS::IAM::Policy');
+  return Object.values(policies)
+    .filter((p) => JSON.stringify(p.Properties.Roles).includes(role!))
+    .flatMap((p) => p.Properties.PolicyDocument.Statement as Statement[]);
+}
+
+function actions(statements: Statement[]): string[] {
+  return statements.flatMap((s) => (Array.isArray(s.Action) ? s.Action : [s.Action]));
+}
+
+test('the staging bucket is encrypted, private, TLS-only, with a backstop lifecycle rule', () => {
+  template.hasResourceProperties('AWS::S3::Bucket', {
+    BucketEncryption: { ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }] },
+    PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
+    LifecycleConfiguration: { Rules: [Match.objectLike({ ExpirationInDays: 14, Status: 'Enabled' })] },
+  });
+  template.hasResourceProperties('AWS::S3::BucketPolicy', {
+    PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]) },
+  });
+});
+
+test('object-created events of the cluster reach the queue, which has a DLQ and six times the function timeout', () => {
+  template.hasResourceProperties('Custom::S3BucketNotifications', {
+    NotificationConfiguration: {
+      QueueConfigurations: [Match.objectLike({ Events: ['s3:ObjectCreated:*'], Filter: { Key: { FilterRules: [{ Name: 'prefix', Value: 'orders/staging/' }] } } })],
+    },
+  });
+  template.hasResourceProperties('AWS::SQS::Queue', {
+    VisibilityTimeout: 540,
+    RedrivePolicy: Match.objectLike({ maxReceiveCount: 5 }),
+  });
+  template.resourceCountIs('AWS::SQS::Queue', 2);
+});
+
+test('the functions are Rust on provided.al2023 arm64, fed and scheduled', () => {
+  template.resourcePropertiesCountIs('AWS::Lambda::Function', { Runtime: 'provided.al2023', Architectures: ['arm64'], Handler: 'bootstrap' }, 2);
+  template.hasResourceProperties('AWS::Lambda::Function', {
+    Timeout: 90,
+    Environment: { Variables: Match.objectLike({ WALVAULT_CLUSTER: 'orders', WALVAULT_ZSTD_LEVEL: '3', WALVAULT_B2_REGION: 'eu-central-003' }) },
+  });
+  template.hasResourceProperties('AWS::Lambda::Function', {
+    Timeout: 900,
+    Environment: { Variables: Match.objectLike({ WALVAULT_RETENTION_DAYS: '30' }) },
+  });
+  template.hasResourceProperties('AWS::Lambda::EventSourceMapping', { BatchSize: 10, FunctionResponseTypes: ['ReportBatchItemFailures'] });
+  template.hasResourceProperties('AWS::Events::Rule', { ScheduleExpression: 'rate(15 minutes)' });
+  template.hasResourceProperties('AWS::Events::Rule', { ScheduleExpression: 'cron(17 3 * * ? *)' });
+});
+
+test('the catalog is on-demand with point-in-time recovery and deletion protection', () => {
+  template.hasResourceProperties('AWS::DynamoDB::Table', {
+    BillingMode: 'PAY_PER_REQUEST',
+    KeySchema: [{ AttributeName: 'cluster', KeyType: 'HASH' }, { AttributeName: 'file_name', KeyType: 'RANGE' }],
+    PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
+    DeletionProtectionEnabled: true,
+  });
+});
+
+test('four secrets: R2 and B2 keys for each function', () => {
+  template.resourceCountIs('AWS::SecretsManager::Secret', 4);
+});
+
+test('no statement grants every action or every resource', () => {
+  for (const policy of [...Object.values(template.findResources('AWS::IAM::Policy')), ...Object.values(template.findResources('AWS::IAM::ManagedPolicy'))]) {
+    for (const statement of policy.Properties.PolicyDocument.Statement as Statement[]) {
+      for (const action of actions([statement])) {
+        assert.ok(!action.endsWith(':*') && action !== '*', `wildcard action ${action}`);
+      }
+      assert.notEqual(statement.Resource, '*', `statement ${JSON.stringify(statement)} applies to every resource`);
+    }
+  }
+});
+
+test('the compress role reads and deletes only staging objects and never deletes from the catalog', () => {
+  const statements = statementsOf('Compress');
+  const s3Deletes = statements.filter((s) => actions([s]).includes('s3:DeleteObject'));
+  assert.equal(s3Deletes.length, 1);
+  assert.match(JSON.stringify(s3Deletes[0].Resource), /orders\/staging\/\*/);
+  assert.ok(!actions(statements).includes('dynamodb:DeleteItem'));
+  assert.ok(!actions(statements).some((a) => a.startsWith('s3:Put')), 'the compress function never writes to staging');
+  const list = statements.find((s) => actions([s]).includes('s3:ListBucket'));
+  assert.deepEqual(list?.Condition, { StringLike: { 's3:prefix': ['orders/staging/*'] } });
+});
+
+test('each function reads only its own secrets', () => {
+  const secretIds = Object.keys(template.findResources('AWS::SecretsManager::Secret'));
+  const readable = (prefix: string) =>
+    secretIds.filter((id) => statementsOf(prefix).some((s) => actions([s]).includes('secretsmanager:GetSecretValue') && JSON.stringify(s.Resource).includes(id)));
+  assert.deepEqual(readable('Compress').map((id) => id.replace(/[0-9A-F]{8}$/, '')).sort(), ['CompressB2Keys', 'CompressR2Keys']);
+  assert.deepEqual(readable('Retention').map((id) => id.replace(/[0-9A-F]{8}$/, '')).sort(), ['RetentionB2Keys', 'RetentionR2Keys']);
+});
+
+test('the retention role touches the catalog and its secrets, nothing in staging', () => {
+  const statements = statementsOf('Retention');
+  assert.ok(actions(statements).includes('dynamodb:DeleteItem'));
+  assert.ok(!actions(statements).some((a) => a.startsWith('s3:')), 'R2 and B2 are not AWS: no S3 rights needed');
+});
+
+test('the host policies: the shipper writes staging and reads the catalog; restore only reads', () => {
+  const managed = Object.values(template.findResources('AWS::IAM::ManagedPolicy'));
+  const byDescription = (word: string) => managed.find((p) => (p.Properties.Description as string).includes(word))!;
+  const shipper = actions(byDescription('walvault push').Properties.PolicyDocument.Statement).sort();
+  assert.deepEqual(shipper, ['dynamodb:GetItem', 's3:GetObject', 's3:PutObject']);
+  const restore = actions(byDescription('walvault fetch').Properties.PolicyDocument.Statement).sort();
+  assert.deepEqual(restore, ['dynamodb:GetItem', 's3:GetObject']);
+});
+
+test('alarms go to one SNS topic, and a dashboard shows the metrics', () => {
+  const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm'));
+  assert.equal(alarms.length, 12);
+  for (const alarm of alarms) {
+    assert.equal(alarm.Properties.AlarmActions.length, 1);
+  }
+  const metricNames = alarms.map((a) => a.Properties.MetricName).filter(Boolean);
+  for (const name of ['ApproximateNumberOfMessagesVisible', 'ApproximateAgeOfOldestMessage', 'Errors', 'Throttles', 'ReplicationLag', 'Conflicts', 'CorruptInputs', 'RetentionErrors', 'RetentionAgeOnlyFallback']) {
+    assert.ok(metricNames.includes(name), `no alarm on ${name}`);
+  }
+  template.resourceCountIs('AWS::SNS::Topic', 1);
+  template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
+});
