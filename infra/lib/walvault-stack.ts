@@ -1,11 +1,12 @@
 import * as path from 'path';
-import { Duration, RemovalPolicy, Stack, StackProps } from 'aws-cdk-lib';
+import { Aspects, CfnResource, Duration, IAspect, RemovalPolicy, Stack, StackProps } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kms from 'aws-cdk-lib/aws-kms';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import * as logs from 'aws-cdk-lib/aws-logs';
@@ -14,7 +15,7 @@ import * as s3n from 'aws-cdk-lib/aws-s3-notifications';
 import * as secrets from 'aws-cdk-lib/aws-secretsmanager';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
-import { Construct } from 'constructs';
+import { Construct, IConstruct } from 'constructs';
 
 /** A replica provider's S3 endpoint settings (credentials live in Secrets Manager). */
 export interface ReplicaSettings {
@@ -41,6 +42,8 @@ export interface WalvaultStackProps extends StackProps {
   readonly redriveEvery?: Duration;
   /** Staging objects older than this are expired by S3 itself: a backstop only. */
   readonly stagingExpiryDays?: number;
+  /** Concurrent compress invocations at most (each handles one SQS batch). */
+  readonly compressConcurrency?: number;
 }
 
 /** The metric namespace the functions' EMF lines write to. */
@@ -54,12 +57,36 @@ export class WalvaultStack extends Stack {
   readonly compressFunction: lambda.Function;
   readonly retentionFunction: lambda.Function;
   readonly alarmTopic: sns.Topic;
+  readonly key: kms.Key;
 
   constructor(scope: Construct, id: string, props: WalvaultStackProps) {
     super(scope, id, props);
     const cluster = props.clusterName;
     const compressTimeout = props.compressTimeout ?? Duration.seconds(60);
     const stagingPrefix = `${cluster}/staging/`;
+
+    // One customer-managed key for the queues, catalog, secrets, logs,
+    // function environments and the alarm topic.
+    this.key = new kms.Key(this, 'Key', {
+      description: `walvault ${cluster}`,
+      enableKeyRotation: true,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    this.key.addToResourcePolicy(
+      new iam.PolicyStatement({
+        principals: [new iam.ServicePrincipal(`logs.${this.region}.amazonaws.com`)],
+        actions: ['kms:Encrypt*', 'kms:Decrypt*', 'kms:ReEncrypt*', 'kms:GenerateDataKey*', 'kms:Describe*'],
+        resources: ['*'],
+        conditions: { ArnLike: { 'kms:EncryptionContext:aws:logs:arn': `arn:${this.partition}:logs:${this.region}:${this.account}:log-group:*` } },
+      }),
+    );
+    this.key.addToResourcePolicy(
+      new iam.PolicyStatement({
+        principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
+        actions: ['kms:Decrypt', 'kms:GenerateDataKey*'],
+        resources: ['*'],
+      }),
+    );
 
     this.stagingBucket = new s3.Bucket(this, 'Staging', {
       encryption: s3.BucketEncryption.S3_MANAGED,
@@ -79,14 +106,16 @@ export class WalvaultStack extends Stack {
 
     this.deadLetterQueue = new sqs.Queue(this, 'StagingEventsDlq', {
       retentionPeriod: Duration.days(14),
-      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      encryption: sqs.QueueEncryption.KMS,
+      encryptionMasterKey: this.key,
       enforceSSL: true,
     });
     this.queue = new sqs.Queue(this, 'StagingEvents', {
       // Six times the function timeout, as Lambda recommends for SQS sources.
       visibilityTimeout: Duration.seconds(compressTimeout.toSeconds() * 6),
       retentionPeriod: Duration.days(4),
-      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      encryption: sqs.QueueEncryption.KMS,
+      encryptionMasterKey: this.key,
       enforceSSL: true,
       deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: 5 },
     });
@@ -100,7 +129,8 @@ export class WalvaultStack extends Stack {
       billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
       pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
       deletionProtection: true,
-      encryption: dynamodb.TableEncryption.AWS_MANAGED,
+      encryption: dynamodb.TableEncryption.CUSTOMER_MANAGED,
+      encryptionKey: this.key,
       removalPolicy: RemovalPolicy.RETAIN,
     });
 
@@ -108,6 +138,7 @@ export class WalvaultStack extends Stack {
     const secret = (name: string, purpose: string) =>
       new secrets.Secret(this, name, {
         description: `walvault ${cluster}: ${purpose}. Replace with {"access_key_id": …, "secret_access_key": …}.`,
+        encryptionKey: this.key,
         generateSecretString: {
           secretStringTemplate: JSON.stringify({ access_key_id: 'REPLACE_ME' }),
           generateStringKey: 'secret_access_key',
@@ -130,8 +161,17 @@ export class WalvaultStack extends Stack {
       RUST_LOG: 'info',
     };
 
-    this.compressFunction = this.rustFunction('Compress', props.lambdaCodeDir, 'compress', {
+    // Failed scheduled (asynchronous) invocations land here.
+    const functionDlq = new sqs.Queue(this, 'FunctionsDlq', {
+      retentionPeriod: Duration.days(14),
+      encryption: sqs.QueueEncryption.KMS,
+      encryptionMasterKey: this.key,
+      enforceSSL: true,
+    });
+
+    this.compressFunction = this.rustFunction('Compress', props.lambdaCodeDir, 'compress', functionDlq, {
       memorySize: props.compressMemoryMb ?? 256,
+      reservedConcurrentExecutions: props.compressConcurrency ?? 10,
       timeout: compressTimeout,
       environment: {
         ...common,
@@ -147,8 +187,10 @@ export class WalvaultStack extends Stack {
       targets: [new targets.LambdaFunction(this.compressFunction)],
     });
 
-    this.retentionFunction = this.rustFunction('Retention', props.lambdaCodeDir, 'retention', {
+    this.retentionFunction = this.rustFunction('Retention', props.lambdaCodeDir, 'retention', functionDlq, {
       memorySize: props.retentionMemoryMb ?? 256,
+      // One sweep at a time.
+      reservedConcurrentExecutions: 1,
       timeout: props.retentionTimeout ?? Duration.minutes(15),
       environment: {
         ...common,
@@ -183,6 +225,7 @@ export class WalvaultStack extends Stack {
     );
     compressR2.grantRead(this.compressFunction);
     compressB2.grantRead(this.compressFunction);
+    this.key.grantEncryptDecrypt(this.compressFunction);
 
     this.retentionFunction.addToRolePolicy(
       new iam.PolicyStatement({
@@ -192,6 +235,7 @@ export class WalvaultStack extends Stack {
     );
     retentionR2.grantRead(this.retentionFunction);
     retentionB2.grantRead(this.retentionFunction);
+    this.key.grantDecrypt(this.retentionFunction);
 
     const clusterObjects = this.stagingBucket.arnForObjects(`${cluster}/*`);
     new iam.ManagedPolicy(this, 'ShipperPolicy', {
@@ -200,6 +244,7 @@ export class WalvaultStack extends Stack {
         // HEAD needs s3:GetObject; the identity object lives beside staging/.
         new iam.PolicyStatement({ actions: ['s3:PutObject', 's3:GetObject'], resources: [clusterObjects] }),
         new iam.PolicyStatement({ actions: ['dynamodb:GetItem'], resources: [this.catalog.tableArn] }),
+        new iam.PolicyStatement({ actions: ['kms:Decrypt'], resources: [this.key.keyArn] }),
       ],
     });
     new iam.ManagedPolicy(this, 'RestorePolicy', {
@@ -207,16 +252,19 @@ export class WalvaultStack extends Stack {
       statements: [
         new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [clusterObjects] }),
         new iam.PolicyStatement({ actions: ['dynamodb:GetItem'], resources: [this.catalog.tableArn] }),
+        new iam.PolicyStatement({ actions: ['kms:Decrypt'], resources: [this.key.keyArn] }),
       ],
     });
 
-    this.alarmTopic = new sns.Topic(this, 'Alarms', { displayName: `walvault ${cluster} alarms`, enforceSSL: true });
+    this.alarmTopic = new sns.Topic(this, 'Alarms', { displayName: `walvault ${cluster} alarms`, enforceSSL: true, masterKey: this.key });
     this.alarms(cluster);
+    Aspects.of(this).add(new CheckovJustifications());
   }
 
-  private rustFunction(id: string, codeDir: string, name: string, options: Partial<lambda.FunctionProps>): lambda.Function {
+  private rustFunction(id: string, codeDir: string, name: string, deadLetterQueue: sqs.IQueue, options: Partial<lambda.FunctionProps>): lambda.Function {
     const logGroup = new logs.LogGroup(this, `${id}Logs`, {
       retention: logs.RetentionDays.THREE_MONTHS,
+      encryptionKey: this.key,
       removalPolicy: RemovalPolicy.RETAIN,
     });
     return new lambda.Function(this, id, {
@@ -226,6 +274,8 @@ export class WalvaultStack extends Stack {
       handler: 'bootstrap',
       code: lambda.Code.fromAsset(path.join(codeDir, name)),
       logGroup,
+      deadLetterQueue,
+      environmentEncryption: this.key,
     });
   }
 
@@ -286,5 +336,37 @@ export class WalvaultStack extends Stack {
         ],
       ],
     });
+  }
+}
+
+/**
+ * checkov findings that do not apply, each with its reason, recorded as
+ * template metadata where checkov reads it.
+ */
+class CheckovJustifications implements IAspect {
+  visit(node: IConstruct): void {
+    if (!(node instanceof CfnResource)) {
+      return;
+    }
+    const skips: { id: string; comment: string }[] = [];
+    if (node.cfnResourceType === 'AWS::Lambda::Function') {
+      skips.push({ id: 'CKV_AWS_117', comment: 'Functions reach R2 and B2 on the internet; a VPC would add NAT cost and no protection' });
+      if (node.node.path.includes('BucketNotificationsHandler')) {
+        skips.push(
+          { id: 'CKV_AWS_115', comment: 'CDK-internal handler run once per deployment' },
+          { id: 'CKV_AWS_116', comment: 'CDK-internal handler run once per deployment' },
+          { id: 'CKV_AWS_173', comment: 'CDK-internal handler with no environment secrets' },
+        );
+      }
+    }
+    if (node.cfnResourceType === 'AWS::S3::Bucket') {
+      skips.push(
+        { id: 'CKV_AWS_18', comment: 'Transient buffer of immutable objects; audit through CloudTrail data events, not access logs' },
+        { id: 'CKV_AWS_21', comment: 'Objects are never overwritten (put-if-absent) and are deleted once replicated: versions would protect nothing' },
+      );
+    }
+    if (skips.length > 0) {
+      node.addMetadata('checkov', { skip: skips });
+    }
   }
 }

@@ -61,7 +61,9 @@ test('object-created events of the cluster reach the queue, which has a DLQ and 
     VisibilityTimeout: 540,
     RedrivePolicy: Match.objectLike({ maxReceiveCount: 5 }),
   });
-  template.resourceCountIs('AWS::SQS::Queue', 2);
+  // The staging events, their DLQ, and the functions' DLQ for scheduled runs.
+  template.resourceCountIs('AWS::SQS::Queue', 3);
+  template.resourcePropertiesCountIs('AWS::SQS::Queue', { KmsMasterKeyId: Match.anyValue() }, 3);
 });
 
 test('the functions are Rust on provided.al2023 arm64, fed and scheduled', () => {
@@ -85,7 +87,22 @@ test('the catalog is on-demand with point-in-time recovery and deletion protecti
     KeySchema: [{ AttributeName: 'cluster', KeyType: 'HASH' }, { AttributeName: 'file_name', KeyType: 'RANGE' }],
     PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
     DeletionProtectionEnabled: true,
+    SSESpecification: { SSEEnabled: true, SSEType: 'KMS', KMSMasterKeyId: Match.anyValue() },
   });
+});
+
+test('one rotating customer-managed key encrypts queues, catalog, secrets, logs, environments and the topic', () => {
+  template.resourceCountIs('AWS::KMS::Key', 1);
+  template.hasResourceProperties('AWS::KMS::Key', { EnableKeyRotation: true });
+  template.resourcePropertiesCountIs('AWS::SecretsManager::Secret', { KmsKeyId: Match.anyValue() }, 4);
+  template.resourcePropertiesCountIs('AWS::Logs::LogGroup', { KmsKeyId: Match.anyValue() }, 2);
+  template.resourcePropertiesCountIs('AWS::Lambda::Function', { Runtime: 'provided.al2023', KmsKeyArn: Match.anyValue() }, 2);
+  template.hasResourceProperties('AWS::SNS::Topic', { KmsMasterKeyId: Match.anyValue() });
+});
+
+test('the retention function runs one sweep at a time; compress is bounded', () => {
+  template.hasResourceProperties('AWS::Lambda::Function', { Timeout: 900, ReservedConcurrentExecutions: 1 });
+  template.hasResourceProperties('AWS::Lambda::Function', { Timeout: 90, ReservedConcurrentExecutions: 10 });
 });
 
 test('four secrets: R2 and B2 keys for each function', () => {
@@ -132,9 +149,9 @@ test('the host policies: the shipper writes staging and reads the catalog; resto
   const managed = Object.values(template.findResources('AWS::IAM::ManagedPolicy'));
   const byDescription = (word: string) => managed.find((p) => (p.Properties.Description as string).includes(word))!;
   const shipper = actions(byDescription('walvault push').Properties.PolicyDocument.Statement).sort();
-  assert.deepEqual(shipper, ['dynamodb:GetItem', 's3:GetObject', 's3:PutObject']);
+  assert.deepEqual(shipper, ['dynamodb:GetItem', 'kms:Decrypt', 's3:GetObject', 's3:PutObject']);
   const restore = actions(byDescription('walvault fetch').Properties.PolicyDocument.Statement).sort();
-  assert.deepEqual(restore, ['dynamodb:GetItem', 's3:GetObject']);
+  assert.deepEqual(restore, ['dynamodb:GetItem', 'kms:Decrypt', 's3:GetObject']);
 });
 
 test('alarms go to one SNS topic, and a dashboard shows the metrics', () => {
