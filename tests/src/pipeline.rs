@@ -17,7 +17,7 @@ use shared::store::list_all;
 use crate::archive::staging;
 use crate::postgres::{PgOptions, Postgres};
 use crate::shipper::Shipper;
-use crate::standins::{self, walvault_sdk_config, Stack};
+use crate::standins::{announced_key, walvault_sdk_config, Stack};
 use crate::unique_cluster;
 
 pub const CHECKSUM: &str =
@@ -29,40 +29,20 @@ pub const DEAD_ENDPOINT: &str = "http://127.0.0.1:9";
 /// prefix is empty or, with `allow_failures` (its objects then stay), no
 /// message is left. Returns how many messages the handler reported failed.
 pub async fn drain_queue(replicator: &Replicator, config: &Config, allow_failures: bool) -> usize {
-    let stack = Stack::shared();
-    let sdk = standins::aws_sdk_config().await;
-    let sqs = standins::sqs_client(&sdk, &stack.staging.endpoint());
+    let queue = Stack::shared().staging_queue().await;
     let staging_store = staging(config).await;
     let prefix = staging_prefix(&config.cluster);
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut failed_total = 0;
     loop {
-        let received = sqs
-            .receive_message()
-            .queue_url(&stack.queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("receive");
+        let received = queue.receive().await;
         // Other tests' messages go straight back to the queue for them.
         let mut ours = Vec::new();
-        for m in received.messages() {
-            let body: Value = serde_json::from_str(m.body().unwrap_or("{}")).unwrap_or_default();
-            let key = body["Records"][0]["s3"]["object"]["key"]
-                .as_str()
-                .and_then(|k| shared::keys::decode_event_key(k).ok());
-            if key.is_some_and(|k| k.starts_with(&prefix)) {
-                ours.push(m.clone());
+        for m in &received {
+            if announced_key(m).is_some_and(|k| k.starts_with(&prefix)) {
+                ours.push(m);
             } else {
-                let handle = m.receipt_handle().unwrap_or_default();
-                let _ = sqs
-                    .change_message_visibility()
-                    .queue_url(&stack.queue_url)
-                    .receipt_handle(handle)
-                    .visibility_timeout(0)
-                    .send()
-                    .await;
+                queue.release(m).await;
             }
         }
         if ours.is_empty() {
@@ -70,7 +50,7 @@ pub async fn drain_queue(replicator: &Replicator, config: &Config, allow_failure
                 .await
                 .expect("list")
                 .is_empty()
-                || (allow_failures && received.messages().is_empty())
+                || (allow_failures && received.is_empty())
             {
                 return failed_total;
             }
@@ -91,13 +71,8 @@ pub async fn drain_queue(replicator: &Replicator, config: &Config, allow_failure
             assert!(allow_failures || failed == 0, "messages failed: {response}");
             failed_total += failed;
             // Failed ones are left to the re-drive here rather than SQS's redelivery.
-            for m in &ours {
-                sqs.delete_message()
-                    .queue_url(&stack.queue_url)
-                    .receipt_handle(m.receipt_handle().unwrap_or_default())
-                    .send()
-                    .await
-                    .expect("delete");
+            for m in ours {
+                queue.delete(m).await;
             }
         }
         assert!(Instant::now() < deadline, "the queue did not drain");

@@ -12,6 +12,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_s3::config::Credentials;
 use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+use aws_sdk_sqs::types::Message;
 use shared::catalog::{PARTITION_KEY, SORT_KEY};
 use shared::config::Config;
 
@@ -229,6 +230,66 @@ impl Stack {
             .collect();
         Config::from_sources(&env, &BTreeMap::new()).expect("the stack's settings are valid")
     }
+}
+
+/// The staging bucket's notification queue, shared by the tests of a binary.
+pub struct StagingQueue {
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl Stack {
+    pub async fn staging_queue(&self) -> StagingQueue {
+        StagingQueue {
+            sqs: sqs_client(&aws_sdk_config().await, &self.staging.endpoint()),
+            url: self.queue_url.clone(),
+        }
+    }
+}
+
+impl StagingQueue {
+    /// Up to 10 messages, waiting a second for the first.
+    pub async fn receive(&self) -> Vec<Message> {
+        self.sqs
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receiving from the staging queue")
+            .messages
+            .unwrap_or_default()
+    }
+
+    pub async fn delete(&self, message: &Message) {
+        self.sqs
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(message.receipt_handle().unwrap_or_default())
+            .send()
+            .await
+            .expect("deleting a staging event");
+    }
+
+    /// Puts a message straight back, for the test it belongs to.
+    pub async fn release(&self, message: &Message) {
+        let _ = self
+            .sqs
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(message.receipt_handle().unwrap_or_default())
+            .visibility_timeout(0)
+            .send()
+            .await;
+    }
+}
+
+/// The decoded object key an S3 notification message announces; `None` for
+/// `s3:TestEvent` and anything that is not an S3 notification.
+pub fn announced_key(message: &Message) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_str(message.body()?).ok()?;
+    shared::keys::decode_event_key(body["Records"][0]["s3"]["object"]["key"].as_str()?).ok()
 }
 
 /// Region and credentials for the stand-ins, set explicitly rather than

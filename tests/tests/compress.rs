@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use shared::catalog::{Catalog, RecordStatus};
 use shared::codec::Sha256Hex;
 use shared::compress::handle_invocation;
@@ -166,28 +166,17 @@ async fn a_real_s3_notification_through_sqs_is_handled() {
     let raw = synthetic_segment(&file, SYSID);
     stage(&config, &file, &raw).await;
 
-    let sdk = standins::aws_sdk_config().await;
-    let sqs = standins::sqs_client(&sdk, &stack.staging.endpoint());
+    let queue = stack.staging_queue().await;
     let ours = staging_key(&config.cluster, &file);
     let deadline = Instant::now() + Duration::from_secs(20);
     let message = loop {
-        let received = sqs
-            .receive_message()
-            .queue_url(&stack.queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
+        if let Some(m) = queue
+            .receive()
             .await
-            .unwrap();
-        let found = received.messages().iter().find(|m| {
-            let body: Value = serde_json::from_str(m.body().unwrap_or("{}")).unwrap_or_default();
-            body["Records"][0]["s3"]["object"]["key"]
-                .as_str()
-                .map(|k| shared::keys::decode_event_key(k).unwrap())
-                == Some(ours.clone())
-        });
-        if let Some(m) = found {
-            break m.clone();
+            .into_iter()
+            .find(|m| standins::announced_key(m).as_ref() == Some(&ours))
+        {
+            break m;
         }
         assert!(Instant::now() < deadline, "no notification for {ours}");
     };

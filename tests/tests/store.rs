@@ -372,39 +372,19 @@ async fn staging_writes_notify_the_queue() {
         .await
         .unwrap();
 
-    let sdk = standins::aws_sdk_config().await;
-    let sqs = standins::sqs_client(&sdk, &stack.staging.endpoint());
+    let queue = stack.staging_queue().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let received = sqs
-            .receive_message()
-            .queue_url(&stack.queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        let mut ours = false;
-        for message in received.messages() {
-            let body = message.body().unwrap_or_default();
-            let event: serde_json::Value = serde_json::from_str(body).unwrap();
-            let Some(raw_key) = event["Records"][0]["s3"]["object"]["key"].as_str() else {
-                continue; // s3:TestEvent
-            };
-            // Other tests share the queue: only delete our message.
-            if shared::keys::decode_event_key(raw_key).unwrap() == key {
-                assert_eq!(event["Records"][0]["eventName"], "ObjectCreated:Put");
-                assert_eq!(event["Records"][0]["s3"]["bucket"]["name"], STAGING_BUCKET);
-                ours = true;
-                sqs.delete_message()
-                    .queue_url(&stack.queue_url)
-                    .receipt_handle(message.receipt_handle().unwrap())
-                    .send()
-                    .await
-                    .unwrap();
+        // Other tests share the queue: only ours is deleted.
+        for message in queue.receive().await {
+            if standins::announced_key(&message).as_ref() != Some(&key) {
+                continue;
             }
-        }
-        if ours {
+            let event: serde_json::Value =
+                serde_json::from_str(message.body().unwrap_or_default()).unwrap();
+            assert_eq!(event["Records"][0]["eventName"], "ObjectCreated:Put");
+            assert_eq!(event["Records"][0]["s3"]["bucket"]["name"], STAGING_BUCKET);
+            queue.delete(&message).await;
             return;
         }
         assert!(
