@@ -98,20 +98,26 @@ pub fn decompress_verified(
     expected: &Sha256Hex,
 ) -> Result<Vec<u8>, CodecError> {
     let raw = decompress(compressed, expected_len)?;
+    verify(&raw, expected_len, expected)?;
+    Ok(raw)
+}
+
+/// Checks raw WAL bytes against the size and digest they must have.
+pub fn verify(raw: &[u8], expected_len: u64, expected: &Sha256Hex) -> Result<(), CodecError> {
     if raw.len() as u64 != expected_len {
         return Err(CodecError::SizeMismatch {
             expected: expected_len,
             actual: raw.len() as u64,
         });
     }
-    let actual = Sha256Hex::of(&raw);
+    let actual = Sha256Hex::of(raw);
     if &actual != expected {
         return Err(CodecError::DigestMismatch {
             expected: expected.clone(),
             actual,
         });
     }
-    Ok(raw)
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -126,7 +132,7 @@ pub enum CodecError {
     Decompress(String),
     #[error("decompressed data exceeds {max_len} bytes")]
     TooLarge { max_len: u64 },
-    #[error("decompressed to {actual} bytes, expected {expected}")]
+    #[error("{actual} bytes, expected {expected}")]
     SizeMismatch { expected: u64, actual: u64 },
     #[error("sha256 of the data is {actual}, expected {expected}")]
     DigestMismatch {

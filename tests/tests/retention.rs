@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shared::catalog::{Catalog, CatalogRecord};
+use shared::catalog::list_all;
 use shared::config::{Config, Provider};
 use shared::keys::archive_key;
 use shared::retention::sweep::{SweepError, Sweeper};
@@ -120,20 +120,12 @@ async fn setup(prefix: &str, max_deletes: usize) -> Setup {
 }
 
 async fn records(config: &Config) -> BTreeSet<WalFileName> {
-    let catalog = catalog(config).await;
-    let mut names = BTreeSet::new();
-    let mut after = None;
-    loop {
-        let page = catalog
-            .list_page(&config.cluster, after.as_ref())
-            .await
-            .unwrap();
-        names.extend(page.records.iter().map(|r: &CatalogRecord| r.file));
-        match page.next {
-            Some(n) => after = Some(n),
-            None => return names,
-        }
-    }
+    list_all(&catalog(config).await, &config.cluster)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.file)
+        .collect()
 }
 
 async fn on_provider(config: &Config, provider: Provider, files: &BTreeSet<WalFileName>) -> usize {

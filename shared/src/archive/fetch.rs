@@ -296,13 +296,7 @@ fn verify(candidate: &Candidate<'_>, object: &Object) -> Result<(Vec<u8>, Sha256
             .map_err(|e| e.to_string())?
     } else {
         let raw = object.body.to_vec();
-        if raw.len() as u64 != expected.size {
-            return Err(format!("{} bytes, expected {}", raw.len(), expected.size));
-        }
-        let actual = Sha256Hex::of(&raw);
-        if actual != expected.sha256 {
-            return Err(format!("sha256 {actual}, expected {}", expected.sha256));
-        }
+        codec::verify(&raw, expected.size, &expected.sha256).map_err(|e| e.to_string())?;
         raw
     };
     Ok((raw, expected.sha256))

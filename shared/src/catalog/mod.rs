@@ -105,6 +105,23 @@ pub trait Catalog: Send + Sync {
     ) -> Result<RecordPage, CatalogError>;
 }
 
+/// Every record of a cluster, in WAL order, following pages.
+pub async fn list_all(
+    catalog: &dyn Catalog,
+    cluster: &ClusterName,
+) -> Result<Vec<CatalogRecord>, CatalogError> {
+    let mut records = Vec::new();
+    let mut after = None;
+    loop {
+        let page = catalog.list_page(cluster, after.as_ref()).await?;
+        records.extend(page.records);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(records),
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CatalogError {
     /// The record is not in the state the write required; retrying the same

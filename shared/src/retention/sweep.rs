@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use super::plan::{parse_history, plan, Histories};
 use crate::catalog::{
-    dynamodb_client, Catalog, CatalogError, CatalogRecord, DynamoCatalog, RecordRef, UnixMillis,
+    dynamodb_client, list_all, Catalog, CatalogError, CatalogRecord, DynamoCatalog, RecordRef,
+    UnixMillis,
 };
 use crate::codec::decompress_verified;
 use crate::config::{Config, ConfigError, Provider};
@@ -90,7 +91,7 @@ impl Sweeper {
         dry_run: bool,
         deadline: Instant,
     ) -> Result<SweepReport, SweepError> {
-        let records = self.all_records().await?;
+        let records = list_all(self.catalog.as_ref(), &self.cluster).await?;
         let histories = self.histories(&records).await?;
         let plan = plan(&records, &histories, now, self.window.as_millis() as u64);
         let mut report = SweepReport {
@@ -191,22 +192,6 @@ impl Sweeper {
                     Ok(Err(e)) => report.errors.push(e.to_string()),
                     Err(e) => report.errors.push(format!("catalog delete task: {e}")),
                 }
-            }
-        }
-    }
-
-    async fn all_records(&self) -> Result<Vec<CatalogRecord>, CatalogError> {
-        let mut records = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .catalog
-                .list_page(&self.cluster, after.as_ref())
-                .await?;
-            records.extend(page.records);
-            match page.next {
-                Some(next) => after = Some(next),
-                None => return Ok(records),
             }
         }
     }
