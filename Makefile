@@ -5,14 +5,39 @@ VENV := .venv
 PYTHON ?= python3
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 
-.PHONY: test demo deps lint unit infra-test
+# `cargo lambda` is the venv's cargo-lambda (from PyPI).
+CARGO_LAMBDA := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda
+
+.PHONY: test demo deps lint unit infra-test lambda-local lambda-build
 
 ## Installs what is missing, then runs every check and every test.
 test: deps lint infra-test
 	@mkdir -p $(CARGO_TARGET_DIR)
 	cargo build --workspace --bins --locked
 	set -o pipefail; cargo test --workspace --locked 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
-	@awk '/^test result:/ {passed += $$4; failed += $$6} /^# pass / {passed += $$3} /^# fail / {failed += $$3} END {printf "%d passed, %d failed\n", passed, failed}' $(CARGO_TARGET_DIR)/test-output.log $(CARGO_TARGET_DIR)/infra-test-output.log
+	$(MAKE) --no-print-directory lambda-local lambda-build
+	@awk '/^test result:/ {passed += $$4; failed += $$6} /^# pass / {passed += $$3} /^# fail / {failed += $$3} END {printf "%d passed, %d failed\n", passed, failed}' $(CARGO_TARGET_DIR)/test-output.log $(CARGO_TARGET_DIR)/infra-test-output.log $(CARGO_TARGET_DIR)/lambda-local-output.log
+
+## `cargo lambda watch` + `cargo lambda invoke` with events/ against the
+## stand-ins. Outside `cargo test`: a nested cargo would wait on its build lock.
+lambda-local: deps
+	@mkdir -p $(CARGO_TARGET_DIR)
+	cargo build --workspace --bins --locked --quiet
+	set -o pipefail; cargo run --locked --quiet -p walvault-tests --example lambda_local 2>&1 | tee $(CARGO_TARGET_DIR)/lambda-local-output.log
+
+## The deployable functions: arm64 `bootstrap` files for provided.al2023 in
+## $(CARGO_TARGET_DIR)/lambda/, then a synth of the stack that packages them.
+lambda-build: deps
+	$(CARGO_LAMBDA) build --release --arm64 --locked -p compress -p retention
+	@for f in compress retention; do \
+		file "$(CARGO_TARGET_DIR)/lambda/$$f/bootstrap" | grep -q 'ARM aarch64' || { echo "$$f/bootstrap is not an arm64 executable"; exit 1; }; \
+		echo "$$f/bootstrap: $$(stat -c %s "$(CARGO_TARGET_DIR)/lambda/$$f/bootstrap") bytes"; \
+	done
+	cd infra && rm -rf cdk.out && npx cdk synth --no-notices --quiet -c lambdaCodeDir=$(CARGO_TARGET_DIR)/lambda -o cdk.out
+	@for f in compress retention; do \
+		find infra/cdk.out -name bootstrap -exec cmp -s {} "$(CARGO_TARGET_DIR)/lambda/$$f/bootstrap" \; -print | grep -q . \
+			|| { echo "the synthesized stack does not package $$f/bootstrap"; exit 1; }; \
+	done; echo "the synthesized stack packages both bootstraps"
 
 ## The CDK app: template tests, then cfn-lint and checkov on a synthesized
 ## template (placeholder function code: no Rust build needed).

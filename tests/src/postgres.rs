@@ -101,25 +101,7 @@ impl Postgres {
         restore_command: &str,
         recovery_conf: &[String],
     ) -> Postgres {
-        let root = tempfile::Builder::new()
-            .prefix("walvault-pg-restore-")
-            .tempdir()
-            .expect("temp dir for the restored cluster");
-        std::fs::create_dir(root.path().join("socket")).expect("socket dir");
-        std::fs::create_dir(root.path().join("archive")).expect("archive dir");
-        run_checked(
-            Command::new("cp")
-                .arg("-a")
-                .arg(base_backup)
-                .arg(root.path().join("data")),
-        );
-        hand_to_postgres_user(root.path());
-        let data = root.path().join("data");
         let mut conf = vec![
-            format!(
-                "unix_socket_directories = '{}'",
-                root.path().join("socket").display()
-            ),
             "archive_mode = off".to_owned(),
             format!(
                 "restore_command = '{}'",
@@ -127,8 +109,39 @@ impl Postgres {
             ),
         ];
         conf.extend(recovery_conf.iter().cloned());
-        append_conf(&data, "walvault recovery", &conf);
-        std::fs::write(data.join("recovery.signal"), "").expect("recovery.signal");
+        Postgres::from_copy(base_backup, "walvault recovery", &conf, true)
+    }
+
+    /// A new cluster started from a copy of the stopped cluster at `data`,
+    /// its WAL and archive status included, with `conf` lines appended:
+    /// the same archiving backlog, once for each archiver under test.
+    pub fn start_copy(data: &Path, conf: &[String]) -> Postgres {
+        Postgres::from_copy(data, "walvault copy", conf, false)
+    }
+
+    fn from_copy(source: &Path, heading: &str, conf: &[String], recover: bool) -> Postgres {
+        let root = tempfile::Builder::new()
+            .prefix("walvault-pg-copy-")
+            .tempdir()
+            .expect("temp dir for the copied cluster");
+        std::fs::create_dir(root.path().join("socket")).expect("socket dir");
+        std::fs::create_dir(root.path().join("archive")).expect("archive dir");
+        run_checked(
+            Command::new("cp")
+                .arg("-a")
+                .arg(source)
+                .arg(root.path().join("data")),
+        );
+        let data = root.path().join("data");
+        let mut lines = vec![format!(
+            "unix_socket_directories = '{}'",
+            root.path().join("socket").display()
+        )];
+        lines.extend(conf.iter().cloned());
+        append_conf(&data, heading, &lines);
+        if recover {
+            std::fs::write(data.join("recovery.signal"), "").expect("recovery.signal");
+        }
         hand_to_postgres_user(root.path());
         let mut pg = Postgres {
             root,
@@ -260,21 +273,47 @@ impl Postgres {
 
     /// `pgbench -i` at `scale`, then `transactions` transactions on one client.
     pub fn pgbench(&self, scale: u32, transactions: u32) {
-        let base = |cmd: &mut Command| {
-            cmd.args(["-U", PG_USER, "-h"])
-                .arg(self.socket_dir())
-                .args(["-p", &self.port.to_string()]);
-        };
-        let mut init = Command::new(format!("{PG_BIN}/pgbench"));
-        base(&mut init);
-        init.args(["-i", "-q", "-s", &scale.to_string(), "postgres"]);
-        run_checked(&mut init);
+        run_checked(self.pgbench_command().args([
+            "-i",
+            "-q",
+            "-s",
+            &scale.to_string(),
+            "postgres",
+        ]));
         if transactions > 0 {
-            let mut run = Command::new(format!("{PG_BIN}/pgbench"));
-            base(&mut run);
-            run.args(["-n", "-c", "1", "-t", &transactions.to_string(), "postgres"]);
-            run_checked(&mut run);
+            run_checked(self.pgbench_command().args([
+                "-n",
+                "-c",
+                "1",
+                "-t",
+                &transactions.to_string(),
+                "postgres",
+            ]));
         }
+    }
+
+    /// The pgbench workload on an initialized database: `clients` clients
+    /// for `duration`.
+    pub fn pgbench_for(&self, clients: u32, duration: Duration) {
+        run_checked(self.pgbench_command().args([
+            "-n",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.to_string(),
+            "-T",
+            &duration.as_secs().max(1).to_string(),
+            "postgres",
+        ]));
+    }
+
+    fn pgbench_command(&self) -> Command {
+        let mut command = Command::new(format!("{PG_BIN}/pgbench"));
+        command
+            .args(["-U", PG_USER, "-h"])
+            .arg(self.socket_dir())
+            .args(["-p", &self.port.to_string()]);
+        command
     }
 
     /// Takes a base backup with `pg_basebackup` into `dest` (which must not

@@ -2,8 +2,9 @@ use std::time::Duration;
 
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::Value;
-use shared::catalog::instant_at;
+use shared::catalog::now_millis;
 use shared::compress::handle_invocation;
+use shared::events::invocation_deadline;
 use shared::replicate::Replicator;
 
 pub(crate) async fn handle(
@@ -11,7 +12,7 @@ pub(crate) async fn handle(
     redrive_after: Duration,
     event: LambdaEvent<Value>,
 ) -> Result<Value, Error> {
-    let deadline = instant_at(event.context.deadline);
+    let deadline = invocation_deadline(event.context.deadline, now_millis());
     Ok(handle_invocation(replicator, &event.payload, redrive_after, deadline).await?)
 }
 

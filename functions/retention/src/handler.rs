@@ -3,7 +3,8 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::Value;
-use shared::catalog::{instant_at, now_millis};
+use shared::catalog::now_millis;
+use shared::events::invocation_deadline;
 use shared::retention::sweep::Sweeper;
 
 /// Time kept back from the Lambda deadline to report and return.
@@ -18,7 +19,7 @@ pub(crate) async fn handle(
 ) -> Result<Value, Error> {
     let schedule: EventBridgeEvent<Value> = serde_json::from_value(event.payload)?;
     let dry_run = configured_dry_run || wants_dry_run(&schedule.detail);
-    let deadline = instant_at(event.context.deadline)
+    let deadline = invocation_deadline(event.context.deadline, now_millis())
         .checked_sub(MARGIN)
         .unwrap_or_else(Instant::now);
     let report = sweeper.sweep(now_millis(), dry_run, deadline).await?;

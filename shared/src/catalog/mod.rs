@@ -13,8 +13,7 @@ use crate::wal::WalFileName;
 
 pub use dynamo::{dynamodb_client, DynamoCatalog};
 pub use record::{
-    instant_at, now_millis, CatalogRecord, RecordStatus, TargetState, UnixMillis, PARTITION_KEY,
-    SORT_KEY,
+    now_millis, CatalogRecord, RecordStatus, TargetState, UnixMillis, PARTITION_KEY, SORT_KEY,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]

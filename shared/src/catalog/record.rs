@@ -28,11 +28,6 @@ pub fn now_millis() -> UnixMillis {
         .unwrap_or(0)
 }
 
-/// The monotonic instant of a wall-clock time, e.g. Lambda's deadline.
-pub fn instant_at(at: UnixMillis) -> std::time::Instant {
-    std::time::Instant::now() + std::time::Duration::from_millis(at.saturating_sub(now_millis()))
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RecordStatus {
     /// Recorded; replicas being written.
@@ -389,17 +384,6 @@ pub(crate) mod tests {
         record.last_conflict = Some("sha256 differs".into());
         record.detail = Some("note".into());
         assert_eq!(CatalogRecord::from_item(&record.to_item()).unwrap(), record);
-    }
-
-    #[test]
-    fn wall_clock_deadlines_become_instants() {
-        let left =
-            instant_at(now_millis() + 60_000).saturating_duration_since(std::time::Instant::now());
-        assert!(
-            left > std::time::Duration::from_secs(55) && left <= std::time::Duration::from_secs(60),
-            "{left:?}"
-        );
-        assert!(instant_at(0) <= std::time::Instant::now());
     }
 
     #[test]

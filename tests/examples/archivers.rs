@@ -1,0 +1,542 @@
+//! Benchmarks 1 and 3 of `make bench`: walvault against pgBackRest,
+//! barman-cloud and `cp`, side by side in one run, on one pgbench backlog.
+//!
+//! 1. Backlog drain: a PostgreSQL 15 cluster builds a backlog with archiving
+//!    off and stops; for every archiver a copy of it starts, the
+//!    archive_command is switched on, and the archiver is timed until the
+//!    last ready segment is archived.
+//! 2. Restore: a base backup taken before the backlog is recovered through
+//!    each tool's restore command until the end of the archive, timed until
+//!    the cluster is promoted. The recovered data is checked against the
+//!    source's (a benchmark of a broken restore would be worthless).
+//!
+//! The S3 tools (walvault staging, R2 and B2, barman-cloud) share one s3s-fs
+//! server (S3 on the local disk); pgBackRest uses a local repository, as
+//! the issue asks; walvault's catalog is moto's DynamoDB. `make bench`
+//! installs the tools and builds everything in release mode.
+//!
+//! `cargo run --release -p walvault-tests --example archivers [segments]`
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use walvault_tests::pipeline::replicator;
+use walvault_tests::postgres::{PgOptions, Postgres};
+use walvault_tests::process::{
+    free_port, run_checked, running_as_root, wait_for_port, GuardedProcess,
+};
+use walvault_tests::shipper::{public_tempdir, Shipper};
+use walvault_tests::standins::{
+    aws_sdk_config, s3_client, Stack, AWS_KEY, B2_BUCKET, R2_BUCKET, REGION, STAGING_BUCKET,
+};
+use walvault_tests::{scratch_dir, workspace_root};
+
+const BARMAN_BUCKET: &str = "barman";
+const STANZA: &str = "bench";
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The archive_command for a started copy of the backlog.
+type ArchiveCommand<'a> = Box<dyn Fn(&Postgres) -> String + 'a>;
+
+fn main() {
+    let segments: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32);
+    let tools = Tools::find();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let stack = Stack::shared();
+    let s3 = S3sFs::start(&tools.s3s_fs);
+    runtime.block_on(s3.create_buckets(&[STAGING_BUCKET, R2_BUCKET, B2_BUCKET, BARMAN_BUCKET]));
+
+    println!("building a pgbench backlog of at least {segments} segments …");
+    let backlog = Backlog::build(segments);
+    println!(
+        "backlog: {} segments of 16 MiB ready ({} after the base backup)\n",
+        backlog.ready.len(),
+        backlog.after_backup()
+    );
+
+    let cp_dir = postgres_dir("walvault-bench-cp-");
+    let walvault_env = |cluster: &str, concurrency: u32| {
+        let mut env = stack.env(cluster);
+        for key in ["STAGING", "R2", "B2"] {
+            env.insert(format!("WALVAULT_{key}_ENDPOINT"), s3.endpoint());
+        }
+        for provider in ["R2", "B2"] {
+            env.insert(
+                format!("WALVAULT_{provider}_ACCESS_KEY_ID"),
+                AWS_KEY.0.into(),
+            );
+            env.insert(
+                format!("WALVAULT_{provider}_SECRET_ACCESS_KEY"),
+                AWS_KEY.1.into(),
+            );
+        }
+        env.insert("WALVAULT_B2_REGION".into(), REGION.into());
+        env.insert("WALVAULT_PUSH_CONCURRENCY".into(), concurrency.to_string());
+        env
+    };
+    let walvault_sync = Shipper::new(&walvault_env("bench-sync", 1));
+    let walvault_parallel = Shipper::new(&walvault_env("bench-parallel", 4));
+    let pgbackrest_sync = PgBackRest::new(false);
+    let pgbackrest_async = PgBackRest::new(true);
+    let barman = Barman::new(&tools, &s3.endpoint());
+
+    println!(
+        "1. backlog drain: {} segments (PostgreSQL 15 archiver; s3s-fs for S3, local repository for pgBackRest)",
+        backlog.ready.len()
+    );
+    print_header("archive_command");
+    let drains: Vec<(&str, ArchiveCommand)> = vec![
+        (
+            "cp (floor)",
+            Box::new(|_| format!("cp %p {}/%f", cp_dir.path().display())),
+        ),
+        (
+            "walvault push, sync",
+            Box::new(|_| walvault_sync.command_line("push %p")),
+        ),
+        (
+            "walvault push, 4 parallel",
+            Box::new(|_| walvault_parallel.command_line("push %p")),
+        ),
+        (
+            "pgbackrest zst, sync",
+            Box::new(|pg| pgbackrest_sync.archive_push(pg)),
+        ),
+        (
+            "pgbackrest zst, async ×4",
+            Box::new(|pg| pgbackrest_async.archive_push(pg)),
+        ),
+        (
+            "barman-cloud --zstd",
+            Box::new(|_| barman.archive_command()),
+        ),
+    ];
+    for (label, command) in &drains {
+        let elapsed = backlog.drain(|pg| command(pg));
+        print_rate(label, elapsed, backlog.ready.len());
+    }
+
+    // The compress function's work between push and fetch: staging to R2
+    // and B2 with a catalog record, here through its re-drive path.
+    let replicated = runtime.block_on(async {
+        let config = walvault_env_config(&walvault_env("bench-sync", 1));
+        let replicator = replicator(&config).await;
+        let started = Instant::now();
+        let report = replicator
+            .redrive(Duration::ZERO, Instant::now() + DRAIN_TIMEOUT)
+            .await
+            .expect("replicating the staged backlog");
+        assert_eq!(report.failed, 0, "replication failures: {report:?}");
+        (report.replicated, started.elapsed())
+    });
+    println!(
+        "\n(compress function, in process: {} segments replicated to R2 and B2 in {:.1} s, {:.1} segments/s)",
+        replicated.0,
+        replicated.1.as_secs_f64(),
+        replicated.0 as f64 / replicated.1.as_secs_f64()
+    );
+
+    println!(
+        "\n3. restore: recovery of the base backup replaying {} archived segments to the end of the archive",
+        backlog.after_backup()
+    );
+    print_header("restore_command");
+    let fetch = |prefetch: u32| {
+        let mut env = walvault_env("bench-sync", 1);
+        env.insert("WALVAULT_PREFETCH".into(), prefetch.to_string());
+        Shipper::new(&env)
+    };
+    let (fetch_plain, fetch_prefetch) = (fetch(0), fetch(8));
+    let restores: Vec<(&str, String)> = vec![
+        (
+            "cp (floor)",
+            format!("cp {}/%f %p", cp_dir.path().display()),
+        ),
+        ("walvault fetch", fetch_plain.command_line("fetch %f %p")),
+        (
+            "walvault fetch, prefetch 8",
+            fetch_prefetch.command_line("fetch %f %p"),
+        ),
+        ("pgbackrest archive-get", pgbackrest_sync.archive_get()),
+        (
+            "pgbackrest archive-get async",
+            pgbackrest_async.archive_get(),
+        ),
+        ("barman-cloud-wal-restore", barman.restore_command()),
+    ];
+    for (label, command) in &restores {
+        let elapsed = backlog.restore(command);
+        print_rate(label, elapsed, backlog.after_backup());
+    }
+}
+
+/// The benchmarked tools, installed by `make bench`.
+struct Tools {
+    s3s_fs: PathBuf,
+    barman_bin: PathBuf,
+}
+
+impl Tools {
+    fn find() -> Tools {
+        let bench = workspace_root().join(".bench");
+        let tools = Tools {
+            s3s_fs: bench.join("bin/s3s-fs"),
+            barman_bin: bench.join("venv/bin"),
+        };
+        for needed in [
+            tools.s3s_fs.clone(),
+            tools.barman_bin.join("barman-cloud-wal-archive"),
+            PathBuf::from("/usr/bin/pgbackrest"),
+        ] {
+            assert!(
+                needed.exists(),
+                "{} is missing: run `make bench`, which installs the benchmarked tools",
+                needed.display()
+            );
+        }
+        tools
+    }
+}
+
+/// s3s-fs: an S3 API over a local directory, fast enough not to be the
+/// bottleneck (moto, one Python process, is).
+struct S3sFs {
+    _process: GuardedProcess,
+    _root: TempDir,
+    port: u16,
+}
+
+impl S3sFs {
+    fn start(binary: &Path) -> S3sFs {
+        let root = tempfile::Builder::new()
+            .prefix("walvault-s3s-")
+            .tempdir()
+            .expect("s3s-fs root");
+        let port = free_port();
+        let args = [
+            "--host".to_owned(),
+            "127.0.0.1".to_owned(),
+            "--port".to_owned(),
+            port.to_string(),
+            "--access-key".to_owned(),
+            AWS_KEY.0.to_owned(),
+            "--secret-key".to_owned(),
+            AWS_KEY.1.to_owned(),
+            root.path().display().to_string(),
+        ];
+        let mut process = GuardedProcess::spawn(
+            "s3s-fs",
+            binary,
+            &args,
+            &scratch_dir().join("s3s-fs.log"),
+            None,
+            "TERM",
+        );
+        assert!(
+            wait_for_port(&mut process, port, Duration::from_secs(30)),
+            "s3s-fs did not start:\n{}",
+            process.log_tail()
+        );
+        S3sFs {
+            _process: process,
+            _root: root,
+            port,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn create_buckets(&self, buckets: &[&str]) {
+        let client = s3_client(&aws_sdk_config().await, &self.endpoint());
+        for bucket in buckets {
+            client
+                .create_bucket()
+                .bucket(*bucket)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("creating {bucket} on s3s-fs: {e:?}"));
+        }
+    }
+}
+
+/// A stopped cluster whose pg_wal holds a backlog of ready segments, and a
+/// base backup taken before the backlog's pgbench run.
+struct Backlog {
+    source: Postgres,
+    backup: PathBuf,
+    /// Ready segment names, sorted.
+    ready: Vec<String>,
+    /// The segment the base backup starts in.
+    backup_start: String,
+    /// `sum(abalance)` of pgbench_accounts at the end: what every recovery
+    /// must reproduce.
+    checksum: String,
+}
+
+impl Backlog {
+    fn build(segments: usize) -> Backlog {
+        let mut source = Postgres::start(PgOptions {
+            archive_command: Some(String::new()),
+            extra_conf: vec![
+                "max_wal_size = 8GB".into(),
+                "checkpoint_timeout = 1h".into(),
+            ],
+            ..PgOptions::default()
+        });
+        source.pgbench(10, 0);
+        let backup = source.scratch("backup").join("base");
+        let label = source.base_backup(&backup);
+        let backup_start = label
+            .lines()
+            .find_map(|l| l.strip_prefix("START WAL LOCATION: "))
+            .and_then(|l| l.split("(file ").nth(1))
+            .map(|f| f.trim_end_matches(')').to_owned())
+            .expect("backup_label names its start segment");
+        let started = Instant::now();
+        while ready_segments(&source.pg_wal()).len() < segments {
+            assert!(
+                started.elapsed() < Duration::from_secs(1800),
+                "the workload did not produce {segments} segments in 30 minutes"
+            );
+            source.pgbench_for(2, Duration::from_secs(5));
+        }
+        source.switch_wal();
+        let checksum = source.sql("SELECT sum(abalance) FROM pgbench_accounts");
+        source.stop();
+        let ready = ready_segments(&source.pg_wal());
+        Backlog {
+            source,
+            backup,
+            ready,
+            backup_start,
+            checksum,
+        }
+    }
+
+    fn after_backup(&self) -> usize {
+        self.ready
+            .iter()
+            .filter(|s| **s >= self.backup_start)
+            .count()
+    }
+
+    /// Starts a copy of the backlog with archiving off, switches
+    /// `command` on, and times the archiver until the backlog is archived.
+    fn drain(&self, command: impl FnOnce(&Postgres) -> String) -> Duration {
+        let pg = Postgres::start_copy(
+            &self.source.data_dir(),
+            &["archive_command = ''".to_owned()],
+        );
+        let command = command(&pg);
+        pg.sql(&format!(
+            "ALTER SYSTEM SET archive_command = '{}'",
+            command.replace('\'', "''")
+        ));
+        let started = Instant::now();
+        pg.sql("SELECT pg_reload_conf()");
+        let last = self.ready.last().expect("a backlog");
+        pg.wait_archived(last, DRAIN_TIMEOUT);
+        let elapsed = started.elapsed();
+        let failed = pg.sql("SELECT failed_count FROM pg_stat_archiver");
+        assert_eq!(failed, "0", "archive_command failed:\n{}", pg.log_tail());
+        elapsed
+    }
+
+    /// Recovers the base backup through `restore_command` to the end of
+    /// the archive; the time until promotion.
+    fn restore(&self, restore_command: &str) -> Duration {
+        let started = Instant::now();
+        let pg = Postgres::recover(&self.backup, restore_command, &[]);
+        pg.wait_promoted(DRAIN_TIMEOUT);
+        let elapsed = started.elapsed();
+        let checksum = pg.sql("SELECT sum(abalance) FROM pgbench_accounts");
+        assert_eq!(
+            checksum,
+            self.checksum,
+            "recovery through {restore_command} did not reproduce the source:\n{}",
+            pg.log_tail()
+        );
+        elapsed
+    }
+}
+
+fn ready_segments(pg_wal: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(pg_wal.join("archive_status"))
+        .expect("reading archive_status")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".ready"))
+                .filter(|n| n.len() == 24)
+                .map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// pgBackRest with a local repository and zstd, sync or async.
+struct PgBackRest {
+    dir: TempDir,
+    archive_async: bool,
+}
+
+impl PgBackRest {
+    fn new(archive_async: bool) -> PgBackRest {
+        PgBackRest {
+            dir: postgres_dir("walvault-bench-pgbackrest-"),
+            archive_async,
+        }
+    }
+
+    /// Writes the configuration for `pg`, creates the stanza, and returns
+    /// the archive_command.
+    fn archive_push(&self, pg: &Postgres) -> String {
+        let config = self.write_config(&pg.data_dir(), &pg.socket_dir(), pg.port());
+        let mut stanza = pg_user_command("/usr/bin/pgbackrest");
+        stanza.arg(format!("--config={}", config.display()));
+        stanza.args([&format!("--stanza={STANZA}"), "stanza-create"]);
+        run_checked(&mut stanza);
+        format!(
+            "/usr/bin/pgbackrest --config={} --stanza={STANZA} archive-push %p",
+            config.display()
+        )
+    }
+
+    /// restore_command: pg1-path is the recovering cluster's data
+    /// directory, where PostgreSQL runs the command.
+    fn archive_get(&self) -> String {
+        let config = self.dir.path().join("pgbackrest.conf");
+        format!(
+            "/usr/bin/pgbackrest --config={} --stanza={STANZA} --pg1-path=\"$PWD\" archive-get %f \"%p\"",
+            config.display()
+        )
+    }
+
+    fn write_config(&self, data: &Path, socket: &Path, port: u16) -> PathBuf {
+        let dir = self.dir.path();
+        let config = dir.join("pgbackrest.conf");
+        let text = format!(
+            "[global]\nrepo1-path={repo}\nspool-path={spool}\nlock-path={lock}\nlog-path={log}\n\
+             log-level-console=off\nlog-level-file=warn\ncompress-type=zst\ncompress-level=3\n\
+             archive-async={async_}\nprocess-max=4\nstart-fast=y\n\n\
+             [{STANZA}]\npg1-path={data}\npg1-socket-path={socket}\npg1-port={port}\npg1-user=postgres\n",
+            repo = dir.join("repo").display(),
+            spool = dir.join("spool").display(),
+            lock = dir.join("lock").display(),
+            log = dir.join("log").display(),
+            async_ = if self.archive_async { "y" } else { "n" },
+            data = data.display(),
+            socket = socket.display(),
+        );
+        std::fs::write(&config, text).expect("writing pgbackrest.conf");
+        hand_to_postgres(dir);
+        config
+    }
+}
+
+/// barman-cloud from PyPI (barman 3.19.1 in a venv made with Debian's
+/// python), against the s3s-fs bucket.
+struct Barman {
+    bin: PathBuf,
+    endpoint: String,
+}
+
+impl Barman {
+    fn new(tools: &Tools, endpoint: &str) -> Barman {
+        Barman {
+            bin: tools.barman_bin.clone(),
+            endpoint: endpoint.to_owned(),
+        }
+    }
+
+    fn env(&self) -> String {
+        let env = BTreeMap::from([
+            ("AWS_ACCESS_KEY_ID", AWS_KEY.0),
+            ("AWS_SECRET_ACCESS_KEY", AWS_KEY.1),
+            ("AWS_DEFAULT_REGION", REGION),
+        ]);
+        let pairs: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("env {}", pairs.join(" "))
+    }
+
+    fn archive_command(&self) -> String {
+        format!(
+            "{} {}/barman-cloud-wal-archive --endpoint-url {} --zstd s3://{BARMAN_BUCKET}/wal {STANZA} %p",
+            self.env(),
+            self.bin.display(),
+            self.endpoint
+        )
+    }
+
+    fn restore_command(&self) -> String {
+        format!(
+            "{} {}/barman-cloud-wal-restore --endpoint-url {} s3://{BARMAN_BUCKET}/wal {STANZA} %f %p",
+            self.env(),
+            self.bin.display(),
+            self.endpoint
+        )
+    }
+}
+
+fn walvault_env_config(env: &BTreeMap<String, String>) -> shared::config::Config {
+    let settings = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("WALVAULT_"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    shared::config::Config::from_sources(&settings, &BTreeMap::new()).expect("bench settings")
+}
+
+/// A temporary directory the `postgres` user owns.
+fn postgres_dir(prefix: &str) -> TempDir {
+    let dir = public_tempdir(prefix);
+    hand_to_postgres(dir.path());
+    dir
+}
+
+fn hand_to_postgres(dir: &Path) {
+    if running_as_root() {
+        run_checked(
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir),
+        );
+    }
+}
+
+fn pg_user_command(program: &str) -> Command {
+    if running_as_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--", program]);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn print_header(what: &str) {
+    println!("{what:<32} {:>10} {:>12}", "s/segment", "segments/s");
+}
+
+fn print_rate(label: &str, elapsed: Duration, segments: usize) {
+    let secs = elapsed.as_secs_f64();
+    println!(
+        "{label:<32} {:>10.3} {:>12.1}",
+        secs / segments as f64,
+        segments as f64 / secs
+    );
+}

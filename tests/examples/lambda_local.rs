@@ -1,0 +1,366 @@
+//! The path a developer takes on a laptop: `cargo lambda watch` runs the
+//! compress and retention functions against the stand-ins, and
+//! `cargo lambda invoke` feeds them the sample events in `events/` exactly as
+//! committed. Every check looks at the real outcome: replicas written and
+//! byte-identical after decompression, catalog records, staging cleaned up,
+//! retention deleting only what its report planned.
+//!
+//! `make test` runs this after `cargo test` (a cargo started from inside
+//! `cargo test` would wait forever on the build lock). It prints TAP-style
+//! `ok`/`not ok` lines and `# pass`/`# fail` totals, and exits 1 on a failure.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use shared::catalog::{now_millis, Catalog, RecordStatus};
+use shared::codec::decompress;
+use shared::config::{Config, Provider};
+use shared::keys::{archive_key, staging_key};
+use shared::store::{ObjectStore, StoreError};
+use shared::wal::WalFileName;
+use walvault_tests::archive::{
+    archive_replicated_at, catalog, replica, stage, staging, synthetic_segment,
+};
+use walvault_tests::process::{free_port, wait_for_port, GuardedProcess};
+use walvault_tests::standins::Stack;
+use walvault_tests::{scratch_dir, workspace_root};
+
+/// The cluster and segments the committed sample events name.
+const CLUSTER: &str = "demo";
+const SQS_SEGMENT: &str = "000000010000000000000001";
+const S3_SEGMENT: &str = "000000010000000000000002";
+const EVENTBRIDGE_SEGMENT: &str = "000000010000000000000003";
+/// Archived 40 days ago: the only file a 30-day sweep may delete.
+const EXPIRED_SEGMENT: &str = "000000010000000000000000";
+const SYSTEM_IDENTIFIER: u64 = 7_311_234_567_890_123_456;
+const DAY_MILLIS: u64 = 24 * 60 * 60 * 1000;
+/// The first invoke of each function builds it (a no-op after
+/// `cargo build --workspace --bins`, minutes on a cold target directory).
+const FIRST_INVOKE_TIMEOUT: Duration = Duration::from_secs(900);
+
+struct Tap {
+    passed: usize,
+    failed: usize,
+}
+
+impl Tap {
+    fn check(&mut self, what: &str, outcome: Result<(), String>) {
+        match outcome {
+            Ok(()) => {
+                self.passed += 1;
+                println!("ok - {what}");
+            }
+            Err(why) => {
+                self.failed += 1;
+                println!("not ok - {what}\n  # {}", why.replace('\n', "\n  # "));
+            }
+        }
+    }
+}
+
+struct Watch {
+    process: GuardedProcess,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Watch {
+    /// `cargo lambda watch` on loopback with the stand-ins' settings as
+    /// an env file, the way a developer points it at local services.
+    fn start(env: &BTreeMap<String, String>) -> Watch {
+        let env_file = scratch_dir().join("lambda.env");
+        let lines: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        std::fs::write(&env_file, lines).expect("writing the env file");
+        let port = free_port();
+        let log = scratch_dir().join("cargo-lambda-watch.log");
+        let args = [
+            format!("PATH={}", path_with_cargo_lambda()),
+            "cargo".into(),
+            "lambda".into(),
+            "watch".into(),
+            "--ignore-changes".into(),
+            "--invoke-address".into(),
+            "127.0.0.1".into(),
+            "--invoke-port".into(),
+            port.to_string(),
+            "--timeout".into(),
+            FIRST_INVOKE_TIMEOUT.as_secs().to_string(),
+            "--env-file".into(),
+            env_file.display().to_string(),
+        ];
+        let mut process = GuardedProcess::spawn(
+            "cargo lambda watch",
+            Path::new("/usr/bin/env"),
+            &args,
+            &log,
+            None,
+            "INT",
+        );
+        assert!(
+            wait_for_port(&mut process, port, Duration::from_secs(120)),
+            "cargo lambda watch did not listen on {port}:\n{}",
+            process.log_tail()
+        );
+        Watch { process, port, log }
+    }
+
+    /// `cargo lambda invoke <function> --data-file events/<event>`: the
+    /// function's JSON response, or what went wrong.
+    fn invoke(&self, function: &str, event: &str) -> Result<Value, String> {
+        let data_file = workspace_root().join("events").join(event);
+        let out = Command::new("cargo")
+            .env("PATH", path_with_cargo_lambda())
+            .args(["lambda", "invoke", function, "--output-format", "json"])
+            .args(["--invoke-address", "127.0.0.1"])
+            .args(["--invoke-port", &self.port.to_string()])
+            .arg("--data-file")
+            .arg(&data_file)
+            .output()
+            .map_err(|e| format!("running cargo lambda invoke: {e}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(format!(
+                "cargo lambda invoke {function} {event} failed ({}):\n{stdout}{}\nwatch log ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr),
+                self.log.display(),
+                self.process.log_tail()
+            ));
+        }
+        serde_json::from_str(&stdout).map_err(|e| format!("response is not JSON ({e}): {stdout}"))
+    }
+}
+
+/// `cargo lambda` is the venv's `cargo-lambda` (from PyPI), found by cargo
+/// on PATH.
+fn path_with_cargo_lambda() -> String {
+    let venv_bin = workspace_root().join(".venv/bin");
+    assert!(
+        venv_bin.join("cargo-lambda").exists(),
+        "{} has no cargo-lambda: run the README's test command (make test), which installs it",
+        venv_bin.display()
+    );
+    format!(
+        "{}:{}",
+        venv_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+fn name(file: &str) -> WalFileName {
+    file.parse().expect("a WAL file name")
+}
+
+/// The compress function answered an SQS batch with no failed items.
+fn no_batch_failures(response: &Value) -> Result<(), String> {
+    match response.get("batchItemFailures").and_then(Value::as_array) {
+        Some(failures) if failures.is_empty() => Ok(()),
+        _ => Err(format!("expected no batch item failures, got {response}")),
+    }
+}
+
+/// `file` is on R2 and B2, each copy decompressing to `raw`; the catalog
+/// says `replicated`; the staging copy is gone.
+async fn replicated(config: &Config, file: &str, raw: &[u8]) -> Result<(), String> {
+    let wal = name(file);
+    for provider in Provider::ALL {
+        let packed = replica(config, provider)
+            .await
+            .get(&archive_key(&config.cluster, &wal))
+            .await
+            .map_err(|e| format!("{provider:?} copy of {file}: {e}"))?;
+        let unpacked = decompress(&packed.body, raw.len() as u64)
+            .map_err(|e| format!("{provider:?} copy of {file} does not decompress: {e}"))?;
+        if unpacked != raw {
+            return Err(format!(
+                "{provider:?} copy of {file} differs from the original"
+            ));
+        }
+    }
+    let record = catalog(config)
+        .await
+        .get(&config.cluster, &wal)
+        .await
+        .map_err(|e| format!("catalog read for {file}: {e}"))?
+        .ok_or_else(|| format!("no catalog record for {file}"))?;
+    if record.status != RecordStatus::Replicated {
+        return Err(format!("catalog status of {file} is {:?}", record.status));
+    }
+    match staging(config)
+        .await
+        .head(&staging_key(&config.cluster, &wal))
+        .await
+    {
+        Err(e) if e.is_not_found() => Ok(()),
+        Ok(_) => Err(format!("the staging copy of {file} is still there")),
+        Err(e) => Err(format!("staging HEAD for {file}: {e}")),
+    }
+}
+
+/// Every one of `files` is still waiting in staging.
+async fn still_staged(config: &Config, files: &[&str]) -> Result<(), String> {
+    let staging = staging(config).await;
+    for file in files {
+        staging
+            .head(&staging_key(&config.cluster, &name(file)))
+            .await
+            .map_err(|e| format!("{file} should still be staged: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Whether `file` is on each replica and in the catalog.
+async fn presence(config: &Config, file: &str) -> Result<[bool; 3], String> {
+    let wal = name(file);
+    let key = archive_key(&config.cluster, &wal);
+    let stored = |head: Result<_, StoreError>| match head {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    };
+    let r2 = stored(replica(config, Provider::R2).await.head(&key).await);
+    let b2 = stored(replica(config, Provider::B2).await.head(&key).await);
+    let record = catalog(config).await.get(&config.cluster, &wal).await;
+    match (r2, b2, record) {
+        (Ok(r2), Ok(b2), Ok(record)) => Ok([r2, b2, record.is_some()]),
+        (r2, b2, record) => Err(format!(
+            "reading {file}: R2 {:?}, B2 {:?}, catalog {:?}",
+            r2.err(),
+            b2.err(),
+            record.err()
+        )),
+    }
+}
+
+fn report_field(report: &Value, field: &str) -> u64 {
+    report
+        .get(field)
+        .and_then(Value::as_u64)
+        .unwrap_or(u64::MAX)
+}
+
+async fn run(tap: &mut Tap) {
+    let stack = Stack::shared();
+    let config = stack.config(CLUSTER);
+    let mut raw = BTreeMap::new();
+    for file in [SQS_SEGMENT, S3_SEGMENT, EVENTBRIDGE_SEGMENT] {
+        let bytes = synthetic_segment(&name(file), SYSTEM_IDENTIFIER);
+        stage(&config, &name(file), &bytes).await;
+        raw.insert(file, bytes);
+    }
+    let expired = synthetic_segment(&name(EXPIRED_SEGMENT), SYSTEM_IDENTIFIER);
+    archive_replicated_at(
+        &config,
+        &name(EXPIRED_SEGMENT),
+        &expired,
+        now_millis() - 40 * DAY_MILLIS,
+    )
+    .await;
+
+    let watch = Watch::start(&stack.env(CLUSTER));
+
+    let test_event = match watch.invoke("compress", "sqs-s3-test-event.json") {
+        Ok(response) => no_batch_failures(&response),
+        Err(e) => Err(e),
+    };
+    let test_event = match test_event {
+        Ok(()) => still_staged(&config, &[SQS_SEGMENT, S3_SEGMENT, EVENTBRIDGE_SEGMENT]).await,
+        Err(e) => Err(e),
+    };
+    tap.check(
+        "compress: the s3:TestEvent sample is acknowledged and touches nothing",
+        test_event,
+    );
+    for (event, file) in [
+        ("sqs-s3-object-created.json", SQS_SEGMENT),
+        ("s3-object-created.json", S3_SEGMENT),
+        ("eventbridge-object-created.json", EVENTBRIDGE_SEGMENT),
+    ] {
+        let outcome = match watch.invoke("compress", event) {
+            Ok(response) if event.starts_with("sqs") => no_batch_failures(&response),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let outcome = match outcome {
+            Ok(()) => replicated(&config, file, &raw[file]).await,
+            Err(e) => Err(e),
+        };
+        tap.check(
+            &format!("compress: {event} replicates {file} to R2 and B2 and records it"),
+            outcome,
+        );
+    }
+
+    let dry_run = match watch.invoke("retention", "retention-dry-run.json") {
+        Ok(report) => match presence(&config, EXPIRED_SEGMENT).await {
+            Ok([true, true, true])
+                if report["dry_run"] == Value::Bool(true)
+                    && report_field(&report, "planned") == 1
+                    && report_field(&report, "catalog_removed") == 0 =>
+            {
+                Ok(())
+            }
+            Ok(present) => Err(format!(
+                "expected a dry run planning one deletion and deleting nothing; report {report}, \
+                 {EXPIRED_SEGMENT} on R2/B2/catalog: {present:?}"
+            )),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    tap.check(
+        "retention: the dry-run sample plans the expired segment and deletes nothing",
+        dry_run,
+    );
+
+    let sweep = match watch.invoke("retention", "retention-schedule.json") {
+        Ok(report)
+            if report_field(&report, "deleted_r2") == 1
+                && report_field(&report, "deleted_b2") == 1
+                && report_field(&report, "catalog_removed") == 1 =>
+        {
+            let mut outcome = match presence(&config, EXPIRED_SEGMENT).await {
+                Ok([false, false, false]) => Ok(()),
+                Ok(present) => Err(format!(
+                    "{EXPIRED_SEGMENT} still on R2/B2/catalog: {present:?}"
+                )),
+                Err(e) => Err(e),
+            };
+            for file in [SQS_SEGMENT, S3_SEGMENT, EVENTBRIDGE_SEGMENT] {
+                if outcome.is_ok() {
+                    outcome = replicated(&config, file, &raw[file]).await;
+                }
+            }
+            outcome
+        }
+        Ok(report) => Err(format!(
+            "expected one deletion on R2, B2 and the catalog, got {report}"
+        )),
+        Err(e) => Err(e),
+    };
+    tap.check(
+        "retention: the schedule sample deletes the expired segment everywhere and keeps the rest",
+        sweep,
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut tap = Tap {
+        passed: 0,
+        failed: 0,
+    };
+    println!("# cargo lambda watch + cargo lambda invoke with events/ against the stand-ins");
+    runtime.block_on(run(&mut tap));
+    println!("# pass {}\n# fail {}", tap.passed, tap.failed);
+    if tap.failed > 0 {
+        std::process::exit(1);
+    }
+}
