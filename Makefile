@@ -8,7 +8,7 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 # `cargo lambda` is the venv's cargo-lambda (from PyPI).
 CARGO_LAMBDA := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda
 
-.PHONY: test demo deps lint unit infra-test lambda-local lambda-build
+.PHONY: test demo bench deps lint unit infra-test lambda-local lambda-build
 
 ## Installs what is missing, then runs every check and every test.
 test: deps lint infra-test
@@ -53,6 +53,20 @@ infra-test: deps
 demo: deps
 	cargo build --workspace --bins --locked --quiet
 	cargo run --locked --quiet -p walvault-tests --example demo
+
+## Benchmarks against pgBackRest, barman-cloud and cp, side by side in one
+## run (release builds); not part of `make test`. Results: BENCHMARKS.md.
+BENCH_SEGMENTS ?= 32
+bench: deps
+	scripts/install-bench-deps.sh
+	cargo build --release --locked -p shipper -p walvault-tests --bins --examples
+	@mkdir -p $(CARGO_TARGET_DIR)
+	set -o pipefail; { \
+		echo "# make bench, $$(date -u +%Y-%m-%dT%H:%MZ), $$(nproc) cores, $$(uname -m), $$(git rev-parse --short HEAD)"; \
+		WALVAULT_BIN=$(CARGO_TARGET_DIR)/release/walvault $(CARGO_TARGET_DIR)/release/examples/archivers $(BENCH_SEGMENTS); \
+		echo; $(CARGO_TARGET_DIR)/release/examples/compress_profile; \
+		echo; $(CARGO_TARGET_DIR)/release/examples/retention_scale 100000; \
+	} 2>&1 | grep -v '^{' | tee $(CARGO_TARGET_DIR)/bench-output.txt
 
 ## System packages (PostgreSQL 15, zstd) and the project venv with moto.
 deps: $(VENV)/.installed

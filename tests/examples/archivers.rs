@@ -25,14 +25,11 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use walvault_tests::pipeline::replicator;
 use walvault_tests::postgres::{PgOptions, Postgres};
-use walvault_tests::process::{
-    free_port, run_checked, running_as_root, wait_for_port, GuardedProcess,
-};
+use walvault_tests::process::{run_checked, running_as_root};
+use walvault_tests::s3s::S3sFs;
 use walvault_tests::shipper::{public_tempdir, Shipper};
-use walvault_tests::standins::{
-    aws_sdk_config, s3_client, Stack, AWS_KEY, B2_BUCKET, R2_BUCKET, REGION, STAGING_BUCKET,
-};
-use walvault_tests::{scratch_dir, workspace_root};
+use walvault_tests::standins::{config_from_env, Stack, AWS_KEY, REGION};
+use walvault_tests::workspace_root;
 
 const BARMAN_BUCKET: &str = "barman";
 const STANZA: &str = "bench";
@@ -53,10 +50,13 @@ fn main() {
         .build()
         .expect("runtime");
     let stack = Stack::shared();
-    let s3 = S3sFs::start(&tools.s3s_fs);
-    runtime.block_on(s3.create_buckets(&[STAGING_BUCKET, R2_BUCKET, B2_BUCKET, BARMAN_BUCKET]));
+    let s3 = S3sFs::start();
+    runtime.block_on(async {
+        s3.create_walvault_buckets().await;
+        s3.create_buckets(&[BARMAN_BUCKET]).await;
+    });
 
-    println!("building a pgbench backlog of at least {segments} segments …");
+    println!("building a pgbench backlog of at least {segments} segments after a base backup …");
     let backlog = Backlog::build(segments);
     println!(
         "backlog: {} segments of 16 MiB ready ({} after the base backup)\n",
@@ -67,20 +67,7 @@ fn main() {
     let cp_dir = postgres_dir("walvault-bench-cp-");
     let walvault_env = |cluster: &str, concurrency: u32| {
         let mut env = stack.env(cluster);
-        for key in ["STAGING", "R2", "B2"] {
-            env.insert(format!("WALVAULT_{key}_ENDPOINT"), s3.endpoint());
-        }
-        for provider in ["R2", "B2"] {
-            env.insert(
-                format!("WALVAULT_{provider}_ACCESS_KEY_ID"),
-                AWS_KEY.0.into(),
-            );
-            env.insert(
-                format!("WALVAULT_{provider}_SECRET_ACCESS_KEY"),
-                AWS_KEY.1.into(),
-            );
-        }
-        env.insert("WALVAULT_B2_REGION".into(), REGION.into());
+        s3.redirect(&mut env);
         env.insert("WALVAULT_PUSH_CONCURRENCY".into(), concurrency.to_string());
         env
     };
@@ -129,7 +116,7 @@ fn main() {
     // The compress function's work between push and fetch: staging to R2
     // and B2 with a catalog record, here through its re-drive path.
     let replicated = runtime.block_on(async {
-        let config = walvault_env_config(&walvault_env("bench-sync", 1));
+        let config = config_from_env(&walvault_env("bench-sync", 1));
         let replicator = replicator(&config).await;
         let started = Instant::now();
         let report = replicator
@@ -182,19 +169,15 @@ fn main() {
 
 /// The benchmarked tools, installed by `make bench`.
 struct Tools {
-    s3s_fs: PathBuf,
     barman_bin: PathBuf,
 }
 
 impl Tools {
     fn find() -> Tools {
-        let bench = workspace_root().join(".bench");
         let tools = Tools {
-            s3s_fs: bench.join("bin/s3s-fs"),
-            barman_bin: bench.join("venv/bin"),
+            barman_bin: workspace_root().join(".bench/venv/bin"),
         };
         for needed in [
-            tools.s3s_fs.clone(),
             tools.barman_bin.join("barman-cloud-wal-archive"),
             PathBuf::from("/usr/bin/pgbackrest"),
         ] {
@@ -205,69 +188,6 @@ impl Tools {
             );
         }
         tools
-    }
-}
-
-/// s3s-fs: an S3 API over a local directory, fast enough not to be the
-/// bottleneck (moto, one Python process, is).
-struct S3sFs {
-    _process: GuardedProcess,
-    _root: TempDir,
-    port: u16,
-}
-
-impl S3sFs {
-    fn start(binary: &Path) -> S3sFs {
-        let root = tempfile::Builder::new()
-            .prefix("walvault-s3s-")
-            .tempdir()
-            .expect("s3s-fs root");
-        let port = free_port();
-        let args = [
-            "--host".to_owned(),
-            "127.0.0.1".to_owned(),
-            "--port".to_owned(),
-            port.to_string(),
-            "--access-key".to_owned(),
-            AWS_KEY.0.to_owned(),
-            "--secret-key".to_owned(),
-            AWS_KEY.1.to_owned(),
-            root.path().display().to_string(),
-        ];
-        let mut process = GuardedProcess::spawn(
-            "s3s-fs",
-            binary,
-            &args,
-            &scratch_dir().join("s3s-fs.log"),
-            None,
-            "TERM",
-        );
-        assert!(
-            wait_for_port(&mut process, port, Duration::from_secs(30)),
-            "s3s-fs did not start:\n{}",
-            process.log_tail()
-        );
-        S3sFs {
-            _process: process,
-            _root: root,
-            port,
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    async fn create_buckets(&self, buckets: &[&str]) {
-        let client = s3_client(&aws_sdk_config().await, &self.endpoint());
-        for bucket in buckets {
-            client
-                .create_bucket()
-                .bucket(*bucket)
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("creating {bucket} on s3s-fs: {e:?}"));
-        }
     }
 }
 
@@ -305,7 +225,8 @@ impl Backlog {
             .map(|f| f.trim_end_matches(')').to_owned())
             .expect("backup_label names its start segment");
         let started = Instant::now();
-        while ready_segments(&source.pg_wal()).len() < segments {
+        let replayable = |ready: &[String]| ready.iter().filter(|s| **s >= backup_start).count();
+        while replayable(&ready_segments(&source.pg_wal())) < segments {
             assert!(
                 started.elapsed() < Duration::from_secs(1800),
                 "the workload did not produce {segments} segments in 30 minutes"
@@ -490,15 +411,6 @@ impl Barman {
             self.endpoint
         )
     }
-}
-
-fn walvault_env_config(env: &BTreeMap<String, String>) -> shared::config::Config {
-    let settings = env
-        .iter()
-        .filter(|(k, _)| k.starts_with("WALVAULT_"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    shared::config::Config::from_sources(&settings, &BTreeMap::new()).expect("bench settings")
 }
 
 /// A temporary directory the `postgres` user owns.

@@ -1,98 +1,179 @@
-//! How the retention sweep's cost grows with the number of records: the
-//! planner alone on 100,000 records, and whole sweeps (catalog query, plan,
-//! R2 and B2 deletes, catalog deletes) against the stand-ins at growing
-//! sizes. Prints figures; asserts nothing.
+//! Benchmark 4 of `make bench`: one retention sweep over a catalog of
+//! 100,000 records, as the daily run of a busy cluster sees it: 31 days of
+//! segments (about 3,200 a day, one base backup a day), the oldest day
+//! expired. R2 and B2 are s3s-fs, the catalog is moto's DynamoDB. Side by
+//! side on the same records: the planner alone, reading the catalog alone,
+//! and the whole sweep (read, verify, plan, R2 and B2 batch deletes,
+//! conditional catalog deletes). Prints figures; asserts only that the
+//! sweep deleted what it planned.
 //!
-//! `cargo run -p walvault-tests --example retention_scale [n1 n2 …]`
+//! `cargo run --release -p walvault-tests --example retention_scale [records]`
 
 use std::time::{Duration, Instant};
 
+use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use bytes::Bytes;
-use shared::catalog::{Catalog, CatalogRecord, RecordStatus, TargetState};
+use shared::catalog::{dynamodb_client, list_all, CatalogRecord, RecordStatus, TargetState};
 use shared::codec::Sha256Hex;
 use shared::config::Provider;
-use shared::keys::archive_key;
+use shared::keys::{archive_key, ClusterName};
 use shared::retention::plan::{plan, Histories};
 use shared::retention::sweep::Sweeper;
 use shared::store::{Metadata, ObjectStore};
 use shared::wal::{Segment, WalFileName};
 use walvault_tests::archive::{catalog, replica};
-use walvault_tests::standins::{walvault_sdk_config, Stack};
-use walvault_tests::unique_cluster;
+use walvault_tests::s3s::S3sFs;
+use walvault_tests::standins::{config_from_env, walvault_sdk_config, Stack};
 
-const HOUR: u64 = 3_600_000;
-const DAY: u64 = 24 * HOUR;
+const DAY: u64 = 24 * 3_600_000;
+const WINDOW: u64 = 30 * DAY;
+/// DynamoDB's BatchWriteItem limit.
+const BATCH: usize = 25;
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let sizes = if sizes.is_empty() {
-        vec![250, 1000, 4000]
-    } else {
-        sizes
-    };
-
-    let records = synthetic(&"planner".parse().expect("cluster"), 100_000);
-    let started = Instant::now();
-    let planned = plan(
-        &records,
-        &Histories::new(),
-        100_000 * HOUR + 31 * DAY,
-        30 * DAY,
-    );
-    println!(
-        "planner alone: 100000 records, {} to delete, {:.0} ms",
-        planned.delete.len(),
-        started.elapsed().as_secs_f64() * 1000.0
-    );
-
-    println!("whole sweeps against the stand-ins (moto DynamoDB, R2, B2)");
-    println!(
-        "{:>10} {:>10} {:>10} {:>14}",
-        "records", "expired", "seconds", "ms/expired"
-    );
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let records: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    for n in sizes {
-        let (expired, elapsed) = runtime.block_on(sweep_of(n));
+    let stack = Stack::shared();
+    let s3 = S3sFs::start();
+    runtime.block_on(async {
+        s3.create_walvault_buckets().await;
+        let mut env = stack.env("bench-retention");
+        s3.redirect(&mut env);
+        let config = config_from_env(&env);
+        let spacing = 31 * DAY / records as u64;
+        let all = synthetic(&config.cluster, records, spacing);
+        let now = records as u64 * spacing;
+
+        let started = Instant::now();
+        let planned = plan(&all, &Histories::new(), now, WINDOW);
+        let planner = started.elapsed();
         println!(
-            "{n:>10} {expired:>10} {:>10.1} {:>14.2}",
-            elapsed.as_secs_f64(),
-            elapsed.as_secs_f64() * 1000.0 / expired as f64
+            "4. retention sweep: {} catalog records ({} segments over 31 days, {} backups), {} expired",
+            all.len(),
+            records,
+            all.len() - records,
+            planned.delete.len()
         );
+
+        let started = Instant::now();
+        seed(&config, &all, &planned.delete).await;
+        eprintln!("(seeded in {:.0} s)", started.elapsed().as_secs_f64());
+
+        let started = Instant::now();
+        let read = list_all(&catalog(&config).await, &config.cluster)
+            .await
+            .expect("reading the catalog");
+        let reading = started.elapsed();
+        assert_eq!(read.len(), all.len());
+
+        let sdk = walvault_sdk_config(&config).await;
+        let mut sweeper = Sweeper::from_config(&sdk, &config).expect("sweeper");
+        sweeper.window = Duration::from_millis(WINDOW);
+        let started = Instant::now();
+        let report = sweeper
+            .sweep(now, false, Instant::now() + Duration::from_secs(3600))
+            .await
+            .expect("sweep");
+        let sweep = started.elapsed();
+        assert_eq!(report.catalog_removed, planned.delete.len(), "{report:?}");
+
+        println!("{:<44} {:>10} {:>14}", "step", "seconds", "ms/expired");
+        let per = |d: Duration| d.as_secs_f64() * 1000.0 / planned.delete.len() as f64;
+        for (label, took) in [
+            ("planner alone (in memory)", planner),
+            ("catalog read alone (paged queries)", reading),
+            ("whole sweep", sweep),
+        ] {
+            println!("{label:<44} {:>10.2} {:>14.2}", took.as_secs_f64(), per(took));
+        }
+    });
+}
+
+/// Writes every record to the catalog in batches, and objects on R2 and B2
+/// for the files the sweep will delete (the sweep never reads the others).
+async fn seed(config: &shared::config::Config, records: &[CatalogRecord], doomed: &[WalFileName]) {
+    let sdk = walvault_sdk_config(config).await;
+    let dynamodb = dynamodb_client(&sdk, config);
+    for chunk in records.chunks(BATCH) {
+        let mut requests: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|r| {
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(r.to_item()))
+                            .build()
+                            .expect("put request"),
+                    )
+                    .build()
+            })
+            .collect();
+        while !requests.is_empty() {
+            let out = dynamodb
+                .batch_write_item()
+                .request_items(&config.catalog.table, requests)
+                .send()
+                .await
+                .expect("batch write");
+            requests = out
+                .unprocessed_items
+                .and_then(|mut u| u.remove(&config.catalog.table))
+                .unwrap_or_default();
+        }
+    }
+    let stores = [
+        replica(config, Provider::R2).await,
+        replica(config, Provider::B2).await,
+    ];
+    for file in doomed {
+        let body = Bytes::from(file.to_string().into_bytes());
+        for store in &stores {
+            store
+                .put_if_absent(
+                    &archive_key(&config.cluster, file),
+                    body.clone(),
+                    &Sha256Hex::of(file.to_string().as_bytes()),
+                    &Metadata::new(),
+                )
+                .await
+                .expect("object");
+        }
     }
 }
 
-/// `n` hourly segments on one timeline with a backup every day; all but the
-/// last 30 days' worth are expired at the planning time used.
-fn synthetic(cluster: &shared::keys::ClusterName, n: usize) -> Vec<CatalogRecord> {
-    let mut records = Vec::with_capacity(n + n / 24);
+/// `n` segments on one timeline, `spacing` apart, with a base backup a day.
+fn synthetic(cluster: &ClusterName, n: usize, spacing: u64) -> Vec<CatalogRecord> {
+    let per_day = (DAY / spacing).max(1);
+    let mut records = Vec::with_capacity(n + n / per_day as usize + 1);
     for i in 0..n as u64 {
         let segment = Segment {
             timeline: 1,
             log: (i / 256) as u32,
             seg: (i % 256) as u32,
         };
-        records.push(record(cluster, WalFileName::Segment(segment), i * HOUR));
-        if i % 24 == 0 {
+        records.push(record(cluster, WalFileName::Segment(segment), i * spacing));
+        if i % per_day == 0 {
             records.push(record(
                 cluster,
                 WalFileName::Backup {
                     segment,
                     offset: 0x28,
                 },
-                i * HOUR + 1,
+                i * spacing + 1,
             ));
         }
     }
     records
 }
 
-fn record(cluster: &shared::keys::ClusterName, file: WalFileName, at: u64) -> CatalogRecord {
+fn record(cluster: &ClusterName, file: WalFileName, at: u64) -> CatalogRecord {
     let key = archive_key(cluster, &file);
     let target = TargetState {
         key,
@@ -114,40 +195,4 @@ fn record(cluster: &shared::keys::ClusterName, file: WalFileName, at: u64) -> Ca
             at,
         )
     }
-}
-
-/// Writes `n` expired records (and objects) plus a live tail, then times one sweep.
-async fn sweep_of(n: usize) -> (usize, Duration) {
-    let config = Stack::shared().config(&unique_cluster("scale"));
-    let catalog = catalog(&config).await;
-    let stores = [
-        replica(&config, Provider::R2).await,
-        replica(&config, Provider::B2).await,
-    ];
-    let total = n + 30 * 24;
-    for record in synthetic(&config.cluster, total) {
-        catalog.create(&record).await.expect("record");
-        let body = Bytes::from(record.file.to_string().into_bytes());
-        for store in &stores {
-            store
-                .put_if_absent(
-                    &archive_key(&config.cluster, &record.file),
-                    body.clone(),
-                    &record.raw_sha256,
-                    &Metadata::new(),
-                )
-                .await
-                .expect("object");
-        }
-    }
-    let sdk = walvault_sdk_config(&config).await;
-    let mut sweeper = Sweeper::from_config(&sdk, &config).expect("sweeper");
-    sweeper.window = Duration::from_millis(30 * DAY);
-    let now = total as u64 * HOUR;
-    let started = Instant::now();
-    let report = sweeper
-        .sweep(now, false, Instant::now() + Duration::from_secs(3600))
-        .await
-        .expect("sweep");
-    (report.catalog_removed, started.elapsed())
 }

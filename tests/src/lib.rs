@@ -8,6 +8,7 @@ pub mod outage;
 pub mod pipeline;
 pub mod postgres;
 pub mod process;
+pub mod s3s;
 pub mod shipper;
 pub mod standins;
 

@@ -223,13 +223,18 @@ impl Stack {
 
     /// The walvault configuration for `cluster` on this stack.
     pub fn config(&self, cluster: &str) -> Config {
-        let env = self
-            .env(cluster)
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("WALVAULT_"))
-            .collect();
-        Config::from_sources(&env, &BTreeMap::new()).expect("the stack's settings are valid")
+        config_from_env(&self.env(cluster))
     }
+}
+
+/// The walvault configuration an `env` like [`Stack::env`]'s describes.
+pub fn config_from_env(env: &BTreeMap<String, String>) -> Config {
+    let settings = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("WALVAULT_"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Config::from_sources(&settings, &BTreeMap::new()).expect("the stand-in settings are valid")
 }
 
 /// The staging bucket's notification queue, shared by the tests of a binary.
