@@ -59,7 +59,7 @@ demo: deps
 BENCH_SEGMENTS ?= 32
 bench: deps
 	scripts/install-bench-deps.sh
-	cargo build --release --locked -p shipper -p walvault-tests --bins --examples
+	cargo build --release --locked -p walvault -p walvault-tests --bins --examples
 	@mkdir -p $(CARGO_TARGET_DIR)
 	set -o pipefail; { \
 		echo "# make bench, $$(date -u +%Y-%m-%dT%H:%MZ), $$(nproc) cores, $$(uname -m), $$(git rev-parse --short HEAD)"; \
