@@ -12,16 +12,7 @@ bench=.bench
 missing=()
 command -v pgbackrest >/dev/null || missing+=(pgbackrest)
 /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
-if ((${#missing[@]} > 0)); then
-    if [[ $(id -u) -ne 0 ]]; then
-        echo "missing system packages: ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
-        exit 1
-    fi
-    echo "installing system packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+scripts/apt-install.sh "${missing[@]}"
 
 if [[ ! -x $bench/venv/bin/barman-cloud-wal-archive ]]; then
     /usr/bin/python3 -m venv "$bench/venv"

@@ -13,14 +13,4 @@ command -v runuser >/dev/null || missing+=(util-linux)
 command -v file >/dev/null || missing+=(file)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 
-if ((${#missing[@]} == 0)); then
-    exit 0
-fi
-if [[ $(id -u) -ne 0 ]]; then
-    echo "missing system packages: ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
-    exit 1
-fi
-echo "installing system packages: ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
+"$(dirname "$0")/apt-install.sh" "${missing[@]}"

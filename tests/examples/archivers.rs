@@ -44,11 +44,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(32);
     let tools = Tools::find();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = walvault_tests::example_runtime();
     let stack = Stack::shared();
     let s3 = S3sFs::start();
     runtime.block_on(async {
@@ -395,17 +391,16 @@ impl Barman {
     }
 
     fn archive_command(&self) -> String {
-        format!(
-            "{} {}/barman-cloud-wal-archive --endpoint-url {} --zstd s3://{BARMAN_BUCKET}/wal {STANZA} %p",
-            self.env(),
-            self.bin.display(),
-            self.endpoint
-        )
+        self.command("barman-cloud-wal-archive --zstd", "%p")
     }
 
     fn restore_command(&self) -> String {
+        self.command("barman-cloud-wal-restore", "%f %p")
+    }
+
+    fn command(&self, program_and_options: &str, files: &str) -> String {
         format!(
-            "{} {}/barman-cloud-wal-restore --endpoint-url {} s3://{BARMAN_BUCKET}/wal {STANZA} %f %p",
+            "{} {}/{program_and_options} --endpoint-url {} s3://{BARMAN_BUCKET}/wal {STANZA} {files}",
             self.env(),
             self.bin.display(),
             self.endpoint

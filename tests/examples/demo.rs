@@ -31,11 +31,7 @@ impl Stages {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = walvault_tests::example_runtime();
     let mut stages = Stages(Vec::new());
     println!("walvault demo: starting the stand-ins and PostgreSQL 15 …");
     stages.time("start stand-ins", Stack::shared);

@@ -348,11 +348,7 @@ async fn run(tap: &mut Tap) {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = walvault_tests::example_runtime();
     let mut tap = Tap {
         passed: 0,
         failed: 0,

@@ -35,11 +35,7 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(100_000);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = walvault_tests::example_runtime();
     let stack = Stack::shared();
     let s3 = S3sFs::start();
     runtime.block_on(async {

@@ -41,6 +41,16 @@ pub fn scratch_dir() -> &'static Path {
     })
 }
 
+/// The tokio runtime of the examples (demo, local invocation, benchmarks):
+/// one worker per core of these 2-core machines.
+pub fn example_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// A cluster name no other test in this run uses, so that tests can share
 /// one stack without seeing each other's objects and records.
 pub fn unique_cluster(prefix: &str) -> String {
