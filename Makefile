@@ -66,7 +66,7 @@ bench: deps
 		WALVAULT_BIN=$(CARGO_TARGET_DIR)/release/walvault $(CARGO_TARGET_DIR)/release/examples/archivers $(BENCH_SEGMENTS); \
 		echo; $(CARGO_TARGET_DIR)/release/examples/compress_profile; \
 		echo; $(CARGO_TARGET_DIR)/release/examples/retention_scale 100000; \
-	} 2>&1 | grep --line-buffered -v '^{' | tee $(CARGO_TARGET_DIR)/bench-output.txt
+	} 2>&1 | tee $(CARGO_TARGET_DIR)/bench-output.txt
 
 ## System packages (PostgreSQL 15, zstd) and the project venv with moto.
 deps: $(VENV)/.installed
