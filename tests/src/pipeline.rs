@@ -175,6 +175,8 @@ pub fn with(env: &BTreeMap<String, String>, changes: &[(&str, &str)]) -> BTreeMa
     env
 }
 
+/// The replicator the compress function would build, its re-drive kept to
+/// `config`'s cluster (tests share the staging bucket).
 pub async fn replicator(config: &Config) -> Replicator {
     let mut replicator =
         Replicator::from_config(&walvault_sdk_config(config).await, config).expect("replicator");

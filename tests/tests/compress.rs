@@ -11,7 +11,7 @@ use shared::codec::Sha256Hex;
 use shared::compress::handle_invocation;
 use shared::config::{Config, Provider};
 use shared::events::ObjectRef;
-use shared::keys::{archive_key, staging_key, staging_prefix};
+use shared::keys::{archive_key, staging_key};
 use shared::replicate::{Outcome, ReplicateError, Replicator};
 use shared::store::{
     replica_store, staging_store, ConditionalPut, FaultyStore, ObjectStore, Operation, S3Store,
@@ -20,6 +20,7 @@ use shared::wal::WalFileName;
 use walvault_tests::archive::{
     catalog, replica, stage, stage_claiming, staging, synthetic_segment,
 };
+use walvault_tests::pipeline::replicator;
 use walvault_tests::standins::{self, walvault_sdk_config, Stack, STAGING_BUCKET};
 use walvault_tests::unique_cluster;
 
@@ -29,13 +30,12 @@ fn name(s: &str) -> WalFileName {
     s.parse().unwrap()
 }
 
-/// The replicator the compress function would build, its re-drive kept to
-/// this test's cluster (tests share the staging bucket).
-async fn replicator(config: &Config) -> Replicator {
-    let mut replicator =
-        Replicator::from_config(&walvault_sdk_config(config).await, config).unwrap();
-    replicator.redrive_prefix = staging_prefix(&config.cluster);
-    replicator
+/// Stages a synthetic segment named `file` as `walvault push` would.
+async fn staged_segment(config: &Config, file: &str) -> (WalFileName, Vec<u8>) {
+    let file = name(file);
+    let raw = synthetic_segment(&file, SYSID);
+    stage(config, &file, &raw).await;
+    (file, raw)
 }
 
 /// A replicator whose R2 and B2 stores inject faults on demand.
@@ -132,9 +132,7 @@ async fn assert_replicated(config: &Config, file: &WalFileName, raw: &[u8]) {
 #[tokio::test]
 async fn a_staged_segment_is_replicated_verified_and_recorded() {
     let config = Stack::shared().config(&unique_cluster("happy"));
-    let file = name("000000010000000000000001");
-    let raw = synthetic_segment(&file, SYSID);
-    stage(&config, &file, &raw).await;
+    let (file, raw) = staged_segment(&config, "000000010000000000000001").await;
     let outcome = replicator(&config)
         .await
         .process(&object(&config, &file))
@@ -162,9 +160,7 @@ async fn a_staged_segment_is_replicated_verified_and_recorded() {
 async fn a_real_s3_notification_through_sqs_is_handled() {
     let stack = Stack::shared();
     let config = stack.config(&unique_cluster("sqs"));
-    let file = name("000000010000000000000002");
-    let raw = synthetic_segment(&file, SYSID);
-    stage(&config, &file, &raw).await;
+    let (file, raw) = staged_segment(&config, "000000010000000000000002").await;
 
     let queue = stack.staging_queue().await;
     let ours = staging_key(&config.cluster, &file);
@@ -206,9 +202,7 @@ async fn direct_s3_and_eventbridge_events_with_encoded_keys_are_handled() {
     let replicator = replicator(&config).await;
     let deadline = || Instant::now() + Duration::from_secs(60);
 
-    let first = name("000000010000000000000003");
-    let raw = synthetic_segment(&first, SYSID);
-    stage(&config, &first, &raw).await;
+    let (first, raw) = staged_segment(&config, "000000010000000000000003").await;
     let encoded = staging_key(&config.cluster, &first).replace('/', "%2F");
     let direct = json!({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
         "s3": {"bucket": {"name": STAGING_BUCKET}, "object": {"key": encoded, "size": raw.len()}}}]});
@@ -217,9 +211,7 @@ async fn direct_s3_and_eventbridge_events_with_encoded_keys_are_handled() {
         .unwrap();
     assert_replicated(&config, &first, &raw).await;
 
-    let second = name("000000010000000000000004");
-    let raw = synthetic_segment(&second, SYSID);
-    stage(&config, &second, &raw).await;
+    let (second, raw) = staged_segment(&config, "000000010000000000000004").await;
     let bridge = json!({"version": "0", "detail-type": "Object Created", "source": "aws.s3",
         "detail": {"bucket": {"name": STAGING_BUCKET}, "object": {"key": staging_key(&config.cluster, &second), "size": raw.len()}}});
     handle_invocation(&replicator, &bridge, Duration::from_secs(900), deadline())
@@ -231,9 +223,7 @@ async fn direct_s3_and_eventbridge_events_with_encoded_keys_are_handled() {
 #[tokio::test]
 async fn five_concurrent_duplicate_deliveries_converge() {
     let config = Stack::shared().config(&unique_cluster("dupes"));
-    let file = name("000000010000000000000005");
-    let raw = synthetic_segment(&file, SYSID);
-    stage(&config, &file, &raw).await;
+    let (file, raw) = staged_segment(&config, "000000010000000000000005").await;
     let replicator = Arc::new(replicator(&config).await);
     let deliveries: Vec<_> = (0..5)
         .map(|_| {
@@ -264,9 +254,7 @@ async fn five_concurrent_duplicate_deliveries_converge() {
 async fn a_failing_b2_leaves_a_partial_record_that_retry_and_redrive_heal() {
     let config = Stack::shared().config(&unique_cluster("b2-down"));
     let faulty = faulty_replicator(&config).await;
-    let file = name("000000010000000000000006");
-    let raw = synthetic_segment(&file, SYSID);
-    stage(&config, &file, &raw).await;
+    let (file, raw) = staged_segment(&config, "000000010000000000000006").await;
 
     faulty.b2.fail_always(Operation::Put);
     let err = faulty
@@ -329,9 +317,7 @@ async fn a_failing_b2_leaves_a_partial_record_that_retry_and_redrive_heal() {
 #[tokio::test]
 async fn a_lost_event_is_found_by_the_redrive_once_old_enough() {
     let config = Stack::shared().config(&unique_cluster("lost"));
-    let file = name("000000010000000000000007");
-    let raw = synthetic_segment(&file, SYSID);
-    stage(&config, &file, &raw).await;
+    let (file, raw) = staged_segment(&config, "000000010000000000000007").await;
     let replicator = replicator(&config).await;
     let young = replicator
         .redrive(
@@ -616,11 +602,8 @@ async fn replica_keys_are_read_from_secrets_manager_once_and_never_shown() {
         !format!("{config:?}").contains(standins::R2_KEY.1),
         "secrets stay out of debug output"
     );
-    let mut replicator = Replicator::from_config(&sdk, &config).unwrap();
-    replicator.redrive_prefix = staging_prefix(&config.cluster);
-    let file = name("00000001000000000000000D");
-    let raw = synthetic_segment(&file, SYSID);
-    stage(&config, &file, &raw).await;
+    let replicator = replicator(&config).await;
+    let (file, raw) = staged_segment(&config, "00000001000000000000000D").await;
     assert_eq!(
         replicator.process(&object(&config, &file)).await.unwrap(),
         Outcome::Replicated
