@@ -19,13 +19,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use walvault_tests::pipeline::replicator;
-use walvault_tests::postgres::{PgOptions, Postgres};
-use walvault_tests::process::{run_checked, running_as_root};
+use walvault_tests::postgres::{as_pg_user, hand_to_postgres_user, PgOptions, Postgres};
+use walvault_tests::process::run_checked;
 use walvault_tests::s3s::S3sFs;
 use walvault_tests::shipper::{public_tempdir, Shipper};
 use walvault_tests::standins::{config_from_env, Stack, AWS_KEY, REGION};
@@ -323,7 +322,7 @@ impl PgBackRest {
     /// the archive_command.
     fn archive_push(&self, pg: &Postgres) -> String {
         let config = self.write_config(&pg.data_dir(), &pg.socket_dir(), pg.port());
-        let mut stanza = pg_user_command("/usr/bin/pgbackrest");
+        let mut stanza = as_pg_user("/usr/bin/pgbackrest");
         stanza.arg(format!("--config={}", config.display()));
         stanza.args([&format!("--stanza={STANZA}"), "stanza-create"]);
         run_checked(&mut stanza);
@@ -360,7 +359,7 @@ impl PgBackRest {
             socket = socket.display(),
         );
         std::fs::write(&config, text).expect("writing pgbackrest.conf");
-        hand_to_postgres(dir);
+        hand_to_postgres_user(dir);
         config
     }
 }
@@ -411,28 +410,8 @@ impl Barman {
 /// A temporary directory the `postgres` user owns.
 fn postgres_dir(prefix: &str) -> TempDir {
     let dir = public_tempdir(prefix);
-    hand_to_postgres(dir.path());
+    hand_to_postgres_user(dir.path());
     dir
-}
-
-fn hand_to_postgres(dir: &Path) {
-    if running_as_root() {
-        run_checked(
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir),
-        );
-    }
-}
-
-fn pg_user_command(program: &str) -> Command {
-    if running_as_root() {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--", program]);
-        command
-    } else {
-        Command::new(program)
-    }
 }
 
 fn print_header(what: &str) {

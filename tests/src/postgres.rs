@@ -387,7 +387,8 @@ fn append_conf(data: &Path, heading: &str, lines: &[String]) {
     std::fs::write(&conf_path, text).expect("writing postgresql.conf");
 }
 
-fn as_pg_user(program: &str) -> Command {
+/// `program` as the `postgres` user when we are root (`runuser`).
+pub fn as_pg_user(program: &str) -> Command {
     if running_as_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", PG_USER, "--", program]);
@@ -398,7 +399,7 @@ fn as_pg_user(program: &str) -> Command {
 }
 
 /// Gives the `postgres` user the directory tree, when we are root.
-fn hand_to_postgres_user(dir: &Path) {
+pub fn hand_to_postgres_user(dir: &Path) {
     if !running_as_root() {
         return;
     }

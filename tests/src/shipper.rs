@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use tempfile::TempDir;
 
-use crate::process::{run_checked, running_as_root};
+use crate::postgres::hand_to_postgres_user;
 use crate::workspace_root;
 
 /// The `walvault` binary, copied where every user can read it. `make test`
@@ -74,13 +74,7 @@ impl Shipper {
         let dir = public_tempdir("walvault-shipper-");
         let spool = dir.path().join("spool");
         std::fs::create_dir(&spool).expect("spool dir");
-        if running_as_root() {
-            run_checked(
-                Command::new("chown")
-                    .args(["-R", "postgres:postgres"])
-                    .arg(&spool),
-            );
-        }
+        hand_to_postgres_user(&spool);
         let mut toml = String::new();
         let mut aws_env = BTreeMap::new();
         for (key, value) in env {
