@@ -19,10 +19,11 @@ pub(crate) async fn handle(
 ) -> Result<Value, Error> {
     let schedule: EventBridgeEvent<Value> = serde_json::from_value(event.payload)?;
     let dry_run = configured_dry_run || wants_dry_run(&schedule.detail);
-    let deadline = invocation_deadline(event.context.deadline, now_millis())
+    let now = now_millis();
+    let deadline = invocation_deadline(event.context.deadline, now)
         .checked_sub(MARGIN)
         .unwrap_or_else(Instant::now);
-    let report = sweeper.sweep(now_millis(), dry_run, deadline).await?;
+    let report = sweeper.sweep(now, dry_run, deadline).await?;
     tracing::info!(
         planned = report.planned,
         deleted = report.catalog_removed,
