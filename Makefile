@@ -13,17 +13,19 @@ CARGO_LAMBDA := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda
 ## Installs what is missing, then runs every check and every test.
 test: deps lint infra-test
 	@mkdir -p $(CARGO_TARGET_DIR)
-	cargo build --workspace --bins --locked
+	cargo build --workspace --bins --examples --locked
 	set -o pipefail; cargo test --workspace --locked 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
 	$(MAKE) --no-print-directory lambda-local lambda-build
 	@awk '/^test result:/ {passed += $$4; failed += $$6} /^# pass / {passed += $$3} /^# fail / {failed += $$3} END {printf "%d passed, %d failed\n", passed, failed}' $(CARGO_TARGET_DIR)/test-output.log $(CARGO_TARGET_DIR)/infra-test-output.log $(CARGO_TARGET_DIR)/lambda-local-output.log
 
 ## `cargo lambda watch` + `cargo lambda invoke` with events/ against the
 ## stand-ins. Outside `cargo test`: a nested cargo would wait on its build lock.
+## Built with the whole workspace (`cargo run -p` would unify features anew
+## and rebuild the SDK crates).
 lambda-local: deps
 	@mkdir -p $(CARGO_TARGET_DIR)
-	cargo build --workspace --bins --locked --quiet
-	set -o pipefail; cargo run --locked --quiet -p walvault-tests --example lambda_local 2>&1 | tee $(CARGO_TARGET_DIR)/lambda-local-output.log
+	cargo build --workspace --bins --examples --locked --quiet
+	set -o pipefail; $(CARGO_TARGET_DIR)/debug/examples/lambda_local 2>&1 | tee $(CARGO_TARGET_DIR)/lambda-local-output.log
 
 ## The deployable functions: arm64 `bootstrap` files for provided.al2023 in
 ## $(CARGO_TARGET_DIR)/lambda/, then a synth of the stack that packages them.
@@ -51,8 +53,8 @@ infra-test: deps
 
 ## The whole pipeline on local stand-ins, ending in a verified point-in-time recovery.
 demo: deps
-	cargo build --workspace --bins --locked --quiet
-	cargo run --locked --quiet -p walvault-tests --example demo
+	cargo build --workspace --bins --examples --locked --quiet
+	$(CARGO_TARGET_DIR)/debug/examples/demo
 
 ## Benchmarks against pgBackRest, barman-cloud and cp, side by side in one
 ## run (release builds); not part of `make test`. Results: BENCHMARKS.md.
