@@ -32,6 +32,7 @@ use walvault_tests::workspace_root;
 
 const BARMAN_BUCKET: &str = "barman";
 const STANZA: &str = "bench";
+const PGBACKREST: &str = "/usr/bin/pgbackrest";
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The archive_command for a started copy of the backlog.
@@ -42,7 +43,6 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(32);
-    let tools = Tools::find();
     let runtime = walvault_tests::example_runtime();
     let stack = Stack::shared();
     let s3 = S3sFs::start();
@@ -50,6 +50,9 @@ fn main() {
         s3.create_walvault_buckets().await;
         s3.create_buckets(&[BARMAN_BUCKET]).await;
     });
+    let pgbackrest_sync = PgBackRest::new(false);
+    let pgbackrest_async = PgBackRest::new(true);
+    let barman = Barman::new(&s3.endpoint());
 
     println!("building a pgbench backlog of at least {segments} segments after a base backup …");
     let backlog = Backlog::build(segments);
@@ -68,9 +71,6 @@ fn main() {
     };
     let walvault_sync = Shipper::new(&walvault_env("bench-sync", 1));
     let walvault_parallel = Shipper::new(&walvault_env("bench-parallel", 4));
-    let pgbackrest_sync = PgBackRest::new(false);
-    let pgbackrest_async = PgBackRest::new(true);
-    let barman = Barman::new(&tools, &s3.endpoint());
 
     println!(
         "1. backlog drain: {} segments (PostgreSQL 15 archiver; s3s-fs for S3, local repository for pgBackRest)",
@@ -159,30 +159,6 @@ fn main() {
     for (label, command) in &restores {
         let elapsed = backlog.restore(command);
         print_rate(label, elapsed, backlog.after_backup());
-    }
-}
-
-/// The benchmarked tools, installed by `make bench`.
-struct Tools {
-    barman_bin: PathBuf,
-}
-
-impl Tools {
-    fn find() -> Tools {
-        let tools = Tools {
-            barman_bin: workspace_root().join(".bench/venv/bin"),
-        };
-        for needed in [
-            tools.barman_bin.join("barman-cloud-wal-archive"),
-            PathBuf::from("/usr/bin/pgbackrest"),
-        ] {
-            assert!(
-                needed.exists(),
-                "{} is missing: run `make bench`, which installs the benchmarked tools",
-                needed.display()
-            );
-        }
-        tools
     }
 }
 
@@ -312,6 +288,7 @@ struct PgBackRest {
 
 impl PgBackRest {
     fn new(archive_async: bool) -> PgBackRest {
+        installed(Path::new(PGBACKREST));
         PgBackRest {
             dir: postgres_dir("walvault-bench-pgbackrest-"),
             archive_async,
@@ -322,12 +299,12 @@ impl PgBackRest {
     /// the archive_command.
     fn archive_push(&self, pg: &Postgres) -> String {
         let config = self.write_config(&pg.data_dir(), &pg.socket_dir(), pg.port());
-        let mut stanza = as_pg_user("/usr/bin/pgbackrest");
+        let mut stanza = as_pg_user(PGBACKREST);
         stanza.arg(format!("--config={}", config.display()));
         stanza.args([&format!("--stanza={STANZA}"), "stanza-create"]);
         run_checked(&mut stanza);
         format!(
-            "/usr/bin/pgbackrest --config={} --stanza={STANZA} archive-push %p",
+            "{PGBACKREST} --config={} --stanza={STANZA} archive-push %p",
             config.display()
         )
     }
@@ -335,16 +312,20 @@ impl PgBackRest {
     /// restore_command: pg1-path is the recovering cluster's data
     /// directory, where PostgreSQL runs the command.
     fn archive_get(&self) -> String {
-        let config = self.dir.path().join("pgbackrest.conf");
+        let config = self.config_path();
         format!(
-            "/usr/bin/pgbackrest --config={} --stanza={STANZA} --pg1-path=\"$PWD\" archive-get %f \"%p\"",
+            "{PGBACKREST} --config={} --stanza={STANZA} --pg1-path=\"$PWD\" archive-get %f \"%p\"",
             config.display()
         )
     }
 
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("pgbackrest.conf")
+    }
+
     fn write_config(&self, data: &Path, socket: &Path, port: u16) -> PathBuf {
         let dir = self.dir.path();
-        let config = dir.join("pgbackrest.conf");
+        let config = self.config_path();
         let text = format!(
             "[global]\nrepo1-path={repo}\nspool-path={spool}\nlock-path={lock}\nlog-path={log}\n\
              log-level-console=off\nlog-level-file=warn\ncompress-type=zst\ncompress-level=3\n\
@@ -372,9 +353,11 @@ struct Barman {
 }
 
 impl Barman {
-    fn new(tools: &Tools, endpoint: &str) -> Barman {
+    fn new(endpoint: &str) -> Barman {
+        let bin = workspace_root().join(".bench/venv/bin");
+        installed(&bin.join("barman-cloud-wal-archive"));
         Barman {
-            bin: tools.barman_bin.clone(),
+            bin,
             endpoint: endpoint.to_owned(),
         }
     }
@@ -405,6 +388,15 @@ impl Barman {
             self.endpoint
         )
     }
+}
+
+/// Stops the benchmark before any work if a compared tool is missing.
+fn installed(tool: &Path) {
+    assert!(
+        tool.exists(),
+        "{} is missing: run `make bench`, which installs the benchmarked tools",
+        tool.display()
+    );
 }
 
 /// A temporary directory the `postgres` user owns.
