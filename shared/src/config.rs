@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::codec::CompressionLevel;
 use crate::keys::ClusterName;
+use crate::provider::{Provider, RegionError};
 
 pub const ENV_PREFIX: &str = "WALVAULT_";
 
@@ -72,31 +73,6 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Which S3-compatible provider a replica lives on; they differ in the
-/// client settings they need.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Provider {
-    R2,
-    B2,
-}
-
-impl Provider {
-    pub const ALL: [Provider; 2] = [Provider::R2, Provider::B2];
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Provider::R2 => "r2",
-            Provider::B2 => "b2",
-        }
-    }
-}
-
-impl fmt::Display for Provider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StagingConfig {
     pub bucket: String,
@@ -112,7 +88,7 @@ pub enum ReplicaCredentials {
         secret_access_key: Secret,
     },
     /// A Secrets Manager secret, JSON `{"access_key_id": …, "secret_access_key": …}`,
-    /// read once at start-up by [`crate::secrets::resolve_replica_credentials`].
+    /// read at start-up by [`crate::backends::Backends::connect`].
     SecretArn(String),
 }
 
@@ -139,8 +115,8 @@ pub struct Config {
     pub secrets_endpoint: Option<String>,
     pub staging: StagingConfig,
     pub catalog: CatalogConfig,
-    pub r2: Option<ReplicaConfig>,
-    pub b2: Option<ReplicaConfig>,
+    /// The configured replicas; a provider is configured entirely or not at all.
+    pub replicas: BTreeMap<Provider, ReplicaConfig>,
     pub zstd_level: CompressionLevel,
     /// Upper bound on one request attempt to any store.
     pub request_timeout: Duration,
@@ -191,10 +167,12 @@ impl Config {
         file: &BTreeMap<String, String>,
     ) -> Result<Self, ConfigError> {
         let settings = Settings { env, file };
-        let cluster: ClusterName = settings
-            .required("CLUSTER")?
-            .parse()
-            .map_err(|e: crate::keys::KeyError| settings.invalid("CLUSTER", e.to_string()))?;
+        let cluster: ClusterName = settings.required("CLUSTER")?.parse().map_err(|_| {
+            settings.invalid(
+                "CLUSTER",
+                "must be 1 to 63 lower-case letters, digits, '-' and '_', starting with a letter or digit",
+            )
+        })?;
         let staging = StagingConfig {
             bucket: settings.bucket("STAGING_BUCKET")?,
             endpoint: settings.endpoint("STAGING_ENDPOINT")?,
@@ -207,25 +185,25 @@ impl Config {
             None => CompressionLevel::default(),
             Some(v) => v
                 .parse::<i32>()
-                .map_err(|e| e.to_string())
-                .and_then(|l| CompressionLevel::new(l).map_err(|e| e.to_string()))
-                .map_err(|reason| settings.invalid("ZSTD_LEVEL", reason))?,
+                .ok()
+                .and_then(|l| CompressionLevel::new(l).ok())
+                .ok_or_else(|| settings.invalid("ZSTD_LEVEL", "must be a whole number from -7 to 19"))?,
         };
         let request_timeout = Duration::from_secs(settings.positive("REQUEST_TIMEOUT_SECS", 30)?);
         let max_attempts = u32::try_from(settings.positive("MAX_ATTEMPTS", 3)?)
-            .map_err(|_| settings.invalid("MAX_ATTEMPTS", "too large".into()))?;
+            .map_err(|_| settings.invalid("MAX_ATTEMPTS", "is too large"))?;
         let system_identifier = match settings.get("SYSTEM_IDENTIFIER") {
             None => None,
             Some(v) => Some(v.parse::<u64>().ok().filter(|id| *id != 0).ok_or_else(|| {
                 settings.invalid(
                     "SYSTEM_IDENTIFIER",
-                    format!("{v:?} is not a PostgreSQL system identifier"),
+                    "is not a PostgreSQL system identifier (a positive whole number)",
                 )
             })?),
         };
         let push_concurrency = settings.positive("PUSH_CONCURRENCY", 4)?;
         if push_concurrency > 64 {
-            return Err(settings.invalid("PUSH_CONCURRENCY", "at most 64".into()));
+            return Err(settings.invalid("PUSH_CONCURRENCY", "must be at most 64"));
         }
         let prefetch = match settings.get("PREFETCH") {
             None => 8,
@@ -233,22 +211,17 @@ impl Config {
                 .parse::<usize>()
                 .ok()
                 .filter(|n| *n <= 64)
-                .ok_or_else(|| {
-                    settings.invalid(
-                        "PREFETCH",
-                        format!("{v:?} is not a whole number from 0 to 64"),
-                    )
-                })?,
+                .ok_or_else(|| settings.invalid("PREFETCH", "must be a whole number from 0 to 64"))?,
         };
         let spool_dir = settings
             .get("SPOOL_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new("/var/spool/walvault").join(cluster.as_str()));
         if !spool_dir.is_absolute() {
-            return Err(settings.invalid("SPOOL_DIR", "must be an absolute path".into()));
+            return Err(settings.invalid("SPOOL_DIR", "must be an absolute path"));
         }
         let fetch_order = match settings.get("FETCH_ORDER") {
-            None => vec![Provider::R2, Provider::B2],
+            None => Provider::ALL.to_vec(),
             Some(v) => {
                 parse_fetch_order(&v).map_err(|reason| settings.invalid("FETCH_ORDER", reason))?
             }
@@ -258,8 +231,11 @@ impl Config {
             secrets_endpoint: settings.endpoint("SECRETS_ENDPOINT")?,
             staging,
             catalog,
-            r2: settings.replica(Provider::R2)?,
-            b2: settings.replica(Provider::B2)?,
+            replicas: Provider::ALL
+                .into_iter()
+                .filter_map(|p| settings.replica(p).transpose())
+                .map(|r| r.map(|r| (r.provider, r)))
+                .collect::<Result<_, _>>()?,
             zstd_level,
             request_timeout,
             max_attempts,
@@ -274,12 +250,7 @@ impl Config {
             retention_dry_run: match settings.get("RETENTION_DRY_RUN").as_deref() {
                 None | Some("false") | Some("0") => false,
                 Some("true") | Some("1") => true,
-                Some(other) => {
-                    return Err(settings.invalid(
-                        "RETENTION_DRY_RUN",
-                        format!("{other:?} is not true or false"),
-                    ))
-                }
+                Some(_) => return Err(settings.invalid("RETENTION_DRY_RUN", "must be true or false")),
             },
             retention_max_deletes: settings.positive("RETENTION_MAX_DELETES", 100_000)? as usize,
         })
@@ -287,24 +258,19 @@ impl Config {
 
     /// The replica settings of `provider`, or an error naming what to set.
     pub fn replica(&self, provider: Provider) -> Result<&ReplicaConfig, ConfigError> {
-        let configured = match provider {
-            Provider::R2 => self.r2.as_ref(),
-            Provider::B2 => self.b2.as_ref(),
-        };
-        configured.ok_or_else(|| ConfigError::Missing(replica_var(provider, "ENDPOINT")))
+        self.replicas
+            .get(&provider)
+            .ok_or_else(|| ConfigError::Missing(replica_var(provider, "ENDPOINT")))
     }
 }
 
-fn parse_fetch_order(value: &str) -> Result<Vec<Provider>, String> {
+fn parse_fetch_order(value: &str) -> Result<Vec<Provider>, &'static str> {
     let mut order = Vec::new();
     for part in value.split(',').map(str::trim) {
-        let provider = match part.to_ascii_lowercase().as_str() {
-            "r2" => Provider::R2,
-            "b2" => Provider::B2,
-            other => return Err(format!("{other:?} is not a replica (r2, b2)")),
-        };
+        let provider =
+            Provider::parse(part).ok_or("must list providers (r2, b2) separated by commas")?;
         if order.contains(&provider) {
-            return Err(format!("{provider} is listed twice"));
+            return Err("lists a provider twice");
         }
         order.push(provider);
     }
@@ -312,48 +278,69 @@ fn parse_fetch_order(value: &str) -> Result<Vec<Provider>, String> {
 }
 
 fn replica_var(provider: Provider, setting: &str) -> String {
-    format!(
-        "{ENV_PREFIX}{}_{setting}",
-        provider.as_str().to_ascii_uppercase()
-    )
+    format!("{ENV_PREFIX}{}_{setting}", provider.setting_infix())
 }
 
 /// Parses the TOML file into the flat settings map, refusing unknown keys
 /// so that a typo cannot silently fall back to a default.
 fn read_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+    let file_error = |problem: FileProblem| ConfigError::File {
         path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    parse_file(&text).map_err(|reason| ConfigError::File {
-        path: path.display().to_string(),
-        reason,
-    })
+        problem,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| file_error(FileProblem::Unreadable(e.kind())))?;
+    parse_file(&text).map_err(file_error)
 }
 
-pub fn parse_file(text: &str) -> Result<BTreeMap<String, String>, String> {
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+/// What is wrong with the configuration file. Never carries a value from
+/// the file: a malformed line may hold a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileProblem {
+    #[error("cannot be read ({0})")]
+    Unreadable(std::io::ErrorKind),
+    #[error("line {line}{}: not valid TOML (each line is `name = \"value\"` or `name = number`)", key.as_ref().map(|k| format!(", setting {k}")).unwrap_or_default())]
+    Syntax { line: usize, key: Option<String> },
+    #[error("unknown setting {0} (settings are the WALVAULT_* names in lower case without the prefix, e.g. staging_bucket)")]
+    UnknownSetting(String),
+    #[error("setting {0} must be a string or a whole number")]
+    WrongType(String),
+}
+
+pub fn parse_file(text: &str) -> Result<BTreeMap<String, String>, FileProblem> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let offset = e.span().map_or(0, |span| span.start);
+        let line = text[..offset.min(text.len())].matches('\n').count() + 1;
+        FileProblem::Syntax {
+            line,
+            key: known_setting_on_line(text.lines().nth(line - 1).unwrap_or("")),
+        }
+    })?;
     let mut out = BTreeMap::new();
     for (key, value) in table {
-        if !SETTINGS.contains(&key.to_ascii_uppercase().as_str()) || key != key.to_ascii_lowercase()
-        {
-            return Err(format!(
-                "unknown setting {key:?} (settings are the WALVAULT_* names in lower case without the prefix, e.g. staging_bucket)"
-            ));
+        if !is_setting(&key) {
+            return Err(FileProblem::UnknownSetting(key));
         }
         let value = match value {
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
-            other => {
-                return Err(format!(
-                    "{key} must be a string or an integer, not {}",
-                    other.type_str()
-                ))
-            }
+            _ => return Err(FileProblem::WrongType(key)),
         };
         out.insert(key, value);
     }
     Ok(out)
+}
+
+fn is_setting(file_key: &str) -> bool {
+    file_key == file_key.to_ascii_lowercase()
+        && SETTINGS.contains(&file_key.to_ascii_uppercase().as_str())
+}
+
+/// The setting a malformed line starts with, if it names one (a name is
+/// safe to print; anything else on the line may be a secret).
+fn known_setting_on_line(line: &str) -> Option<String> {
+    let name = line.split('=').next()?.trim();
+    is_setting(name).then(|| name.to_owned())
 }
 
 struct Settings<'a> {
@@ -375,7 +362,7 @@ impl Settings<'_> {
             .ok_or_else(|| ConfigError::Missing(format!("{ENV_PREFIX}{name}")))
     }
 
-    fn invalid(&self, name: &str, reason: String) -> ConfigError {
+    fn invalid(&self, name: &str, reason: &'static str) -> ConfigError {
         ConfigError::Invalid {
             variable: format!("{ENV_PREFIX}{name}"),
             reason,
@@ -395,7 +382,7 @@ impl Settings<'_> {
         } else {
             Err(self.invalid(
                 name,
-                format!("{bucket:?} is not a bucket name (3 to 63 lower-case letters, digits, '-' and '.')"),
+                "is not a bucket name (3 to 63 lower-case letters, digits, '-' and '.')",
             ))
         }
     }
@@ -409,7 +396,10 @@ impl Settings<'_> {
         if ok {
             Ok(table)
         } else {
-            Err(self.invalid(name, format!("{table:?} is not a DynamoDB table name")))
+            Err(self.invalid(
+                name,
+                "is not a DynamoDB table name (3 to 255 letters, digits, '-', '_' and '.')",
+            ))
         }
     }
 
@@ -424,7 +414,7 @@ impl Settings<'_> {
             Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => {
                 Ok(Some(url.trim_end_matches('/').to_owned()))
             }
-            _ => Err(self.invalid(name, format!("{url:?} is not an http:// or https:// URL"))),
+            _ => Err(self.invalid(name, "is not an http:// or https:// URL")),
         }
     }
 
@@ -433,7 +423,7 @@ impl Settings<'_> {
             None => Ok(default),
             Some(v) => match v.parse::<u64>() {
                 Ok(n) if n > 0 => Ok(n),
-                _ => Err(self.invalid(name, format!("{v:?} is not a positive whole number"))),
+                _ => Err(self.invalid(name, "must be a positive whole number")),
             },
         }
     }
@@ -441,8 +431,8 @@ impl Settings<'_> {
     /// A replica is either fully configured or not at all: half a
     /// configuration is an error, not a silently missing replica.
     fn replica(&self, provider: Provider) -> Result<Option<ReplicaConfig>, ConfigError> {
-        let p = provider.as_str().to_ascii_uppercase();
-        let names = [
+        let name = |setting: &str| format!("{}_{setting}", provider.setting_infix());
+        let [endpoint, bucket, key_id, secret_key, region, secret_arn] = [
             "ENDPOINT",
             "BUCKET",
             "ACCESS_KEY_ID",
@@ -450,59 +440,57 @@ impl Settings<'_> {
             "REGION",
             "SECRET_ARN",
         ]
-        .map(|s| format!("{p}_{s}"));
-        if names.iter().all(|n| self.get(n).is_none()) {
+        .map(name);
+        let all = [&endpoint, &bucket, &key_id, &secret_key, &region, &secret_arn];
+        if all.iter().all(|n| self.get(n).is_none()) {
             return Ok(None);
         }
-        let region = match provider {
-            // R2 only accepts the region "auto" for SigV4.
-            Provider::R2 => match self.get(&names[4]) {
-                None => "auto".to_owned(),
-                Some(r) if r == "auto" => r,
-                Some(r) => {
-                    return Err(
-                        self.invalid(&names[4], format!("R2 takes region \"auto\", not {r:?}"))
-                    )
-                }
-            },
-            Provider::B2 => self.required(&names[4])?,
-        };
-        let credentials = match self.get(&names[5]) {
-            Some(arn) if self.get(&names[2]).is_some() || self.get(&names[3]).is_some() => {
+        let endpoint_url = self
+            .endpoint(&endpoint)?
+            .ok_or_else(|| ConfigError::Missing(format!("{ENV_PREFIX}{endpoint}")))?;
+        let signing_region = provider
+            .signing_region(self.get(&region).as_deref(), &endpoint_url)
+            .map_err(|e| match e {
+                RegionError::Missing => ConfigError::Missing(format!("{ENV_PREFIX}{region}")),
+                RegionError::Invalid(reason) => self.invalid(&region, reason),
+            })?;
+        let credentials = match self.get(&secret_arn) {
+            Some(_) if self.get(&key_id).is_some() || self.get(&secret_key).is_some() => {
                 return Err(self.invalid(
-                    &names[5],
-                    format!("set either {arn:?} or the access keys, not both"),
+                    &secret_arn,
+                    "is set together with the access keys: set one or the other",
                 ))
             }
             Some(arn) if arn.starts_with("arn:") => ReplicaCredentials::SecretArn(arn),
-            Some(arn) => return Err(self.invalid(&names[5], format!("{arn:?} is not an ARN"))),
+            Some(_) => return Err(self.invalid(&secret_arn, "is not an ARN")),
             None => ReplicaCredentials::Keys {
-                access_key_id: self.required(&names[2])?,
-                secret_access_key: Secret::new(self.required(&names[3])?),
+                access_key_id: self.required(&key_id)?,
+                secret_access_key: Secret::new(self.required(&secret_key)?),
             },
         };
         Ok(Some(ReplicaConfig {
             provider,
-            endpoint: self
-                .endpoint(&names[0])?
-                .ok_or_else(|| ConfigError::Missing(format!("{ENV_PREFIX}{}", names[0])))?,
-            bucket: self.bucket(&names[1])?,
-            region,
+            endpoint: endpoint_url,
+            bucket: self.bucket(&bucket)?,
+            region: signing_region,
             credentials,
         }))
     }
 }
 
+/// A setting that is missing or wrong. Names the variable (or the file,
+/// line and setting), never its value: values may be secrets.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("{0} is not set")]
     Missing(String),
-    #[error("{variable}: {reason}")]
-    Invalid { variable: String, reason: String },
-    #[error("config file {path}: {reason}")]
-    File { path: String, reason: String },
-    #[error("{0} credentials come from Secrets Manager and were not read yet")]
-    Unresolved(Provider),
+    #[error("{variable} {reason}")]
+    Invalid {
+        variable: String,
+        reason: &'static str,
+    },
+    #[error("config file {path}: {problem}")]
+    File { path: String, problem: FileProblem },
 }
 
 #[cfg(test)]
@@ -564,7 +552,7 @@ mod tests {
         assert_eq!(c.retention, Duration::from_secs(30 * 86_400));
         assert!(!c.retention_dry_run);
         assert_eq!(c.retention_max_deletes, 100_000);
-        assert!(c.r2.is_none() && c.b2.is_none());
+        assert!(c.replicas.is_empty());
         assert_eq!(
             c.replica(Provider::B2),
             Err(ConfigError::Missing("WALVAULT_B2_ENDPOINT".into()))
@@ -725,21 +713,72 @@ mod tests {
 
     #[test]
     fn file_typos_and_odd_values_are_refused() {
-        assert!(parse_file("stagin_bucket = \"x\"")
-            .unwrap_err()
-            .contains("stagin_bucket"));
+        assert_eq!(
+            parse_file("stagin_bucket = \"x\""),
+            Err(FileProblem::UnknownSetting("stagin_bucket".into()))
+        );
         assert!(parse_file("STAGING_BUCKET = \"x\"").is_err());
-        assert!(parse_file("zstd_level = [1]")
-            .unwrap_err()
-            .contains("zstd_level"));
+        assert_eq!(
+            parse_file("zstd_level = [1]"),
+            Err(FileProblem::WrongType("zstd_level".into()))
+        );
         assert!(parse_file("cluster = ").is_err());
+    }
+
+    #[test]
+    fn a_malformed_line_is_named_by_line_and_setting_and_its_value_never_printed() {
+        let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+        let text = format!("cluster = \"main\"\nr2_secret_access_key = {secret}\n");
+        let problem = parse_file(&text).unwrap_err();
+        assert_eq!(
+            problem,
+            FileProblem::Syntax {
+                line: 2,
+                key: Some("r2_secret_access_key".into())
+            }
+        );
+        let printed = ConfigError::File {
+            path: "/etc/walvault/walvault.toml".into(),
+            problem,
+        }
+        .to_string();
+        for part in secret.split(['/', '+']) {
+            assert!(!printed.contains(&part[..8.min(part.len())]), "{printed}");
+        }
+        assert!(printed.contains("line 2") && printed.contains("r2_secret_access_key"));
+        let garbled = format!("cluster = \"main\"\n{secret}\n");
+        let printed = parse_file(&garbled).unwrap_err().to_string();
+        assert!(!printed.contains("wJalr"), "{printed}");
+    }
+
+    #[test]
+    fn no_invalid_value_is_ever_printed() {
+        for (var, value) in [
+            ("CLUSTER", "Secret Value"),
+            ("STAGING_BUCKET", "Secret_Value"),
+            ("STAGING_ENDPOINT", "secretvalue:9000"),
+            ("R2_SECRET_ARN", "secretvalue"),
+            ("B2_REGION", "secretvalue"),
+            ("FETCH_ORDER", "secretvalue"),
+        ] {
+            let mut pairs = full();
+            pairs.retain(|(k, _)| *k != var);
+            pairs.push((var, value));
+            let printed = load(&pairs).unwrap_err().to_string();
+            assert!(
+                !printed.to_ascii_lowercase().contains("secret_value")
+                    && !printed.to_ascii_lowercase().contains("secretvalue")
+                    && !printed.contains("Secret Value"),
+                "{var}: {printed}"
+            );
+        }
     }
 
     #[test]
     fn an_unreadable_file_is_named() {
         let err = Config::load(Some(Path::new("/nonexistent/walvault.toml"))).unwrap_err();
         assert!(
-            matches!(err, ConfigError::File { ref path, .. } if path == "/nonexistent/walvault.toml")
+            matches!(err, ConfigError::File { ref path, problem: FileProblem::Unreadable(_) } if path == "/nonexistent/walvault.toml")
         );
     }
 

@@ -11,30 +11,35 @@
 //! so decoding is harmless if EventBridge sent them plain and right if it
 //! encoded them. `s3:TestEvent` bodies announce nothing.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
+use tokio::time::Instant;
 
-use crate::catalog::UnixMillis;
+use crate::clock::UnixMillis;
 use crate::keys::decode_event_key;
 
 /// No wall-clock deadline is earlier than this (2001-09-09).
 const EARLIEST_WALL_CLOCK_DEADLINE: UnixMillis = 1_000_000_000_000;
 
-/// The monotonic instant by which an invocation must have answered, from
-/// the runtime's `Lambda-Runtime-Deadline-Ms` read at `now`. Lambda sends
-/// Unix milliseconds; the `cargo lambda watch` emulator (1.9) sends the
-/// timeout itself (600000), which read as a date lies in 1970 and would
-/// stop every sweep and re-drive before it starts. So a value too small to
-/// be a date is taken as the time left.
-pub fn invocation_deadline(deadline: UnixMillis, now: UnixMillis) -> Instant {
+/// Time kept back from an invocation's deadline to report and answer.
+pub const ANSWER_MARGIN: Duration = Duration::from_secs(10);
+
+/// The monotonic instant by which an invocation's work must stop so that
+/// it can still answer: the runtime's `Lambda-Runtime-Deadline-Ms`, read at
+/// `now`, less [`ANSWER_MARGIN`]. Lambda sends Unix milliseconds; the
+/// `cargo lambda watch` emulator (1.9) sends the timeout itself (600000),
+/// which read as a date lies in 1970 and would stop every sweep and
+/// re-drive before it starts. So a value too small to be a date is taken as
+/// the time left.
+pub fn work_deadline(deadline: UnixMillis, now: UnixMillis) -> Instant {
     let left = if deadline < EARLIEST_WALL_CLOCK_DEADLINE {
         deadline
     } else {
         deadline.saturating_sub(now)
     };
-    Instant::now() + Duration::from_millis(left)
+    Instant::now() + Duration::from_millis(left).saturating_sub(ANSWER_MARGIN)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,10 +200,11 @@ mod tests {
 
     #[test]
     fn lambda_deadlines_are_wall_clock_times_and_emulator_deadlines_are_time_left() {
-        let now = crate::catalog::now_millis();
-        assert!((55..=60).contains(&seconds_left(invocation_deadline(now + 60_000, now))));
-        assert_eq!(seconds_left(invocation_deadline(now - 1_000, now)), 0);
-        assert!((595..=600).contains(&seconds_left(invocation_deadline(600_000, now))));
+        let now = crate::clock::now_millis();
+        assert!((45..=50).contains(&seconds_left(work_deadline(now + 60_000, now))));
+        assert_eq!(seconds_left(work_deadline(now - 1_000, now)), 0);
+        assert_eq!(seconds_left(work_deadline(now + 5_000, now)), 0);
+        assert!((585..=590).contains(&seconds_left(work_deadline(600_000, now))));
     }
 
     fn s3_body(key: &str) -> String {

@@ -7,6 +7,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Sha256Hex;
+use crate::error::Retryable;
+use crate::retry::TimedOut;
 use crate::keys::{identity_key, ClusterName};
 use crate::store::{Metadata, ObjectStore, StoreError};
 use crate::wal::WalHeader;
@@ -39,9 +41,11 @@ pub enum IdentitySource {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
+    /// The segment's system identifier is not the cluster's. (A pinned
+    /// identifier is configuration, so it is not printed.)
     #[error(
-        "segment belongs to another PostgreSQL cluster: its system identifier is {found}, but cluster {cluster} is {expected} ({})",
-        match recorded_in { IdentitySource::Config => "pinned by WALVAULT_SYSTEM_IDENTIFIER", IdentitySource::Staging => "recorded in the staging bucket's identity.json" }
+        "segment belongs to another PostgreSQL cluster: its system identifier is {found}, but cluster {cluster} {}",
+        match recorded_in { IdentitySource::Config => "is pinned to another by WALVAULT_SYSTEM_IDENTIFIER".to_owned(), IdentitySource::Staging => format!("is {expected}, as recorded in the staging bucket's identity.json") }
     )]
     WrongCluster {
         cluster: String,
@@ -53,6 +57,21 @@ pub enum IdentityError {
     Malformed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl Retryable for IdentityError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            IdentityError::Store(e) => e.is_permanent(),
+            IdentityError::WrongCluster { .. } | IdentityError::Malformed(_) => true,
+        }
+    }
+}
+
+impl From<TimedOut> for IdentityError {
+    fn from(timed_out: TimedOut) -> Self {
+        IdentityError::Store(timed_out.into())
+    }
 }
 
 /// Checks `header` against the cluster's identity, learning it from this

@@ -57,26 +57,60 @@ impl fmt::Display for ClusterName {
     }
 }
 
+/// User metadata walvault writes on its objects, besides
+/// [`crate::store::SHA256_METADATA`] (the raw bytes' digest, on every one).
+pub mod meta {
+    /// Staging objects: the raw size, as the shipper read it.
+    pub const SIZE: &str = "size";
+    /// Staging segments: the system identifier from the WAL header.
+    pub const SYSTEM_IDENTIFIER: &str = "system-identifier";
+    /// Staging segments: the PostgreSQL version from the WAL header.
+    pub const PG_VERSION: &str = "pg-version";
+    /// Staging objects: the host that pushed the file.
+    pub const HOST: &str = "host";
+    /// Archived objects: the raw size, so that a copy can be verified
+    /// without the catalog.
+    pub const RAW_SIZE: &str = "raw-size";
+}
+
 pub fn staging_key(cluster: &ClusterName, file: &WalFileName) -> String {
-    format!("{cluster}/{STAGING_DIR}/{file}")
+    format!("{}{file}", staging_prefix(cluster))
 }
 
 /// The prefix under which every staging object of a cluster lives.
 pub fn staging_prefix(cluster: &ClusterName) -> String {
+    staging_prefix_of(cluster.as_str())
+}
+
+fn staging_prefix_of(cluster: &str) -> String {
     format!("{cluster}/{STAGING_DIR}/")
 }
 
-pub fn archive_key(cluster: &ClusterName, file: &WalFileName) -> String {
-    format!("{cluster}/{ARCHIVE_DIR}/{file}{ARCHIVE_SUFFIX}")
-}
-
-/// The prefix under which every archived file of a cluster lives.
-pub fn archive_prefix(cluster: &ClusterName) -> String {
+fn archive_prefix_of(cluster: &str) -> String {
     format!("{cluster}/{ARCHIVE_DIR}/")
 }
 
-pub fn identity_key(cluster: &ClusterName) -> String {
+fn identity_key_of(cluster: &str) -> String {
     format!("{cluster}/{IDENTITY_FILE}")
+}
+
+/// The layout with `{cluster}` for the cluster name: what the infra's
+/// bucket rules and policies are written against ([`crate::contract`]).
+pub fn layout_templates() -> [(&'static str, String); 3] {
+    let cluster = "{cluster}";
+    [
+        ("staging_prefix", staging_prefix_of(cluster)),
+        ("identity_key", identity_key_of(cluster)),
+        ("archive_prefix", archive_prefix_of(cluster)),
+    ]
+}
+
+pub fn archive_key(cluster: &ClusterName, file: &WalFileName) -> String {
+    format!("{}{file}{ARCHIVE_SUFFIX}", archive_prefix_of(cluster.as_str()))
+}
+
+pub fn identity_key(cluster: &ClusterName) -> String {
+    identity_key_of(cluster.as_str())
 }
 
 /// Reads a (URL-decoded) staging key back into its cluster and file name.
@@ -90,24 +124,6 @@ pub fn parse_staging_key(key: &str) -> Result<(ClusterName, WalFileName), KeyErr
     };
     let cluster = cluster.parse().map_err(|_| not_staging())?;
     let name = name.parse().map_err(|_| not_staging())?;
-    Ok((cluster, name))
-}
-
-/// Reads an archive key back into its cluster and file name.
-pub fn parse_archive_key(key: &str) -> Result<(ClusterName, WalFileName), KeyError> {
-    let not_archive = || KeyError::NotArchiveKey(key.to_owned());
-    let mut parts = key.split('/');
-    let (Some(cluster), Some(ARCHIVE_DIR), Some(name), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(not_archive());
-    };
-    let cluster = cluster.parse().map_err(|_| not_archive())?;
-    let name = name
-        .strip_suffix(ARCHIVE_SUFFIX)
-        .ok_or_else(not_archive)?
-        .parse()
-        .map_err(|_| not_archive())?;
     Ok((cluster, name))
 }
 
@@ -130,8 +146,6 @@ pub enum KeyError {
     BadClusterName(String),
     #[error("{0:?} is not a walvault staging key (<cluster>/staging/<wal file name>)")]
     NotStagingKey(String),
-    #[error("{0:?} is not a walvault archive key (<cluster>/wal/<wal file name>.zst)")]
-    NotArchiveKey(String),
 }
 
 #[cfg(test)]
@@ -159,7 +173,6 @@ mod tests {
         );
         assert_eq!(identity_key(&cluster()), "orders-db/identity.json");
         assert!(staging_key(&cluster(), &seg).starts_with(&staging_prefix(&cluster())));
-        assert!(archive_key(&cluster(), &seg).starts_with(&archive_prefix(&cluster())));
     }
 
     #[test]
@@ -173,10 +186,6 @@ mod tests {
             let n = name(n);
             assert_eq!(
                 parse_staging_key(&staging_key(&cluster(), &n)).unwrap(),
-                (cluster(), n)
-            );
-            assert_eq!(
-                parse_archive_key(&archive_key(&cluster(), &n)).unwrap(),
                 (cluster(), n)
             );
         }
@@ -196,8 +205,6 @@ mod tests {
         ] {
             assert!(parse_staging_key(key).is_err(), "{key:?} accepted");
         }
-        assert!(parse_archive_key("orders-db/wal/000000010000000000000003").is_err());
-        assert!(parse_archive_key("orders-db/staging/000000010000000000000003.zst").is_err());
     }
 
     #[test]

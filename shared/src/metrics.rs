@@ -1,10 +1,15 @@
 //! CloudWatch Embedded Metric Format: one JSON line per event on stdout,
 //! which Lambda ships to CloudWatch Logs and CloudWatch turns into metrics.
-//! The same line is the structured log of that event.
+//! The same line is the structured log of that event. The metric names
+//! are part of the contract with the infra's alarms ([`crate::contract`]).
 
 use serde_json::{json, Map, Value};
 
+use crate::provider::Provider;
+
 pub const NAMESPACE: &str = "walvault";
+/// The one dimension every metric carries: the cluster name.
+pub const DIMENSION: &str = "Cluster";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
@@ -23,12 +28,86 @@ impl Unit {
     }
 }
 
-/// One EMF record: metrics under a `Cluster` dimension, plus properties
+/// Every metric walvault emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Compress: files that reached every replica.
+    FilesArchived,
+    RawBytes,
+    CompressedBytes,
+    /// Compress: from staging to the last replica, per file.
+    ReplicationLag,
+    /// Compress: failed writes to R2.
+    R2Failures,
+    /// Compress: failed writes to B2.
+    B2Failures,
+    /// Different content under an archived name, refused.
+    Conflicts,
+    /// Staging objects that failed verification.
+    CorruptInputs,
+    RetentionDeleted,
+    RetentionBytesFreed,
+    RetentionErrors,
+    /// Retention had no base backup to anchor on.
+    RetentionAgeOnlyFallback,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 12] = [
+        Metric::FilesArchived,
+        Metric::RawBytes,
+        Metric::CompressedBytes,
+        Metric::ReplicationLag,
+        Metric::R2Failures,
+        Metric::B2Failures,
+        Metric::Conflicts,
+        Metric::CorruptInputs,
+        Metric::RetentionDeleted,
+        Metric::RetentionBytesFreed,
+        Metric::RetentionErrors,
+        Metric::RetentionAgeOnlyFallback,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Metric::FilesArchived => "FilesArchived",
+            Metric::RawBytes => "RawBytes",
+            Metric::CompressedBytes => "CompressedBytes",
+            Metric::ReplicationLag => "ReplicationLag",
+            Metric::R2Failures => "R2Failures",
+            Metric::B2Failures => "B2Failures",
+            Metric::Conflicts => "Conflicts",
+            Metric::CorruptInputs => "CorruptInputs",
+            Metric::RetentionDeleted => "RetentionDeleted",
+            Metric::RetentionBytesFreed => "RetentionBytesFreed",
+            Metric::RetentionErrors => "RetentionErrors",
+            Metric::RetentionAgeOnlyFallback => "RetentionAgeOnlyFallback",
+        }
+    }
+
+    pub fn unit(&self) -> Unit {
+        match self {
+            Metric::RawBytes | Metric::CompressedBytes | Metric::RetentionBytesFreed => Unit::Bytes,
+            Metric::ReplicationLag => Unit::Milliseconds,
+            _ => Unit::Count,
+        }
+    }
+
+    /// Failed replica writes on `provider`.
+    pub fn replica_failures(provider: Provider) -> Metric {
+        match provider {
+            Provider::R2 => Metric::R2Failures,
+            Provider::B2 => Metric::B2Failures,
+        }
+    }
+}
+
+/// One EMF record: metrics under the cluster dimension, plus properties
 /// that are logged but not turned into metrics.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct MetricRecord {
     cluster: String,
-    metrics: Vec<(&'static str, f64, Unit)>,
+    metrics: Vec<(Metric, f64)>,
     properties: Map<String, Value>,
 }
 
@@ -41,12 +120,16 @@ impl MetricRecord {
         }
     }
 
-    pub fn metric(mut self, name: &'static str, value: f64, unit: Unit) -> Self {
-        self.metrics.push((name, value, unit));
+    /// Adds `value` to `metric` in this record.
+    pub fn add(&mut self, metric: Metric, value: f64) -> &mut Self {
+        match self.metrics.iter_mut().find(|(m, _)| *m == metric) {
+            Some((_, total)) => *total += value,
+            None => self.metrics.push((metric, value)),
+        }
         self
     }
 
-    pub fn property(mut self, name: &str, value: impl Into<Value>) -> Self {
+    pub fn property(&mut self, name: &str, value: impl Into<Value>) -> &mut Self {
         self.properties.insert(name.to_owned(), value.into());
         self
     }
@@ -56,7 +139,7 @@ impl MetricRecord {
         let definitions: Vec<Value> = self
             .metrics
             .iter()
-            .map(|(name, _, unit)| json!({"Name": name, "Unit": unit.as_str()}))
+            .map(|(metric, _)| json!({"Name": metric.name(), "Unit": metric.unit().as_str()}))
             .collect();
         let mut root = self.properties.clone();
         root.insert(
@@ -65,28 +148,28 @@ impl MetricRecord {
                 "Timestamp": timestamp_ms,
                 "CloudWatchMetrics": [{
                     "Namespace": NAMESPACE,
-                    "Dimensions": [["Cluster"]],
+                    "Dimensions": [[DIMENSION]],
                     "Metrics": definitions,
                 }]
             }),
         );
-        root.insert("Cluster".into(), Value::String(self.cluster.clone()));
-        for (name, value, _) in &self.metrics {
-            root.insert((*name).to_owned(), json!(value));
+        root.insert(DIMENSION.into(), Value::String(self.cluster.clone()));
+        for (metric, value) in &self.metrics {
+            root.insert(metric.name().to_owned(), json!(value));
         }
         Value::Object(root).to_string()
     }
 
     /// Writes the line to stdout, where Lambda's log agent picks it up.
     pub fn emit(&self) {
-        println!("{}", self.to_line(crate::catalog::now_millis()));
+        println!("{}", self.to_line(crate::clock::now_millis()));
     }
 
-    pub fn value(&self, name: &str) -> Option<f64> {
+    pub fn value(&self, metric: Metric) -> Option<f64> {
         self.metrics
             .iter()
-            .find(|(n, _, _)| *n == name)
-            .map(|(_, v, _)| *v)
+            .find(|(m, _)| *m == metric)
+            .map(|(_, v)| *v)
     }
 }
 
@@ -96,12 +179,13 @@ mod tests {
 
     #[test]
     fn lines_follow_the_embedded_metric_format() {
-        let line = MetricRecord::new("orders")
-            .metric("FilesArchived", 1.0, Unit::Count)
-            .metric("RawBytes", 16777216.0, Unit::Bytes)
-            .property("file", "000000010000000000000001")
-            .to_line(1_700_000_000_000);
-        let v: Value = serde_json::from_str(&line).unwrap();
+        let mut record = MetricRecord::new("orders");
+        record
+            .add(Metric::FilesArchived, 1.0)
+            .add(Metric::RawBytes, 16777216.0)
+            .add(Metric::FilesArchived, 1.0)
+            .property("file", "000000010000000000000001");
+        let v: Value = serde_json::from_str(&record.to_line(1_700_000_000_000)).unwrap();
         assert_eq!(v["_aws"]["Timestamp"], 1_700_000_000_000u64);
         let directive = &v["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], "walvault");
@@ -111,7 +195,20 @@ mod tests {
             json!({"Name": "RawBytes", "Unit": "Bytes"})
         );
         assert_eq!(v["Cluster"], "orders");
-        assert_eq!(v["FilesArchived"], 1.0);
+        assert_eq!(v["FilesArchived"], 2.0);
         assert_eq!(v["file"], "000000010000000000000001");
+    }
+
+    #[test]
+    fn every_metric_has_a_distinct_name_and_each_provider_its_failure_metric() {
+        let mut names: Vec<&str> = Metric::ALL.iter().map(Metric::name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Metric::ALL.len());
+        for provider in Provider::ALL {
+            assert!(Metric::replica_failures(provider)
+                .name()
+                .starts_with(provider.setting_infix()));
+        }
     }
 }

@@ -1,56 +1,174 @@
-//! Retrying transient failures with backoff, bounded by a total deadline.
+//! The one retry loop: a budget (a deadline, a limit per attempt, a number
+//! of attempts) within which transient failures are retried with backoff.
+//! The SDK's own retries are off, so a request is never retried by two
+//! loops at once; every store and catalog call of walvault's logic runs
+//! under a budget that fits the time its caller has left.
 
+use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Something that knows whether trying again might help.
-pub trait Transient {
-    fn is_transient(&self) -> bool;
-}
-
-impl Transient for crate::store::StoreError {
-    fn is_transient(&self) -> bool {
-        self.is_retryable()
-    }
-}
-
-impl Transient for crate::catalog::CatalogError {
-    fn is_transient(&self) -> bool {
-        self.is_retryable()
-    }
-}
+use crate::error::{chain, Retryable};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Runs `attempt` until it succeeds, fails for good, or the next try would
-/// start after `deadline`; the last error is returned then. Backoff doubles
-/// from 100 ms up to 5 s.
-pub async fn retry_until<T, E, F, Fut>(
-    deadline: Instant,
-    what: &str,
-    mut attempt: F,
-) -> Result<T, E>
-where
-    E: Transient + std::fmt::Display,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let mut backoff = FIRST_BACKOFF;
-    let mut tries = 1u32;
-    loop {
-        match attempt().await {
-            Err(e) if e.is_transient() && Instant::now() + backoff < deadline => {
-                tracing::warn!(what, tries, error = %e, retry_in_ms = backoff.as_millis() as u64, "transient failure, retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                tries += 1;
-            }
-            other => return other,
+/// The request limits of the configuration: how long one attempt may take
+/// (`WALVAULT_REQUEST_TIMEOUT_SECS`), and how many attempts a request gets
+/// (`WALVAULT_MAX_ATTEMPTS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    pub timeout: Duration,
+    pub attempts: u32,
+}
+
+impl RequestLimits {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        RequestLimits {
+            timeout: config.request_timeout,
+            attempts: config.max_attempts,
         }
     }
+
+    /// Work that must stop by `deadline`, each of its requests within
+    /// these limits.
+    pub fn until(&self, deadline: Instant) -> Budget {
+        Budget::until(deadline, self.timeout).at_most(self.attempts)
+    }
+
+    /// One request's worth: these limits, starting now.
+    pub fn one_request(&self) -> Budget {
+        Budget::attempts(self.attempts, self.timeout)
+    }
+}
+
+/// An attempt that the budget cut off: the request may still have landed,
+/// so it counts as transient.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: no answer within {after:?}")]
+pub struct TimedOut {
+    pub what: String,
+    pub after: Duration,
+}
+
+/// How long a piece of work may take, and each of its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    deadline: Instant,
+    attempt_timeout: Duration,
+    max_attempts: u32,
+}
+
+impl Budget {
+    /// Work that must be done by `deadline`, each request attempt taking
+    /// at most `attempt_timeout`; attempts are not counted.
+    pub fn until(deadline: Instant, attempt_timeout: Duration) -> Self {
+        Budget {
+            deadline,
+            attempt_timeout,
+            max_attempts: u32::MAX,
+        }
+    }
+
+    /// `attempts` attempts of at most `attempt_timeout` each, starting now.
+    pub fn attempts(attempts: u32, attempt_timeout: Duration) -> Self {
+        let attempts = attempts.max(1);
+        Budget {
+            deadline: Instant::now() + attempt_timeout * attempts + backoff_total(attempts),
+            attempt_timeout,
+            max_attempts: attempts,
+        }
+    }
+
+    /// The same budget, with at most `attempts` attempts per request.
+    pub fn at_most(self, attempts: u32) -> Self {
+        Budget {
+            max_attempts: attempts.max(1),
+            ..self
+        }
+    }
+
+    /// The same budget, ending no later than `deadline`.
+    pub fn by(self, deadline: Instant) -> Self {
+        Budget {
+            deadline: self.deadline.min(deadline),
+            ..self
+        }
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    pub fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    pub fn is_spent(&self) -> bool {
+        self.left().is_zero()
+    }
+
+    /// How long the next attempt may take: the per-attempt limit, or less
+    /// if the deadline is nearer.
+    pub fn attempt_limit(&self) -> Duration {
+        self.attempt_timeout.min(self.left())
+    }
+
+    /// Runs `attempt` until it succeeds, fails permanently, runs out of
+    /// attempts, or the next try could not finish by the deadline; the last
+    /// error is returned then. Each attempt is cut off at
+    /// [`Budget::attempt_limit`]. Backoff doubles from 100 ms up to 5 s.
+    pub async fn run<T, E, F, Fut>(&self, what: impl fmt::Display, mut attempt: F) -> Result<T, E>
+    where
+        E: Retryable + From<TimedOut> + std::error::Error,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut backoff = FIRST_BACKOFF;
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            let limit = self.attempt_limit();
+            if limit.is_zero() {
+                return Err(E::from(TimedOut {
+                    what: what.to_string(),
+                    after: limit,
+                }));
+            }
+            let result = match tokio::time::timeout(limit, attempt()).await {
+                Ok(result) => result,
+                Err(_) => Err(E::from(TimedOut {
+                    what: what.to_string(),
+                    after: limit,
+                })),
+            };
+            match result {
+                Err(e)
+                    if !e.is_permanent()
+                        && tries < self.max_attempts
+                        && Instant::now() + backoff < self.deadline =>
+                {
+                    tracing::warn!(%what, tries, error = %chain(&e), retry_in_ms = backoff.as_millis() as u64, "transient failure, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// The backoff slept between `attempts` attempts.
+fn backoff_total(attempts: u32) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut backoff = FIRST_BACKOFF;
+    for _ in 1..attempts {
+        total += backoff;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    total
 }
 
 #[cfg(test)]
@@ -58,49 +176,55 @@ mod tests {
     use super::*;
     use std::cell::Cell;
 
-    #[derive(Debug, PartialEq)]
-    struct Failure(bool);
+    #[derive(Debug, PartialEq, thiserror::Error)]
+    enum Failure {
+        #[error("transient")]
+        Transient,
+        #[error("permanent")]
+        Permanent,
+        #[error(transparent)]
+        TimedOut(#[from] TimedOut),
+    }
 
-    impl Transient for Failure {
-        fn is_transient(&self) -> bool {
-            self.0
+    impl Retryable for Failure {
+        fn is_permanent(&self) -> bool {
+            matches!(self, Failure::Permanent)
         }
     }
 
-    impl std::fmt::Display for Failure {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "failure (transient: {})", self.0)
-        }
+    fn minute() -> Budget {
+        Budget::until(Instant::now() + Duration::from_secs(60), Duration::from_secs(5))
     }
 
     #[tokio::test(start_paused = true)]
     async fn retries_transient_failures_until_success() {
         let calls = Cell::new(0);
-        let result = retry_until(Instant::now() + Duration::from_secs(60), "test", || {
-            calls.set(calls.get() + 1);
-            let n = calls.get();
-            async move {
-                if n < 4 {
-                    Err(Failure(true))
-                } else {
-                    Ok(n)
+        let result = minute()
+            .run("test", || {
+                calls.set(calls.get() + 1);
+                let n = calls.get();
+                async move {
+                    if n < 4 {
+                        Err(Failure::Transient)
+                    } else {
+                        Ok(n)
+                    }
                 }
-            }
-        })
-        .await;
+            })
+            .await;
         assert_eq!(result, Ok(4));
     }
 
     #[tokio::test(start_paused = true)]
     async fn stops_at_a_permanent_failure() {
         let calls = Cell::new(0);
-        let result: Result<(), _> =
-            retry_until(Instant::now() + Duration::from_secs(60), "test", || {
+        let result: Result<(), _> = minute()
+            .run("test", || {
                 calls.set(calls.get() + 1);
-                async { Err(Failure(false)) }
+                async { Err(Failure::Permanent) }
             })
             .await;
-        assert_eq!(result, Err(Failure(false)));
+        assert_eq!(result, Err(Failure::Permanent));
         assert_eq!(calls.get(), 1);
     }
 
@@ -108,18 +232,48 @@ mod tests {
     async fn gives_up_at_the_deadline() {
         let start = Instant::now();
         let calls = Cell::new(0);
-        let result: Result<(), _> = retry_until(start + Duration::from_secs(10), "test", || {
-            calls.set(calls.get() + 1);
-            async { Err(Failure(true)) }
-        })
-        .await;
-        assert_eq!(result, Err(Failure(true)));
-        assert!(
-            start.elapsed() <= Duration::from_secs(10),
-            "{:?}",
-            start.elapsed()
-        );
+        let budget = Budget::until(start + Duration::from_secs(10), Duration::from_secs(5));
+        let result: Result<(), _> = budget
+            .run("test", || {
+                calls.set(calls.get() + 1);
+                async { Err(Failure::Transient) }
+            })
+            .await;
+        assert_eq!(result, Err(Failure::Transient));
+        assert!(start.elapsed() <= Duration::from_secs(10));
         // 0.1 + 0.2 + 0.4 + 0.8 + 1.6 + 3.2 = 6.3 s of backoff, then 5 s would pass the deadline.
         assert_eq!(calls.get(), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_attempt_is_cut_off_and_retried_within_the_attempt_budget() {
+        let start = Instant::now();
+        let calls = Cell::new(0);
+        let result: Result<(), Failure> = Budget::attempts(3, Duration::from_secs(2))
+            .run("hung request", || {
+                calls.set(calls.get() + 1);
+                std::future::pending()
+            })
+            .await;
+        assert_eq!(calls.get(), 3);
+        assert_eq!(
+            result,
+            Err(Failure::TimedOut(TimedOut {
+                what: "hung request".into(),
+                after: Duration::from_secs(2)
+            }))
+        );
+        assert_eq!(start.elapsed(), Duration::from_millis(6_300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_attempt_gets_only_the_time_left() {
+        let start = Instant::now();
+        let budget = Budget::until(start + Duration::from_secs(3), Duration::from_secs(30));
+        let result: Result<(), Failure> = budget.run("hung", std::future::pending).await;
+        assert!(matches!(result, Err(Failure::TimedOut(t)) if t.after == Duration::from_secs(3)));
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        let spent = budget.run("after the deadline", || async { Ok::<_, Failure>(()) });
+        assert!(matches!(spent.await, Err(Failure::TimedOut(t)) if t.after.is_zero()));
     }
 }

@@ -5,14 +5,15 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use crate::catalog::{Catalog, CatalogRecord, RecordStatus};
-use crate::codec::{self, Sha256Hex};
-use crate::config::Provider;
-use crate::keys::{archive_key, staging_key, ClusterName};
+use crate::backends::Replicas;
+use crate::catalog::{Catalog, CatalogError, CatalogRecord, RecordStatus};
+use crate::codec::{self, CodecError, Sha256Hex};
+use crate::error::{chain, Retryable};
+use crate::keys::{archive_key, meta, staging_key, ClusterName};
+use crate::provider::Provider;
+use crate::retry::RequestLimits;
 use crate::store::{Object, ObjectStore, StoreError};
 use crate::wal::{WalFileName, MAX_SEGMENT_SIZE};
-
-use super::META_RAW_SIZE;
 
 /// Where a verified copy came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,28 +39,56 @@ pub struct Fetched {
     pub source: Source,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Why one place could not serve a verified copy.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceFailure {
+    #[error("catalog")]
+    Catalog(#[source] CatalogError),
+    #[error("{0}")]
+    Store(Source, #[source] StoreError),
+    /// The copy is there but does not verify.
+    #[error("{0} copy corrupt")]
+    Corrupt(Source, #[source] CopyProblem),
+}
+
+/// What is wrong with a copy that was read.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyProblem {
+    #[error("no {0} metadata and no catalog record to verify it against")]
+    Unverifiable(&'static str),
+    #[error("claims {0} bytes, more than any WAL file")]
+    TooLarge(u64),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+fn joined(failures: &[SourceFailure]) -> String {
+    failures.iter().map(|f| chain(f)).collect::<Vec<_>>().join("; ")
+}
+
+#[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// Every store answered "not found" and the catalog has no record.
     #[error("{0} is not in the archive")]
-    NotFound(String),
+    NotFound(WalFileName),
     /// A store (or the catalog) failed, and no verified copy was found:
     /// the file may exist, so recovery must not end here.
-    #[error("{name}: no verified copy, and stores failed: {}", errors.join("; "))]
-    StoreErrors { name: String, errors: Vec<String> },
+    #[error("{name}: no verified copy, and stores failed: {}", joined(failures))]
+    Unavailable {
+        name: WalFileName,
+        failures: Vec<SourceFailure>,
+    },
     /// Copies exist but none verifies, or the catalog lists the file and
     /// no store has it.
-    #[error("{name}: no verified copy: {}", problems.join("; "))]
-    NoVerifiedCopy { name: String, problems: Vec<String> },
+    #[error("{name}: no verified copy: {}", if failures.is_empty() { reason.to_string() } else { joined(failures) })]
+    NoVerifiedCopy {
+        name: WalFileName,
+        reason: &'static str,
+        failures: Vec<SourceFailure>,
+    },
     /// Two stores hold different, each self-consistent, copies.
     #[error("{name}: replicas disagree: {detail}")]
-    Disagreement { name: String, detail: String },
-}
-
-/// A replica store and which provider it is.
-pub struct Replica {
-    pub provider: Provider,
-    pub store: Arc<dyn ObjectStore>,
+    Disagreement { name: WalFileName, detail: String },
 }
 
 pub struct Fetcher {
@@ -67,7 +96,8 @@ pub struct Fetcher {
     pub catalog: Arc<dyn Catalog>,
     pub staging: Arc<dyn ObjectStore>,
     /// In the configured fetch order.
-    pub replicas: Vec<Replica>,
+    pub replicas: Replicas,
+    pub limits: RequestLimits,
     requests: AtomicU32,
 }
 
@@ -88,18 +118,28 @@ struct Candidate<'a> {
     expected: Option<Expected>,
 }
 
+/// Where to look for a file, as the catalog lookup decided.
+struct Plan<'a> {
+    candidates: Vec<Candidate<'a>>,
+    /// The catalog lists the file: "nowhere" is then an error, not absence.
+    listed: bool,
+    failures: Vec<SourceFailure>,
+}
+
 impl Fetcher {
     pub fn new(
         cluster: ClusterName,
         catalog: Arc<dyn Catalog>,
         staging: Arc<dyn ObjectStore>,
-        replicas: Vec<Replica>,
+        replicas: Replicas,
+        limits: RequestLimits,
     ) -> Self {
         Fetcher {
             cluster,
             catalog,
             staging,
             replicas,
+            limits,
             requests: AtomicU32::new(0),
         }
     }
@@ -110,75 +150,113 @@ impl Fetcher {
     }
 
     pub async fn fetch(&self, name: &WalFileName) -> Result<Fetched, FetchError> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let lookup = self.catalog.get(&self.cluster, name).await;
-        let (candidates, listed, catalog_error) = match lookup {
-            Ok(Some(record)) => {
-                if record.status == RecordStatus::Corrupt {
-                    return Err(FetchError::NoVerifiedCopy {
-                        name: name.to_string(),
-                        problems: vec![format!(
-                            "the catalog marks it corrupt: {}",
-                            record.detail.unwrap_or_default()
-                        )],
-                    });
-                }
-                (self.candidates_from_record(&record), true, None)
-            }
-            // Not yet replicated (or never pushed): only staging can have it.
-            Ok(None) => (vec![self.staging_candidate(name, None)], false, None),
-            Err(e) => {
-                tracing::warn!(file = %name, error = %e, "catalog unavailable; looking in the stores directly");
-                (self.candidates_by_layout(name), false, Some(e.to_string()))
-            }
-        };
-
-        let mut errors: Vec<String> = catalog_error.into_iter().collect();
-        let mut corrupt = Vec::new();
+        let Plan {
+            candidates,
+            listed,
+            mut failures,
+        } = self.plan(name).await?;
         for candidate in &candidates {
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let object = match candidate.store.get(&candidate.key).await {
-                Ok(object) => object,
-                Err(StoreError::NotFound { .. }) => continue,
-                Err(e) => {
-                    tracing::warn!(file = %name, source = %candidate.source, error = %e, "store failed; trying the next");
-                    errors.push(e.to_string());
-                    continue;
-                }
-            };
-            match verify(candidate, &object) {
-                Ok((bytes, sha256)) => {
-                    if candidate.expected.is_none() {
-                        self.check_agreement(name, candidate, &sha256, &candidates)
-                            .await?;
-                    }
-                    return Ok(Fetched {
-                        bytes,
-                        source: candidate.source,
-                    });
-                }
-                Err(problem) => {
-                    tracing::error!(file = %name, source = %candidate.source, key = %candidate.key, problem = %problem, "CORRUPT copy; trying the next");
-                    corrupt.push(format!("{} copy corrupt: {problem}", candidate.source));
-                }
+            match self.try_candidate(name, candidate, &candidates).await? {
+                Ok(fetched) => return Ok(fetched),
+                Err(None) => {}
+                Err(Some(failure)) => failures.push(failure),
             }
         }
-        let name = name.to_string();
-        if !errors.is_empty() {
-            errors.extend(corrupt);
-            Err(FetchError::StoreErrors { name, errors })
-        } else if !corrupt.is_empty() {
-            Err(FetchError::NoVerifiedCopy {
-                name,
-                problems: corrupt,
+        let available = failures.iter().all(|f| matches!(f, SourceFailure::Corrupt(..)));
+        match (available, failures.is_empty(), listed) {
+            (false, _, _) => Err(FetchError::Unavailable {
+                name: *name,
+                failures,
+            }),
+            (true, false, _) => Err(FetchError::NoVerifiedCopy {
+                name: *name,
+                reason: "every copy found is corrupt",
+                failures,
+            }),
+            (true, true, true) => Err(FetchError::NoVerifiedCopy {
+                name: *name,
+                reason: "the catalog lists it as archived but no store has it",
+                failures,
+            }),
+            (true, true, false) => Err(FetchError::NotFound(*name)),
+        }
+    }
+
+    /// Asks the catalog where the file is.
+    async fn plan(&self, name: &WalFileName) -> Result<Plan<'_>, FetchError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let lookup = self
+            .limits
+            .one_request()
+            .run(format!("catalog get {name}"), || self.catalog.get(&self.cluster, name))
+            .await;
+        Ok(match lookup {
+            Ok(Some(record)) if record.status == RecordStatus::Corrupt => {
+                return Err(FetchError::NoVerifiedCopy {
+                    name: *name,
+                    reason: "the catalog marks it corrupt: its staging copy failed verification",
+                    failures: Vec::new(),
+                })
+            }
+            Ok(Some(record)) => Plan {
+                candidates: self.candidates_from_record(&record),
+                listed: true,
+                failures: Vec::new(),
+            },
+            // Not yet replicated (or never pushed): only staging can have it.
+            Ok(None) => Plan {
+                candidates: vec![self.staging_candidate(name, None)],
+                listed: false,
+                failures: Vec::new(),
+            },
+            Err(e) => {
+                tracing::warn!(file = %name, error = %chain(&e), "catalog unavailable; looking in the stores directly");
+                Plan {
+                    candidates: self.candidates_by_layout(name),
+                    listed: false,
+                    failures: vec![SourceFailure::Catalog(e)],
+                }
+            }
+        })
+    }
+
+    /// A verified copy from `candidate`; `Err(None)` when it has none.
+    async fn try_candidate(
+        &self,
+        name: &WalFileName,
+        candidate: &Candidate<'_>,
+        all: &[Candidate<'_>],
+    ) -> Result<Result<Fetched, Option<SourceFailure>>, FetchError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let got = self
+            .limits
+            .one_request()
+            .run(format!("{} get {}", candidate.source, candidate.key), || {
+                candidate.store.get(&candidate.key)
             })
-        } else if listed {
-            Err(FetchError::NoVerifiedCopy {
-                name,
-                problems: vec!["the catalog lists it as archived but no store has it".into()],
-            })
-        } else {
-            Err(FetchError::NotFound(name))
+            .await;
+        let object = match got {
+            Ok(object) => object,
+            Err(StoreError::NotFound { .. }) => return Ok(Err(None)),
+            Err(e) => {
+                tracing::warn!(file = %name, source = %candidate.source, error = %chain(&e), "store failed; trying the next");
+                return Ok(Err(Some(SourceFailure::Store(candidate.source, e))));
+            }
+        };
+        match verify(candidate, &object) {
+            Ok((bytes, sha256)) => {
+                if candidate.expected.is_none() {
+                    self.check_agreement(name, candidate, &sha256, all).await?;
+                }
+                Ok(Ok(Fetched {
+                    bytes,
+                    source: candidate.source,
+                }))
+            }
+            Err(problem) => {
+                tracing::error!(file = %name, source = %candidate.source, key = %candidate.key, problem = %chain(&problem), "CORRUPT copy; trying the next");
+                Ok(Err(Some(SourceFailure::Corrupt(candidate.source, problem))))
+            }
         }
     }
 
@@ -201,7 +279,7 @@ impl Fetcher {
                 })
             })
             .collect();
-        // Until both replicas are confirmed the raw copy stays in staging.
+        // Until every replica is confirmed the raw copy stays in staging.
         if record.status != RecordStatus::Replicated {
             candidates.push(self.staging_candidate(&record.file, Some(expected)));
         }
@@ -248,37 +326,59 @@ impl Fetcher {
             .filter(|c| c.source != chosen.source && c.compressed)
         {
             self.requests.fetch_add(1, Ordering::Relaxed);
-            if let Ok(info) = other.store.head(&other.key).await {
-                if let Some(theirs) = info.sha256() {
-                    if &theirs != sha256 {
-                        return Err(FetchError::Disagreement {
-                            name: name.to_string(),
-                            detail: format!(
-                                "{} has sha256 {sha256}, {} has {theirs}",
-                                chosen.source, other.source
-                            ),
-                        });
-                    }
+            let head = self
+                .limits
+                .one_request()
+                .run(format!("{} head {}", other.source, other.key), || {
+                    other.store.head(&other.key)
+                })
+                .await;
+            let theirs = match head {
+                Ok(info) => info.sha256(),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => {
+                    tracing::warn!(file = %name, source = %other.source, error = %chain(&e), "cannot compare with this replica");
+                    None
                 }
+            };
+            if let Some(theirs) = theirs.filter(|t| t != sha256) {
+                return Err(FetchError::Disagreement {
+                    name: *name,
+                    detail: format!(
+                        "{} has sha256 {sha256}, {} has {theirs}",
+                        chosen.source, other.source
+                    ),
+                });
             }
         }
         Ok(())
     }
 }
 
+impl Retryable for FetchError {
+    /// Only absence is final; every other failure may clear (a provider
+    /// back, a copy repaired), and recovery must stop rather than promote.
+    fn is_permanent(&self) -> bool {
+        matches!(self, FetchError::NotFound(_))
+    }
+}
+
 /// Checks a fetched object; returns the raw bytes and their digest.
-fn verify(candidate: &Candidate<'_>, object: &Object) -> Result<(Vec<u8>, Sha256Hex), String> {
+fn verify(candidate: &Candidate<'_>, object: &Object) -> Result<(Vec<u8>, Sha256Hex), CopyProblem> {
     let expected = match &candidate.expected {
         Some(expected) => expected.clone(),
         None => {
-            let sha256 = object.info.sha256().ok_or("no sha256 metadata")?;
+            let sha256 = object
+                .info
+                .sha256()
+                .ok_or(CopyProblem::Unverifiable("sha256"))?;
             let size = if candidate.compressed {
                 object
                     .info
                     .metadata
-                    .get(META_RAW_SIZE)
+                    .get(meta::RAW_SIZE)
                     .and_then(|s| s.parse().ok())
-                    .ok_or("no raw-size metadata")?
+                    .ok_or(CopyProblem::Unverifiable("raw-size"))?
             } else {
                 object.info.size
             };
@@ -286,17 +386,13 @@ fn verify(candidate: &Candidate<'_>, object: &Object) -> Result<(Vec<u8>, Sha256
         }
     };
     if expected.size > MAX_SEGMENT_SIZE {
-        return Err(format!(
-            "claims {} bytes, more than any WAL file",
-            expected.size
-        ));
+        return Err(CopyProblem::TooLarge(expected.size));
     }
     let raw = if candidate.compressed {
-        codec::decompress_verified(&object.body, expected.size, &expected.sha256)
-            .map_err(|e| e.to_string())?
+        codec::decompress_verified(&object.body, expected.size, &expected.sha256)?
     } else {
         let raw = object.body.to_vec();
-        codec::verify(&raw, expected.size, &expected.sha256).map_err(|e| e.to_string())?;
+        codec::verify(&raw, expected.size, &expected.sha256)?;
         raw
     };
     Ok((raw, expected.sha256))

@@ -5,7 +5,3 @@ pub mod fetch;
 pub mod prefetch;
 pub mod push;
 pub mod spool;
-
-/// Metadata on archived (compressed) objects: the raw size, so a copy can
-/// be verified without the catalog. `sha256` (raw) is on every object.
-pub const META_RAW_SIZE: &str = "raw-size";

@@ -31,7 +31,7 @@ pub fn take(dir: &Path, name: &WalFileName, dest: &Path) -> std::io::Result<bool
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         // Another file system: copy, then drop the prefetched file.
-        Err(e) if e.raw_os_error() == Some(18) => {
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
             let bytes = std::fs::read(&prefetched)?;
             write_atomically(dest, &bytes)?;
             std::fs::remove_file(&prefetched)?;
@@ -87,7 +87,7 @@ pub async fn fill(
             Err(FetchError::NotFound(_)) => report.not_in_archive += 1,
             Err(e) => {
                 // PostgreSQL's own request will meet this error, and abort.
-                tracing::warn!(file = %segment, error = %e, "prefetch failed");
+                tracing::warn!(file = %segment, error = %crate::error::chain(&e), "prefetch failed");
                 report.failed += 1;
             }
         }

@@ -11,17 +11,12 @@ use tokio::time::Instant;
 use super::spool::Spool;
 use crate::catalog::{Catalog, CatalogError, RecordStatus};
 use crate::codec::Sha256Hex;
+use crate::error::Retryable;
 use crate::identity::{check_identity, IdentityError};
-use crate::keys::{staging_key, ClusterName};
-use crate::retry::retry_until;
+use crate::keys::{meta, staging_key, ClusterName};
+use crate::retry::{Budget, RequestLimits};
 use crate::store::{Metadata, ObjectStore, PutOutcome, StoreError};
 use crate::wal::{HeaderError, NameError, WalFileKind, WalFileName, WalHeader};
-
-/// Metadata the shipper puts on every staging object (besides `sha256`).
-pub const META_SIZE: &str = "size";
-pub const META_SYSTEM_IDENTIFIER: &str = "system-identifier";
-pub const META_PG_VERSION: &str = "pg-version";
-pub const META_HOST: &str = "host";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushOutcome {
@@ -37,26 +32,63 @@ pub enum PushOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
-    #[error("cannot read {path}: {reason}")]
-    Read { path: PathBuf, reason: String },
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     NotWalFile(#[from] NameError),
-    #[error("{name} is not a valid WAL segment: {source}")]
-    BadContent { name: String, source: HeaderError },
-    #[error("{name} refused: {source}")]
-    WrongCluster { name: String, source: IdentityError },
+    #[error("{name} is not a valid WAL segment")]
+    BadContent {
+        name: WalFileName,
+        #[source]
+        source: HeaderError,
+    },
+    #[error("{name} refused")]
+    WrongCluster {
+        name: WalFileName,
+        #[source]
+        source: IdentityError,
+    },
     #[error(
         "{name} is already archived with different content ({detail}); nothing was overwritten"
     )]
-    Conflict { name: String, detail: String },
-    #[error("{name}: stores unavailable, gave up after {waited:?}: {detail}")]
-    Unavailable {
-        name: String,
+    Conflict { name: WalFileName, detail: String },
+    /// The staging bucket failed; [`Retryable::is_permanent`] tells
+    /// whether waiting can help.
+    #[error("{name}: staging failed after {waited:?}")]
+    Store {
+        name: WalFileName,
         waited: Duration,
-        detail: String,
+        #[source]
+        source: StoreError,
     },
-    #[error("{name}: {detail}")]
-    Failed { name: String, detail: String },
+    /// The catalog failed, likewise.
+    #[error("{name}: catalog failed after {waited:?}")]
+    Catalog {
+        name: WalFileName,
+        waited: Duration,
+        #[source]
+        source: CatalogError,
+    },
+}
+
+impl Retryable for PushError {
+    /// Whether PostgreSQL's next call can succeed without a human: only
+    /// when a store or the catalog was unavailable.
+    fn is_permanent(&self) -> bool {
+        match self {
+            PushError::Store { source, .. } => source.is_permanent(),
+            PushError::Catalog { source, .. } => source.is_permanent(),
+            PushError::WrongCluster {
+                source: IdentityError::Store(e),
+                ..
+            } => e.is_permanent(),
+            _ => true,
+        }
+    }
 }
 
 pub struct Pusher {
@@ -67,6 +99,7 @@ pub struct Pusher {
     pub host: String,
     /// Total time one push may spend retrying transient failures.
     pub deadline: Duration,
+    pub limits: RequestLimits,
     pub spool: Spool,
     /// Files uploaded at once, the one asked for included.
     pub concurrency: usize,
@@ -112,7 +145,7 @@ impl Pusher {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(file = %follower.display(), error = %e, "parallel push failed; PostgreSQL's own call will retry it")
+                    tracing::warn!(file = %follower.display(), error = %crate::error::chain(&e), "parallel push failed; PostgreSQL's own call will retry it")
                 }
             }
         }
@@ -147,97 +180,123 @@ impl Pusher {
     /// Validates and stores one file; returns the outcome and the file's digest.
     pub async fn push_one(&self, path: &Path) -> Result<(PushOutcome, Sha256Hex), PushError> {
         let name = file_name(path)?;
-        let label = name.to_string();
         let bytes = Bytes::from(read(path).await?);
-        let deadline = Instant::now() + self.deadline;
+        let push = OnePush {
+            pusher: self,
+            name,
+            started: Instant::now(),
+            budget: Budget::until(Instant::now() + self.deadline, self.limits.timeout),
+        };
+        let metadata = push.check_content(&bytes).await?;
+        let sha = Sha256Hex::of(&bytes);
+        // Already archived and removed from staging? The catalog knows.
+        if let Some(outcome) = push.check_catalog(&sha).await? {
+            return Ok((outcome, sha));
+        }
+        let outcome = push.put(bytes, &sha, &metadata).await?;
+        // A different file archived between the catalog check and our put
+        // would leave ours a conflict the compress function refuses.
+        push.check_catalog(&sha).await?;
+        Ok((outcome, sha))
+    }
+}
+
+/// One file's push: its name, its budget, and when it started.
+struct OnePush<'a> {
+    pusher: &'a Pusher,
+    name: WalFileName,
+    started: Instant,
+    budget: Budget,
+}
+
+impl OnePush<'_> {
+    /// Checks a segment's header and cluster identity; returns the
+    /// metadata the staging object carries.
+    async fn check_content(&self, bytes: &Bytes) -> Result<Metadata, PushError> {
+        let pusher = self.pusher;
         let mut metadata = Metadata::from([
-            (META_SIZE.to_owned(), bytes.len().to_string()),
-            (META_HOST.to_owned(), self.host.clone()),
+            (meta::SIZE.to_owned(), bytes.len().to_string()),
+            (meta::HOST.to_owned(), pusher.host.clone()),
         ]);
-        if matches!(name.kind(), WalFileKind::Segment | WalFileKind::Partial) {
-            let header =
-                WalHeader::parse_file(&name, &bytes).map_err(|source| PushError::BadContent {
-                    name: label.clone(),
-                    source,
-                })?;
-            let check = retry_until(deadline, "identity", || async {
+        if !matches!(self.name.kind(), WalFileKind::Segment | WalFileKind::Partial) {
+            return Ok(metadata);
+        }
+        let header = WalHeader::parse_file(&self.name, bytes).map_err(|source| PushError::BadContent {
+            name: self.name,
+            source,
+        })?;
+        let label = self.name.to_string();
+        self.budget
+            .run("identity", || {
                 check_identity(
-                    self.staging.as_ref(),
-                    &self.cluster,
-                    self.pinned_system_identifier,
+                    pusher.staging.as_ref(),
+                    &pusher.cluster,
+                    pusher.pinned_system_identifier,
                     &header,
                     &label,
-                    &self.host,
+                    &pusher.host,
                 )
-                .await
-                .map_err(IdentityFailure)
-            });
-            check.await.map_err(|IdentityFailure(e)| match e {
-                IdentityError::Store(e) => self.store_failure(&label, deadline, e),
+            })
+            .await
+            .map_err(|e| match e {
+                IdentityError::Store(source) => self.store_failure(source),
                 other => PushError::WrongCluster {
-                    name: label.clone(),
+                    name: self.name,
                     source: other,
                 },
             })?;
-            metadata.insert(
-                META_SYSTEM_IDENTIFIER.to_owned(),
-                header.system_identifier.to_string(),
-            );
-            metadata.insert(META_PG_VERSION.to_owned(), header.pg_version.0.to_string());
-        }
-        let sha = Sha256Hex::of(&bytes);
+        metadata.insert(
+            meta::SYSTEM_IDENTIFIER.to_owned(),
+            header.system_identifier.to_string(),
+        );
+        metadata.insert(meta::PG_VERSION.to_owned(), header.pg_version.0.to_string());
+        Ok(metadata)
+    }
 
-        // Already archived and removed from staging? The catalog knows.
-        if let Some(outcome) = self.check_catalog(&name, &sha, deadline).await? {
-            return Ok((outcome, sha));
-        }
-        let key = staging_key(&self.cluster, &name);
-        let put = retry_until(deadline, "staging put", || {
-            self.staging
-                .put_if_absent(&key, bytes.clone(), &sha, &metadata)
-        })
-        .await;
-        let outcome = match put {
-            Ok(PutOutcome::Created { .. }) => PushOutcome::Stored,
+    async fn put(&self, bytes: Bytes, sha: &Sha256Hex, metadata: &Metadata) -> Result<PushOutcome, PushError> {
+        let key = staging_key(&self.pusher.cluster, &self.name);
+        let staging = &self.pusher.staging;
+        let put = self
+            .budget
+            .run(format!("staging put {key}"), || {
+                staging.put_if_absent(&key, bytes.clone(), sha, metadata)
+            })
+            .await;
+        match put {
+            Ok(PutOutcome::Created { .. }) => Ok(PushOutcome::Stored),
             Ok(PutOutcome::AlreadyPresent { .. }) => {
-                tracing::warn!(file = %name, "already in staging with the same content");
-                PushOutcome::AlreadyStaged
+                tracing::warn!(file = %self.name, "already in staging with the same content");
+                Ok(PushOutcome::AlreadyStaged)
             }
-            Err(StoreError::PreconditionFailed { detail, .. }) => {
-                return Err(PushError::Conflict {
-                    name: label,
-                    detail: format!("staging copy differs: {detail}"),
-                })
-            }
-            Err(e) => return Err(self.store_failure(&label, deadline, e)),
-        };
-        // A different file archived between the catalog check and our put
-        // would leave ours a conflict the compress function refuses.
-        self.check_catalog(&name, &sha, deadline).await?;
-        Ok((outcome, sha))
+            Err(StoreError::PreconditionFailed { detail, .. }) => Err(PushError::Conflict {
+                name: self.name,
+                detail: format!("staging copy differs: {detail}"),
+            }),
+            Err(e) => Err(self.store_failure(e)),
+        }
     }
 
     /// `Some(AlreadyArchived)` if the catalog holds these bytes, `None` if
     /// it holds nothing, a conflict if it holds other bytes.
-    async fn check_catalog(
-        &self,
-        name: &WalFileName,
-        sha: &Sha256Hex,
-        deadline: Instant,
-    ) -> Result<Option<PushOutcome>, PushError> {
-        let record = retry_until(deadline, "catalog get", || {
-            self.catalog.get(&self.cluster, name)
-        })
-        .await
-        .map_err(|e| self.catalog_failure(name, deadline, e))?;
+    async fn check_catalog(&self, sha: &Sha256Hex) -> Result<Option<PushOutcome>, PushError> {
+        let (catalog, cluster, name) = (&self.pusher.catalog, &self.pusher.cluster, &self.name);
+        let record = self
+            .budget
+            .run(format!("catalog get {name}"), || catalog.get(cluster, name))
+            .await
+            .map_err(|source| PushError::Catalog {
+                name: *name,
+                waited: self.started.elapsed(),
+                source,
+            })?;
         match record {
             None => Ok(None),
             Some(record) if record.status == RecordStatus::Corrupt => Err(PushError::Conflict {
-                name: name.to_string(),
+                name: *name,
                 detail: format!(
                     "the compress function found its staging copy corrupt ({}); after investigating, delete the staging object {} and the catalog record",
                     record.detail.unwrap_or_default(),
-                    staging_key(&self.cluster, name)
+                    staging_key(cluster, name)
                 ),
             }),
             Some(record) if &record.raw_sha256 == sha => {
@@ -245,50 +304,18 @@ impl Pusher {
                 Ok(Some(PushOutcome::AlreadyArchived))
             }
             Some(record) => Err(PushError::Conflict {
-                name: name.to_string(),
+                name: *name,
                 detail: format!("archived sha256 {}, this file {sha}", record.raw_sha256),
             }),
         }
     }
 
-    fn store_failure(&self, name: &str, deadline: Instant, e: StoreError) -> PushError {
-        self.failure(name, deadline, e.is_retryable(), e.to_string())
-    }
-
-    fn catalog_failure(&self, name: &WalFileName, deadline: Instant, e: CatalogError) -> PushError {
-        self.failure(&name.to_string(), deadline, e.is_retryable(), e.to_string())
-    }
-
-    fn failure(&self, name: &str, deadline: Instant, retryable: bool, detail: String) -> PushError {
-        if retryable {
-            PushError::Unavailable {
-                name: name.to_owned(),
-                waited: self
-                    .deadline
-                    .saturating_sub(deadline.saturating_duration_since(Instant::now())),
-                detail,
-            }
-        } else {
-            PushError::Failed {
-                name: name.to_owned(),
-                detail,
-            }
+    fn store_failure(&self, source: StoreError) -> PushError {
+        PushError::Store {
+            name: self.name,
+            waited: self.started.elapsed(),
+            source,
         }
-    }
-}
-
-/// Lets identity checks retry only on their store errors.
-struct IdentityFailure(IdentityError);
-
-impl crate::retry::Transient for IdentityFailure {
-    fn is_transient(&self) -> bool {
-        matches!(&self.0, IdentityError::Store(e) if e.is_retryable())
-    }
-}
-
-impl std::fmt::Display for IdentityFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
     }
 }
 
@@ -301,8 +328,8 @@ fn file_name(path: &Path) -> Result<WalFileName, PushError> {
 }
 
 async fn read(path: &Path) -> Result<Vec<u8>, PushError> {
-    tokio::fs::read(path).await.map_err(|e| PushError::Read {
+    tokio::fs::read(path).await.map_err(|source| PushError::Read {
         path: path.to_owned(),
-        reason: e.to_string(),
+        source,
     })
 }

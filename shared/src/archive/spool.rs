@@ -17,10 +17,6 @@ impl Spool {
         Spool { root: root.into() }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Markers of files stored by an earlier push on PostgreSQL's behalf.
     pub fn pushed_dir(&self) -> PathBuf {
         self.root.join("pushed")

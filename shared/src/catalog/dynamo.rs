@@ -1,33 +1,23 @@
-//! [`Catalog`] on DynamoDB.
+//! [`Catalog`] on DynamoDB. The client is built in [`crate::backends`];
+//! the SDK's own retries are off (see [`crate::retry`]).
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_dynamodb::Client;
 
-use super::record::{
-    CatalogRecord, RecordStatus, TargetState, UnixMillis, PARTITION_KEY, SORT_KEY,
-};
-use super::{Catalog, CatalogError, CreateOutcome, RecordPage, RecordRef};
-use crate::config::{Config, Provider};
+use super::record::{attr, CatalogRecord, RecordStatus, TargetState};
+use super::{Catalog, CatalogError, CatalogOperation, CreateOutcome, RecordPage, RecordRef};
+use crate::clock::UnixMillis;
+use crate::error::cause;
 use crate::keys::ClusterName;
+use crate::provider::Provider;
 use crate::wal::WalFileName;
 
 /// Records per query page: well under DynamoDB's 1 MB page limit.
 const PAGE_SIZE: i32 = 500;
-
-/// The DynamoDB client for the catalog (or the stand-in named by
-/// `WALVAULT_DYNAMODB_ENDPOINT`).
-pub fn dynamodb_client(sdk: &SdkConfig, config: &Config) -> Client {
-    let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk);
-    if let Some(endpoint) = &config.catalog.endpoint {
-        builder = builder.endpoint_url(endpoint);
-    }
-    Client::from_conf(builder.build())
-}
 
 pub struct DynamoCatalog {
     client: Client,
@@ -45,16 +35,16 @@ impl DynamoCatalog {
     fn key(cluster: &ClusterName, file: &WalFileName) -> HashMap<String, AttributeValue> {
         HashMap::from([
             (
-                PARTITION_KEY.to_owned(),
+                attr::CLUSTER.to_owned(),
                 AttributeValue::S(cluster.as_str().to_owned()),
             ),
-            (SORT_KEY.to_owned(), AttributeValue::S(file.to_string())),
+            (attr::FILE_NAME.to_owned(), AttributeValue::S(file.to_string())),
         ])
     }
 }
 
 fn classify<E>(
-    operation: &'static str,
+    operation: CatalogOperation,
     file: &WalFileName,
     err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
 ) -> CatalogError
@@ -62,44 +52,33 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let file = file.to_string();
-    let code = err.code().map(str::to_owned);
-    let detail = DisplayErrorContext(&err).to_string();
-    match (&err, code.as_deref()) {
-        (
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_),
-            _,
-        ) => CatalogError::Retryable {
-            operation,
-            file,
-            detail,
-        },
+    let transient = match (&err, err.code()) {
+        (SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_), _) => true,
         (_, Some("ConditionalCheckFailedException")) => {
-            CatalogError::ConditionFailed { file, detail }
+            return CatalogError::ConditionFailed { operation, file }
         }
-        (_, Some(code)) if is_retryable_code(code) => CatalogError::Retryable {
-            operation,
-            file,
-            detail,
-        },
-        _ if err
+        (_, Some(code)) if is_transient_code(code) => true,
+        _ => err
             .raw_response()
-            .is_some_and(|r| r.status().as_u16() >= 500) =>
-        {
-            CatalogError::Retryable {
-                operation,
-                file,
-                detail,
-            }
-        }
-        _ => CatalogError::Permanent {
+            .is_some_and(|r| r.status().as_u16() >= 500),
+    };
+    let source = cause(err);
+    if transient {
+        CatalogError::Transient {
             operation,
             file,
-            detail,
-        },
+            source,
+        }
+    } else {
+        CatalogError::Refused {
+            operation,
+            file,
+            source,
+        }
     }
 }
 
-fn is_retryable_code(code: &str) -> bool {
+fn is_transient_code(code: &str) -> bool {
     matches!(
         code,
         "ProvisionedThroughputExceededException"
@@ -123,6 +102,19 @@ fn updated_record(
     CatalogRecord::from_item(attributes)
 }
 
+/// `#sha = :sha`: the record still describes the referenced content.
+fn same_content(
+    request: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+    record: &RecordRef<'_>,
+) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    request
+        .expression_attribute_names("#sha", attr::RAW_SHA256)
+        .expression_attribute_values(
+            ":sha",
+            AttributeValue::S(record.raw_sha256.as_str().to_owned()),
+        )
+}
+
 #[async_trait]
 impl Catalog for DynamoCatalog {
     async fn get(
@@ -138,7 +130,7 @@ impl Catalog for DynamoCatalog {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| classify("get", file, e))?;
+            .map_err(|e| classify(CatalogOperation::Get, file, e))?;
         out.item().map(CatalogRecord::from_item).transpose()
     }
 
@@ -149,20 +141,22 @@ impl Catalog for DynamoCatalog {
             .table_name(&self.table)
             .set_item(Some(record.to_item()))
             .condition_expression("attribute_not_exists(#sk)")
-            .expression_attribute_names("#sk", SORT_KEY)
+            .expression_attribute_names("#sk", attr::FILE_NAME)
             .send()
             .await;
-        match result.map_err(|e| classify("create", &record.file, e)) {
+        match result.map_err(|e| classify(CatalogOperation::Create, &record.file, e)) {
             Ok(_) => Ok(CreateOutcome::Created),
             Err(CatalogError::ConditionFailed { .. }) => {
                 match self.get(&record.cluster, &record.file).await? {
                     Some(existing) => Ok(CreateOutcome::Exists(Box::new(existing))),
-                    // Created and removed in between: rare enough to hand back
-                    // to the caller's retry.
-                    None => Err(CatalogError::Retryable {
-                        operation: "create",
+                    // Created and removed in between: the caller's retry
+                    // creates it again.
+                    None => Err(CatalogError::Transient {
+                        operation: CatalogOperation::Create,
                         file: record.file.to_string(),
-                        detail: "record vanished right after a conflicting create".into(),
+                        source: crate::error::message(
+                            "record vanished right after a conflicting create",
+                        ),
                     }),
                 }
             }
@@ -177,29 +171,23 @@ impl Catalog for DynamoCatalog {
         target: &TargetState,
         at: UnixMillis,
     ) -> Result<CatalogRecord, CatalogError> {
-        let RecordRef {
-            cluster,
-            file,
-            raw_sha256,
-        } = record;
-        let out = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(cluster, file)))
+            .set_key(Some(Self::key(record.cluster, record.file)))
             .update_expression("SET #target = :target, #updated = :now")
             .condition_expression("#sha = :sha")
             .expression_attribute_names("#target", provider.as_str())
-            .expression_attribute_names("#updated", "updated_at")
-            .expression_attribute_names("#sha", "raw_sha256")
+            .expression_attribute_names("#updated", attr::UPDATED_AT)
             .expression_attribute_values(":target", target.to_attribute())
             .expression_attribute_values(":now", AttributeValue::N(at.to_string()))
-            .expression_attribute_values(":sha", AttributeValue::S(raw_sha256.as_str().to_owned()))
-            .return_values(ReturnValue::AllNew)
+            .return_values(ReturnValue::AllNew);
+        let out = same_content(request, &record)
             .send()
             .await
-            .map_err(|e| classify("record target", file, e))?;
-        updated_record(file, out.attributes())
+            .map_err(|e| classify(CatalogOperation::RecordTarget, record.file, e))?;
+        updated_record(record.file, out.attributes())
     }
 
     async fn set_status(
@@ -210,40 +198,20 @@ impl Catalog for DynamoCatalog {
         detail: Option<&str>,
         at: UnixMillis,
     ) -> Result<CatalogRecord, CatalogError> {
-        let RecordRef {
-            cluster,
-            file,
-            raw_sha256,
-        } = record;
         let from_placeholders: Vec<String> = (0..from.len()).map(|i| format!(":from{i}")).collect();
         let mut condition = format!(
             "#sha = :sha AND #status IN ({})",
             from_placeholders.join(", ")
         );
         let mut set = vec!["#status = :to", "#updated = :now"];
-        if to == RecordStatus::Replicated {
-            condition.push_str(" AND attribute_exists(#r2) AND attribute_exists(#b2)");
-            set.push("#replicated = :now");
-        }
-        if detail.is_some() {
-            set.push("#detail = :detail");
-        }
-        let mut update = format!("SET {}", set.join(", "));
-        if detail.is_none() {
-            update.push_str(" REMOVE #detail");
-        }
         let mut request = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(cluster, file)))
-            .update_expression(update)
-            .condition_expression(condition)
-            .expression_attribute_names("#sha", "raw_sha256")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#updated", "updated_at")
-            .expression_attribute_names("#detail", "detail")
-            .expression_attribute_values(":sha", AttributeValue::S(raw_sha256.as_str().to_owned()))
+            .set_key(Some(Self::key(record.cluster, record.file)))
+            .expression_attribute_names("#status", attr::STATUS)
+            .expression_attribute_names("#updated", attr::UPDATED_AT)
+            .expression_attribute_names("#detail", attr::DETAIL)
             .expression_attribute_values(":to", AttributeValue::S(to.as_str().to_owned()))
             .expression_attribute_values(":now", AttributeValue::N(at.to_string()))
             .return_values(ReturnValue::AllNew);
@@ -254,20 +222,30 @@ impl Catalog for DynamoCatalog {
             );
         }
         if to == RecordStatus::Replicated {
-            request = request
-                .expression_attribute_names("#r2", Provider::R2.as_str())
-                .expression_attribute_names("#b2", Provider::B2.as_str())
-                .expression_attribute_names("#replicated", "replicated_at");
+            for provider in Provider::ALL {
+                let name = format!("#{provider}");
+                condition.push_str(&format!(" AND attribute_exists({name})"));
+                request = request.expression_attribute_names(name, provider.as_str());
+            }
+            set.push("#replicated = :now");
+            request = request.expression_attribute_names("#replicated", attr::REPLICATED_AT);
         }
-        if let Some(detail) = detail {
-            request = request
-                .expression_attribute_values(":detail", AttributeValue::S(detail.to_owned()));
-        }
-        let out = request
+        let update = match detail {
+            Some(detail) => {
+                set.push("#detail = :detail");
+                request = request
+                    .expression_attribute_values(":detail", AttributeValue::S(detail.to_owned()));
+                format!("SET {}", set.join(", "))
+            }
+            None => format!("SET {} REMOVE #detail", set.join(", ")),
+        };
+        let out = same_content(request, &record)
+            .update_expression(update)
+            .condition_expression(condition)
             .send()
             .await
-            .map_err(|e| classify("set status", file, e))?;
-        updated_record(file, out.attributes())
+            .map_err(|e| classify(CatalogOperation::SetStatus, record.file, e))?;
+        updated_record(record.file, out.attributes())
     }
 
     async fn record_conflict(
@@ -283,37 +261,35 @@ impl Catalog for DynamoCatalog {
             .set_key(Some(Self::key(cluster, file)))
             .update_expression("ADD #conflicts :one SET #last = :detail, #updated = :now")
             .condition_expression("attribute_exists(#sk)")
-            .expression_attribute_names("#conflicts", "conflicts")
-            .expression_attribute_names("#last", "last_conflict")
-            .expression_attribute_names("#updated", "updated_at")
-            .expression_attribute_names("#sk", SORT_KEY)
+            .expression_attribute_names("#conflicts", attr::CONFLICTS)
+            .expression_attribute_names("#last", attr::LAST_CONFLICT)
+            .expression_attribute_names("#updated", attr::UPDATED_AT)
+            .expression_attribute_names("#sk", attr::FILE_NAME)
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
             .expression_attribute_values(":detail", AttributeValue::S(detail.to_owned()))
             .expression_attribute_values(":now", AttributeValue::N(at.to_string()))
             .send()
             .await
-            .map_err(|e| classify("record conflict", file, e))?;
+            .map_err(|e| classify(CatalogOperation::RecordConflict, file, e))?;
         Ok(())
     }
 
     async fn delete(&self, record: RecordRef<'_>) -> Result<(), CatalogError> {
-        let RecordRef {
-            cluster,
-            file,
-            raw_sha256,
-        } = record;
-        let result = self
-            .client
+        self.client
             .delete_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(cluster, file)))
+            .set_key(Some(Self::key(record.cluster, record.file)))
             .condition_expression("attribute_not_exists(#sk) OR #sha = :sha")
-            .expression_attribute_names("#sk", SORT_KEY)
-            .expression_attribute_names("#sha", "raw_sha256")
-            .expression_attribute_values(":sha", AttributeValue::S(raw_sha256.as_str().to_owned()))
+            .expression_attribute_names("#sk", attr::FILE_NAME)
+            .expression_attribute_names("#sha", attr::RAW_SHA256)
+            .expression_attribute_values(
+                ":sha",
+                AttributeValue::S(record.raw_sha256.as_str().to_owned()),
+            )
             .send()
-            .await;
-        result.map(|_| ()).map_err(|e| classify("delete", file, e))
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(CatalogOperation::Delete, record.file, e))
     }
 
     async fn list_page(
@@ -326,7 +302,7 @@ impl Catalog for DynamoCatalog {
             .query()
             .table_name(&self.table)
             .key_condition_expression("#pk = :cluster")
-            .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_names("#pk", attr::CLUSTER)
             .expression_attribute_values(":cluster", AttributeValue::S(cluster.as_str().to_owned()))
             .consistent_read(true)
             .limit(PAGE_SIZE);
@@ -337,7 +313,7 @@ impl Catalog for DynamoCatalog {
         let out = request
             .send()
             .await
-            .map_err(|e| classify("list", after.unwrap_or(&first), e))?;
+            .map_err(|e| classify(CatalogOperation::List, after.unwrap_or(&first), e))?;
         let records = out
             .items()
             .iter()
@@ -345,12 +321,12 @@ impl Catalog for DynamoCatalog {
             .collect::<Result<Vec<_>, _>>()?;
         let next = match out.last_evaluated_key() {
             Some(key) => Some(
-                key.get(SORT_KEY)
+                key.get(attr::FILE_NAME)
                     .and_then(|v| v.as_s().ok())
                     .and_then(|s| s.parse().ok())
                     .ok_or_else(|| CatalogError::Malformed {
                         file: "<page end>".into(),
-                        attribute: SORT_KEY.into(),
+                        attribute: attr::FILE_NAME.into(),
                         reason: "query returned an unreadable LastEvaluatedKey".into(),
                     })?,
             ),

@@ -1,20 +1,29 @@
 //! The DynamoDB catalog: one record per archived WAL file, changed only by
-//! conditional writes so that duplicate and concurrent events agree.
+//! conditional writes so that duplicate and concurrent events agree. One
+//! trait, the DynamoDB implementation, an in-memory one with the same
+//! conditions for fast tests, and a failure-injecting wrapper.
 
 mod dynamo;
+mod faulty;
+mod memory;
 mod record;
+
+use std::fmt;
 
 use async_trait::async_trait;
 
+use crate::clock::UnixMillis;
 use crate::codec::Sha256Hex;
-use crate::config::Provider;
+use crate::error::{Cause, Retryable};
 use crate::keys::ClusterName;
+use crate::provider::Provider;
+use crate::retry::TimedOut;
 use crate::wal::WalFileName;
 
-pub use dynamo::{dynamodb_client, DynamoCatalog};
-pub use record::{
-    now_millis, CatalogRecord, RecordStatus, TargetState, UnixMillis, PARTITION_KEY, SORT_KEY,
-};
+pub use dynamo::DynamoCatalog;
+pub use faulty::FaultyCatalog;
+pub use memory::MemoryCatalog;
+pub use record::{attr, CatalogRecord, RecordStatus, TargetState, PARTITION_KEY, SORT_KEY};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreateOutcome {
@@ -60,8 +69,8 @@ pub trait Catalog: Send + Sync {
     /// Creates the record unless one exists for the name.
     async fn create(&self, record: &CatalogRecord) -> Result<CreateOutcome, CatalogError>;
 
-    /// Records a confirmed replica, if the record still describes content
-    /// with the referenced content. Returns the record as it now stands.
+    /// Records a confirmed replica, if the record still describes the
+    /// referenced content. Returns the record as it now stands.
     async fn record_target(
         &self,
         record: RecordRef<'_>,
@@ -71,8 +80,8 @@ pub trait Catalog: Send + Sync {
     ) -> Result<CatalogRecord, CatalogError>;
 
     /// Moves the record to `to` from one of `from`. `Replicated` also
-    /// requires both replicas to be recorded. `detail` replaces the
-    /// human-readable reason (removed when `None`).
+    /// requires every provider's replica to be recorded. `detail` replaces
+    /// the human-readable reason (removed when `None`).
     async fn set_status(
         &self,
         record: RecordRef<'_>,
@@ -121,24 +130,64 @@ pub async fn list_all(
     }
 }
 
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+/// A catalog request, for errors, logs and fault injection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CatalogOperation {
+    Get,
+    Create,
+    RecordTarget,
+    SetStatus,
+    RecordConflict,
+    Delete,
+    List,
+}
+
+impl fmt::Display for CatalogOperation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CatalogOperation::Get => "get",
+            CatalogOperation::Create => "create",
+            CatalogOperation::RecordTarget => "record replica",
+            CatalogOperation::SetStatus => "set status",
+            CatalogOperation::RecordConflict => "record conflict",
+            CatalogOperation::Delete => "delete",
+            CatalogOperation::List => "list",
+        })
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CatalogError {
-    /// The record is not in the state the write required; retrying the same
-    /// write cannot help, re-reading the record can.
-    #[error("catalog: {file}: condition not met ({detail})")]
-    ConditionFailed { file: String, detail: String },
-    #[error("catalog: {operation} {file} failed, may succeed on retry: {detail}")]
-    Retryable {
-        operation: &'static str,
+    /// The record is not in the state the write required (absent, other
+    /// content, another status): the same write cannot succeed; re-reading
+    /// the record tells what happened.
+    #[error("catalog: {operation} {file}: the record is not in the state the write requires")]
+    ConditionFailed {
+        operation: CatalogOperation,
         file: String,
-        detail: String,
     },
-    #[error("catalog: {operation} {file} failed: {detail}")]
-    Permanent {
-        operation: &'static str,
+    /// Throttling, a 5xx, a reset connection: may succeed later.
+    #[error("catalog: {operation} {file} failed, may succeed on retry")]
+    Transient {
+        operation: CatalogOperation,
         file: String,
-        detail: String,
+        #[source]
+        source: Cause,
     },
+    /// Access denied, a missing table, a request DynamoDB does not accept:
+    /// needs a change of configuration or rights.
+    #[error("catalog: {operation} {file} refused")]
+    Refused {
+        operation: CatalogOperation,
+        file: String,
+        #[source]
+        source: Cause,
+    },
+    /// No answer within the time the attempt had: the write may still
+    /// have landed.
+    #[error(transparent)]
+    TimedOut(#[from] TimedOut),
+    /// An item walvault cannot read: written by something else, or damaged.
     #[error("catalog: record {file} has a bad {attribute}: {reason}")]
     Malformed {
         file: String,
@@ -147,8 +196,13 @@ pub enum CatalogError {
     },
 }
 
-impl CatalogError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, CatalogError::Retryable { .. })
+impl Retryable for CatalogError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            CatalogError::ConditionFailed { .. }
+            | CatalogError::Refused { .. }
+            | CatalogError::Malformed { .. } => true,
+            CatalogError::Transient { .. } | CatalogError::TimedOut(_) => false,
+        }
     }
 }

@@ -1,46 +1,92 @@
 //! The catalog record of one archived WAL file and its DynamoDB item form.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::CatalogError;
+use crate::clock::UnixMillis;
 use crate::codec::Sha256Hex;
-use crate::config::Provider;
 use crate::keys::ClusterName;
+use crate::provider::Provider;
 use crate::wal::{WalFileKind, WalFileName};
 
-/// Partition key: one partition per cluster.
-pub const PARTITION_KEY: &str = "cluster";
-/// Sort key: the WAL file name, so a query returns files in WAL order.
-pub const SORT_KEY: &str = "file_name";
+/// The item's attribute names: the table's key schema and every attribute
+/// walvault writes (the infra reads them from the contract, see
+/// [`crate::contract`]). Each replica is an attribute named after its
+/// provider (`r2`, `b2`), a map of [`TARGET_ATTRIBUTES`].
+pub mod attr {
+    /// Partition key: one partition per cluster.
+    pub const CLUSTER: &str = "cluster";
+    /// Sort key: the WAL file name, so a query returns files in WAL order.
+    pub const FILE_NAME: &str = "file_name";
+    pub const KIND: &str = "kind";
+    pub const TIMELINE: &str = "timeline";
+    pub const RAW_SIZE: &str = "raw_size";
+    pub const RAW_SHA256: &str = "raw_sha256";
+    pub const SYSTEM_IDENTIFIER: &str = "system_identifier";
+    pub const PG_VERSION: &str = "pg_version";
+    pub const COMPRESSED_SIZE: &str = "compressed_size";
+    pub const COMPRESSED_SHA256: &str = "compressed_sha256";
+    pub const STATUS: &str = "status";
+    pub const STAGED_AT: &str = "staged_at";
+    pub const CREATED_AT: &str = "created_at";
+    pub const UPDATED_AT: &str = "updated_at";
+    pub const REPLICATED_AT: &str = "replicated_at";
+    pub const CONFLICTS: &str = "conflicts";
+    pub const LAST_CONFLICT: &str = "last_conflict";
+    pub const DETAIL: &str = "detail";
 
-/// Milliseconds since the Unix epoch. Callers pass times in, so that tests
-/// and the retention planner can run on a simulated clock.
-pub type UnixMillis = u64;
+    /// Every top-level attribute but the per-provider replica maps.
+    pub const ALL: [&str; 18] = [
+        CLUSTER,
+        FILE_NAME,
+        KIND,
+        TIMELINE,
+        RAW_SIZE,
+        RAW_SHA256,
+        SYSTEM_IDENTIFIER,
+        PG_VERSION,
+        COMPRESSED_SIZE,
+        COMPRESSED_SHA256,
+        STATUS,
+        STAGED_AT,
+        CREATED_AT,
+        UPDATED_AT,
+        REPLICATED_AT,
+        CONFLICTS,
+        LAST_CONFLICT,
+        DETAIL,
+    ];
 
-pub fn now_millis() -> UnixMillis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    /// The fields of a replica map.
+    pub const TARGET_ATTRIBUTES: [&str; 4] = ["key", "size", "etag", "at"];
 }
+
+pub use attr::{CLUSTER as PARTITION_KEY, FILE_NAME as SORT_KEY};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RecordStatus {
     /// Recorded; replicas being written.
     Replicating,
-    /// One replica confirmed, the other still missing.
+    /// Some replica confirmed, another still missing.
     Partial,
-    /// Both replicas confirmed; the staging copy may go.
+    /// Every replica confirmed; the staging copy may go.
     Replicated,
     /// The staging object failed verification and was never replicated.
     Corrupt,
 }
 
 impl RecordStatus {
+    pub const ALL: [RecordStatus; 4] = [
+        RecordStatus::Replicating,
+        RecordStatus::Partial,
+        RecordStatus::Replicated,
+        RecordStatus::Corrupt,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             RecordStatus::Replicating => "replicating",
@@ -55,13 +101,10 @@ impl FromStr for RecordStatus {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "replicating" => Ok(RecordStatus::Replicating),
-            "partial" => Ok(RecordStatus::Partial),
-            "replicated" => Ok(RecordStatus::Replicated),
-            "corrupt" => Ok(RecordStatus::Corrupt),
-            other => Err(format!("unknown status {other:?}")),
-        }
+        RecordStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("unknown status {s:?}"))
     }
 }
 
@@ -92,8 +135,8 @@ pub struct CatalogRecord {
     pub compressed_size: Option<u64>,
     pub compressed_sha256: Option<Sha256Hex>,
     pub status: RecordStatus,
-    pub r2: Option<TargetState>,
-    pub b2: Option<TargetState>,
+    /// The replicas confirmed so far, by provider.
+    pub targets: BTreeMap<Provider, TargetState>,
     /// When the raw file reached the staging bucket.
     pub staged_at: UnixMillis,
     pub created_at: UnixMillis,
@@ -126,8 +169,7 @@ impl CatalogRecord {
             compressed_size: None,
             compressed_sha256: None,
             status: RecordStatus::Replicating,
-            r2: None,
-            b2: None,
+            targets: BTreeMap::new(),
             staged_at,
             created_at: now,
             updated_at: now,
@@ -139,52 +181,57 @@ impl CatalogRecord {
     }
 
     pub fn target(&self, provider: Provider) -> Option<&TargetState> {
-        match provider {
-            Provider::R2 => self.r2.as_ref(),
-            Provider::B2 => self.b2.as_ref(),
-        }
+        self.targets.get(&provider)
+    }
+
+    /// Whether every provider's replica is recorded.
+    pub fn has_every_target(&self) -> bool {
+        Provider::ALL.iter().all(|p| self.targets.contains_key(p))
+    }
+
+    /// The providers whose replica is not recorded yet.
+    pub fn missing_targets(&self) -> Vec<Provider> {
+        Provider::ALL
+            .into_iter()
+            .filter(|p| !self.targets.contains_key(p))
+            .collect()
     }
 
     pub fn to_item(&self) -> HashMap<String, AttributeValue> {
-        let mut item = HashMap::new();
         let s = |v: &str| AttributeValue::S(v.to_owned());
         let n = |v: u64| AttributeValue::N(v.to_string());
-        item.insert(PARTITION_KEY.into(), s(self.cluster.as_str()));
-        item.insert(SORT_KEY.into(), s(&self.file.to_string()));
-        item.insert("kind".into(), s(self.file.kind().as_str()));
-        item.insert("timeline".into(), n(u64::from(self.file.timeline())));
-        item.insert("raw_size".into(), n(self.raw_size));
-        item.insert("raw_sha256".into(), s(self.raw_sha256.as_str()));
-        item.insert("status".into(), s(self.status.as_str()));
-        item.insert("staged_at".into(), n(self.staged_at));
-        item.insert("created_at".into(), n(self.created_at));
-        item.insert("updated_at".into(), n(self.updated_at));
-        item.insert("conflicts".into(), n(self.conflicts));
-        if let Some(v) = self.system_identifier {
-            item.insert("system_identifier".into(), s(&v.to_string()));
-        }
-        if let Some(v) = self.pg_version {
-            item.insert("pg_version".into(), n(u64::from(v)));
-        }
-        if let Some(v) = self.compressed_size {
-            item.insert("compressed_size".into(), n(v));
-        }
-        if let Some(v) = &self.compressed_sha256 {
-            item.insert("compressed_sha256".into(), s(v.as_str()));
-        }
-        if let Some(v) = self.replicated_at {
-            item.insert("replicated_at".into(), n(v));
-        }
-        if let Some(v) = &self.last_conflict {
-            item.insert("last_conflict".into(), s(v));
-        }
-        if let Some(v) = &self.detail {
-            item.insert("detail".into(), s(v));
-        }
-        for provider in Provider::ALL {
-            if let Some(t) = self.target(provider) {
-                item.insert(provider.as_str().into(), t.to_attribute());
+        let mut item: HashMap<String, AttributeValue> = [
+            (attr::CLUSTER, s(self.cluster.as_str())),
+            (attr::FILE_NAME, s(&self.file.to_string())),
+            (attr::KIND, s(self.file.kind().as_str())),
+            (attr::TIMELINE, n(u64::from(self.file.timeline()))),
+            (attr::RAW_SIZE, n(self.raw_size)),
+            (attr::RAW_SHA256, s(self.raw_sha256.as_str())),
+            (attr::STATUS, s(self.status.as_str())),
+            (attr::STAGED_AT, n(self.staged_at)),
+            (attr::CREATED_AT, n(self.created_at)),
+            (attr::UPDATED_AT, n(self.updated_at)),
+            (attr::CONFLICTS, n(self.conflicts)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let optional = [
+            (attr::SYSTEM_IDENTIFIER, self.system_identifier.map(|v| s(&v.to_string()))),
+            (attr::PG_VERSION, self.pg_version.map(|v| n(u64::from(v)))),
+            (attr::COMPRESSED_SIZE, self.compressed_size.map(n)),
+            (attr::COMPRESSED_SHA256, self.compressed_sha256.as_ref().map(|v| s(v.as_str()))),
+            (attr::REPLICATED_AT, self.replicated_at.map(n)),
+            (attr::LAST_CONFLICT, self.last_conflict.as_deref().map(s)),
+            (attr::DETAIL, self.detail.as_deref().map(s)),
+        ];
+        for (name, value) in optional {
+            if let Some(value) = value {
+                item.insert(name.to_owned(), value);
             }
+        }
+        for (provider, target) in &self.targets {
+            item.insert(provider.as_str().to_owned(), target.to_attribute());
         }
         item
     }
@@ -192,73 +239,69 @@ impl CatalogRecord {
     pub fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Self, CatalogError> {
         let fields = Fields(item);
         let cluster = fields
-            .string(PARTITION_KEY)?
+            .string(attr::CLUSTER)?
             .parse()
-            .map_err(|e: crate::keys::KeyError| fields.malformed(PARTITION_KEY, e.to_string()))?;
+            .map_err(|e: crate::keys::KeyError| fields.malformed(attr::CLUSTER, e.to_string()))?;
         let file: WalFileName = fields
-            .string(SORT_KEY)?
+            .string(attr::FILE_NAME)?
             .parse()
-            .map_err(|e: crate::wal::NameError| fields.malformed(SORT_KEY, e.to_string()))?;
-        if let Some(kind) = fields.opt_string("kind")? {
-            let kind: WalFileKind = kind
-                .parse()
-                .map_err(|e: crate::wal::NameError| fields.malformed("kind", e.to_string()))?;
-            if kind != file.kind() {
-                return Err(fields.malformed(
-                    "kind",
-                    format!("{kind} does not match the file name {file}"),
-                ));
-            }
-        }
+            .map_err(|e: crate::wal::NameError| fields.malformed(attr::FILE_NAME, e.to_string()))?;
+        fields.check_kind(&file)?;
         let sha = |name: &str, v: String| {
             Sha256Hex::parse(&v).map_err(|e| fields.malformed(name, e.to_string()))
         };
+        let mut targets = BTreeMap::new();
+        for provider in Provider::ALL {
+            if let Some(target) = fields.target(provider)? {
+                targets.insert(provider, target);
+            }
+        }
         Ok(CatalogRecord {
             cluster,
             file,
-            raw_size: fields.number("raw_size")?,
-            raw_sha256: sha("raw_sha256", fields.string("raw_sha256")?)?,
+            raw_size: fields.number(attr::RAW_SIZE)?,
+            raw_sha256: sha(attr::RAW_SHA256, fields.string(attr::RAW_SHA256)?)?,
             system_identifier: fields
-                .opt_string("system_identifier")?
+                .opt_string(attr::SYSTEM_IDENTIFIER)?
                 .map(|v| {
                     v.parse()
-                        .map_err(|_| fields.malformed("system_identifier", v.clone()))
+                        .map_err(|_| fields.malformed(attr::SYSTEM_IDENTIFIER, "not a number".into()))
                 })
                 .transpose()?,
             pg_version: fields
-                .opt_number("pg_version")?
+                .opt_number(attr::PG_VERSION)?
                 .map(|v| {
-                    u32::try_from(v).map_err(|_| fields.malformed("pg_version", v.to_string()))
+                    u32::try_from(v).map_err(|_| fields.malformed(attr::PG_VERSION, "too large".into()))
                 })
                 .transpose()?,
-            compressed_size: fields.opt_number("compressed_size")?,
+            compressed_size: fields.opt_number(attr::COMPRESSED_SIZE)?,
             compressed_sha256: fields
-                .opt_string("compressed_sha256")?
-                .map(|v| sha("compressed_sha256", v))
+                .opt_string(attr::COMPRESSED_SHA256)?
+                .map(|v| sha(attr::COMPRESSED_SHA256, v))
                 .transpose()?,
             status: fields
-                .string("status")?
+                .string(attr::STATUS)?
                 .parse()
-                .map_err(|e| fields.malformed("status", e))?,
-            r2: fields.target(Provider::R2)?,
-            b2: fields.target(Provider::B2)?,
-            staged_at: fields.number("staged_at")?,
-            created_at: fields.number("created_at")?,
-            updated_at: fields.number("updated_at")?,
-            replicated_at: fields.opt_number("replicated_at")?,
-            conflicts: fields.opt_number("conflicts")?.unwrap_or(0),
-            last_conflict: fields.opt_string("last_conflict")?,
-            detail: fields.opt_string("detail")?,
+                .map_err(|e| fields.malformed(attr::STATUS, e))?,
+            targets,
+            staged_at: fields.number(attr::STAGED_AT)?,
+            created_at: fields.number(attr::CREATED_AT)?,
+            updated_at: fields.number(attr::UPDATED_AT)?,
+            replicated_at: fields.opt_number(attr::REPLICATED_AT)?,
+            conflicts: fields.opt_number(attr::CONFLICTS)?.unwrap_or(0),
+            last_conflict: fields.opt_string(attr::LAST_CONFLICT)?,
+            detail: fields.opt_string(attr::DETAIL)?,
         })
     }
 }
 
 impl TargetState {
     pub(crate) fn to_attribute(&self) -> AttributeValue {
-        let mut m = HashMap::new();
-        m.insert("key".to_owned(), AttributeValue::S(self.key.clone()));
-        m.insert("size".to_owned(), AttributeValue::N(self.size.to_string()));
-        m.insert("at".to_owned(), AttributeValue::N(self.at.to_string()));
+        let mut m = HashMap::from([
+            ("key".to_owned(), AttributeValue::S(self.key.clone())),
+            ("size".to_owned(), AttributeValue::N(self.size.to_string())),
+            ("at".to_owned(), AttributeValue::N(self.at.to_string())),
+        ]);
         if let Some(etag) = &self.etag {
             m.insert("etag".to_owned(), AttributeValue::S(etag.clone()));
         }
@@ -273,7 +316,7 @@ impl Fields<'_> {
     fn malformed(&self, attribute: &str, reason: String) -> CatalogError {
         let file = self
             .0
-            .get(SORT_KEY)
+            .get(attr::FILE_NAME)
             .and_then(|v| v.as_s().ok())
             .cloned()
             .unwrap_or_else(|| "<no file_name>".into());
@@ -281,6 +324,21 @@ impl Fields<'_> {
             file,
             attribute: attribute.to_owned(),
             reason,
+        }
+    }
+
+    /// The `kind` attribute, if present, must agree with the file name.
+    fn check_kind(&self, file: &WalFileName) -> Result<(), CatalogError> {
+        let Some(kind) = self.opt_string(attr::KIND)? else {
+            return Ok(());
+        };
+        let kind: WalFileKind = kind
+            .parse()
+            .map_err(|e: crate::wal::NameError| self.malformed(attr::KIND, e.to_string()))?;
+        if kind == file.kind() {
+            Ok(())
+        } else {
+            Err(self.malformed(attr::KIND, format!("{kind} does not match the file name {file}")))
         }
     }
 
@@ -303,7 +361,7 @@ impl Fields<'_> {
             Some(AttributeValue::N(n)) => n
                 .parse()
                 .map(Some)
-                .map_err(|_| self.malformed(name, format!("{n:?} is not a whole number"))),
+                .map_err(|_| self.malformed(name, "not a whole number".into())),
             Some(_) => Err(self.malformed(name, "not a number".into())),
         }
     }
@@ -367,13 +425,13 @@ pub(crate) mod tests {
         record.compressed_size = Some(1234);
         record.compressed_sha256 = Some(Sha256Hex::of(b"z"));
         record.status = RecordStatus::Replicated;
-        record.r2 = Some(TargetState {
+        record.targets.insert(Provider::R2, TargetState {
             key: "main/wal/000000010000000000000007.zst".into(),
             size: 1234,
             etag: Some("\"abc\"".into()),
             at: 5,
         });
-        record.b2 = Some(TargetState {
+        record.targets.insert(Provider::B2, TargetState {
             key: "main/wal/000000010000000000000007.zst".into(),
             size: 1234,
             etag: None,

@@ -13,8 +13,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::catalog::{CatalogRecord, UnixMillis};
-use crate::wal::{Segment, WalFileKind, WalFileName};
+use crate::catalog::CatalogRecord;
+use crate::clock::UnixMillis;
+use crate::wal::{Segment, SegmentSize, WalFileKind, WalFileName};
 
 /// One timeline switch from a `.history` file: `parent` ended at
 /// `switch_position` (a segment position, see [`position`]) and the child
@@ -68,7 +69,7 @@ pub type Position = (u32, u32);
 type Stretch = (u32, Position, Option<Position>);
 
 /// The line of `timeline`: `(timeline, from, to)` ranges of positions, from
-/// the first ancestor to the timeline itself (`to` is exclusive, `None` for
+/// the first ancestor to the timeline itself (`to` is inclusive, `None` for
 /// the open end). A switch position belongs to both sides: the child's first
 /// segment there starts with the parent's pages.
 fn line_of(timeline: u32, histories: &Histories) -> Vec<Stretch> {
@@ -205,7 +206,7 @@ pub fn plan(
 
 /// Reads a `.history` file: lines `parent_tli<TAB>X/Y<TAB>reason`, where
 /// `X/Y` is the switch LSN. Positions need the segment size.
-pub fn parse_history(text: &str, segment_size: u64) -> Result<Vec<Switch>, String> {
+pub fn parse_history(text: &str, segment_size: SegmentSize) -> Result<Vec<Switch>, String> {
     let mut switches = Vec::new();
     for line in text
         .lines()
@@ -224,8 +225,8 @@ pub fn parse_history(text: &str, segment_size: u64) -> Result<Vec<Switch>, Strin
             .ok_or_else(|| format!("bad LSN in {line:?}"))?;
         let lsn = (u64::from_str_radix(hi, 16).map_err(|_| format!("bad LSN in {line:?}"))? << 32)
             | u64::from_str_radix(lo, 16).map_err(|_| format!("bad LSN in {line:?}"))?;
-        let per_log = (1u64 << 32) / segment_size;
-        let segno = lsn / segment_size;
+        let per_log = segment_size.segments_per_log();
+        let segno = lsn / segment_size.bytes();
         switches.push(Switch {
             parent,
             switch_position: ((segno / per_log) as u32, (segno % per_log) as u32),
@@ -246,7 +247,7 @@ mod tests {
         CatalogRecord::replicating(
             "c".parse().unwrap(),
             file,
-            16 << 20,
+            SegmentSize::DEFAULT.bytes(),
             Sha256Hex::of(file.to_string().as_bytes()),
             staged_at,
             staged_at,
@@ -389,7 +390,7 @@ mod tests {
     fn history_files_parse_into_switch_positions() {
         let text =
             "1\t0/3000000\tno recovery target specified\n\n2\t1/A0000098\tbefore 2026-11-01\n";
-        let switches = parse_history(text, 16 << 20).unwrap();
+        let switches = parse_history(text, SegmentSize::DEFAULT).unwrap();
         assert_eq!(
             switches,
             [
@@ -403,8 +404,8 @@ mod tests {
                 }
             ]
         );
-        assert!(parse_history("garbage", 16 << 20).is_err());
-        assert!(parse_history("1\tzz/1\tx", 16 << 20).is_err());
+        assert!(parse_history("garbage", SegmentSize::DEFAULT).is_err());
+        assert!(parse_history("1\tzz/1\tx", SegmentSize::DEFAULT).is_err());
     }
 
     /// A tiny deterministic generator, so failures name a reproducible seed.

@@ -1,24 +1,27 @@
-//! Carrying out a retention plan: delete expired files from R2 and B2, then
-//! their catalog records. Idempotent: a file whose delete failed anywhere
-//! keeps its record, is planned again next run, and finished then.
+//! Carrying out a retention plan: delete expired files from every
+//! provider, then their catalog records. Idempotent: a file whose delete
+//! failed anywhere keeps its record, is planned again next run, and
+//! finished then.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use futures_util::future::join_all;
 use serde::Serialize;
+use tokio::time::Instant;
 
 use super::plan::{parse_history, plan, Histories};
-use crate::catalog::{
-    dynamodb_client, list_all, Catalog, CatalogError, CatalogRecord, DynamoCatalog, RecordRef,
-    UnixMillis,
-};
+use crate::backends::Replicas;
+use crate::catalog::{list_all, Catalog, CatalogError, CatalogRecord, RecordRef, RecordStatus};
+use crate::clock::UnixMillis;
 use crate::codec::decompress_verified;
-use crate::config::{Config, ConfigError, Provider};
+use crate::error::chain;
 use crate::keys::{archive_key, ClusterName};
-use crate::metrics::{MetricRecord, Unit};
-use crate::store::{configured_replica, ObjectStore};
-use crate::wal::{WalFileKind, WalFileName};
+use crate::metrics::{Metric, MetricRecord};
+use crate::provider::Provider;
+use crate::retry::{Budget, RequestLimits};
+use crate::wal::{SegmentSize, WalFileKind, WalFileName};
 
 /// Files expired per round of batched deletes.
 const DELETE_BATCH: usize = 500;
@@ -29,13 +32,13 @@ const CATALOG_CONCURRENCY: usize = 16;
 pub struct Sweeper {
     pub cluster: ClusterName,
     pub catalog: Arc<dyn Catalog>,
-    /// Clients whose credentials may delete.
-    pub r2: Arc<dyn ObjectStore>,
-    pub b2: Arc<dyn ObjectStore>,
+    /// Every provider's replica, with credentials that may delete.
+    pub replicas: Replicas,
     pub window: Duration,
     /// At most this many files deleted per run: a bound on what one run
     /// can do, whatever the plan says.
     pub max_deletes: usize,
+    pub limits: RequestLimits,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -43,8 +46,8 @@ pub struct SweepReport {
     pub dry_run: bool,
     pub records: usize,
     pub planned: usize,
-    pub deleted_r2: usize,
-    pub deleted_b2: usize,
+    /// Files deleted, per provider.
+    pub deleted: BTreeMap<Provider, usize>,
     pub catalog_removed: usize,
     pub bytes_freed: u64,
     /// Kept files by reason.
@@ -59,30 +62,19 @@ pub struct SweepReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
-    #[error(transparent)]
+    #[error("listing the catalog")]
     Catalog(#[from] CatalogError),
     /// Without every timeline's history the planner cannot tell which
     /// files other timelines need: nothing is deleted.
     #[error("cannot read timeline history {file}: {detail}")]
-    History { file: String, detail: String },
+    History { file: WalFileName, detail: String },
+    /// The replicated segments do not agree on one segment size, which
+    /// reading the histories needs: nothing is deleted.
+    #[error("the catalog's replicated segments have no single segment size: {0}")]
+    SegmentSize(String),
 }
 
 impl Sweeper {
-    /// The sweeper of one cold start, from configuration.
-    pub fn from_config(sdk: &aws_config::SdkConfig, config: &Config) -> Result<Self, ConfigError> {
-        Ok(Sweeper {
-            cluster: config.cluster.clone(),
-            catalog: Arc::new(DynamoCatalog::new(
-                dynamodb_client(sdk, config),
-                &config.catalog.table,
-            )),
-            r2: configured_replica(sdk, config, Provider::R2)?,
-            b2: configured_replica(sdk, config, Provider::B2)?,
-            window: config.retention,
-            max_deletes: config.retention_max_deletes,
-        })
-    }
-
     /// Plans at `now` and, unless `dry_run`, deletes until done, the cap,
     /// or `deadline`.
     pub async fn sweep(
@@ -91,8 +83,11 @@ impl Sweeper {
         dry_run: bool,
         deadline: Instant,
     ) -> Result<SweepReport, SweepError> {
-        let records = list_all(self.catalog.as_ref(), &self.cluster).await?;
-        let histories = self.histories(&records).await?;
+        let budget = self.limits.until(deadline);
+        let records = budget
+            .run("catalog list", || list_all(self.catalog.as_ref(), &self.cluster))
+            .await?;
+        let histories = self.histories(&records, &budget).await?;
         let plan = plan(&records, &histories, now, self.window.as_millis() as u64);
         let mut report = SweepReport {
             dry_run,
@@ -118,14 +113,14 @@ impl Sweeper {
             let allowed = plan.delete.len().min(self.max_deletes);
             let mut attempted = 0;
             for batch in plan.delete[..allowed].chunks(DELETE_BATCH) {
-                if Instant::now() >= deadline {
+                if budget.is_spent() {
                     break;
                 }
                 let batch: Vec<&CatalogRecord> = batch
                     .iter()
                     .filter_map(|f| by_name.get(f).copied())
                     .collect();
-                self.expire(&batch, &mut report).await;
+                self.expire(&batch, &budget, &mut report).await;
                 attempted += batch.len();
             }
             report.stopped_early = attempted < plan.delete.len();
@@ -134,31 +129,34 @@ impl Sweeper {
         Ok(report)
     }
 
-    /// Deletes a batch of files from both providers (batched requests),
-    /// then the records of those gone from both.
-    async fn expire(&self, batch: &[&CatalogRecord], report: &mut SweepReport) {
+    /// Deletes a batch of files from every provider (batched requests),
+    /// then the records of those gone from all.
+    async fn expire(&self, batch: &[&CatalogRecord], budget: &Budget, report: &mut SweepReport) {
         let keys: Vec<String> = batch
             .iter()
             .map(|r| archive_key(&r.cluster, &r.file))
             .collect();
-        let (r2, b2) = tokio::join!(self.r2.delete_many(&keys), self.b2.delete_many(&keys));
+        let deletes = self.replicas.iter().map(|replica| async {
+            match tokio::time::timeout(budget.left(), replica.store.delete_many(&keys)).await {
+                Ok(results) => results.into_iter().map(|r| r.map_err(|e| chain(&e))).collect(),
+                Err(_) => vec![Err(format!("{}: deletes cut off at the deadline", replica.provider)); keys.len()],
+            }
+        });
+        let results: Vec<Vec<Result<(), String>>> = join_all(deletes).await;
         let mut gone: Vec<&CatalogRecord> = Vec::new();
-        for ((record, r2), b2) in batch.iter().zip(r2).zip(b2) {
+        for (i, record) in batch.iter().enumerate() {
             let mut all_gone = true;
-            for (provider, result) in [(Provider::R2, r2), (Provider::B2, b2)] {
-                match result {
+            for (replica, results) in self.replicas.iter().zip(&results) {
+                match &results[i] {
                     Ok(()) => {
-                        match provider {
-                            Provider::R2 => report.deleted_r2 += 1,
-                            Provider::B2 => report.deleted_b2 += 1,
-                        }
-                        if record.target(provider).is_some() {
+                        *report.deleted.entry(replica.provider).or_default() += 1;
+                        if record.target(replica.provider).is_some() {
                             report.bytes_freed += record.compressed_size.unwrap_or(0);
                         }
                     }
                     Err(e) => {
                         all_gone = false;
-                        report.errors.push(e.to_string());
+                        report.errors.push(e.clone());
                     }
                 }
             }
@@ -166,98 +164,101 @@ impl Sweeper {
                 gone.push(record);
             }
         }
-        // Catalog deletes are conditional, so one request each: a few at a time.
+        self.remove_records(&gone, budget, report).await;
+    }
+
+    /// Removes the records of files gone from every provider; conditional
+    /// deletes are one request each, so a few at a time.
+    async fn remove_records(&self, gone: &[&CatalogRecord], budget: &Budget, report: &mut SweepReport) {
         for chunk in gone.chunks(CATALOG_CONCURRENCY) {
-            let mut deletes = tokio::task::JoinSet::new();
-            for record in chunk {
-                let catalog = Arc::clone(&self.catalog);
-                let (cluster, file, sha) = (
-                    record.cluster.clone(),
-                    record.file,
-                    record.raw_sha256.clone(),
-                );
-                deletes.spawn(async move {
-                    catalog
-                        .delete(RecordRef {
-                            cluster: &cluster,
-                            file: &file,
-                            raw_sha256: &sha,
-                        })
-                        .await
-                });
-            }
-            while let Some(done) = deletes.join_next().await {
-                match done {
-                    Ok(Ok(())) => report.catalog_removed += 1,
-                    Ok(Err(e)) => report.errors.push(e.to_string()),
-                    Err(e) => report.errors.push(format!("catalog delete task: {e}")),
+            let deletes = chunk.iter().map(|record| {
+                budget.run(format!("catalog delete {}", record.file), || {
+                    self.catalog.delete(RecordRef::of(record))
+                })
+            });
+            for result in join_all(deletes).await {
+                match result {
+                    Ok(()) => report.catalog_removed += 1,
+                    Err(e) => report.errors.push(chain(&e)),
                 }
             }
         }
     }
 
-    /// Reads every archived `.history` file (from R2, else B2), verified.
-    async fn histories(&self, records: &[CatalogRecord]) -> Result<Histories, SweepError> {
-        let segment_size = records
-            .iter()
-            .find(|r| r.file.kind() == WalFileKind::Segment)
-            .map(|r| r.raw_size)
-            .unwrap_or(16 << 20);
+    /// Reads every archived `.history` file (from the first provider with
+    /// a verified copy).
+    async fn histories(&self, records: &[CatalogRecord], budget: &Budget) -> Result<Histories, SweepError> {
         let mut histories = Histories::new();
-        for record in records
+        let history_records: Vec<&CatalogRecord> = records
             .iter()
             .filter(|r| r.file.kind() == WalFileKind::History)
-        {
+            .collect();
+        if history_records.is_empty() {
+            return Ok(histories);
+        }
+        let segment_size = segment_size(records).map_err(SweepError::SegmentSize)?;
+        for record in history_records {
             let WalFileName::History { timeline } = record.file else {
                 continue;
             };
-            let text = self.read_verified(record).await?;
-            let switches =
-                parse_history(&text, segment_size).map_err(|detail| SweepError::History {
-                    file: record.file.to_string(),
-                    detail,
-                })?;
+            let text = self.read_verified(record, budget).await?;
+            let switches = parse_history(&text, segment_size).map_err(|detail| SweepError::History {
+                file: record.file,
+                detail,
+            })?;
             histories.insert(timeline, switches);
         }
         Ok(histories)
     }
 
-    async fn read_verified(&self, record: &CatalogRecord) -> Result<String, SweepError> {
+    async fn read_verified(&self, record: &CatalogRecord, budget: &Budget) -> Result<String, SweepError> {
         let key = archive_key(&record.cluster, &record.file);
         let mut problems = Vec::new();
-        for store in [&self.r2, &self.b2] {
-            match store.get(&key).await {
-                Ok(object) => {
-                    match decompress_verified(&object.body, record.raw_size, &record.raw_sha256) {
-                        Ok(raw) => return Ok(String::from_utf8_lossy(&raw).into_owned()),
-                        Err(e) => problems.push(format!("{}: {e}", store.name())),
-                    }
-                }
-                Err(e) => problems.push(e.to_string()),
+        for replica in self.replicas.iter() {
+            let got = budget
+                .run(format!("{} get {key}", replica.provider), || replica.store.get(&key))
+                .await;
+            match got {
+                Ok(object) => match decompress_verified(&object.body, record.raw_size, &record.raw_sha256) {
+                    Ok(raw) => return Ok(String::from_utf8_lossy(&raw).into_owned()),
+                    Err(e) => problems.push(format!("{}: {e}", replica.provider)),
+                },
+                Err(e) => problems.push(chain(&e)),
             }
         }
         Err(SweepError::History {
-            file: record.file.to_string(),
+            file: record.file,
             detail: problems.join("; "),
         })
     }
 
     fn emit(&self, report: &SweepReport) {
-        let deleted = report.catalog_removed as f64;
-        MetricRecord::new(self.cluster.as_str())
-            .metric("RetentionDeleted", deleted, Unit::Count)
-            .metric(
-                "RetentionBytesFreed",
-                report.bytes_freed as f64,
-                Unit::Bytes,
-            )
-            .metric("RetentionErrors", report.errors.len() as f64, Unit::Count)
-            .metric(
-                "RetentionAgeOnlyFallback",
+        let mut record = MetricRecord::new(self.cluster.as_str());
+        record
+            .add(Metric::RetentionDeleted, report.catalog_removed as f64)
+            .add(Metric::RetentionBytesFreed, report.bytes_freed as f64)
+            .add(Metric::RetentionErrors, report.errors.len() as f64)
+            .add(
+                Metric::RetentionAgeOnlyFallback,
                 if report.age_only_fallback { 1.0 } else { 0.0 },
-                Unit::Count,
             )
-            .property("report", serde_json::to_value(report).unwrap_or_default())
-            .emit();
+            .property("report", serde_json::to_value(report).unwrap_or_default());
+        record.emit();
     }
+}
+
+/// The cluster's segment size: what every replicated segment's size says.
+/// (A corrupt record's size is that of the bad object, so it does not count.)
+fn segment_size(records: &[CatalogRecord]) -> Result<SegmentSize, String> {
+    let mut sizes = records
+        .iter()
+        .filter(|r| r.file.kind() == WalFileKind::Segment && r.status == RecordStatus::Replicated)
+        .map(|r| r.raw_size);
+    let Some(first) = sizes.next() else {
+        return Err("no replicated segment to take it from".into());
+    };
+    if let Some(other) = sizes.find(|s| *s != first) {
+        return Err(format!("both {first} and {other} bytes"));
+    }
+    SegmentSize::new(first).map_err(|e| e.to_string())
 }

@@ -1,107 +1,92 @@
-//! A wrapper that makes chosen operations of a store fail, and counts every
-//! call, so that failure paths are tested with the real store behind it.
+//! [`ObjectStore`] with failures injected on chosen requests (see
+//! [`crate::fault`]), over any other store.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::ops::Deref;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ListPage, Metadata, Object, ObjectInfo, ObjectStore, PutOutcome, StoreError};
+use super::{ListPage, Metadata, Object, ObjectInfo, ObjectStore, Operation, PutOutcome, StoreError};
 use crate::codec::Sha256Hex;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operation {
-    Put,
-    Get,
-    Head,
-    Delete,
-    List,
-}
-
-impl Operation {
-    fn as_str(&self) -> &'static str {
-        match self {
-            Operation::Put => "put",
-            Operation::Get => "get",
-            Operation::Head => "head",
-            Operation::Delete => "delete",
-            Operation::List => "list",
-        }
-    }
-}
-
-#[derive(Default)]
-struct Faults {
-    /// Failures still to inject per operation; `None` means until healed.
-    remaining: HashMap<Operation, Option<u32>>,
-    calls: HashMap<Operation, u64>,
-}
+use crate::error::message;
+use crate::fault::{Fault, Injector};
 
 pub struct FaultyStore<S> {
     inner: S,
-    faults: Mutex<Faults>,
+    faults: Injector<Operation>,
 }
 
 impl<S: ObjectStore> FaultyStore<S> {
     pub fn new(inner: S) -> Self {
         FaultyStore {
             inner,
-            faults: Mutex::new(Faults::default()),
+            faults: Injector::default(),
         }
-    }
-
-    /// The next `times` calls of `operation` fail as retryable.
-    pub fn fail_next(&self, operation: Operation, times: u32) {
-        self.lock().remaining.insert(operation, Some(times));
-    }
-
-    /// Every call of `operation` fails until [`FaultyStore::heal`].
-    pub fn fail_always(&self, operation: Operation) {
-        self.lock().remaining.insert(operation, None);
-    }
-
-    pub fn heal(&self) {
-        self.lock().remaining.clear();
-    }
-
-    /// Calls of `operation` so far, failed ones included.
-    pub fn calls(&self, operation: Operation) -> u64 {
-        self.lock().calls.get(&operation).copied().unwrap_or(0)
     }
 
     pub fn inner(&self) -> &S {
         &self.inner
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Faults> {
-        // A panic while holding this lock is a test failure already; the
-        // counters are still usable.
-        self.faults.lock().unwrap_or_else(|p| p.into_inner())
+    fn error(&self, operation: Operation, key: &str, fault: Fault) -> StoreError {
+        let store = self.inner.name().to_owned();
+        let key = key.to_owned();
+        match fault {
+            Fault::NotFound => StoreError::NotFound { store, key },
+            Fault::PreconditionFailed => StoreError::PreconditionFailed {
+                store,
+                key,
+                detail: "injected fault".into(),
+            },
+            Fault::Refused => StoreError::Refused {
+                store,
+                operation,
+                key,
+                source: message("injected fault: access denied"),
+            },
+            Fault::Transient | Fault::Hang | Fault::Corrupt | Fault::LostAnswer => {
+                StoreError::Transient {
+                    store,
+                    operation,
+                    key,
+                    source: message("injected fault: 503 service unavailable"),
+                }
+            }
+        }
     }
 
-    fn enter(&self, operation: Operation, key: &str) -> Result<(), StoreError> {
-        let mut faults = self.lock();
-        *faults.calls.entry(operation).or_default() += 1;
-        let inject = match faults.remaining.get_mut(&operation) {
-            None => false,
-            Some(None) => true,
-            Some(Some(0)) => false,
-            Some(Some(n)) => {
-                *n -= 1;
-                true
+    /// Runs `call` unless the injected `fault` replaces or spoils it.
+    async fn apply<T, F>(&self, fault: Option<Fault>, operation: Operation, key: &str, call: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        match fault {
+            None | Some(Fault::Corrupt) => call.await,
+            Some(Fault::Hang) => std::future::pending().await,
+            Some(Fault::LostAnswer) => {
+                let _ = call.await;
+                Err(self.error(operation, key, Fault::LostAnswer))
             }
-        };
-        if inject {
-            Err(StoreError::Retryable {
-                store: self.inner.name().to_owned(),
-                operation: operation.as_str(),
-                key: key.to_owned(),
-                detail: "injected fault".into(),
-            })
-        } else {
-            Ok(())
+            Some(fault) => Err(self.error(operation, key, fault)),
         }
+    }
+
+    async fn call<T, F>(&self, operation: Operation, key: &str, call: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let fault = self.faults.enter(operation, key);
+        self.apply(fault, operation, key, call).await
+    }
+}
+
+/// The injector's controls: `fail_next`, `fail_always`, `fail_key`, `heal`,
+/// `calls`, `injected`.
+impl<S> Deref for FaultyStore<S> {
+    type Target = Injector<Operation>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.faults
     }
 }
 
@@ -118,23 +103,36 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
         sha256: &Sha256Hex,
         metadata: &Metadata,
     ) -> Result<PutOutcome, StoreError> {
-        self.enter(Operation::Put, key)?;
-        self.inner.put_if_absent(key, body, sha256, metadata).await
+        self.call(
+            Operation::Put,
+            key,
+            self.inner.put_if_absent(key, body, sha256, metadata),
+        )
+        .await
     }
 
     async fn get(&self, key: &str) -> Result<Object, StoreError> {
-        self.enter(Operation::Get, key)?;
-        self.inner.get(key).await
+        let fault = self.faults.enter(Operation::Get, key);
+        let mut object = self
+            .apply(fault, Operation::Get, key, self.inner.get(key))
+            .await?;
+        if fault == Some(Fault::Corrupt) {
+            let mut body = object.body.to_vec();
+            if let Some(first) = body.first_mut() {
+                *first ^= 0xFF;
+            }
+            object.body = Bytes::from(body);
+        }
+        Ok(object)
     }
 
     async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
-        self.enter(Operation::Head, key)?;
-        self.inner.head(key).await
+        self.call(Operation::Head, key, self.inner.head(key)).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.enter(Operation::Delete, key)?;
-        self.inner.delete(key).await
+        self.call(Operation::Delete, key, self.inner.delete(key))
+            .await
     }
 
     async fn list_page(
@@ -142,80 +140,86 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
         prefix: &str,
         start_after: Option<&str>,
     ) -> Result<ListPage, StoreError> {
-        self.enter(Operation::List, prefix)?;
-        self.inner.list_page(prefix, start_after).await
+        self.call(
+            Operation::List,
+            prefix,
+            self.inner.list_page(prefix, start_after),
+        )
+        .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Retryable;
+    use crate::retry::Budget;
+    use crate::store::MemoryStore;
+    use std::time::Duration;
 
-    /// A store that answers every call with "not found": enough to see
-    /// which calls reach it.
-    struct Empty;
-
-    #[async_trait]
-    impl ObjectStore for Empty {
-        fn name(&self) -> &str {
-            "empty"
-        }
-        async fn put_if_absent(
-            &self,
-            _: &str,
-            _: Bytes,
-            _: &Sha256Hex,
-            _: &Metadata,
-        ) -> Result<PutOutcome, StoreError> {
-            Ok(PutOutcome::Created { etag: None })
-        }
-        async fn get(&self, key: &str) -> Result<Object, StoreError> {
-            Err(StoreError::NotFound {
-                store: "empty".into(),
-                key: key.into(),
-            })
-        }
-        async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
-            Err(StoreError::NotFound {
-                store: "empty".into(),
-                key: key.into(),
-            })
-        }
-        async fn delete(&self, _: &str) -> Result<(), StoreError> {
-            Ok(())
-        }
-        async fn list_page(&self, _: &str, _: Option<&str>) -> Result<ListPage, StoreError> {
-            Ok(ListPage {
-                objects: vec![],
-                truncated: false,
-            })
-        }
+    async fn store_with(key: &str) -> FaultyStore<MemoryStore> {
+        let store = FaultyStore::new(MemoryStore::new("mem"));
+        store
+            .put_if_absent(key, Bytes::from_static(b"body"), &Sha256Hex::of(b"body"), &Metadata::new())
+            .await
+            .unwrap();
+        store
     }
 
     #[tokio::test]
     async fn injects_the_requested_number_of_failures_then_passes_through() {
-        let store = FaultyStore::new(Empty);
-        store.fail_next(Operation::Get, 2);
+        let store = store_with("k").await;
+        store.fail_next(Operation::Get, Fault::Transient, 2);
         for _ in 0..2 {
-            assert!(store.get("k").await.unwrap_err().is_retryable());
+            assert!(!store.get("k").await.unwrap_err().is_permanent());
         }
-        assert!(store.get("k").await.unwrap_err().is_not_found());
-        assert_eq!(store.calls(Operation::Get), 3);
+        assert!(store.get("k").await.is_ok());
+        assert!(store.get("missing").await.unwrap_err().is_not_found());
+        assert_eq!(store.calls(Operation::Get), 4);
         assert_eq!(store.calls(Operation::Head), 0);
+        assert_eq!(store.injected(), 2);
     }
 
     #[tokio::test]
-    async fn fails_always_until_healed() {
-        let store = FaultyStore::new(Empty);
-        store.fail_always(Operation::Delete);
-        for _ in 0..5 {
-            assert!(store.delete("k").await.unwrap_err().is_retryable());
+    async fn every_class_fails_as_documented() {
+        for fault in Fault::ALL {
+            let store = store_with("k").await;
+            store.fail_next(Operation::Get, fault, 1);
+            let result = tokio::time::timeout(Duration::from_millis(50), store.get("k")).await;
+            match (fault, result) {
+                (Fault::Hang, Err(_elapsed)) => {}
+                (Fault::Corrupt, Ok(Ok(o))) => assert_ne!(&o.body[..], b"body"),
+                (Fault::NotFound, Ok(Err(e))) => assert!(e.is_not_found()),
+                (Fault::PreconditionFailed | Fault::Refused, Ok(Err(e))) => {
+                    assert!(e.is_permanent())
+                }
+                (Fault::Transient | Fault::LostAnswer, Ok(Err(e))) => assert!(!e.is_permanent()),
+                (fault, other) => panic!("{fault:?}: {other:?}"),
+            }
         }
-        assert!(
-            store.head("k").await.unwrap_err().is_not_found(),
-            "other operations unaffected"
-        );
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_still_carries_the_request_out() {
+        let store = FaultyStore::new(MemoryStore::new("mem"));
+        store.fail_next(Operation::Put, Fault::LostAnswer, 1);
+        let sha = Sha256Hex::of(b"x");
+        let lost = store
+            .put_if_absent("k", Bytes::from_static(b"x"), &sha, &Metadata::new())
+            .await;
+        assert!(!lost.unwrap_err().is_permanent());
+        assert!(store.inner().object("k").is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hang_is_cut_off_by_the_budget_and_faults_can_target_keys() {
+        let store = store_with("a/1").await;
+        store.fail_key(Operation::Head, "a/", Fault::Hang);
+        let budget = Budget::attempts(2, Duration::from_secs(1));
+        let result = budget.run("head a/1", || store.head("a/1")).await;
+        assert!(matches!(result, Err(StoreError::TimedOut(_))));
+        assert!(store.head("b/1").await.unwrap_err().is_not_found());
         store.heal();
-        assert!(store.delete("k").await.is_ok());
+        assert!(store.head("a/1").await.is_ok());
     }
 }

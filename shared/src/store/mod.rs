@@ -1,23 +1,26 @@
-//! One small trait over the three object stores (staging S3, R2, B2), typed
-//! errors that say whether a retry can help, the real S3 implementation and a
-//! failure-injecting wrapper for tests.
+//! One small trait over the three object stores (staging S3, R2, B2),
+//! typed errors that say whether a retry can help, the real S3
+//! implementation, an in-memory one with the same semantics for fast
+//! tests, and a failure-injecting wrapper.
 
 mod faulty;
+mod memory;
 mod s3;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::codec::Sha256Hex;
+use crate::error::{Cause, Retryable};
+use crate::retry::TimedOut;
 
-pub use faulty::{FaultyStore, Operation};
-pub use s3::{
-    build_sdk_config, configured_replica, replica_store, sdk_loader, staging_store, ConditionalPut,
-    S3Store,
-};
+pub use faulty::FaultyStore;
+pub use memory::MemoryStore;
+pub use s3::{ConditionalPut, S3Store};
 
 /// User metadata on every object walvault writes: the sha256 of the raw WAL
 /// bytes. Two objects under one key are "the same" exactly when this matches,
@@ -134,41 +137,83 @@ pub async fn list_all(
     }
 }
 
+/// A store request, for errors, logs and fault injection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Operation {
+    Put,
+    Get,
+    Head,
+    Delete,
+    List,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Operation::Put => "put",
+            Operation::Get => "get",
+            Operation::Head => "head",
+            Operation::Delete => "delete",
+            Operation::List => "list",
+        })
+    }
+}
+
 /// What went wrong talking to a store, sorted by what the caller can do.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// Nothing is stored under the key (or, for a whole listing, nothing
+    /// under the prefix). Deletes count it as success; fetch moves on to
+    /// the next store.
     #[error("{store}: {key} not found")]
     NotFound { store: String, key: String },
-    /// A different object already holds the key; retrying cannot help.
+    /// A different object already holds the key and was left untouched:
+    /// writing the same thing again cannot help.
     #[error("{store}: {key} already holds different content ({detail})")]
     PreconditionFailed {
         store: String,
         key: String,
         detail: String,
     },
-    /// Timeouts, throttling, 5xx, connection failures: may work later.
-    #[error("{store}: {operation} {key} failed, may succeed on retry: {detail}")]
-    Retryable {
+    /// The store refused the request and will refuse it again: access
+    /// denied, a missing bucket, a request it does not accept. Needs a
+    /// change of configuration or rights.
+    #[error("{store}: {operation} {key} refused")]
+    Refused {
         store: String,
-        operation: &'static str,
+        operation: Operation,
         key: String,
-        detail: String,
+        #[source]
+        source: Cause,
     },
-    /// Access denied, bad request, missing bucket: needs a human.
-    #[error("{store}: {operation} {key} failed: {detail}")]
-    Permanent {
+    /// Throttling, a 5xx, a reset connection, a body cut short: the same
+    /// request may succeed later.
+    #[error("{store}: {operation} {key} failed, may succeed on retry")]
+    Transient {
         store: String,
-        operation: &'static str,
+        operation: Operation,
         key: String,
-        detail: String,
+        #[source]
+        source: Cause,
     },
+    /// No answer within the time the attempt had: the request may still
+    /// have landed.
+    #[error(transparent)]
+    TimedOut(#[from] TimedOut),
+}
+
+impl Retryable for StoreError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            StoreError::NotFound { .. }
+            | StoreError::PreconditionFailed { .. }
+            | StoreError::Refused { .. } => true,
+            StoreError::Transient { .. } | StoreError::TimedOut(_) => false,
+        }
+    }
 }
 
 impl StoreError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Retryable { .. })
-    }
-
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
     }

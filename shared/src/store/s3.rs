@@ -1,28 +1,24 @@
 //! [`ObjectStore`] over aws-sdk-s3, for AWS S3 (staging), Cloudflare R2 and
-//! Backblaze B2.
+//! Backblaze B2. Clients are built in [`crate::backends`]; the SDK's own
+//! retries are off (see [`crate::retry`]).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
-use aws_sdk_s3::config::{
-    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
 use super::{
-    ListPage, Metadata, Object, ObjectInfo, ObjectStore, PutOutcome, StoreError, SHA256_METADATA,
+    ListPage, Metadata, Object, ObjectInfo, ObjectStore, Operation, PutOutcome, StoreError,
+    SHA256_METADATA,
 };
 use crate::codec::Sha256Hex;
-use crate::config::{Config, ConfigError, Provider, ReplicaConfig, ReplicaCredentials};
+use crate::error::{cause, message, Cause};
 
 /// How a store makes a create conditional.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,96 +44,22 @@ pub struct S3Store {
 /// Keys per `DeleteObjects` request: S3's limit.
 const DELETE_BATCH: usize = 1000;
 
-/// The SDK settings shared by every client: timeouts per attempt, bounded
-/// retries. Credentials and region come from the standard AWS chain unless
-/// the caller sets them on the loader.
-pub fn sdk_loader(config: &Config) -> ConfigLoader {
-    let timeouts = TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(5).min(config.request_timeout))
-        .operation_attempt_timeout(config.request_timeout)
-        .build();
-    aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(timeouts)
-        .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts))
-}
-
-pub async fn build_sdk_config(config: &Config) -> SdkConfig {
-    sdk_loader(config).load().await
-}
-
-/// The staging bucket on AWS S3 (or the stand-in named by
-/// `WALVAULT_STAGING_ENDPOINT`).
-pub fn staging_store(sdk: &SdkConfig, config: &Config) -> S3Store {
-    let mut builder = aws_sdk_s3::config::Builder::from(sdk);
-    if let Some(endpoint) = &config.staging.endpoint {
-        builder = builder.endpoint_url(endpoint).force_path_style(true);
-    }
-    S3Store::new(
-        "staging",
-        Client::from_conf(builder.build()),
-        &config.staging.bucket,
-        ConditionalPut::IfNoneMatch,
-    )
-}
-
-/// R2 or B2: static credentials, path-style addressing, and checksums only
-/// when an operation requires them (neither provider accepts the SDK's
-/// default CRC trailers everywhere).
-pub fn replica_store(
-    sdk: &SdkConfig,
-    replica: &ReplicaConfig,
-    conditional: ConditionalPut,
-) -> Result<S3Store, ConfigError> {
-    let credentials = match &replica.credentials {
-        ReplicaCredentials::Keys {
-            access_key_id,
-            secret_access_key,
-        } => Credentials::new(
-            access_key_id.clone(),
-            secret_access_key.expose().to_owned(),
-            None,
-            None,
-            "walvault-config",
-        ),
-        ReplicaCredentials::SecretArn(_) => return Err(ConfigError::Unresolved(replica.provider)),
-    };
-    let conf = aws_sdk_s3::config::Builder::from(sdk)
-        .credentials_provider(credentials)
-        .region(Region::new(replica.region.clone()))
-        .endpoint_url(&replica.endpoint)
-        .force_path_style(true)
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .build();
-    Ok(S3Store::new(
-        replica.provider.as_str(),
-        Client::from_conf(conf),
-        &replica.bucket,
-        conditional,
-    ))
-}
-
-/// The configured replica on `provider`, as a shared store handle.
-pub fn configured_replica(
-    sdk: &SdkConfig,
-    config: &Config,
-    provider: Provider,
-) -> Result<Arc<dyn ObjectStore>, ConfigError> {
-    Ok(Arc::new(replica_store(
-        sdk,
-        config.replica(provider)?,
-        ConditionalPut::IfNoneMatch,
-    )?))
-}
-
 impl S3Store {
-    pub fn new(name: &str, client: Client, bucket: &str, conditional: ConditionalPut) -> Self {
+    /// A store named `name` (in logs and errors) over `bucket`. With
+    /// `batch_delete` false, deletes go one key at a time.
+    pub fn new(
+        name: &str,
+        client: Client,
+        bucket: &str,
+        conditional: ConditionalPut,
+        batch_delete: bool,
+    ) -> Self {
         S3Store {
             name: name.to_owned(),
             client,
             bucket: bucket.to_owned(),
             if_none_match: AtomicBool::new(conditional == ConditionalPut::IfNoneMatch),
-            batch_delete: AtomicBool::new(true),
+            batch_delete: AtomicBool::new(batch_delete),
         }
     }
 
@@ -157,39 +79,39 @@ impl S3Store {
         }
     }
 
-    fn classify<E>(
+    fn error<E>(
         &self,
-        operation: &'static str,
+        operation: Operation,
         key: &str,
         err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
     ) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let status = err.raw_response().map(|r| r.status().as_u16());
-        let code = err.code().map(str::to_owned);
-        let detail = DisplayErrorContext(&err).to_string();
-        match classify(&err, status, code.as_deref()) {
-            Class::NotFound => StoreError::NotFound {
-                store: self.name.clone(),
-                key: key.to_owned(),
-            },
+        let class = classify(&err);
+        self.classified(class, operation, key, cause(err))
+    }
+
+    fn classified(&self, class: Class, operation: Operation, key: &str, source: Cause) -> StoreError {
+        let (store, key) = (self.name.clone(), key.to_owned());
+        match class {
+            Class::NotFound => StoreError::NotFound { store, key },
             Class::PreconditionFailed => StoreError::PreconditionFailed {
-                store: self.name.clone(),
-                key: key.to_owned(),
-                detail,
+                store,
+                key,
+                detail: source.to_string(),
             },
-            Class::Retryable => StoreError::Retryable {
-                store: self.name.clone(),
+            Class::Transient => StoreError::Transient {
+                store,
                 operation,
-                key: key.to_owned(),
-                detail,
+                key,
+                source,
             },
-            Class::Permanent => StoreError::Permanent {
-                store: self.name.clone(),
+            Class::Refused => StoreError::Refused {
+                store,
                 operation,
-                key: key.to_owned(),
-                detail,
+                key,
+                source,
             },
         }
     }
@@ -218,19 +140,10 @@ impl S3Store {
         }
         match request.send().await {
             Ok(out) => Ok(out.e_tag().map(str::to_owned)),
-            Err(err) => {
-                let status = err.raw_response().map(|r| r.status().as_u16());
-                let code = err.code().map(str::to_owned);
-                if if_none_match && conditional_unsupported(status, code.as_deref()) {
-                    return Err(PutFailure::ConditionalUnsupported);
-                }
-                if status == Some(409) {
-                    // ConditionalRequestConflict: another conditional write
-                    // to this key is in flight; its outcome decides.
-                    return Err(PutFailure::ConcurrentWrite);
-                }
-                Err(PutFailure::Store(self.classify("put", key, err)))
+            Err(err) if if_none_match && not_implemented(&err) => {
+                Err(PutFailure::ConditionalUnsupported)
             }
+            Err(err) => Err(PutFailure::Store(self.error(Operation::Put, key, err))),
         }
     }
 
@@ -245,15 +158,13 @@ impl S3Store {
             Some(stored) if &stored == sha256 => Ok(PutOutcome::AlreadyPresent {
                 etag: existing.etag,
             }),
-            Some(stored) => Err(StoreError::PreconditionFailed {
+            stored => Err(StoreError::PreconditionFailed {
                 store: self.name.clone(),
                 key: key.to_owned(),
-                detail: format!("stored sha256 {stored}, ours {sha256}"),
-            }),
-            None => Err(StoreError::PreconditionFailed {
-                store: self.name.clone(),
-                key: key.to_owned(),
-                detail: "stored object has no sha256 metadata: not written by walvault".into(),
+                detail: match stored {
+                    Some(stored) => format!("stored sha256 {stored}, ours {sha256}"),
+                    None => "stored object has no sha256 metadata: not written by walvault".into(),
+                },
             }),
         }
     }
@@ -272,8 +183,8 @@ impl S3Store {
         let etag = match self.put(key, body, sha256, metadata, false).await {
             Ok(etag) => etag,
             Err(PutFailure::Store(e)) => return Err(e),
-            Err(PutFailure::ConditionalUnsupported | PutFailure::ConcurrentWrite) => {
-                return Err(self.retryable_conflict(key))
+            Err(PutFailure::ConditionalUnsupported) => {
+                unreachable!("a plain put sends no condition")
             }
         };
         match self.compare_existing(key, sha256).await? {
@@ -282,17 +193,6 @@ impl S3Store {
         }
     }
 
-    fn retryable_conflict(&self, key: &str) -> StoreError {
-        StoreError::Retryable {
-            store: self.name.clone(),
-            operation: "put",
-            key: key.to_owned(),
-            detail: "a concurrent write to the same key was still in flight".into(),
-        }
-    }
-}
-
-impl S3Store {
     /// One `DeleteObjects` request; `None` when the store does not take
     /// batches (then per-key deletes from now on).
     async fn delete_batch(&self, keys: &[String]) -> Option<Vec<Result<(), StoreError>>> {
@@ -308,51 +208,46 @@ impl S3Store {
             .quiet(true)
             .build()
             .ok()?;
-        match self
+        let sent = self
             .client
             .delete_objects()
             .bucket(&self.bucket)
             .delete(delete)
             .send()
-            .await
-        {
+            .await;
+        match sent {
             Ok(out) => {
-                let failed: std::collections::HashMap<&str, String> = out
+                let failed: HashMap<&str, (Class, String)> = out
                     .errors()
                     .iter()
                     .filter_map(|e| {
-                        Some((
-                            e.key()?,
-                            format!(
-                                "{}: {}",
-                                e.code().unwrap_or("error"),
-                                e.message().unwrap_or("")
-                            ),
-                        ))
+                        let class = classify_response(None, e.code());
+                        let text = format!("{}: {}", e.code().unwrap_or("error"), e.message().unwrap_or(""));
+                        Some((e.key()?, (class, text)))
                     })
                     .collect();
                 Some(
                     keys.iter()
                         .map(|key| match failed.get(key.as_str()) {
                             None => Ok(()),
-                            Some(detail) => Err(StoreError::Retryable {
-                                store: self.name.clone(),
-                                operation: "delete",
-                                key: key.clone(),
-                                detail: detail.clone(),
-                            }),
+                            Some((Class::NotFound, _)) => Ok(()),
+                            Some((class, text)) => Err(self.classified(
+                                *class,
+                                Operation::Delete,
+                                key,
+                                message(text.clone()),
+                            )),
                         })
                         .collect(),
                 )
             }
+            Err(err) if not_implemented(&err) => {
+                tracing::warn!(store = %self.name, "store does not implement DeleteObjects; deleting key by key from now on");
+                self.batch_delete.store(false, Ordering::Relaxed);
+                None
+            }
             Err(err) => {
-                let status = err.raw_response().map(|r| r.status().as_u16());
-                if conditional_unsupported(status, err.code()) {
-                    tracing::warn!(store = %self.name, "store does not implement DeleteObjects; deleting key by key from now on");
-                    self.batch_delete.store(false, Ordering::Relaxed);
-                    return None;
-                }
-                let error = self.classify("delete", &format!("{} keys", keys.len()), err);
+                let error = self.error(Operation::Delete, &format!("{} keys", keys.len()), err);
                 Some(keys.iter().map(|_| Err(error.clone())).collect())
             }
         }
@@ -361,32 +256,45 @@ impl S3Store {
 
 enum PutFailure {
     ConditionalUnsupported,
-    ConcurrentWrite,
     Store(StoreError),
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
     NotFound,
     PreconditionFailed,
-    Retryable,
-    Permanent,
+    Transient,
+    Refused,
 }
 
-fn classify<E, R>(err: &SdkError<E, R>, status: Option<u16>, code: Option<&str>) -> Class {
+fn classify<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Class
+where
+    R: HasStatus,
+{
     match err {
-        SdkError::ConstructionFailure(_) => Class::Permanent,
+        SdkError::ConstructionFailure(_) => Class::Refused,
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            Class::Retryable
+            Class::Transient
         }
-        _ => classify_response(status, code),
+        _ => classify_response(err.raw_response().map(HasStatus::status), err.code()),
+    }
+}
+
+/// Lets [`classify`] read the status of the SDK's raw response type.
+trait HasStatus {
+    fn status(&self) -> u16;
+}
+
+impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status(&self) -> u16 {
+        self.status().as_u16()
     }
 }
 
 fn classify_response(status: Option<u16>, code: Option<&str>) -> Class {
     match (status, code) {
         // A missing bucket is a configuration error, not a missing object.
-        (_, Some("NoSuchBucket")) => Class::Permanent,
+        (_, Some("NoSuchBucket")) => Class::Refused,
         (Some(404), _) | (_, Some("NoSuchKey" | "NotFound")) => Class::NotFound,
         (Some(412), _) | (_, Some("PreconditionFailed")) => Class::PreconditionFailed,
         (
@@ -397,23 +305,38 @@ fn classify_response(status: Option<u16>, code: Option<&str>) -> Class {
                 | "ThrottlingException"
                 | "RequestTimeout"
                 | "InternalError"
-                | "ServiceUnavailable",
+                | "ServiceUnavailable"
+                // A concurrent conditional write to the key is in flight:
+                // its outcome decides, so the caller's next try settles it.
+                | "ConditionalRequestConflict",
             ),
-        ) => Class::Retryable,
-        (Some(408 | 409 | 429), _) => Class::Retryable,
-        (Some(s), _) if s >= 500 && s != 501 => Class::Retryable,
-        _ => Class::Permanent,
+        ) => Class::Transient,
+        (Some(408 | 409 | 429), _) => Class::Transient,
+        (Some(s), _) if s >= 500 && s != 501 => Class::Transient,
+        _ => Class::Refused,
     }
 }
 
 /// Whether a failure means "this store does not implement the feature"
 /// (`If-None-Match` on PUT, `DeleteObjects`) rather than a real failure.
-fn conditional_unsupported(status: Option<u16>, code: Option<&str>) -> bool {
-    status == Some(501) || matches!(code, Some("NotImplemented"))
+fn not_implemented<E: ProvideErrorMetadata>(
+    err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> bool {
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    status == Some(501) || err.code() == Some("NotImplemented")
 }
 
 fn to_system_time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<SystemTime> {
     t.and_then(|t| SystemTime::try_from(*t).ok())
+}
+
+fn lower_case_metadata(m: Option<&HashMap<String, String>>) -> Metadata {
+    m.map(|m| {
+        m.iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 #[async_trait]
@@ -432,28 +355,17 @@ impl ObjectStore for S3Store {
         if !self.if_none_match.load(Ordering::Relaxed) {
             return self.put_head_and_compare(key, body, sha256, metadata).await;
         }
-        // A 409 means a racing conditional write has not finished yet; give
-        // it a moment to settle into a 412 or a visible object.
-        for backoff_ms in [50u64, 200, 800] {
-            match self.put(key, body.clone(), sha256, metadata, true).await {
-                Ok(etag) => return Ok(PutOutcome::Created { etag }),
-                Err(PutFailure::Store(StoreError::PreconditionFailed { .. })) => {
-                    return self.compare_existing(key, sha256).await
-                }
-                Err(PutFailure::Store(e)) => return Err(e),
-                Err(PutFailure::ConditionalUnsupported) => {
-                    tracing::warn!(store = %self.name, "store does not implement If-None-Match; using HEAD-and-compare from now on");
-                    self.if_none_match.store(false, Ordering::Relaxed);
-                    return self.put_head_and_compare(key, body, sha256, metadata).await;
-                }
-                Err(PutFailure::ConcurrentWrite) => {
-                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await
-                }
+        match self.put(key, body.clone(), sha256, metadata, true).await {
+            Ok(etag) => Ok(PutOutcome::Created { etag }),
+            Err(PutFailure::Store(StoreError::PreconditionFailed { .. })) => {
+                self.compare_existing(key, sha256).await
             }
-        }
-        match self.compare_existing(key, sha256).await {
-            Err(StoreError::NotFound { .. }) => Err(self.retryable_conflict(key)),
-            decided => decided,
+            Err(PutFailure::Store(e)) => Err(e),
+            Err(PutFailure::ConditionalUnsupported) => {
+                tracing::warn!(store = %self.name, "store does not implement If-None-Match; using HEAD-and-compare from now on");
+                self.if_none_match.store(false, Ordering::Relaxed);
+                self.put_head_and_compare(key, body, sha256, metadata).await
+            }
         }
     }
 
@@ -465,43 +377,32 @@ impl ObjectStore for S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| self.classify("get", key, e))?;
+            .map_err(|e| self.error(Operation::Get, key, e))?;
         let info = ObjectInfo {
             key: key.to_owned(),
             size: out.content_length().unwrap_or_default().max(0) as u64,
             etag: out.e_tag().map(str::to_owned),
             last_modified: to_system_time(out.last_modified()),
-            metadata: out
-                .metadata()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            metadata: lower_case_metadata(out.metadata()),
+        };
+        let transient = |source: Cause| StoreError::Transient {
+            store: self.name.clone(),
+            operation: Operation::Get,
+            key: key.to_owned(),
+            source,
         };
         let body = out
             .body
             .collect()
             .await
-            .map_err(|e| StoreError::Retryable {
-                store: self.name.clone(),
-                operation: "get",
-                key: key.to_owned(),
-                detail: format!("reading the body: {e}"),
-            })?;
-        let body = body.into_bytes();
+            .map_err(|e| transient(cause(e)))?
+            .into_bytes();
         if body.len() as u64 != info.size {
-            return Err(StoreError::Retryable {
-                store: self.name.clone(),
-                operation: "get",
-                key: key.to_owned(),
-                detail: format!(
-                    "body was {} bytes, Content-Length said {}",
-                    body.len(),
-                    info.size
-                ),
-            });
+            return Err(transient(message(format!(
+                "body was {} bytes, Content-Length said {}",
+                body.len(),
+                info.size
+            ))));
         }
         Ok(Object { info, body })
     }
@@ -514,37 +415,27 @@ impl ObjectStore for S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| self.classify("head", key, e))?;
+            .map_err(|e| self.error(Operation::Head, key, e))?;
         Ok(ObjectInfo {
             key: key.to_owned(),
             size: out.content_length().unwrap_or_default().max(0) as u64,
             etag: out.e_tag().map(str::to_owned),
             last_modified: to_system_time(out.last_modified()),
-            metadata: out
-                .metadata()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            metadata: lower_case_metadata(out.metadata()),
         })
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        match self
+        let sent = self
             .client
             .delete_object()
             .bucket(&self.bucket)
             .key(key)
             .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => match self.classify("delete", key, e) {
-                StoreError::NotFound { .. } => Ok(()),
-                other => Err(other),
-            },
+            .await;
+        match sent.map_err(|e| self.error(Operation::Delete, key, e)) {
+            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(other) => Err(other),
         }
     }
 
@@ -579,7 +470,7 @@ impl ObjectStore for S3Store {
         let out = request
             .send()
             .await
-            .map_err(|e| self.classify("list", prefix, e))?;
+            .map_err(|e| self.error(Operation::List, prefix, e))?;
         let objects = out
             .contents()
             .iter()
@@ -607,47 +498,19 @@ mod tests {
     #[test]
     fn responses_are_sorted_by_what_a_retry_can_do() {
         assert_eq!(classify_response(Some(404), None), Class::NotFound);
-        assert_eq!(
-            classify_response(Some(400), Some("NoSuchKey")),
-            Class::NotFound
-        );
-        assert_eq!(
-            classify_response(Some(412), None),
-            Class::PreconditionFailed
-        );
+        assert_eq!(classify_response(Some(400), Some("NoSuchKey")), Class::NotFound);
+        assert_eq!(classify_response(Some(412), None), Class::PreconditionFailed);
         for status in [408, 409, 429, 500, 502, 503, 504] {
-            assert_eq!(
-                classify_response(Some(status), None),
-                Class::Retryable,
-                "{status}"
-            );
+            assert_eq!(classify_response(Some(status), None), Class::Transient, "{status}");
         }
-        assert_eq!(
-            classify_response(Some(400), Some("RequestTimeout")),
-            Class::Retryable
-        );
-        assert_eq!(
-            classify_response(Some(503), Some("SlowDown")),
-            Class::Retryable
-        );
+        for code in ["RequestTimeout", "SlowDown", "ConditionalRequestConflict", "InternalError"] {
+            assert_eq!(classify_response(Some(400), Some(code)), Class::Transient, "{code}");
+        }
         for status in [400, 401, 403, 405, 501] {
-            assert_eq!(
-                classify_response(Some(status), None),
-                Class::Permanent,
-                "{status}"
-            );
+            assert_eq!(classify_response(Some(status), None), Class::Refused, "{status}");
         }
-        assert_eq!(classify_response(None, None), Class::Permanent);
-    }
-
-    #[test]
-    fn not_implemented_means_no_conditional_writes() {
-        assert!(conditional_unsupported(Some(501), None));
-        assert!(conditional_unsupported(Some(400), Some("NotImplemented")));
-        assert!(!conditional_unsupported(
-            Some(412),
-            Some("PreconditionFailed")
-        ));
-        assert!(!conditional_unsupported(Some(500), None));
+        assert_eq!(classify_response(Some(404), Some("NoSuchBucket")), Class::Refused);
+        assert_eq!(classify_response(None, Some("AccessDenied")), Class::Refused);
+        assert_eq!(classify_response(None, None), Class::Refused);
     }
 }

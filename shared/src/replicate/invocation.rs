@@ -1,38 +1,40 @@
 //! One invocation of the compress function: the event in, the Lambda
 //! response out. SQS batches answer with the failed message ids only
-//! (`ReportBatchItemFailures`); other events fail as a whole so that Lambda
-//! retries them.
+//! (`ReportBatchItemFailures`), so SQS redelivers just those (and moves a
+//! message that keeps failing to the dead-letter queue); other events fail
+//! as a whole so that Lambda retries them.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use std::time::Instant;
+use tokio::time::Instant;
 
+use super::{ReplicateError, Replicator};
+use crate::error::{chain, Retryable};
 use crate::events::{parse_invocation, EventError, Invocation, ObjectRef};
-use crate::replicate::{ReplicateError, Replicator};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InvocationError {
     #[error(transparent)]
     Event(#[from] EventError),
-    #[error("{failed} of {total} objects failed: {}", errors.join("; "))]
+    #[error("{} of {total} objects failed: {}", failures.len(), failures.iter().map(|e| chain(e)).collect::<Vec<_>>().join("; "))]
     Objects {
-        failed: usize,
         total: usize,
-        errors: Vec<String>,
+        failures: Vec<ReplicateError>,
     },
-    #[error(transparent)]
-    Redrive(ReplicateError),
+    #[error("re-drive")]
+    Redrive(#[source] ReplicateError),
 }
 
-/// Handles one invocation. `deadline` is when the Lambda will be stopped;
-/// the re-drive sweep leaves before it.
+/// Handles one invocation; all work stops by `deadline` (the Lambda
+/// deadline less the time needed to answer).
 pub async fn handle_invocation(
     replicator: &Replicator,
     event: &Value,
     redrive_after: Duration,
     deadline: Instant,
 ) -> Result<Value, InvocationError> {
+    let budget = replicator.limits.until(deadline);
     match parse_invocation(event)? {
         Invocation::Sqs(messages) => {
             let mut failures = Vec::new();
@@ -44,7 +46,7 @@ pub async fn handle_invocation(
                         tracing::error!(message_id = %message.message_id, error = %e, "malformed message");
                         false
                     }
-                    Ok(objects) => process_all(replicator, objects).await.is_empty(),
+                    Ok(objects) => process_all(replicator, objects, &budget).await.is_empty(),
                 };
                 if !ok {
                     failures.push(json!({ "itemIdentifier": message.message_id }));
@@ -53,24 +55,19 @@ pub async fn handle_invocation(
             Ok(json!({ "batchItemFailures": failures }))
         }
         Invocation::Direct(objects) => {
-            let errors = process_all(replicator, &objects).await;
-            if errors.is_empty() {
+            let failures = process_all(replicator, &objects, &budget).await;
+            if failures.is_empty() {
                 Ok(json!({ "processed": objects.len() }))
             } else {
                 Err(InvocationError::Objects {
-                    failed: errors.len(),
                     total: objects.len(),
-                    errors,
+                    failures,
                 })
             }
         }
         Invocation::Redrive => {
-            // Leave time to answer before Lambda's own deadline.
-            let stop = deadline
-                .checked_sub(Duration::from_secs(10))
-                .unwrap_or(deadline);
             let report = replicator
-                .redrive(redrive_after, stop)
+                .redrive(redrive_after, &budget)
                 .await
                 .map_err(InvocationError::Redrive)?;
             tracing::info!(?report, "re-drive finished");
@@ -79,15 +76,24 @@ pub async fn handle_invocation(
     }
 }
 
-/// Processes objects in order; returns the errors.
-async fn process_all(replicator: &Replicator, objects: &[ObjectRef]) -> Vec<String> {
-    let mut errors = Vec::new();
+/// Processes objects in order; returns the failures. Corrupt inputs and
+/// conflicts are recorded outcomes, not failures: retrying cannot help. A
+/// failure is reported for redelivery whether or not it is permanent: the
+/// file is still in staging, and a message that keeps failing reaches the
+/// dead-letter queue, whose alarm calls a human.
+async fn process_all(
+    replicator: &Replicator,
+    objects: &[ObjectRef],
+    budget: &crate::retry::Budget,
+) -> Vec<ReplicateError> {
+    let mut failures = Vec::new();
     for object in objects {
-        match replicator.process(object).await {
-            // Corrupt inputs and conflicts are recorded; retrying cannot help.
-            Ok(_) => {}
-            Err(e) => errors.push(e.to_string()),
+        if let Err(e) = replicator.process(object, budget).await {
+            if e.is_permanent() {
+                tracing::error!(key = %object.key, error = %chain(&e), "failed; retrying cannot help until the cause is fixed");
+            }
+            failures.push(e);
         }
     }
-    errors
+    failures
 }

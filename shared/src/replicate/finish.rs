@@ -1,0 +1,99 @@
+//! Step four: with every replica recorded, mark the record `replicated`
+//! and only then remove the staging copy. Also what a delivery does when
+//! the staging copy is already gone.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::staged::Staged;
+use super::{elapsed_ms, Outcome, ReplicateError, Run};
+use crate::catalog::{CatalogError, CatalogRecord, RecordRef, RecordStatus};
+use crate::clock::now_millis;
+use crate::metrics::Metric;
+
+impl Run<'_> {
+    /// Marks the record replicated (a concurrent delivery may have done
+    /// it already) and removes the staging copy.
+    pub(super) async fn finish(&mut self, record: &CatalogRecord) -> Result<(), ReplicateError> {
+        let clock = Instant::now();
+        let catalog = &self.replicator.backends.catalog;
+        let from = [RecordStatus::Replicating, RecordStatus::Partial];
+        let marked = self
+            .budget
+            .run(format!("catalog mark replicated {}", self.file), || {
+                catalog.set_status(RecordRef::of(record), &from, RecordStatus::Replicated, None, now_millis())
+            })
+            .await;
+        match marked {
+            Ok(_) => {}
+            Err(CatalogError::ConditionFailed { .. }) => self.confirm_replicated(record).await?,
+            Err(e) => return Err(self.catalog_error(e)),
+        }
+        self.steps.catalog_ms += elapsed_ms(clock);
+        self.delete_staging().await
+    }
+
+    /// After a failed transition: fine if a concurrent delivery marked the
+    /// same content replicated.
+    async fn confirm_replicated(&self, record: &CatalogRecord) -> Result<(), ReplicateError> {
+        let catalog = &self.replicator.backends.catalog;
+        let now = self
+            .budget
+            .run(format!("catalog get {}", self.file), || {
+                catalog.get(&record.cluster, &record.file)
+            })
+            .await
+            .map_err(|e| self.catalog_error(e))?;
+        match now {
+            Some(now) if now.status == RecordStatus::Replicated && now.raw_sha256 == record.raw_sha256 => Ok(()),
+            _ => Err(ReplicateError::RecordChanged { file: self.file }),
+        }
+    }
+
+    pub(super) async fn delete_staging(&self) -> Result<(), ReplicateError> {
+        let staging = &self.replicator.backends.staging;
+        let key = self.staging_key;
+        self.budget
+            .run(format!("staging delete {key}"), || staging.delete(key))
+            .await
+            .map_err(|source| ReplicateError::StagingCleanup {
+                file: self.file,
+                source,
+            })
+    }
+
+    /// The staging object is gone: replicated by another delivery, or
+    /// lost before it was.
+    pub(super) async fn after_vanished(&self) -> Result<Outcome, ReplicateError> {
+        let catalog = &self.replicator.backends.catalog;
+        let (cluster, file) = (&self.replicator.cluster, &self.file);
+        let record = self
+            .budget
+            .run(format!("catalog get {file}"), || catalog.get(cluster, file))
+            .await
+            .map_err(|e| self.catalog_error(e))?;
+        match record {
+            Some(r) if r.status == RecordStatus::Replicated => Ok(Outcome::AlreadyReplicated),
+            other => {
+                tracing::warn!(file = %file, record = ?other.map(|r| r.status), "staging object gone before it was replicated");
+                Ok(Outcome::Vanished)
+            }
+        }
+    }
+
+    pub(super) fn count_archived(&mut self, staged: &Staged, packed: &Bytes) {
+        let (raw, packed) = (staged.raw.len(), packed.len());
+        self.report
+            .add(Metric::FilesArchived, 1.0)
+            .add(Metric::RawBytes, raw as f64)
+            .add(Metric::CompressedBytes, packed as f64)
+            .add(
+                Metric::ReplicationLag,
+                now_millis().saturating_sub(staged.staged_at) as f64,
+            )
+            .property("raw_bytes", raw as u64)
+            .property("compressed_bytes", packed as u64)
+            .property("ratio", raw as f64 / packed.max(1) as f64);
+    }
+}

@@ -1,0 +1,248 @@
+//! An object store in memory with the semantics walvault relies on from
+//! the real ones (put-if-absent by raw digest, deletes of missing keys
+//! succeed, ordered paged listings), for fast tests of the logic above it.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{ListPage, Metadata, Object, ObjectInfo, ObjectStore, PutOutcome, StoreError};
+use crate::codec::Sha256Hex;
+use crate::store::SHA256_METADATA;
+
+pub struct MemoryStore {
+    name: String,
+    state: Mutex<State>,
+    page_size: usize,
+}
+
+struct State {
+    objects: BTreeMap<String, Object>,
+    /// The time new objects are stamped with; the real clock when `None`.
+    now: Option<SystemTime>,
+}
+
+impl MemoryStore {
+    pub fn new(name: &str) -> Self {
+        MemoryStore {
+            name: name.to_owned(),
+            state: Mutex::new(State {
+                objects: BTreeMap::new(),
+                now: None,
+            }),
+            page_size: 1000,
+        }
+    }
+
+    /// Listings return at most `page_size` keys a page.
+    pub fn with_page_size(mut self, page_size: usize) -> Self {
+        self.page_size = page_size.max(1);
+        self
+    }
+
+    /// Stamps objects written from now on with `now` (a simulated clock).
+    pub fn set_now(&self, now: SystemTime) {
+        self.lock().now = Some(now);
+    }
+
+    /// Stores an object as is, replacing whatever was there: how a test
+    /// plants a foreign, tampered or truncated object.
+    pub fn plant(&self, key: &str, body: impl Into<Bytes>, metadata: Metadata) {
+        let mut state = self.lock();
+        let body = body.into();
+        let info = info(key, &body, metadata, state.now);
+        state.objects.insert(key.to_owned(), Object { info, body });
+    }
+
+    /// Keeps the object's metadata and size but flips its first byte.
+    pub fn corrupt(&self, key: &str) {
+        let mut state = self.lock();
+        if let Some(object) = state.objects.get_mut(key) {
+            let mut body = object.body.to_vec();
+            if let Some(first) = body.first_mut() {
+                *first ^= 0xFF;
+            }
+            object.body = Bytes::from(body);
+        }
+    }
+
+    /// Removes an object behind walvault's back.
+    pub fn remove(&self, key: &str) {
+        self.lock().objects.remove(key);
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.lock().objects.keys().cloned().collect()
+    }
+
+    pub fn object(&self, key: &str) -> Option<Object> {
+        self.lock().objects.get(key).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock is a test failure already.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn not_found(&self, key: &str) -> StoreError {
+        StoreError::NotFound {
+            store: self.name.clone(),
+            key: key.to_owned(),
+        }
+    }
+}
+
+/// The object's info as a store would report it: a quoted etag derived
+/// from the body, lower-case metadata keys.
+fn info(
+    key: &str,
+    body: &Bytes,
+    metadata: Metadata,
+    now: Option<SystemTime>,
+) -> ObjectInfo {
+    ObjectInfo {
+        key: key.to_owned(),
+        size: body.len() as u64,
+        etag: Some(format!("\"{}\"", &Sha256Hex::of(body).as_str()[..32])),
+        last_modified: Some(now.unwrap_or_else(SystemTime::now)),
+        metadata: metadata
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect(),
+    }
+}
+
+#[async_trait]
+impl ObjectStore for MemoryStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        body: Bytes,
+        sha256: &Sha256Hex,
+        metadata: &Metadata,
+    ) -> Result<PutOutcome, StoreError> {
+        let mut state = self.lock();
+        if let Some(existing) = state.objects.get(key) {
+            return match existing.info.sha256() {
+                Some(stored) if &stored == sha256 => Ok(PutOutcome::AlreadyPresent {
+                    etag: existing.info.etag.clone(),
+                }),
+                stored => Err(StoreError::PreconditionFailed {
+                    store: self.name.clone(),
+                    key: key.to_owned(),
+                    detail: match stored {
+                        Some(stored) => format!("stored sha256 {stored}, ours {sha256}"),
+                        None => "stored object has no sha256 metadata: not written by walvault"
+                            .into(),
+                    },
+                }),
+            };
+        }
+        let mut metadata = metadata.clone();
+        metadata.insert(SHA256_METADATA.to_owned(), sha256.as_str().to_owned());
+        let info = info(key, &body, metadata, state.now);
+        let etag = info.etag.clone();
+        state
+            .objects
+            .insert(key.to_owned(), Object { info, body });
+        Ok(PutOutcome::Created { etag })
+    }
+
+    async fn get(&self, key: &str) -> Result<Object, StoreError> {
+        self.object(key).ok_or_else(|| self.not_found(key))
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
+        self.object(key)
+            .map(|o| o.info)
+            .ok_or_else(|| self.not_found(key))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.lock().objects.remove(key);
+        Ok(())
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> Result<ListPage, StoreError> {
+        let state = self.lock();
+        let mut matching = state
+            .objects
+            .range(start_after.unwrap_or("").to_owned()..)
+            .filter(|(k, _)| Some(k.as_str()) != start_after && k.starts_with(prefix))
+            .map(|(_, o)| ObjectInfo {
+                metadata: Metadata::new(),
+                ..o.info.clone()
+            });
+        let objects: Vec<ObjectInfo> = matching.by_ref().take(self.page_size).collect();
+        let truncated = matching.next().is_some();
+        Ok(ListPage { objects, truncated })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::list_all;
+
+    #[tokio::test]
+    async fn put_if_absent_compares_raw_digests() {
+        let store = MemoryStore::new("mem");
+        let (a, b) = (Sha256Hex::of(b"a"), Sha256Hex::of(b"b"));
+        let created = store
+            .put_if_absent("k", Bytes::from_static(b"x"), &a, &Metadata::new())
+            .await
+            .unwrap();
+        assert!(matches!(created, PutOutcome::Created { etag: Some(_) }));
+        let again = store
+            .put_if_absent("k", Bytes::from_static(b"y"), &a, &Metadata::new())
+            .await
+            .unwrap();
+        assert_eq!(again.etag(), created.etag(), "same digest: the stored one stands");
+        assert!(matches!(
+            store
+                .put_if_absent("k", Bytes::from_static(b"x"), &b, &Metadata::new())
+                .await,
+            Err(StoreError::PreconditionFailed { .. })
+        ));
+        assert_eq!(store.get("k").await.unwrap().body, Bytes::from_static(b"x"));
+        store.plant("foreign", Bytes::from_static(b"f"), Metadata::new());
+        assert!(matches!(
+            store
+                .put_if_absent("foreign", Bytes::from_static(b"x"), &a, &Metadata::new())
+                .await,
+            Err(StoreError::PreconditionFailed { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn listings_page_in_key_order_and_deletes_are_idempotent() {
+        let store = MemoryStore::new("mem").with_page_size(2);
+        for key in ["p/3", "p/1", "q/1", "p/2", "p/4", "p/5"] {
+            store.plant(key, Bytes::from_static(b"."), Metadata::new());
+        }
+        let first = store.list_page("p/", None).await.unwrap();
+        assert_eq!(first.objects.len(), 2);
+        assert!(first.truncated);
+        let keys: Vec<String> = list_all(&store, "p/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, ["p/1", "p/2", "p/3", "p/4", "p/5"]);
+        store.delete("p/1").await.unwrap();
+        store.delete("p/1").await.unwrap();
+        assert!(store.head("p/1").await.unwrap_err().is_not_found());
+    }
+}
