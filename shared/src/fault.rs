@@ -90,6 +90,11 @@ impl<Op: Copy + Eq + Hash> Injector<Op> {
         self.add(operation, Some(key_contains.to_owned()), fault, None);
     }
 
+    /// The next `times` such calls fail with `fault`.
+    pub fn fail_key_next(&self, operation: Op, key_contains: &str, fault: Fault, times: u32) {
+        self.add(operation, Some(key_contains.to_owned()), fault, Some(times));
+    }
+
     pub fn heal(&self) {
         self.lock().rules.clear();
     }

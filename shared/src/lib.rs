@@ -12,7 +12,7 @@
 //! - Commands: `archive/` (`push`, `fetch`, `prefetch`, `spool`),
 //!   `replicate/` (the compress function, step by step, and its event
 //!   dispatch), `retention/` (`plan`, pure; `sweep`), with `identity`,
-//!   `events` and `metrics`.
+//!   `events` and `metrics`; `testing` holds fixtures for tests of the logic.
 
 pub mod archive;
 pub mod backends;
@@ -33,4 +33,5 @@ pub mod retention;
 pub mod retry;
 pub mod secrets;
 pub mod store;
+pub mod testing;
 pub mod wal;

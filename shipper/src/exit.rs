@@ -8,6 +8,8 @@
 
 use shared::archive::fetch::FetchError;
 use shared::archive::push::{PushError, PushOutcome};
+use shared::error::Retryable;
+use shared::identity::IdentityError;
 
 pub const PUSH_USAGE: u8 = 2;
 pub const PUSH_REFUSED_FILE: u8 = 3;
@@ -40,22 +42,32 @@ const _: () = assert!(
 );
 
 pub fn push_exit(result: &Result<PushOutcome, PushError>) -> u8 {
-    match result {
-        Ok(_) => 0,
-        Err(PushError::Read { .. } | PushError::NotWalFile(_) | PushError::BadContent { .. }) => {
+    let Err(error) = result else { return 0 };
+    match error {
+        PushError::Read { .. } | PushError::NotWalFile(_) | PushError::BadContent { .. } => {
             PUSH_REFUSED_FILE
         }
-        Err(PushError::WrongCluster { .. }) => PUSH_WRONG_CLUSTER,
-        Err(PushError::Conflict { .. }) => PUSH_CONFLICT,
-        Err(PushError::Unavailable { .. }) => PUSH_UNAVAILABLE,
-        Err(PushError::Failed { .. }) => PUSH_FAILED,
+        PushError::WrongCluster {
+            source: IdentityError::Store(_),
+            ..
+        }
+        | PushError::Store { .. }
+        | PushError::Catalog { .. } => {
+            if error.is_permanent() {
+                PUSH_FAILED
+            } else {
+                PUSH_UNAVAILABLE
+            }
+        }
+        PushError::WrongCluster { .. } => PUSH_WRONG_CLUSTER,
+        PushError::Conflict { .. } => PUSH_CONFLICT,
     }
 }
 
 pub fn fetch_exit(error: &FetchError) -> u8 {
     match error {
         FetchError::NotFound(_) => FETCH_NOT_FOUND,
-        FetchError::StoreErrors { .. } => FETCH_STORE_ERROR,
+        FetchError::Unavailable { .. } => FETCH_STORE_ERROR,
         FetchError::NoVerifiedCopy { .. } => FETCH_NO_VERIFIED_COPY,
         FetchError::Disagreement { .. } => FETCH_DISAGREEMENT,
     }
@@ -64,40 +76,69 @@ pub fn fetch_exit(error: &FetchError) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::archive::fetch::SourceFailure;
+    use shared::error::message;
+    use shared::store::{Operation, StoreError};
+    use shared::wal::WalFileName;
+    use std::time::Duration;
 
-    #[test]
-    fn every_fetch_failure_but_not_found_aborts_recovery() {
-        let name = || "000000010000000000000001".to_string();
-        assert_eq!(fetch_exit(&FetchError::NotFound(name())), 1);
-        for error in [
-            FetchError::StoreErrors {
-                name: name(),
-                errors: vec![],
-            },
-            FetchError::NoVerifiedCopy {
-                name: name(),
-                problems: vec![],
-            },
-            FetchError::Disagreement {
-                name: name(),
-                detail: String::new(),
-            },
-        ] {
-            assert!(fetch_exit(&error) > 125, "{error:?}");
+    fn name() -> WalFileName {
+        "000000010000000000000001".parse().unwrap()
+    }
+
+    fn store_error(permanent: bool) -> StoreError {
+        let (store, operation, key, source) = ("staging".into(), Operation::Put, "k".into(), message("x"));
+        if permanent {
+            StoreError::Refused { store, operation, key, source }
+        } else {
+            StoreError::Transient { store, operation, key, source }
         }
     }
 
     #[test]
-    fn push_failures_never_restart_the_archiver() {
-        for code in [
-            PUSH_USAGE,
-            PUSH_REFUSED_FILE,
-            PUSH_WRONG_CLUSTER,
-            PUSH_CONFLICT,
-            PUSH_UNAVAILABLE,
-            PUSH_FAILED,
-        ] {
-            assert!((1..=125).contains(&code));
+    fn only_not_found_lets_recovery_end() {
+        assert_eq!(fetch_exit(&FetchError::NotFound(name())), FETCH_NOT_FOUND);
+        let unavailable = FetchError::Unavailable {
+            name: name(),
+            failures: vec![SourceFailure::Store(
+                shared::archive::fetch::Source::Staging,
+                store_error(false),
+            )],
+        };
+        assert_eq!(fetch_exit(&unavailable), FETCH_STORE_ERROR);
+        let corrupt = FetchError::NoVerifiedCopy {
+            name: name(),
+            reason: "every copy found is corrupt",
+            failures: vec![],
+        };
+        assert_eq!(fetch_exit(&corrupt), FETCH_NO_VERIFIED_COPY);
+        let disagree = FetchError::Disagreement {
+            name: name(),
+            detail: String::new(),
+        };
+        assert_eq!(fetch_exit(&disagree), FETCH_DISAGREEMENT);
+    }
+
+    #[test]
+    fn a_store_failure_exits_unavailable_when_waiting_can_help_and_failed_when_not() {
+        for (permanent, code) in [(false, PUSH_UNAVAILABLE), (true, PUSH_FAILED)] {
+            let error = PushError::Store {
+                name: name(),
+                waited: Duration::from_secs(1),
+                source: store_error(permanent),
+            };
+            assert_eq!(push_exit(&Err(error)), code);
+            let identity = PushError::WrongCluster {
+                name: name(),
+                source: IdentityError::Store(store_error(permanent)),
+            };
+            assert_eq!(push_exit(&Err(identity)), code);
         }
+        let wrong = PushError::WrongCluster {
+            name: name(),
+            source: IdentityError::Malformed("x".into()),
+        };
+        assert_eq!(push_exit(&Err(wrong)), PUSH_WRONG_CLUSTER);
+        assert_eq!(push_exit(&Ok(PushOutcome::Stored)), 0);
     }
 }

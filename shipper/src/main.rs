@@ -3,7 +3,6 @@
 //! Parses arguments and configuration, calls `shared`, maps the result to
 //! the documented exit codes.
 
-mod clients;
 mod exit;
 
 use std::path::{Path, PathBuf};
@@ -12,14 +11,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use shared::archive::fetch::{Fetched, Source};
+use shared::archive::fetch::{Fetched, Fetcher, Source};
 use shared::archive::prefetch;
 use shared::archive::push::Pusher;
 use shared::archive::spool::{write_atomically, Spool};
+use shared::backends::{BackendError, Backends};
 use shared::config::Config;
+use shared::error::chain;
+use shared::retry::RequestLimits;
 use shared::wal::{SegmentSize, WalFileName};
 
-use exit::{fetch_exit, push_exit, FETCH_LOCAL_ERROR, PUSH_USAGE};
+use exit::{fetch_exit, push_exit, FETCH_LOCAL_ERROR, PUSH_FAILED, PUSH_USAGE};
 
 const DEFAULT_CONFIG: &str = "/etc/walvault/walvault.toml";
 
@@ -102,14 +104,14 @@ fn main() -> ExitCode {
             Command::Push { path } => match config {
                 Ok(config) => push(config, &path).await,
                 Err(e) => {
-                    eprintln!("walvault push: configuration: {e}");
+                    eprintln!("walvault push: configuration: {e} (exit {PUSH_USAGE})");
                     PUSH_USAGE
                 }
             },
             Command::Fetch { wal_file, dest } => match config {
                 Ok(config) => fetch(config, config_file.as_deref(), &wal_file, &dest).await,
                 Err(e) => {
-                    eprintln!("walvault fetch: configuration: {e}");
+                    eprintln!("walvault fetch: configuration: {e} (exit {FETCH_LOCAL_ERROR})");
                     FETCH_LOCAL_ERROR
                 }
             },
@@ -125,16 +127,23 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-async fn push(mut config: Config, path: &Path) -> u8 {
+async fn push(config: Config, path: &Path) -> u8 {
     let started = Instant::now();
-    let clients = clients::Clients::build(&mut config).await;
+    let backends = match Backends::connect(&config).await {
+        Ok(backends) => backends,
+        Err(e) => {
+            eprintln!("walvault push: FAILED (exit {PUSH_FAILED}): {}", chain(&e));
+            return PUSH_FAILED;
+        }
+    };
     let pusher = Arc::new(Pusher {
         cluster: config.cluster.clone(),
-        staging: clients.staging,
-        catalog: clients.catalog,
+        staging: backends.staging,
+        catalog: backends.catalog,
         pinned_system_identifier: config.system_identifier,
-        host: clients::host_name(),
+        host: host_name(),
         deadline: config.push_deadline,
+        limits: RequestLimits::from_config(&config),
         spool: Spool::new(&config.spool_dir),
         concurrency: config.push_concurrency,
     });
@@ -146,12 +155,32 @@ async fn push(mut config: Config, path: &Path) -> u8 {
             path.display(),
             started.elapsed().as_millis()
         ),
-        Err(e) => eprintln!("walvault push: FAILED (exit {code}): {e}"),
+        Err(e) => eprintln!("walvault push: FAILED (exit {code}): {}", chain(&e)),
     }
     code
 }
 
-async fn fetch(mut config: Config, config_file: Option<&Path>, wal_file: &str, dest: &Path) -> u8 {
+/// A fetcher over every configured replica, in the configured order.
+async fn fetcher(config: &Config) -> Result<Fetcher, BackendError> {
+    let backends = Backends::connect(config).await?;
+    Ok(Fetcher::new(
+        config.cluster.clone(),
+        backends.catalog,
+        backends.staging,
+        backends.replicas,
+        RequestLimits::from_config(config),
+    ))
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+async fn fetch(config: Config, config_file: Option<&Path>, wal_file: &str, dest: &Path) -> u8 {
     let started = Instant::now();
     let name: WalFileName = match wal_file.parse() {
         Ok(name) => name,
@@ -175,8 +204,13 @@ async fn fetch(mut config: Config, config_file: Option<&Path>, wal_file: &str, d
             Err(e) => tracing::warn!(file = %name, error = %e, "cannot use the prefetch directory"),
         }
     }
-    let clients = clients::Clients::build(&mut config).await;
-    let fetcher = clients.fetcher(&config);
+    let fetcher = match fetcher(&config).await {
+        Ok(fetcher) => fetcher,
+        Err(e) => {
+            eprintln!("walvault fetch: {} (exit {FETCH_LOCAL_ERROR})", chain(&e));
+            return FETCH_LOCAL_ERROR;
+        }
+    };
     match fetcher.fetch(&name).await {
         Ok(Fetched { bytes, source }) => {
             if let Err(e) = write_atomically(dest, &bytes) {
@@ -192,7 +226,8 @@ async fn fetch(mut config: Config, config_file: Option<&Path>, wal_file: &str, d
         Err(e) => {
             let code = fetch_exit(&e);
             eprintln!(
-                "walvault fetch: {e} (exit {code}, {} store requests)",
+                "walvault fetch: {} (exit {code}, {} store requests)",
+                chain(&e),
                 fetcher.requests()
             );
             code
@@ -231,7 +266,7 @@ fn spawn_prefetch(config_file: Option<&Path>, name: &WalFileName, segment_size: 
     }
 }
 
-async fn prefetch_after(mut config: Config, wal_file: &str, segment_size: u64) -> u8 {
+async fn prefetch_after(config: Config, wal_file: &str, segment_size: u64) -> u8 {
     let (Ok(WalFileName::Segment(current)), Ok(size)) = (
         wal_file.parse::<WalFileName>(),
         SegmentSize::new(segment_size),
@@ -249,9 +284,10 @@ async fn prefetch_after(mut config: Config, wal_file: &str, segment_size: u64) -
     if lock.try_lock().is_err() {
         return 0;
     }
-    let clients = clients::Clients::build(&mut config).await;
-    let fetcher = Arc::new(clients.fetcher(&config));
-    match prefetch::fill(fetcher, dir, current, size, config.prefetch).await {
+    let Ok(fetcher) = fetcher(&config).await else {
+        return 1;
+    };
+    match prefetch::fill(Arc::new(fetcher), dir, current, size, config.prefetch).await {
         Ok(_) => 0,
         Err(_) => 1,
     }

@@ -1,16 +1,16 @@
 //! The compress function: raw WAL files announced by S3 ObjectCreated
 //! events (through SQS, directly, or via EventBridge) are verified,
-//! compressed, written to R2 and B2 and recorded in the catalog; a
+//! compressed, written to every replica and recorded in the catalog; a
 //! scheduled event re-drives stuck staging objects.
 
 use std::sync::Arc;
 
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
+use shared::backends::Backends;
 use shared::config::Config;
 use shared::replicate::Replicator;
-use shared::secrets::resolve_replica_credentials;
-use shared::store::build_sdk_config;
+use shared::retry::RequestLimits;
 
 mod handler;
 
@@ -25,11 +25,15 @@ async fn main() -> Result<(), Error> {
         .with_current_span(false)
         .without_time()
         .init();
-    // Once per cold start: configuration, credentials and SDK clients.
-    let mut config = Config::load(None)?;
-    let sdk = build_sdk_config(&config).await;
-    resolve_replica_credentials(&sdk, &mut config).await?;
-    let replicator = Arc::new(Replicator::from_config(&sdk, &config)?);
+    // Once per cold start: configuration, credentials and clients.
+    let config = Config::load(None)?;
+    let replicator = Arc::new(Replicator::new(
+        config.cluster.clone(),
+        config.staging.bucket.clone(),
+        Backends::connect(&config).await?,
+        config.zstd_level,
+        RequestLimits::from_config(&config),
+    )?);
     let redrive_after = config.redrive_after;
     run(service_fn(move |event: LambdaEvent<Value>| {
         let replicator = Arc::clone(&replicator);

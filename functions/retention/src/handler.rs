@@ -1,14 +1,9 @@
-use std::time::{Duration, Instant};
-
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::Value;
-use shared::catalog::now_millis;
-use shared::events::invocation_deadline;
+use shared::clock::now_millis;
+use shared::events::work_deadline;
 use shared::retention::sweep::Sweeper;
-
-/// Time kept back from the Lambda deadline to report and return.
-const MARGIN: Duration = Duration::from_secs(15);
 
 /// Runs one sweep. `{"dry_run": true}` in the event's detail forces a dry
 /// run whatever the configuration says.
@@ -20,9 +15,7 @@ pub(crate) async fn handle(
     let schedule: EventBridgeEvent<Value> = serde_json::from_value(event.payload)?;
     let dry_run = configured_dry_run || wants_dry_run(&schedule.detail);
     let now = now_millis();
-    let deadline = invocation_deadline(event.context.deadline, now)
-        .checked_sub(MARGIN)
-        .unwrap_or_else(Instant::now);
+    let deadline = work_deadline(event.context.deadline, now);
     let report = sweeper.sweep(now, dry_run, deadline).await?;
     tracing::info!(
         planned = report.planned,

@@ -1,14 +1,15 @@
-//! The retention function: on its schedule, deletes from R2, B2 and the
-//! catalog what point-in-time recovery inside the window does not need.
+//! The retention function: on its schedule, deletes from every provider
+//! and the catalog what point-in-time recovery inside the window does not
+//! need.
 
 use std::sync::Arc;
 
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
+use shared::backends::Backends;
 use shared::config::Config;
 use shared::retention::sweep::Sweeper;
-use shared::secrets::resolve_replica_credentials;
-use shared::store::build_sdk_config;
+use shared::retry::RequestLimits;
 
 mod handler;
 
@@ -24,10 +25,17 @@ async fn main() -> Result<(), Error> {
         .without_time()
         .init();
     // Once per cold start; this function's own keys may delete.
-    let mut config = Config::load(None)?;
-    let sdk = build_sdk_config(&config).await;
-    resolve_replica_credentials(&sdk, &mut config).await?;
-    let sweeper = Arc::new(Sweeper::from_config(&sdk, &config)?);
+    let config = Config::load(None)?;
+    let backends = Backends::connect(&config).await?;
+    backends.replicas.require_all()?;
+    let sweeper = Arc::new(Sweeper {
+        cluster: config.cluster.clone(),
+        catalog: backends.catalog,
+        replicas: backends.replicas,
+        window: config.retention,
+        max_deletes: config.retention_max_deletes,
+        limits: RequestLimits::from_config(&config),
+    });
     let dry_run = config.retention_dry_run;
     run(service_fn(move |event: LambdaEvent<Value>| {
         let sweeper = Arc::clone(&sweeper);

@@ -40,6 +40,14 @@ impl MemoryCatalog {
         self
     }
 
+    /// A new catalog holding the same records: a snapshot to start tests from.
+    pub fn duplicate(&self) -> Self {
+        MemoryCatalog {
+            records: Mutex::new(self.lock().clone()),
+            page_size: self.page_size,
+        }
+    }
+
     /// Every record, in key order.
     pub fn records(&self) -> Vec<CatalogRecord> {
         self.lock().values().cloned().collect()

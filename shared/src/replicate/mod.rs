@@ -141,11 +141,25 @@ impl Replicator {
     /// Handles one announced object within `budget` and logs one EMF line
     /// about it.
     pub async fn process(&self, object: &ObjectRef, budget: &Budget) -> Result<Outcome, ReplicateError> {
+        let (result, report) = self.process_with_report(object, budget).await;
+        if let Some(report) = report {
+            report.emit();
+        }
+        result
+    }
+
+    /// [`Replicator::process`], handing back the EMF record instead of
+    /// emitting it (none for an ignored object).
+    pub async fn process_with_report(
+        &self,
+        object: &ObjectRef,
+        budget: &Budget,
+    ) -> (Result<Outcome, ReplicateError>, Option<MetricRecord>) {
         let file = match self.own_staging_file(object) {
             Ok(file) => file,
             Err(reason) => {
                 tracing::warn!(key = %object.key, %reason, "ignored");
-                return Ok(Outcome::Ignored(reason));
+                return (Ok(Outcome::Ignored(reason)), None);
             }
         };
         let started = Instant::now();
@@ -170,8 +184,7 @@ impl Replicator {
                 .property("error", chain(e))
                 .property("permanent", e.is_permanent());
         }
-        report.emit();
-        result
+        (result, Some(report))
     }
 
     /// The file named by an announced object, if it is one of this

@@ -17,13 +17,14 @@ use crate::catalog::CatalogRecord;
 use crate::clock::UnixMillis;
 use crate::wal::{Segment, SegmentSize, WalFileKind, WalFileName};
 
-/// One timeline switch from a `.history` file: `parent` ended at
-/// `switch_position` (a segment position, see [`position`]) and the child
-/// timeline continued from there.
+/// One timeline switch from a `.history` file: `parent` ended at byte
+/// `switch_offset` of the segment at `switch_position` (see [`position`])
+/// and the child timeline continued from there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Switch {
     pub parent: u32,
     pub switch_position: (u32, u32),
+    pub switch_offset: u64,
 }
 
 /// The ancestry of each timeline, from its `.history` file: every ancestor
@@ -65,19 +66,19 @@ pub fn position(segment: &Segment) -> (u32, u32) {
 pub type Position = (u32, u32);
 
 /// One stretch of a timeline's line: which timeline, from which position,
-/// to which (inclusive; `None` for the open end).
-type Stretch = (u32, Position, Option<Position>);
+/// to which switch (inclusive; `None` for the open end).
+type Stretch = (u32, Position, Option<Switch>);
 
 /// The line of `timeline`: `(timeline, from, to)` ranges of positions, from
-/// the first ancestor to the timeline itself (`to` is inclusive, `None` for
-/// the open end). A switch position belongs to both sides: the child's first
-/// segment there starts with the parent's pages.
+/// the first ancestor to the timeline itself. A switch position belongs to
+/// both sides: the child's first segment there starts with the parent's
+/// pages, so the parent's copy is kept too.
 fn line_of(timeline: u32, histories: &Histories) -> Vec<Stretch> {
     let switches = histories.get(&timeline).cloned().unwrap_or_default();
     let mut line = Vec::new();
     let mut from = (0, 0);
     for switch in &switches {
-        line.push((switch.parent, from, Some(switch.switch_position)));
+        line.push((switch.parent, from, Some(*switch)));
         from = switch.switch_position;
     }
     line.push((timeline, from, None));
@@ -85,8 +86,25 @@ fn line_of(timeline: u32, histories: &Histories) -> Vec<Stretch> {
 }
 
 fn on_line(line: &[Stretch], timeline: u32, pos: Position) -> bool {
-    line.iter()
-        .any(|(tli, from, to)| *tli == timeline && pos >= *from && to.is_none_or(|to| pos <= to))
+    line.iter().any(|(tli, from, to)| {
+        *tli == timeline && pos >= *from && to.is_none_or(|to| pos <= to.switch_position)
+    })
+}
+
+/// Whether a base backup that started at `offset` of `segment` lies on the
+/// line: in the segment of a switch, only if it started before the switch
+/// (a backup of the parent taken after the child forked is not the
+/// child's).
+fn backup_on_line(line: &[Stretch], segment: &Segment, offset: u32) -> bool {
+    let pos = position(segment);
+    line.iter().any(|(tli, from, to)| {
+        *tli == segment.timeline
+            && pos >= *from
+            && to.is_none_or(|to| {
+                pos < to.switch_position
+                    || (pos == to.switch_position && u64::from(offset) < to.switch_offset)
+            })
+    })
 }
 
 /// Plans the sweep of one cluster's `records` at `now` for a window of
@@ -128,11 +146,11 @@ pub fn plan(
         live.insert(newest);
     }
 
-    // Backups by the segment they start in, with when they finished.
-    let backups: Vec<(WalFileName, Segment, UnixMillis)> = records
+    // Backups by where they start, with when they finished.
+    let backups: Vec<(WalFileName, Segment, u32, UnixMillis)> = records
         .iter()
         .filter_map(|r| match r.file {
-            WalFileName::Backup { segment, .. } => Some((r.file, segment, r.staged_at)),
+            WalFileName::Backup { segment, offset } => Some((r.file, segment, offset, r.staged_at)),
             _ => None,
         })
         .collect();
@@ -152,12 +170,12 @@ pub fn plan(
         let line = line_of(*timeline, histories);
         let anchor = backups
             .iter()
-            .filter(|(_, start, finished)| {
-                *finished <= window_start && on_line(&line, start.timeline, position(start))
+            .filter(|(_, start, offset, finished)| {
+                *finished <= window_start && backup_on_line(&line, start, *offset)
             })
-            .max_by_key(|(_, _, finished)| *finished);
+            .max_by_key(|(_, _, _, finished)| *finished);
         match anchor {
-            Some((name, start, _)) => {
+            Some((name, start, _, _)) => {
                 anchors.insert(*timeline, *name);
                 protected_lines.push((line, Some(position(start))));
             }
@@ -168,9 +186,9 @@ pub fn plan(
     let mut delete = Vec::new();
     for file in candidates {
         let reason = match file {
-            WalFileName::Backup { segment, .. } => {
+            WalFileName::Backup { segment, offset } => {
                 let needed = protected_lines.iter().any(|(line, anchor)| {
-                    on_line(line, segment.timeline, position(&segment))
+                    backup_on_line(line, &segment, offset)
                         && anchor.is_none_or(|a| position(&segment) >= a)
                 });
                 needed.then_some(KeepReason::Backup)
@@ -230,6 +248,7 @@ pub fn parse_history(text: &str, segment_size: SegmentSize) -> Result<Vec<Switch
         switches.push(Switch {
             parent,
             switch_position: ((segno / per_log) as u32, (segno % per_log) as u32),
+            switch_offset: lsn % segment_size.bytes(),
         });
     }
     Ok(switches)
@@ -239,6 +258,7 @@ pub fn parse_history(text: &str, segment_size: SegmentSize) -> Result<Vec<Switch
 mod tests {
     use super::*;
     use crate::codec::Sha256Hex;
+    use proptest::prelude::*;
 
     const HOUR: u64 = 3_600_000;
     const DAY: u64 = 24 * HOUR;
@@ -364,6 +384,7 @@ mod tests {
             vec![Switch {
                 parent: 1,
                 switch_position: (0, 60),
+                switch_offset: 0,
             }],
         )]);
         let plan = plan(&records, &histories, 400 * HOUR, 100 * HOUR);
@@ -386,6 +407,33 @@ mod tests {
         assert!(plan.delete.contains(&WalFileName::Segment(seg(1, 5))));
     }
 
+    /// Timeline 2 forked from timeline 1 inside segment 15; a backup of
+    /// timeline 1 started in that segment after the fork is not on
+    /// timeline 2's line, so timeline 2 stays anchored on the older backup.
+    #[test]
+    fn a_parent_backup_started_after_the_fork_does_not_anchor_the_child() {
+        let mut records: Vec<CatalogRecord> = (0..20)
+            .map(|i| record(WalFileName::Segment(seg(1, i)), u64::from(i) * HOUR))
+            .collect();
+        records.push(record(WalFileName::Segment(seg(2, 15)), 30 * HOUR));
+        let old = WalFileName::Backup { segment: seg(1, 5), offset: 0x28 };
+        let after_fork = WalFileName::Backup { segment: seg(1, 15), offset: 0x8000 };
+        records.push(record(old, 5 * HOUR));
+        records.push(record(after_fork, 16 * HOUR));
+        records.push(record(WalFileName::History { timeline: 2 }, 30 * HOUR));
+        let fork = Switch { parent: 1, switch_position: (0, 15), switch_offset: 0x100 };
+        let histories = Histories::from([(2, vec![fork])]);
+        let plan = plan(&records, &histories, 30 * HOUR + 30 * DAY, 30 * DAY);
+        assert_eq!(plan.anchors[&2], old);
+        for i in 5..15 {
+            assert!(!plan.delete.contains(&WalFileName::Segment(seg(1, i))), "1/{i}");
+        }
+        let before_the_switch = Switch { switch_offset: 0x10000, ..fork };
+        let histories = Histories::from([(2, vec![before_the_switch])]);
+        let plan = super::plan(&records, &histories, 30 * HOUR + 30 * DAY, 30 * DAY);
+        assert_eq!(plan.anchors[&2], after_fork, "started before the switch: on the line");
+    }
+
     #[test]
     fn history_files_parse_into_switch_positions() {
         let text =
@@ -396,11 +444,13 @@ mod tests {
             [
                 Switch {
                     parent: 1,
-                    switch_position: (0, 3)
+                    switch_position: (0, 3),
+                    switch_offset: 0,
                 },
                 Switch {
                     parent: 2,
-                    switch_position: (1, 0xA0)
+                    switch_position: (1, 0xA0),
+                    switch_offset: 0x98,
                 }
             ]
         );
@@ -408,198 +458,218 @@ mod tests {
         assert!(parse_history("1\tzz/1\tx", SegmentSize::DEFAULT).is_err());
     }
 
-    /// A tiny deterministic generator, so failures name a reproducible seed.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n.max(1)
-        }
-    }
-
-    /// A random archive: timelines branching off random points of random
-    /// earlier ones (parents may go on writing), backups at random times,
-    /// gaps in time.
-    struct Archive {
+    /// The archive a random history of a cluster leaves: timelines branch
+    /// off points of earlier ones (parents may go on writing), base backups
+    /// start at random times, time has gaps. Built by interpreting `ops`,
+    /// so that proptest shrinks a failure to the fewest steps.
+    #[derive(Debug)]
+    struct Simulation {
         records: Vec<CatalogRecord>,
         histories: Histories,
-        /// Per timeline, its segments: position and time written.
-        segments: BTreeMap<u32, Vec<(u32, u64)>>,
+        /// Per timeline: where it branched off (parent, position, byte
+        /// offset of the switch), and its segments (position, time written).
+        timelines: BTreeMap<u32, (Option<(u32, u32, u64)>, Vec<(u32, u64)>)>,
         now: u64,
         window: u64,
     }
 
-    fn random_archive(rng: &mut Rng) -> Archive {
-        let mut clock = 0u64;
-        let mut segments: BTreeMap<u32, Vec<(u32, u64)>> = BTreeMap::from([(1, Vec::new())]);
-        let mut histories = Histories::new();
-        let mut records = Vec::new();
-        let mut next_position: BTreeMap<u32, u32> = BTreeMap::from([(1, 0)]);
-        let steps = 50 + rng.below(250);
-        for _ in 0..steps {
-            clock += HOUR * (1 + rng.below(6)) + if rng.below(40) == 0 { 5 * DAY } else { 0 };
-            let timelines: Vec<u32> = segments.keys().copied().collect();
-            let tli = timelines[rng.below(timelines.len() as u64) as usize];
-            match rng.below(30) {
-                0 if segments.len() < 4 && !segments[&tli].is_empty() => {
-                    // Branch a new timeline off `tli` at one of its segments.
-                    let existing = &segments[&tli];
-                    let (at, _) = existing[rng.below(existing.len() as u64) as usize];
-                    let child = *segments.keys().max().unwrap() + 1;
-                    let mut ancestry: Vec<Switch> =
-                        histories.get(&tli).cloned().unwrap_or_default();
+    /// Base backups start at this byte of their segment.
+    const BACKUP_OFFSET: u32 = 0x28;
+
+    #[derive(Debug, Clone, Copy)]
+    enum Op {
+        Write(u8),
+        /// Off which timeline, at which of its segments, and whether the
+        /// switch lies before or after where backups start in a segment.
+        Branch(u8, u8, bool),
+        Backup(u8),
+        Gap,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            20 => any::<u8>().prop_map(Op::Write),
+            1 => (any::<u8>(), any::<u8>(), any::<bool>()).prop_map(|(t, a, e)| Op::Branch(t, a, e)),
+            3 => any::<u8>().prop_map(Op::Backup),
+            1 => Just(Op::Gap),
+        ]
+    }
+
+    fn simulate(ops: &[Op], hours_per_op: u64, window_days: u64, idle_days: u64) -> Simulation {
+        let mut sim = Simulation {
+            records: Vec::new(),
+            histories: Histories::new(),
+            timelines: BTreeMap::from([(1, (None, Vec::new()))]),
+            now: 0,
+            window: DAY * window_days,
+        };
+        let pick = |sim: &Simulation, n: u8| {
+            let keys: Vec<u32> = sim.timelines.keys().copied().collect();
+            keys[usize::from(n) % keys.len()]
+        };
+        for op in ops {
+            sim.now += HOUR * hours_per_op;
+            match *op {
+                Op::Gap => sim.now += 5 * DAY,
+                Op::Write(t) => {
+                    let tli = pick(&sim, t);
+                    let segments = &mut sim.timelines.get_mut(&tli).unwrap().1;
+                    let at = segments.last().map_or(0, |(p, _)| p + 1);
+                    segments.push((at, sim.now));
+                    sim.records.push(record(WalFileName::Segment(seg(tli, at)), sim.now));
+                }
+                Op::Backup(t) => {
+                    let tli = pick(&sim, t);
+                    if let Some((at, _)) = sim.timelines[&tli].1.last() {
+                        let backup = WalFileName::Backup { segment: seg(tli, *at), offset: BACKUP_OFFSET };
+                        sim.records.push(record(backup, sim.now));
+                    }
+                }
+                Op::Branch(t, a, early) if sim.timelines.len() < 4 => {
+                    let parent = pick(&sim, t);
+                    let written = &sim.timelines[&parent].1;
+                    if written.is_empty() {
+                        continue;
+                    }
+                    let (at, _) = written[usize::from(a) % written.len()];
+                    let mut switch_offset = if early { 0x10 } else { 0x100 };
+                    if let Some((_, start, offset)) = sim.timelines[&parent].0.filter(|b| b.1 == at) {
+                        // A timeline can fork only after its parent began.
+                        debug_assert_eq!(start, at);
+                        switch_offset = switch_offset.max(offset + 0x10);
+                    }
+                    let child = sim.timelines.keys().max().unwrap() + 1;
+                    let mut ancestry = sim.histories.get(&parent).cloned().unwrap_or_default();
                     ancestry.retain(|s| s.switch_position <= (0, at));
-                    ancestry.push(Switch {
-                        parent: tli,
-                        switch_position: (0, at),
-                    });
-                    histories.insert(child, ancestry);
-                    records.push(record(WalFileName::History { timeline: child }, clock));
-                    segments.insert(child, vec![(at, clock)]);
-                    records.push(record(WalFileName::Segment(seg(child, at)), clock));
-                    next_position.insert(child, at + 1);
+                    ancestry.push(Switch { parent, switch_position: (0, at), switch_offset });
+                    sim.histories.insert(child, ancestry);
+                    sim.records.push(record(WalFileName::History { timeline: child }, sim.now));
+                    sim.records.push(record(WalFileName::Segment(seg(child, at)), sim.now));
+                    sim.timelines.insert(child, (Some((parent, at, switch_offset)), vec![(at, sim.now)]));
                 }
-                1..=3 if !segments[&tli].is_empty() => {
-                    // A base backup starting in the timeline's latest segment.
-                    let (at, _) = *segments[&tli].last().unwrap();
-                    records.push(record(
-                        WalFileName::Backup {
-                            segment: seg(tli, at),
-                            offset: 0x28,
-                        },
-                        clock,
-                    ));
-                }
-                _ => {
-                    let at = next_position[&tli];
-                    segments.get_mut(&tli).unwrap().push((at, clock));
-                    records.push(record(WalFileName::Segment(seg(tli, at)), clock));
-                    next_position.insert(tli, at + 1);
-                }
+                Op::Branch(..) => {}
             }
         }
-        let now = clock + rng.below(10 * DAY);
-        let window = DAY * (1 + rng.below(30));
-        Archive {
-            records,
-            histories,
-            segments,
-            now,
-            window,
+        sim.now += DAY * idle_days;
+        sim
+    }
+
+    /// The oracle, written from the simulation alone (not from the
+    /// planner's histories or lines): the segments a recovery along
+    /// `timeline` reads, in order. A child's segment at its branch position
+    /// replaces the parent's one there.
+    fn path(sim: &Simulation, timeline: u32) -> Vec<(u32, u32, u64)> {
+        let (branch, own) = &sim.timelines[&timeline];
+        let mut path = match branch {
+            Some((parent, at, _)) => path(sim, *parent)
+                .into_iter()
+                .filter(|(_, pos, _)| pos < at)
+                .collect(),
+            None => Vec::new(),
+        };
+        path.extend(own.iter().map(|(pos, at)| (timeline, *pos, *at)));
+        path
+    }
+
+    /// Where in `path(timeline)` a backup started in `pos` of `tli` starts
+    /// reading, if it is on that path at all: in a switch segment, only a
+    /// backup that started before the switch continues into the child.
+    fn backup_start(sim: &Simulation, timeline: u32, tli: u32, pos: u32) -> Option<usize> {
+        let (branch, own) = &sim.timelines[&timeline];
+        let prefix = match branch {
+            Some((parent, at, _)) => path(sim, *parent).iter().filter(|(_, p, _)| p < at).count(),
+            None => 0,
+        };
+        if tli == timeline {
+            return own.iter().position(|(p, _)| *p == pos).map(|i| prefix + i);
+        }
+        let (parent, at, switch_offset) = (*branch)?;
+        let in_parent = backup_start(sim, parent, tli, pos);
+        if pos < at {
+            in_parent.filter(|i| *i < prefix)
+        } else if pos == at && u64::from(BACKUP_OFFSET) < switch_offset && in_parent.is_some() {
+            Some(prefix)
+        } else {
+            None
         }
     }
 
-    /// Whether a recovery to `t` along `timeline` is possible with `present`
-    /// files: some backup on the line that finished by `t`, and every
-    /// segment of the line from its start to the one holding `t`.
-    fn recoverable(
-        archive: &Archive,
-        present: &BTreeSet<WalFileName>,
-        timeline: u32,
-        t: u64,
-    ) -> bool {
-        let line = line_of(timeline, &archive.histories);
-        let mut on_line_segments: Vec<(Segment, u64)> = Vec::new();
-        for (tli, from, to) in &line {
-            for (pos, at) in &archive.segments[tli] {
-                let p = (0, *pos);
-                if p >= *from && to.is_none_or(|to| p <= to) {
-                    on_line_segments.push((seg(*tli, *pos), *at));
-                }
-            }
-        }
-        on_line_segments.sort_by_key(|(s, at)| (s.seg, *at));
-        let end = on_line_segments
-            .iter()
-            .find(|(_, at)| *at >= t)
-            .or(on_line_segments.last())
-            .map(|(s, _)| s.seg);
-        let Some(end) = end else { return false };
-        archive.records.iter().any(|r| match r.file {
-            WalFileName::Backup { segment, .. }
-                if r.staged_at <= t && on_line(&line, segment.timeline, position(&segment)) =>
-            {
-                on_line_segments
+    /// Whether a recovery to `t` along `timeline` is possible with the
+    /// `present` files: a base backup that started on the path and finished
+    /// by `t`, and every segment of the path from its start up to the one
+    /// being written at `t`.
+    fn recoverable(sim: &Simulation, present: &BTreeSet<WalFileName>, timeline: u32, t: u64) -> bool {
+        let path = path(sim, timeline);
+        let Some(end) = path.iter().position(|(_, _, at)| *at >= t).or(path.len().checked_sub(1)) else {
+            return false;
+        };
+        sim.records.iter().any(|r| {
+            let WalFileName::Backup { segment, .. } = r.file else {
+                return false;
+            };
+            match backup_start(sim, timeline, segment.timeline, segment.seg) {
+                Some(start) if r.staged_at <= t && start <= end => path[start..=end]
                     .iter()
-                    .filter(|(s, _)| s.seg >= segment.seg && s.seg <= end)
-                    .all(|(s, _)| present.contains(&WalFileName::Segment(*s)))
+                    .all(|(tli, pos, _)| present.contains(&WalFileName::Segment(seg(*tli, *pos)))),
+                _ => false,
             }
-            _ => false,
         })
     }
 
-    #[test]
-    fn property_every_target_in_the_window_stays_recoverable() {
-        let mut deleted_somewhere = 0;
-        for seed in 1..=300u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-            let archive = random_archive(&mut rng);
-            let plan = plan(
-                &archive.records,
-                &archive.histories,
-                archive.now,
-                archive.window,
-            );
-            let window_start = archive.now.saturating_sub(archive.window);
-            let all: BTreeSet<WalFileName> = archive.records.iter().map(|r| r.file).collect();
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn property_every_target_in_the_window_stays_recoverable(
+            ops in prop::collection::vec(op(), 20..250),
+            hours_per_op in 1u64..6,
+            window_days in 1u64..30,
+            idle_days in 0u64..10,
+        ) {
+            let sim = simulate(&ops, hours_per_op, window_days, idle_days);
+            let plan = plan(&sim.records, &sim.histories, sim.now, sim.window);
+            let window_start = sim.now.saturating_sub(sim.window);
+            let all: BTreeSet<WalFileName> = sim.records.iter().map(|r| r.file).collect();
             let deleted: BTreeSet<WalFileName> = plan.delete.iter().copied().collect();
             let present: BTreeSet<WalFileName> = all.difference(&deleted).copied().collect();
-            deleted_somewhere += deleted.len();
-
-            for r in &archive.records {
-                if deleted.contains(&r.file) {
-                    assert!(
-                        r.staged_at < window_start,
-                        "seed {seed}: deleted {} from inside the window",
-                        r.file
-                    );
-                    assert_ne!(
-                        r.file.kind(),
-                        WalFileKind::History,
-                        "seed {seed}: deleted a history file"
-                    );
-                }
+            prop_assert_eq!(deleted.len() + plan.kept.len(), all.len(), "every file planned once");
+            for r in sim.records.iter().filter(|r| deleted.contains(&r.file)) {
+                prop_assert!(r.staged_at < window_start, "deleted {} from inside the window", r.file);
+                prop_assert_ne!(r.file.kind(), WalFileKind::History, "deleted a history file");
             }
-            assert_eq!(
-                deleted.len() + plan.kept.len(),
-                all.len(),
-                "seed {seed}: every file is planned once"
-            );
             if plan.age_only_fallback {
-                continue;
+                return Ok(());
             }
-            let live: BTreeSet<u32> = archive
-                .records
+            let mut live: BTreeSet<u32> = sim
+                .timelines
                 .iter()
-                .filter(|r| r.staged_at >= window_start && r.file.kind() != WalFileKind::History)
-                .map(|r| r.file.timeline())
-                .chain(archive.segments.keys().max().copied())
+                .filter(|(_, (_, segments))| segments.iter().any(|(_, at)| *at >= window_start))
+                .map(|(tli, _)| *tli)
                 .collect();
-            let mut targets: Vec<u64> = archive
-                .records
-                .iter()
-                .map(|r| r.staged_at)
-                .filter(|t| *t >= window_start)
-                .collect();
-            targets.push(window_start);
-            targets.push(archive.now);
+            live.extend(sim.timelines.keys().max());
+            let mut targets: Vec<u64> = sim.records.iter().map(|r| r.staged_at).filter(|t| *t >= window_start).collect();
+            targets.extend([window_start, sim.now]);
             for timeline in live {
                 for t in &targets {
-                    if recoverable(&archive, &all, timeline, *t) {
-                        assert!(
-                            recoverable(&archive, &present, timeline, *t),
-                            "seed {seed}: recovery to {t} along timeline {timeline} lost (window from {window_start})"
+                    if recoverable(&sim, &all, timeline, *t) {
+                        prop_assert!(
+                            recoverable(&sim, &present, timeline, *t),
+                            "recovery to {} along timeline {} lost (window from {})", t, timeline, window_start
                         );
                     }
                 }
             }
         }
-        assert!(
-            deleted_somewhere > 1000,
-            "the property must exercise deletion, deleted {deleted_somewhere}"
-        );
+    }
+
+    #[test]
+    fn the_simulation_exercises_deletion() {
+        let ops: Vec<Op> = (0..200u8)
+            .map(|i| if i % 25 == 0 { Op::Backup(0) } else { Op::Write(0) })
+            .collect();
+        let sim = simulate(&ops, 3, 5, 0);
+        let plan = plan(&sim.records, &sim.histories, sim.now, sim.window);
+        assert!(!plan.age_only_fallback);
+        assert!(plan.delete.len() > 100, "deleted {}", plan.delete.len());
     }
 }

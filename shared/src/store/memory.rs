@@ -57,6 +57,19 @@ impl MemoryStore {
         state.objects.insert(key.to_owned(), Object { info, body });
     }
 
+    /// A new store holding the same objects: a snapshot to start tests from.
+    pub fn duplicate(&self) -> Self {
+        let state = self.lock();
+        MemoryStore {
+            name: self.name.clone(),
+            state: Mutex::new(State {
+                objects: state.objects.clone(),
+                now: state.now,
+            }),
+            page_size: self.page_size,
+        }
+    }
+
     /// Keeps the object's metadata and size but flips its first byte.
     pub fn corrupt(&self, key: &str) {
         let mut state = self.lock();

@@ -1,0 +1,102 @@
+//! Fixtures for tests of the logic, shared by this crate's tests and the
+//! integration harness: a valid synthetic WAL segment, and a whole set of
+//! in-memory backends with a fault injector on every store and the catalog.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::backends::{Backends, Replica, Replicas};
+use crate::catalog::{FaultyCatalog, MemoryCatalog};
+use crate::provider::Provider;
+use crate::store::{FaultyStore, MemoryStore, ObjectStore};
+use crate::wal::{SegmentSize, WalFileName, MIN_SEGMENT_SIZE};
+
+/// A valid 1 MiB PostgreSQL 15 segment for `name` (a segment or
+/// `.partial`): the long page header, then record-like bytes that compress
+/// roughly as real WAL does.
+pub fn synthetic_segment(name: &WalFileName, system_identifier: u64) -> Vec<u8> {
+    let segment = name.segment().expect("a segment name");
+    let size = SegmentSize::new(MIN_SEGMENT_SIZE).expect("1 MiB is a segment size");
+    let mut bytes = vec![0u8; MIN_SEGMENT_SIZE as usize];
+    bytes[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+    bytes[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
+    bytes[4..8].copy_from_slice(&segment.timeline.to_le_bytes());
+    bytes[8..16].copy_from_slice(&segment.start_lsn(size).to_le_bytes());
+    bytes[24..32].copy_from_slice(&system_identifier.to_le_bytes());
+    bytes[32..36].copy_from_slice(&(MIN_SEGMENT_SIZE as u32).to_le_bytes());
+    bytes[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    let mut state = (system_identifier as u32) ^ segment.seg ^ 0x9E37_79B9;
+    for record in bytes[64..].chunks_mut(128) {
+        for byte in record.iter_mut().take(40) {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            *byte = (state % 16) as u8;
+        }
+    }
+    bytes
+}
+
+/// Staging, the catalog and a replica on every provider, all in memory,
+/// each behind a fault injector.
+pub struct MemoryWorld {
+    pub staging: Arc<FaultyStore<MemoryStore>>,
+    pub catalog: Arc<FaultyCatalog<MemoryCatalog>>,
+    pub replicas: BTreeMap<Provider, Arc<FaultyStore<MemoryStore>>>,
+}
+
+impl Default for MemoryWorld {
+    fn default() -> Self {
+        MemoryWorld {
+            staging: Arc::new(FaultyStore::new(MemoryStore::new("staging"))),
+            catalog: Arc::new(FaultyCatalog::new(MemoryCatalog::default())),
+            replicas: Provider::ALL
+                .into_iter()
+                .map(|p| (p, Arc::new(FaultyStore::new(MemoryStore::new(p.as_str())))))
+                .collect(),
+        }
+    }
+}
+
+impl MemoryWorld {
+    /// The world as the logic sees it, replicas in `Provider::ALL` order.
+    pub fn backends(&self) -> Backends {
+        let replicas = self
+            .replicas
+            .iter()
+            .map(|(provider, store)| Replica {
+                provider: *provider,
+                store: Arc::clone(store) as Arc<dyn ObjectStore>,
+            })
+            .collect();
+        Backends {
+            staging: Arc::clone(&self.staging) as Arc<dyn ObjectStore>,
+            catalog: Arc::clone(&self.catalog) as Arc<dyn crate::catalog::Catalog>,
+            replicas: Replicas::new(replicas),
+        }
+    }
+
+    pub fn replica(&self, provider: Provider) -> &FaultyStore<MemoryStore> {
+        &self.replicas[&provider]
+    }
+
+    /// A new world holding the same objects and records, with no faults:
+    /// a snapshot to start each case of a table from.
+    pub fn duplicate(&self) -> Self {
+        let store = |s: &FaultyStore<MemoryStore>| Arc::new(FaultyStore::new(s.inner().duplicate()));
+        MemoryWorld {
+            staging: store(&self.staging),
+            catalog: Arc::new(FaultyCatalog::new(self.catalog.inner().duplicate())),
+            replicas: self.replicas.iter().map(|(p, s)| (*p, store(s))).collect(),
+        }
+    }
+
+    /// Heals every injected fault.
+    pub fn heal(&self) {
+        self.staging.heal();
+        self.catalog.heal();
+        for replica in self.replicas.values() {
+            replica.heal();
+        }
+    }
+}

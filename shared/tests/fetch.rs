@@ -1,0 +1,208 @@
+//! `walvault fetch`'s logic on in-memory backends: every fault class at
+//! every store it asks, and the answer PostgreSQL gets (the exit code each
+//! answer maps to is in the shipper's `exit.rs`).
+
+mod common;
+
+use common::{archived, cluster, limits, name, staged};
+use shared::archive::fetch::{FetchError, Fetcher, Source};
+use shared::catalog::CatalogOperation;
+use shared::codec::Sha256Hex;
+use shared::fault::Fault;
+use shared::keys::{archive_key, meta};
+use shared::provider::Provider;
+use shared::store::{Metadata, Operation, SHA256_METADATA};
+use shared::testing::MemoryWorld;
+use shared::wal::WalFileName;
+
+const FILE: &str = "000000010000000000000007";
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    CatalogGet,
+    ReplicaGet(Provider),
+    StagingGet,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Times {
+    Once,
+    Always,
+}
+
+/// The answer, as the exit code PostgreSQL would see would name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Served(Source),
+    NotFound,
+    Unavailable,
+    NoVerifiedCopy,
+    Disagreement,
+}
+
+fn answer(result: &Result<shared::archive::fetch::Fetched, FetchError>) -> Answer {
+    match result {
+        Ok(fetched) => Answer::Served(fetched.source),
+        Err(FetchError::NotFound(_)) => Answer::NotFound,
+        Err(FetchError::Unavailable { .. }) => Answer::Unavailable,
+        Err(FetchError::NoVerifiedCopy { .. }) => Answer::NoVerifiedCopy,
+        Err(FetchError::Disagreement { .. }) => Answer::Disagreement,
+    }
+}
+
+fn inject(world: &MemoryWorld, (step, fault, times): (Step, Fault, Times)) {
+    let n = match times {
+        Times::Once => 1,
+        Times::Always => u32::MAX,
+    };
+    match step {
+        Step::CatalogGet => world.catalog.fail_next(CatalogOperation::Get, fault, n),
+        Step::ReplicaGet(p) => world.replica(p).fail_next(Operation::Get, fault, n),
+        Step::StagingGet => world.staging.fail_next(Operation::Get, fault, n),
+    }
+}
+
+fn fetcher(world: &MemoryWorld) -> Fetcher {
+    let backends = world.backends();
+    Fetcher::new(
+        cluster(),
+        backends.catalog,
+        backends.staging,
+        backends.replicas.ordered(&[Provider::R2, Provider::B2]),
+        limits(),
+    )
+}
+
+type Row = (&'static str, Vec<(Step, Fault, Times)>, Answer);
+
+fn archived_rows() -> Vec<Row> {
+    use Answer::{NoVerifiedCopy, Served, Unavailable};
+    use Fault::*;
+    use Step::*;
+    use Times::*;
+    let (r2, b2) = (ReplicaGet(Provider::R2), ReplicaGet(Provider::B2));
+    let mut rows: Vec<Row> = vec![
+        ("healthy", vec![], Served(Source::Replica(Provider::R2))),
+        ("catalog refused: found by key, replicas agree", vec![(CatalogGet, Refused, Always)], Served(Source::Replica(Provider::R2))),
+        ("catalog down", vec![(CatalogGet, Transient, Always)], Served(Source::Replica(Provider::R2))),
+        ("catalog hung", vec![(CatalogGet, Hang, Always)], Served(Source::Replica(Provider::R2))),
+        ("catalog item unreadable", vec![(CatalogGet, Corrupt, Always)], Served(Source::Replica(Provider::R2))),
+        ("r2 lacks it", vec![(r2, NotFound, Always)], Served(Source::Replica(Provider::B2))),
+        ("r2 refuses", vec![(r2, Refused, Always)], Served(Source::Replica(Provider::B2))),
+        ("r2 down", vec![(r2, Transient, Always)], Served(Source::Replica(Provider::B2))),
+        ("r2 hung", vec![(r2, Hang, Always)], Served(Source::Replica(Provider::B2))),
+        ("r2 copy corrupt", vec![(r2, Corrupt, Always)], Served(Source::Replica(Provider::B2))),
+        ("b2 broken is never asked", vec![(b2, Refused, Always)], Served(Source::Replica(Provider::R2))),
+        ("both refuse", vec![(r2, Refused, Always), (b2, Refused, Always)], Unavailable),
+        ("both hung", vec![(r2, Hang, Always), (b2, Hang, Always)], Unavailable),
+        ("r2 down and b2 lacks it: an error, not absence", vec![(r2, Transient, Always), (b2, NotFound, Always)], Unavailable),
+        ("r2 corrupt and b2 down", vec![(r2, Corrupt, Always), (b2, Transient, Always)], Unavailable),
+        ("both copies corrupt", vec![(r2, Corrupt, Always), (b2, Corrupt, Always)], NoVerifiedCopy),
+        ("listed but on no provider", vec![(r2, NotFound, Always), (b2, NotFound, Always)], NoVerifiedCopy),
+        ("catalog down and both refuse", vec![(CatalogGet, Transient, Always), (r2, Refused, Always), (b2, Refused, Always)], Unavailable),
+    ];
+    for step in [CatalogGet, r2] {
+        for fault in [Transient, Hang, LostAnswer] {
+            rows.push(("a fault that strikes once is retried", vec![(step, fault, Once)], Served(Source::Replica(Provider::R2))));
+        }
+    }
+    rows
+}
+
+async fn run_rows(file: &WalFileName, world: &MemoryWorld, rows: Vec<Row>, original: &[u8]) {
+    for (case, faults, expected) in rows {
+        for fault in &faults {
+            inject(world, *fault);
+        }
+        tokio::time::pause();
+        let result = fetcher(world).fetch(file).await;
+        tokio::time::resume();
+        world.heal();
+        assert_eq!(answer(&result), expected, "{case}: {result:?}");
+        if let Ok(fetched) = result {
+            assert_eq!(fetched.bytes, original, "{case}: bytes");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_archived_file_under_every_fault() {
+    let world = MemoryWorld::default();
+    let (file, bytes) = archived(&world, FILE).await;
+    run_rows(&file, &world, archived_rows(), &bytes).await;
+}
+
+#[tokio::test]
+async fn a_file_not_yet_replicated_comes_from_staging() {
+    use Fault::*;
+    use Step::*;
+    use Times::*;
+    let world = MemoryWorld::default();
+    let (file, bytes) = staged(&world, FILE).await;
+    let rows: Vec<Row> = vec![
+        ("in staging only", vec![], Answer::Served(Source::Staging)),
+        ("staging refuses", vec![(StagingGet, Refused, Always)], Answer::Unavailable),
+        ("staging hung", vec![(StagingGet, Hang, Always)], Answer::Unavailable),
+        ("staging copy corrupt", vec![(StagingGet, Corrupt, Always)], Answer::NoVerifiedCopy),
+        ("staging blips once", vec![(StagingGet, Transient, Once)], Answer::Served(Source::Staging)),
+    ];
+    run_rows(&file, &world, rows, &bytes).await;
+}
+
+#[tokio::test]
+async fn a_file_nobody_has_is_not_found_and_a_partial_is_never_served_for_a_segment() {
+    let world = MemoryWorld::default();
+    let partial = name(&format!("{FILE}.partial"));
+    let bytes = shared::testing::synthetic_segment(&partial, common::SYSID);
+    let wal = common::WalDir::default();
+    let spool = tempfile::tempdir().unwrap();
+    common::pusher(&world, &spool, 1)
+        .push_one(&wal.file(&partial, &bytes))
+        .await
+        .unwrap();
+    let result = fetcher(&world).fetch(&name(FILE)).await;
+    assert_eq!(answer(&result), Answer::NotFound);
+    let served = fetcher(&world).fetch(&partial).await.unwrap();
+    assert_eq!(served.bytes, bytes, "the .partial itself is served by its own name");
+}
+
+#[tokio::test]
+async fn without_the_catalog_replicas_that_disagree_stop_recovery() {
+    let world = MemoryWorld::default();
+    let (file, _) = archived(&world, FILE).await;
+    let key = archive_key(&cluster(), &file);
+    let other = b"a different, self-consistent file".to_vec();
+    let packed = shared::codec::compress(&other, Default::default()).unwrap();
+    world.replica(Provider::B2).inner().plant(
+        &key,
+        packed,
+        Metadata::from([
+            (SHA256_METADATA.to_owned(), Sha256Hex::of(&other).to_string()),
+            (meta::RAW_SIZE.to_owned(), other.len().to_string()),
+        ]),
+    );
+    world.catalog.fail_always(CatalogOperation::Get, Fault::Transient);
+    let result = fetcher(&world).fetch(&file).await;
+    assert_eq!(answer(&result), Answer::Disagreement, "{result:?}");
+    world.heal();
+    let with_catalog = fetcher(&world).fetch(&file).await;
+    assert_eq!(answer(&with_catalog), Answer::Served(Source::Replica(Provider::R2)));
+}
+
+#[tokio::test]
+async fn the_fetch_order_decides_which_provider_is_asked_first() {
+    let world = MemoryWorld::default();
+    let (file, _) = archived(&world, FILE).await;
+    let backends = world.backends();
+    let b2_first = Fetcher::new(
+        cluster(),
+        backends.catalog,
+        backends.staging,
+        backends.replicas.ordered(&[Provider::B2, Provider::R2]),
+        limits(),
+    );
+    let r2_reads = world.replica(Provider::R2).calls(Operation::Get);
+    let fetched = b2_first.fetch(&file).await.unwrap();
+    assert_eq!(fetched.source, Source::Replica(Provider::B2));
+    assert_eq!(world.replica(Provider::R2).calls(Operation::Get), r2_reads);
+}
