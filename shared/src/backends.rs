@@ -9,7 +9,9 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
-use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::config::{
+    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
 
 use crate::catalog::{Catalog, DynamoCatalog};
 use crate::config::{Config, ReplicaConfig, ReplicaCredentials};
@@ -67,7 +69,12 @@ impl Replicas {
     /// The same replicas, those named in `order` first, in that order.
     pub fn ordered(&self, order: &[Provider]) -> Replicas {
         let mut sorted = self.0.clone();
-        sorted.sort_by_key(|r| order.iter().position(|p| *p == r.provider).unwrap_or(order.len()));
+        sorted.sort_by_key(|r| {
+            order
+                .iter()
+                .position(|p| *p == r.provider)
+                .unwrap_or(order.len())
+        });
         Replicas(sorted)
     }
 

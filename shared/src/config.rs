@@ -187,7 +187,9 @@ impl Config {
                 .parse::<i32>()
                 .ok()
                 .and_then(|l| CompressionLevel::new(l).ok())
-                .ok_or_else(|| settings.invalid("ZSTD_LEVEL", "must be a whole number from -7 to 19"))?,
+                .ok_or_else(|| {
+                    settings.invalid("ZSTD_LEVEL", "must be a whole number from -7 to 19")
+                })?,
         };
         let request_timeout = Duration::from_secs(settings.positive("REQUEST_TIMEOUT_SECS", 30)?);
         let max_attempts = u32::try_from(settings.positive("MAX_ATTEMPTS", 3)?)
@@ -211,7 +213,9 @@ impl Config {
                 .parse::<usize>()
                 .ok()
                 .filter(|n| *n <= 64)
-                .ok_or_else(|| settings.invalid("PREFETCH", "must be a whole number from 0 to 64"))?,
+                .ok_or_else(|| {
+                    settings.invalid("PREFETCH", "must be a whole number from 0 to 64")
+                })?,
         };
         let spool_dir = settings
             .get("SPOOL_DIR")
@@ -250,7 +254,9 @@ impl Config {
             retention_dry_run: match settings.get("RETENTION_DRY_RUN").as_deref() {
                 None | Some("false") | Some("0") => false,
                 Some("true") | Some("1") => true,
-                Some(_) => return Err(settings.invalid("RETENTION_DRY_RUN", "must be true or false")),
+                Some(_) => {
+                    return Err(settings.invalid("RETENTION_DRY_RUN", "must be true or false"))
+                }
             },
             retention_max_deletes: settings.positive("RETENTION_MAX_DELETES", 100_000)? as usize,
         })
@@ -288,8 +294,8 @@ fn read_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
         path: path.display().to_string(),
         problem,
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| file_error(FileProblem::Unreadable(e.kind())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| file_error(FileProblem::Unreadable(e.kind())))?;
     parse_file(&text).map_err(file_error)
 }
 
@@ -441,7 +447,14 @@ impl Settings<'_> {
             "SECRET_ARN",
         ]
         .map(name);
-        let all = [&endpoint, &bucket, &key_id, &secret_key, &region, &secret_arn];
+        let all = [
+            &endpoint,
+            &bucket,
+            &key_id,
+            &secret_key,
+            &region,
+            &secret_arn,
+        ];
         if all.iter().all(|n| self.get(n).is_none()) {
             return Ok(None);
         }

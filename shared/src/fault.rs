@@ -126,7 +126,13 @@ impl<Op: Copy + Eq + Hash> Injector<Op> {
         Some(fault)
     }
 
-    fn add(&self, operation: Op, key_contains: Option<String>, fault: Fault, remaining: Option<u32>) {
+    fn add(
+        &self,
+        operation: Op,
+        key_contains: Option<String>,
+        fault: Fault,
+        remaining: Option<u32>,
+    ) {
         self.lock().rules.push(Rule {
             operation,
             key_contains,

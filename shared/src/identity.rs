@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::Sha256Hex;
 use crate::error::Retryable;
-use crate::retry::TimedOut;
 use crate::keys::{identity_key, ClusterName};
+use crate::retry::TimedOut;
 use crate::store::{Metadata, ObjectStore, StoreError};
 use crate::wal::WalHeader;
 

@@ -106,7 +106,10 @@ pub fn layout_templates() -> [(&'static str, String); 3] {
 }
 
 pub fn archive_key(cluster: &ClusterName, file: &WalFileName) -> String {
-    format!("{}{file}{ARCHIVE_SUFFIX}", archive_prefix_of(cluster.as_str()))
+    format!(
+        "{}{file}{ARCHIVE_SUFFIX}",
+        archive_prefix_of(cluster.as_str())
+    )
 }
 
 pub fn identity_key(cluster: &ClusterName) -> String {

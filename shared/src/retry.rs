@@ -193,7 +193,10 @@ mod tests {
     }
 
     fn minute() -> Budget {
-        Budget::until(Instant::now() + Duration::from_secs(60), Duration::from_secs(5))
+        Budget::until(
+            Instant::now() + Duration::from_secs(60),
+            Duration::from_secs(5),
+        )
     }
 
     #[tokio::test(start_paused = true)]

@@ -24,7 +24,9 @@ pub enum SecretsError {
         #[source]
         source: Cause,
     },
-    #[error("{setting}: the secret is not JSON with string fields access_key_id and secret_access_key")]
+    #[error(
+        "{setting}: the secret is not JSON with string fields access_key_id and secret_access_key"
+    )]
     Malformed { setting: String },
 }
 

@@ -83,7 +83,8 @@ impl MemoryWorld {
     /// A new world holding the same objects and records, with no faults:
     /// a snapshot to start each case of a table from.
     pub fn duplicate(&self) -> Self {
-        let store = |s: &FaultyStore<MemoryStore>| Arc::new(FaultyStore::new(s.inner().duplicate()));
+        let store =
+            |s: &FaultyStore<MemoryStore>| Arc::new(FaultyStore::new(s.inner().duplicate()));
         MemoryWorld {
             staging: store(&self.staging),
             catalog: Arc::new(FaultyCatalog::new(self.catalog.inner().duplicate())),

@@ -17,11 +17,12 @@ use shared::wal::WalFileName;
 
 const FILE: &str = "000000010000000000000007";
 
+/// Which read a fault strikes.
 #[derive(Debug, Clone, Copy)]
 enum Step {
-    CatalogGet,
-    ReplicaGet(Provider),
-    StagingGet,
+    Catalog,
+    Replica(Provider),
+    Staging,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -56,9 +57,9 @@ fn inject(world: &MemoryWorld, (step, fault, times): (Step, Fault, Times)) {
         Times::Always => u32::MAX,
     };
     match step {
-        Step::CatalogGet => world.catalog.fail_next(CatalogOperation::Get, fault, n),
-        Step::ReplicaGet(p) => world.replica(p).fail_next(Operation::Get, fault, n),
-        Step::StagingGet => world.staging.fail_next(Operation::Get, fault, n),
+        Step::Catalog => world.catalog.fail_next(CatalogOperation::Get, fault, n),
+        Step::Replica(p) => world.replica(p).fail_next(Operation::Get, fault, n),
+        Step::Staging => world.staging.fail_next(Operation::Get, fault, n),
     }
 }
 
@@ -80,30 +81,106 @@ fn archived_rows() -> Vec<Row> {
     use Fault::*;
     use Step::*;
     use Times::*;
-    let (r2, b2) = (ReplicaGet(Provider::R2), ReplicaGet(Provider::B2));
+    let (r2, b2) = (Replica(Provider::R2), Replica(Provider::B2));
     let mut rows: Vec<Row> = vec![
         ("healthy", vec![], Served(Source::Replica(Provider::R2))),
-        ("catalog refused: found by key, replicas agree", vec![(CatalogGet, Refused, Always)], Served(Source::Replica(Provider::R2))),
-        ("catalog down", vec![(CatalogGet, Transient, Always)], Served(Source::Replica(Provider::R2))),
-        ("catalog hung", vec![(CatalogGet, Hang, Always)], Served(Source::Replica(Provider::R2))),
-        ("catalog item unreadable", vec![(CatalogGet, Corrupt, Always)], Served(Source::Replica(Provider::R2))),
-        ("r2 lacks it", vec![(r2, NotFound, Always)], Served(Source::Replica(Provider::B2))),
-        ("r2 refuses", vec![(r2, Refused, Always)], Served(Source::Replica(Provider::B2))),
-        ("r2 down", vec![(r2, Transient, Always)], Served(Source::Replica(Provider::B2))),
-        ("r2 hung", vec![(r2, Hang, Always)], Served(Source::Replica(Provider::B2))),
-        ("r2 copy corrupt", vec![(r2, Corrupt, Always)], Served(Source::Replica(Provider::B2))),
-        ("b2 broken is never asked", vec![(b2, Refused, Always)], Served(Source::Replica(Provider::R2))),
-        ("both refuse", vec![(r2, Refused, Always), (b2, Refused, Always)], Unavailable),
-        ("both hung", vec![(r2, Hang, Always), (b2, Hang, Always)], Unavailable),
-        ("r2 down and b2 lacks it: an error, not absence", vec![(r2, Transient, Always), (b2, NotFound, Always)], Unavailable),
-        ("r2 corrupt and b2 down", vec![(r2, Corrupt, Always), (b2, Transient, Always)], Unavailable),
-        ("both copies corrupt", vec![(r2, Corrupt, Always), (b2, Corrupt, Always)], NoVerifiedCopy),
-        ("listed but on no provider", vec![(r2, NotFound, Always), (b2, NotFound, Always)], NoVerifiedCopy),
-        ("catalog down and both refuse", vec![(CatalogGet, Transient, Always), (r2, Refused, Always), (b2, Refused, Always)], Unavailable),
+        (
+            "catalog refused: found by key, replicas agree",
+            vec![(Catalog, Refused, Always)],
+            Served(Source::Replica(Provider::R2)),
+        ),
+        (
+            "catalog down",
+            vec![(Catalog, Transient, Always)],
+            Served(Source::Replica(Provider::R2)),
+        ),
+        (
+            "catalog hung",
+            vec![(Catalog, Hang, Always)],
+            Served(Source::Replica(Provider::R2)),
+        ),
+        (
+            "catalog item unreadable",
+            vec![(Catalog, Corrupt, Always)],
+            Served(Source::Replica(Provider::R2)),
+        ),
+        (
+            "r2 lacks it",
+            vec![(r2, NotFound, Always)],
+            Served(Source::Replica(Provider::B2)),
+        ),
+        (
+            "r2 refuses",
+            vec![(r2, Refused, Always)],
+            Served(Source::Replica(Provider::B2)),
+        ),
+        (
+            "r2 down",
+            vec![(r2, Transient, Always)],
+            Served(Source::Replica(Provider::B2)),
+        ),
+        (
+            "r2 hung",
+            vec![(r2, Hang, Always)],
+            Served(Source::Replica(Provider::B2)),
+        ),
+        (
+            "r2 copy corrupt",
+            vec![(r2, Corrupt, Always)],
+            Served(Source::Replica(Provider::B2)),
+        ),
+        (
+            "b2 broken is never asked",
+            vec![(b2, Refused, Always)],
+            Served(Source::Replica(Provider::R2)),
+        ),
+        (
+            "both refuse",
+            vec![(r2, Refused, Always), (b2, Refused, Always)],
+            Unavailable,
+        ),
+        (
+            "both hung",
+            vec![(r2, Hang, Always), (b2, Hang, Always)],
+            Unavailable,
+        ),
+        (
+            "r2 down and b2 lacks it: an error, not absence",
+            vec![(r2, Transient, Always), (b2, NotFound, Always)],
+            Unavailable,
+        ),
+        (
+            "r2 corrupt and b2 down",
+            vec![(r2, Corrupt, Always), (b2, Transient, Always)],
+            Unavailable,
+        ),
+        (
+            "both copies corrupt",
+            vec![(r2, Corrupt, Always), (b2, Corrupt, Always)],
+            NoVerifiedCopy,
+        ),
+        (
+            "listed but on no provider",
+            vec![(r2, NotFound, Always), (b2, NotFound, Always)],
+            NoVerifiedCopy,
+        ),
+        (
+            "catalog down and both refuse",
+            vec![
+                (Catalog, Transient, Always),
+                (r2, Refused, Always),
+                (b2, Refused, Always),
+            ],
+            Unavailable,
+        ),
     ];
-    for step in [CatalogGet, r2] {
+    for step in [Catalog, r2] {
         for fault in [Transient, Hang, LostAnswer] {
-            rows.push(("a fault that strikes once is retried", vec![(step, fault, Once)], Served(Source::Replica(Provider::R2))));
+            rows.push((
+                "a fault that strikes once is retried",
+                vec![(step, fault, Once)],
+                Served(Source::Replica(Provider::R2)),
+            ));
         }
     }
     rows
@@ -141,10 +218,26 @@ async fn a_file_not_yet_replicated_comes_from_staging() {
     let (file, bytes) = staged(&world, FILE).await;
     let rows: Vec<Row> = vec![
         ("in staging only", vec![], Answer::Served(Source::Staging)),
-        ("staging refuses", vec![(StagingGet, Refused, Always)], Answer::Unavailable),
-        ("staging hung", vec![(StagingGet, Hang, Always)], Answer::Unavailable),
-        ("staging copy corrupt", vec![(StagingGet, Corrupt, Always)], Answer::NoVerifiedCopy),
-        ("staging blips once", vec![(StagingGet, Transient, Once)], Answer::Served(Source::Staging)),
+        (
+            "staging refuses",
+            vec![(Staging, Refused, Always)],
+            Answer::Unavailable,
+        ),
+        (
+            "staging hung",
+            vec![(Staging, Hang, Always)],
+            Answer::Unavailable,
+        ),
+        (
+            "staging copy corrupt",
+            vec![(Staging, Corrupt, Always)],
+            Answer::NoVerifiedCopy,
+        ),
+        (
+            "staging blips once",
+            vec![(Staging, Transient, Once)],
+            Answer::Served(Source::Staging),
+        ),
     ];
     run_rows(&file, &world, rows, &bytes).await;
 }
@@ -163,7 +256,10 @@ async fn a_file_nobody_has_is_not_found_and_a_partial_is_never_served_for_a_segm
     let result = fetcher(&world).fetch(&name(FILE)).await;
     assert_eq!(answer(&result), Answer::NotFound);
     let served = fetcher(&world).fetch(&partial).await.unwrap();
-    assert_eq!(served.bytes, bytes, "the .partial itself is served by its own name");
+    assert_eq!(
+        served.bytes, bytes,
+        "the .partial itself is served by its own name"
+    );
 }
 
 #[tokio::test]
@@ -177,16 +273,24 @@ async fn without_the_catalog_replicas_that_disagree_stop_recovery() {
         &key,
         packed,
         Metadata::from([
-            (SHA256_METADATA.to_owned(), Sha256Hex::of(&other).to_string()),
+            (
+                SHA256_METADATA.to_owned(),
+                Sha256Hex::of(&other).to_string(),
+            ),
             (meta::RAW_SIZE.to_owned(), other.len().to_string()),
         ]),
     );
-    world.catalog.fail_always(CatalogOperation::Get, Fault::Transient);
+    world
+        .catalog
+        .fail_always(CatalogOperation::Get, Fault::Transient);
     let result = fetcher(&world).fetch(&file).await;
     assert_eq!(answer(&result), Answer::Disagreement, "{result:?}");
     world.heal();
     let with_catalog = fetcher(&world).fetch(&file).await;
-    assert_eq!(answer(&with_catalog), Answer::Served(Source::Replica(Provider::R2)));
+    assert_eq!(
+        answer(&with_catalog),
+        Answer::Served(Source::Replica(Provider::R2))
+    );
 }
 
 #[tokio::test]

@@ -46,7 +46,9 @@ fn answer(result: &Result<(PushOutcome, shared::codec::Sha256Hex), PushError>) -
     match result {
         Ok((outcome, _)) => Answer::Ok(*outcome),
         Err(PushError::Conflict { .. }) => Answer::Conflict,
-        Err(PushError::WrongCluster { source, .. }) if !matches!(source, IdentityError::Store(_)) => {
+        Err(PushError::WrongCluster { source, .. })
+            if !matches!(source, IdentityError::Store(_)) =>
+        {
             Answer::WrongCluster
         }
         Err(e) if e.is_permanent() => Answer::Failed,
@@ -61,10 +63,16 @@ fn inject(world: &MemoryWorld, step: Step, fault: Fault, times: Times) {
     };
     let identity = identity_key(&cluster());
     match step {
-        Step::IdentityGet => world.staging.fail_key_next(Operation::Get, &identity, fault, n),
-        Step::IdentityPut => world.staging.fail_key_next(Operation::Put, &identity, fault, n),
+        Step::IdentityGet => world
+            .staging
+            .fail_key_next(Operation::Get, &identity, fault, n),
+        Step::IdentityPut => world
+            .staging
+            .fail_key_next(Operation::Put, &identity, fault, n),
         Step::CatalogGet => world.catalog.fail_next(CatalogOperation::Get, fault, n),
-        Step::StagingPut => world.staging.fail_key_next(Operation::Put, "/staging/", fault, n),
+        Step::StagingPut => world
+            .staging
+            .fail_key_next(Operation::Put, "/staging/", fault, n),
     }
 }
 
@@ -92,7 +100,12 @@ fn table() -> Vec<Row> {
         (StagingPut, Refused, Always, Failed),
         (StagingPut, Transient, Always, Unavailable),
         (StagingPut, Hang, Always, Unavailable),
-        (StagingPut, LostAnswer, Once, Answer::Ok(PushOutcome::AlreadyStaged)),
+        (
+            StagingPut,
+            LostAnswer,
+            Once,
+            Answer::Ok(PushOutcome::AlreadyStaged),
+        ),
     ];
     for step in [IdentityGet, CatalogGet, StagingPut] {
         for fault in [Transient, Hang] {
@@ -117,7 +130,11 @@ async fn every_fault_at_every_request_gets_a_known_answer() {
         let result = pusher(&world, &spool, 1).push_one(&path).await;
         tokio::time::resume();
         world.heal();
-        assert_eq!(answer(&result), expected, "{step:?} {fault:?} {times:?}: {result:?}");
+        assert_eq!(
+            answer(&result),
+            expected,
+            "{step:?} {fault:?} {times:?}: {result:?}"
+        );
     }
 }
 
@@ -146,24 +163,49 @@ async fn repushes_are_idempotent_and_different_content_is_refused_before_and_aft
     let file = name("000000010000000000000003");
     let (path, bytes) = wal.segment(&file);
     assert_eq!(pusher.push_one(&path).await.unwrap().0, PushOutcome::Stored);
-    assert_eq!(pusher.push_one(&path).await.unwrap().0, PushOutcome::AlreadyStaged);
+    assert_eq!(
+        pusher.push_one(&path).await.unwrap().0,
+        PushOutcome::AlreadyStaged
+    );
     let mut other = bytes.clone();
     other[100_000] ^= 1;
     let changed = wal.file(&file, &other);
-    let staged_before = world.staging.inner().object(&staging_key(&cluster(), &file)).unwrap();
+    let staged_before = world
+        .staging
+        .inner()
+        .object(&staging_key(&cluster(), &file))
+        .unwrap();
     assert_eq!(answer(&pusher.push_one(&changed).await), Answer::Conflict);
-    let staged_after = world.staging.inner().object(&staging_key(&cluster(), &file)).unwrap();
-    assert_eq!(staged_after.body, staged_before.body, "the stored copy is untouched");
+    let staged_after = world
+        .staging
+        .inner()
+        .object(&staging_key(&cluster(), &file))
+        .unwrap();
+    assert_eq!(
+        staged_after.body, staged_before.body,
+        "the stored copy is untouched"
+    );
 
     let (replicated, replicated_bytes) = archived(&world, "000000010000000000000004").await;
     let path = wal.file(&replicated, &replicated_bytes);
-    assert_eq!(pusher.push_one(&path).await.unwrap().0, PushOutcome::AlreadyArchived);
+    assert_eq!(
+        pusher.push_one(&path).await.unwrap().0,
+        PushOutcome::AlreadyArchived
+    );
     let mut other = replicated_bytes.clone();
     other[100_000] ^= 1;
     let changed = wal.file(&replicated, &other);
     assert_eq!(answer(&pusher.push_one(&changed).await), Answer::Conflict);
-    let record = world.catalog.get(&cluster(), &replicated).await.unwrap().unwrap();
-    assert_eq!(record.raw_sha256, shared::codec::Sha256Hex::of(&replicated_bytes));
+    let record = world
+        .catalog
+        .get(&cluster(), &replicated)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        record.raw_sha256,
+        shared::codec::Sha256Hex::of(&replicated_bytes)
+    );
 }
 
 #[tokio::test]
@@ -177,20 +219,36 @@ async fn wrong_files_are_refused_before_any_store_is_asked() {
 
     let foreign_name = name("000000010000000000000002");
     let foreign = wal.file(&foreign_name, &synthetic_segment(&foreign_name, 42));
-    assert_eq!(answer(&pusher.push_one(&foreign).await), Answer::WrongCluster);
+    assert_eq!(
+        answer(&pusher.push_one(&foreign).await),
+        Answer::WrongCluster
+    );
 
     let truncated_name = name("000000010000000000000003");
     let mut truncated = synthetic_segment(&truncated_name, common::SYSID);
     truncated.truncate(8192);
     let truncated = wal.file(&truncated_name, &truncated);
-    assert!(matches!(pusher.push_one(&truncated).await, Err(PushError::BadContent { .. })));
+    assert!(matches!(
+        pusher.push_one(&truncated).await,
+        Err(PushError::BadContent { .. })
+    ));
 
     let misnamed = wal.dir.path().join("not-a-wal-file");
     std::fs::write(&misnamed, b"x").unwrap();
-    assert!(matches!(pusher.push_one(&misnamed).await, Err(PushError::NotWalFile(_))));
+    assert!(matches!(
+        pusher.push_one(&misnamed).await,
+        Err(PushError::NotWalFile(_))
+    ));
     let missing = wal.dir.path().join("000000010000000000000009");
-    assert!(matches!(pusher.push_one(&missing).await, Err(PushError::Read { .. })));
-    assert_eq!(world.staging.calls(Operation::Put), puts, "nothing was written");
+    assert!(matches!(
+        pusher.push_one(&missing).await,
+        Err(PushError::Read { .. })
+    ));
+    assert_eq!(
+        world.staging.calls(Operation::Put),
+        puts,
+        "nothing was written"
+    );
 }
 
 #[tokio::test]
@@ -199,7 +257,9 @@ async fn a_parallel_push_stores_the_ready_followers_and_answers_their_own_calls_
     let (wal, spool) = (WalDir::default(), tempfile::tempdir().unwrap());
     let status = wal.dir.path().join("archive_status");
     std::fs::create_dir(&status).unwrap();
-    let names: Vec<_> = (1..=4).map(|i| name(&format!("00000001000000000000000{i}"))).collect();
+    let names: Vec<_> = (1..=4)
+        .map(|i| name(&format!("00000001000000000000000{i}")))
+        .collect();
     let paths: Vec<_> = names.iter().map(|n| wal.segment(n).0).collect();
     for n in &names {
         std::fs::write(status.join(format!("{n}.ready")), b"").unwrap();
@@ -207,11 +267,22 @@ async fn a_parallel_push_stores_the_ready_followers_and_answers_their_own_calls_
     let pusher = pusher(&world, &spool, 4);
     assert_eq!(pusher.push(&paths[0]).await.unwrap(), PushOutcome::Stored);
     for n in &names {
-        assert!(world.staging.inner().object(&staging_key(&cluster(), n)).is_some(), "{n} stored");
+        assert!(
+            world
+                .staging
+                .inner()
+                .object(&staging_key(&cluster(), n))
+                .is_some(),
+            "{n} stored"
+        );
     }
     let puts = world.staging.calls(Operation::Put);
     for path in &paths[1..] {
         assert_eq!(pusher.push(path).await.unwrap(), PushOutcome::PushedEarlier);
     }
-    assert_eq!(world.staging.calls(Operation::Put), puts, "answered from the spool");
+    assert_eq!(
+        world.staging.calls(Operation::Put),
+        puts,
+        "answered from the spool"
+    );
 }

@@ -61,13 +61,25 @@ fn inject(world: &MemoryWorld, step: Step, fault: Fault, times: Times) {
         Step::StagingDelete => world.staging.fail_next(Operation::Delete, fault, n),
         Step::ReplicaPut(p) => world.replica(p).fail_next(Operation::Put, fault, n),
         Step::CatalogCreate => world.catalog.fail_next(CatalogOperation::Create, fault, n),
-        Step::CatalogRecordReplica => world.catalog.fail_next(CatalogOperation::RecordTarget, fault, n),
-        Step::CatalogSetStatus => world.catalog.fail_next(CatalogOperation::SetStatus, fault, n),
+        Step::CatalogRecordReplica => {
+            world
+                .catalog
+                .fail_next(CatalogOperation::RecordTarget, fault, n)
+        }
+        Step::CatalogSetStatus => world
+            .catalog
+            .fail_next(CatalogOperation::SetStatus, fault, n),
     }
 }
 
 fn label(result: &Result<Outcome, ReplicateError>) -> String {
-    let kind = |e: &ReplicateError| if e.is_permanent() { "permanent" } else { "transient" };
+    let kind = |e: &ReplicateError| {
+        if e.is_permanent() {
+            "permanent"
+        } else {
+            "transient"
+        }
+    };
     match result {
         Ok(Outcome::Replicated) => "replicated".into(),
         Ok(Outcome::Vanished) => "vanished".into(),
@@ -96,7 +108,13 @@ fn expect(
 
 /// A clean delivery despite the fault: it was retried within the budget.
 fn healed() -> Expect {
-    expect("replicated", Some(RecordStatus::Replicated), false, BOTH, Some(Metric::FilesArchived))
+    expect(
+        "replicated",
+        Some(RecordStatus::Replicated),
+        false,
+        BOTH,
+        Some(Metric::FilesArchived),
+    )
 }
 
 fn table() -> Vec<(Step, Fault, Times, Expect)> {
@@ -106,34 +124,216 @@ fn table() -> Vec<(Step, Fault, Times, Expect)> {
     use Times::*;
     let (r2, b2) = (ReplicaPut(Provider::R2), ReplicaPut(Provider::B2));
     let mut rows = vec![
-        (StagingGet, NotFound, Always, expect("vanished", None, true, NONE, None)),
-        (StagingGet, PreconditionFailed, Always, expect("failed-permanent", None, true, NONE, None)),
-        (StagingGet, Refused, Always, expect("failed-permanent", None, true, NONE, None)),
-        (StagingGet, Hang, Always, expect("failed-transient", None, true, NONE, None)),
-        (StagingGet, Corrupt, Always, expect("corrupt", Some(RecordStatus::Corrupt), true, NONE, Some(Metric::CorruptInputs))),
-        (CatalogCreate, PreconditionFailed, Always, expect("failed-permanent", None, true, NONE, None)),
-        (CatalogCreate, Refused, Always, expect("failed-permanent", None, true, NONE, None)),
-        (CatalogCreate, Corrupt, Always, expect("failed-permanent", None, true, NONE, None)),
-        (CatalogCreate, Transient, Always, expect("failed-transient", None, true, NONE, None)),
-        (r2, NotFound, Always, expect("partial-permanent", Some(Partial), true, &[Provider::B2], Some(Metric::R2Failures))),
-        (r2, PreconditionFailed, Always, expect("partial-permanent", Some(Partial), true, &[Provider::B2], Some(Metric::Conflicts))),
-        (r2, Refused, Always, expect("partial-permanent", Some(Partial), true, &[Provider::B2], Some(Metric::R2Failures))),
-        (r2, Hang, Always, expect("partial-transient", Some(Partial), true, &[Provider::B2], Some(Metric::R2Failures))),
-        (b2, Refused, Always, expect("partial-permanent", Some(Partial), true, &[Provider::R2], Some(Metric::B2Failures))),
-        (b2, Transient, Always, expect("partial-transient", Some(Partial), true, &[Provider::R2], Some(Metric::B2Failures))),
-        (CatalogRecordReplica, PreconditionFailed, Always, expect("partial-permanent", Some(Partial), true, BOTH, Some(Metric::R2Failures))),
-        (CatalogRecordReplica, Refused, Always, expect("partial-permanent", Some(Partial), true, BOTH, Some(Metric::B2Failures))),
-        (CatalogRecordReplica, Corrupt, Always, expect("partial-permanent", Some(Partial), true, BOTH, None)),
-        (CatalogRecordReplica, Hang, Always, expect("partial-transient", Some(Partial), true, BOTH, None)),
-        (CatalogSetStatus, PreconditionFailed, Always, expect("failed-permanent", Some(Replicating), true, BOTH, None)),
-        (CatalogSetStatus, Refused, Always, expect("failed-permanent", Some(Replicating), true, BOTH, None)),
-        (CatalogSetStatus, Transient, Always, expect("failed-transient", Some(Replicating), true, BOTH, None)),
-        (StagingDelete, Refused, Always, expect("failed-permanent", Some(Replicated), true, BOTH, None)),
-        (StagingDelete, Hang, Always, expect("failed-transient", Some(Replicated), true, BOTH, None)),
+        (
+            StagingGet,
+            NotFound,
+            Always,
+            expect("vanished", None, true, NONE, None),
+        ),
+        (
+            StagingGet,
+            PreconditionFailed,
+            Always,
+            expect("failed-permanent", None, true, NONE, None),
+        ),
+        (
+            StagingGet,
+            Refused,
+            Always,
+            expect("failed-permanent", None, true, NONE, None),
+        ),
+        (
+            StagingGet,
+            Hang,
+            Always,
+            expect("failed-transient", None, true, NONE, None),
+        ),
+        (
+            StagingGet,
+            Corrupt,
+            Always,
+            expect(
+                "corrupt",
+                Some(RecordStatus::Corrupt),
+                true,
+                NONE,
+                Some(Metric::CorruptInputs),
+            ),
+        ),
+        (
+            CatalogCreate,
+            PreconditionFailed,
+            Always,
+            expect("failed-permanent", None, true, NONE, None),
+        ),
+        (
+            CatalogCreate,
+            Refused,
+            Always,
+            expect("failed-permanent", None, true, NONE, None),
+        ),
+        (
+            CatalogCreate,
+            Corrupt,
+            Always,
+            expect("failed-permanent", None, true, NONE, None),
+        ),
+        (
+            CatalogCreate,
+            Transient,
+            Always,
+            expect("failed-transient", None, true, NONE, None),
+        ),
+        (
+            r2,
+            NotFound,
+            Always,
+            expect(
+                "partial-permanent",
+                Some(Partial),
+                true,
+                &[Provider::B2],
+                Some(Metric::R2Failures),
+            ),
+        ),
+        (
+            r2,
+            PreconditionFailed,
+            Always,
+            expect(
+                "partial-permanent",
+                Some(Partial),
+                true,
+                &[Provider::B2],
+                Some(Metric::Conflicts),
+            ),
+        ),
+        (
+            r2,
+            Refused,
+            Always,
+            expect(
+                "partial-permanent",
+                Some(Partial),
+                true,
+                &[Provider::B2],
+                Some(Metric::R2Failures),
+            ),
+        ),
+        (
+            r2,
+            Hang,
+            Always,
+            expect(
+                "partial-transient",
+                Some(Partial),
+                true,
+                &[Provider::B2],
+                Some(Metric::R2Failures),
+            ),
+        ),
+        (
+            b2,
+            Refused,
+            Always,
+            expect(
+                "partial-permanent",
+                Some(Partial),
+                true,
+                &[Provider::R2],
+                Some(Metric::B2Failures),
+            ),
+        ),
+        (
+            b2,
+            Transient,
+            Always,
+            expect(
+                "partial-transient",
+                Some(Partial),
+                true,
+                &[Provider::R2],
+                Some(Metric::B2Failures),
+            ),
+        ),
+        (
+            CatalogRecordReplica,
+            PreconditionFailed,
+            Always,
+            expect(
+                "partial-permanent",
+                Some(Partial),
+                true,
+                BOTH,
+                Some(Metric::R2Failures),
+            ),
+        ),
+        (
+            CatalogRecordReplica,
+            Refused,
+            Always,
+            expect(
+                "partial-permanent",
+                Some(Partial),
+                true,
+                BOTH,
+                Some(Metric::B2Failures),
+            ),
+        ),
+        (
+            CatalogRecordReplica,
+            Corrupt,
+            Always,
+            expect("partial-permanent", Some(Partial), true, BOTH, None),
+        ),
+        (
+            CatalogRecordReplica,
+            Hang,
+            Always,
+            expect("partial-transient", Some(Partial), true, BOTH, None),
+        ),
+        (
+            CatalogSetStatus,
+            PreconditionFailed,
+            Always,
+            expect("failed-permanent", Some(Replicating), true, BOTH, None),
+        ),
+        (
+            CatalogSetStatus,
+            Refused,
+            Always,
+            expect("failed-permanent", Some(Replicating), true, BOTH, None),
+        ),
+        (
+            CatalogSetStatus,
+            Transient,
+            Always,
+            expect("failed-transient", Some(Replicating), true, BOTH, None),
+        ),
+        (
+            StagingDelete,
+            Refused,
+            Always,
+            expect("failed-permanent", Some(Replicated), true, BOTH, None),
+        ),
+        (
+            StagingDelete,
+            Hang,
+            Always,
+            expect("failed-transient", Some(Replicated), true, BOTH, None),
+        ),
     ];
     // A fault that strikes once is retried within the budget, whatever it
     // is: a lost answer included (the write landed; its retry finds it).
-    for step in [StagingGet, CatalogCreate, r2, b2, CatalogRecordReplica, CatalogSetStatus, StagingDelete] {
+    for step in [
+        StagingGet,
+        CatalogCreate,
+        r2,
+        b2,
+        CatalogRecordReplica,
+        CatalogSetStatus,
+        StagingDelete,
+    ] {
         for fault in [Transient, Hang, LostAnswer] {
             rows.push((step, fault, Once, healed()));
         }
@@ -157,12 +357,26 @@ async fn every_fault_at_every_step_leaves_a_known_state() {
         let case = format!("{step:?} {fault:?} {times:?}");
         assert_eq!(label(&result), expected.result, "{case}: {result:?}");
         let record = world.catalog.get(&cluster(), &file).await.unwrap();
-        assert_eq!(record.as_ref().map(|r| r.status), expected.status, "{case}: status");
-        let staging_left = world.staging.inner().object(&staging_key(&cluster(), &file)).is_some();
+        assert_eq!(
+            record.as_ref().map(|r| r.status),
+            expected.status,
+            "{case}: status"
+        );
+        let staging_left = world
+            .staging
+            .inner()
+            .object(&staging_key(&cluster(), &file))
+            .is_some();
         assert_eq!(staging_left, expected.staging_left, "{case}: staging copy");
         let stored: Vec<Provider> = Provider::ALL
             .into_iter()
-            .filter(|p| world.replica(*p).inner().object(&archive_key(&cluster(), &file)).is_some())
+            .filter(|p| {
+                world
+                    .replica(*p)
+                    .inner()
+                    .object(&archive_key(&cluster(), &file))
+                    .is_some()
+            })
             .collect();
         assert_eq!(stored, expected.stored, "{case}: replicas stored");
         if let Some(metric) = expected.metric {
@@ -171,7 +385,10 @@ async fn every_fault_at_every_step_leaves_a_known_state() {
         }
         if expected.result.starts_with("partial") {
             let detail = record.and_then(|r| r.detail).unwrap_or_default();
-            assert!(detail.starts_with("missing "), "{case}: partial detail {detail:?}");
+            assert!(
+                detail.starts_with("missing "),
+                "{case}: partial detail {detail:?}"
+            );
         }
     }
 }
@@ -180,15 +397,25 @@ async fn every_fault_at_every_step_leaves_a_known_state() {
 async fn a_partial_file_is_finished_by_the_next_delivery_without_rewriting_the_other_replica() {
     let world = MemoryWorld::default();
     let (file, _) = staged(&world, FILE).await;
-    world.replica(Provider::B2).fail_always(Operation::Put, Fault::Refused);
+    world
+        .replica(Provider::B2)
+        .fail_always(Operation::Put, Fault::Refused);
     let replicator = replicator(&world);
-    let first = replicator.process(&announced(&file), &limits().one_request()).await;
+    let first = replicator
+        .process(&announced(&file), &limits().one_request())
+        .await;
     assert!(matches!(first, Err(ReplicateError::Partial { .. })));
     let r2_puts = world.replica(Provider::R2).calls(Operation::Put);
     world.heal();
-    let second = replicator.process(&announced(&file), &limits().one_request()).await;
+    let second = replicator
+        .process(&announced(&file), &limits().one_request())
+        .await;
     assert_eq!(second.unwrap(), Outcome::Replicated);
-    assert_eq!(world.replica(Provider::R2).calls(Operation::Put), r2_puts, "R2 not rewritten");
+    assert_eq!(
+        world.replica(Provider::R2).calls(Operation::Put),
+        r2_puts,
+        "R2 not rewritten"
+    );
     let record = world.catalog.get(&cluster(), &file).await.unwrap().unwrap();
     assert_eq!(record.status, RecordStatus::Replicated);
     assert_eq!(record.detail, None);
@@ -203,12 +430,18 @@ async fn duplicate_deliveries_converge_and_a_late_one_finds_the_work_done() {
     let object = announced(&file);
     let deliveries = (0..5).map(|_| replicator.process(&object, &budget));
     let results = futures_util::future::join_all(deliveries).await;
-    assert!(results.iter().all(|r| matches!(
-        r,
-        Ok(Outcome::Replicated | Outcome::AlreadyReplicated | Outcome::Vanished)
-    )), "{results:?}");
+    assert!(
+        results.iter().all(|r| matches!(
+            r,
+            Ok(Outcome::Replicated | Outcome::AlreadyReplicated | Outcome::Vanished)
+        )),
+        "{results:?}"
+    );
     assert!(results.iter().any(|r| matches!(r, Ok(Outcome::Replicated))));
-    let late = replicator.process(&announced(&file), &budget).await.unwrap();
+    let late = replicator
+        .process(&announced(&file), &budget)
+        .await
+        .unwrap();
     assert_eq!(late, Outcome::AlreadyReplicated);
 }
 
@@ -234,10 +467,20 @@ async fn different_content_under_an_archived_name_is_a_recorded_conflict_counted
         let _ = report;
     }
     let record = world.catalog.get(&cluster(), &file).await.unwrap().unwrap();
-    assert_eq!(record.conflicts, 1, "a re-drive meeting the same object counts it once");
+    assert_eq!(
+        record.conflicts, 1,
+        "a re-drive meeting the same object counts it once"
+    );
     assert_eq!(record.status, RecordStatus::Replicated);
-    let stored = world.replica(Provider::R2).inner().object(&archive_key(&cluster(), &file)).unwrap();
-    assert_eq!(stored.info.sha256(), Some(shared::codec::Sha256Hex::of(&original)));
+    let stored = world
+        .replica(Provider::R2)
+        .inner()
+        .object(&archive_key(&cluster(), &file))
+        .unwrap();
+    assert_eq!(
+        stored.info.sha256(),
+        Some(shared::codec::Sha256Hex::of(&original))
+    );
 }
 
 #[tokio::test]
@@ -260,8 +503,20 @@ async fn objects_of_other_clusters_buckets_or_shapes_are_ignored_untouched() {
     };
     for object in [other_cluster, other_bucket, not_wal] {
         let result = replicator.process(&object, &limits().one_request()).await;
-        assert!(matches!(result, Ok(Outcome::Ignored(_))), "{object:?}: {result:?}");
+        assert!(
+            matches!(result, Ok(Outcome::Ignored(_))),
+            "{object:?}: {result:?}"
+        );
     }
-    assert_eq!(world.staging.calls(Operation::Get), reads_before, "nothing was read");
-    assert!(world.catalog.get(&cluster(), &name(FILE)).await.unwrap().is_none());
+    assert_eq!(
+        world.staging.calls(Operation::Get),
+        reads_before,
+        "nothing was read"
+    );
+    assert!(world
+        .catalog
+        .get(&cluster(), &name(FILE))
+        .await
+        .unwrap()
+        .is_none());
 }

@@ -55,14 +55,38 @@ async fn archive() -> MemoryWorld {
     let wal = WalDir::default();
     for day in 0..=40u32 {
         let file = segment(day);
-        archive_on(&world, &wal, &file, &synthetic_segment(&file, common::SYSID), u64::from(day)).await;
+        archive_on(
+            &world,
+            &wal,
+            &file,
+            &synthetic_segment(&file, common::SYSID),
+            u64::from(day),
+        )
+        .await;
     }
     for day in [5u32, 20] {
-        let text = format!("START WAL LOCATION: 0/{day:X}00028 (file {})\n", segment(day));
-        archive_on(&world, &wal, &backup_of(day), text.as_bytes(), u64::from(day)).await;
+        let text = format!(
+            "START WAL LOCATION: 0/{day:X}00028 (file {})\n",
+            segment(day)
+        );
+        archive_on(
+            &world,
+            &wal,
+            &backup_of(day),
+            text.as_bytes(),
+            u64::from(day),
+        )
+        .await;
     }
     let history = "1\t0/2D00000\tno recovery target specified\n";
-    archive_on(&world, &wal, &name("00000002.history"), history.as_bytes(), 39).await;
+    archive_on(
+        &world,
+        &wal,
+        &name("00000002.history"),
+        history.as_bytes(),
+        39,
+    )
+    .await;
     world
 }
 
@@ -82,10 +106,16 @@ fn sweeper(world: &MemoryWorld, max_deletes: usize) -> Sweeper {
     }
 }
 
-async fn sweep(world: &MemoryWorld, dry_run: bool, max_deletes: usize) -> Result<SweepReport, SweepError> {
+async fn sweep(
+    world: &MemoryWorld,
+    dry_run: bool,
+    max_deletes: usize,
+) -> Result<SweepReport, SweepError> {
     tokio::time::pause();
     let deadline = Instant::now() + Duration::from_secs(600);
-    let report = sweeper(world, max_deletes).sweep(40 * DAY + 1, dry_run, deadline).await;
+    let report = sweeper(world, max_deletes)
+        .sweep(40 * DAY + 1, dry_run, deadline)
+        .await;
     tokio::time::resume();
     report
 }
@@ -93,7 +123,8 @@ async fn sweep(world: &MemoryWorld, dry_run: bool, max_deletes: usize) -> Result
 fn on_provider(world: &MemoryWorld, provider: Provider) -> BTreeSet<WalFileName> {
     let store = world.replica(provider).inner();
     let all = (0..=40).map(segment);
-    all.filter(|f| store.object(&archive_key(&cluster(), f)).is_some()).collect()
+    all.filter(|f| store.object(&archive_key(&cluster(), f)).is_some())
+        .collect()
 }
 
 async fn records(world: &MemoryWorld) -> BTreeSet<WalFileName> {
@@ -123,12 +154,24 @@ struct Expect {
     errors: usize,
 }
 
+/// Faults to inject, and what the sweep must then do (`Err`: fail before
+/// deleting anything, naming what it could not read).
+type Row = (Vec<(Step, Fault, u32)>, Result<Expect, &'static str>);
+
 fn inject(world: &MemoryWorld, step: Step, fault: Fault, times: u32) {
     match step {
-        Step::CatalogList => world.catalog.fail_next(CatalogOperation::List, fault, times),
-        Step::HistoryGet(p) => world.replica(p).fail_key_next(Operation::Get, ".history", fault, times),
+        Step::CatalogList => world
+            .catalog
+            .fail_next(CatalogOperation::List, fault, times),
+        Step::HistoryGet(p) => {
+            world
+                .replica(p)
+                .fail_key_next(Operation::Get, ".history", fault, times)
+        }
         Step::Delete(p) => world.replica(p).fail_next(Operation::Delete, fault, times),
-        Step::CatalogDelete => world.catalog.fail_next(CatalogOperation::Delete, fault, times),
+        Step::CatalogDelete => world
+            .catalog
+            .fail_next(CatalogOperation::Delete, fault, times),
     }
 }
 
@@ -137,9 +180,16 @@ async fn every_fault_at_every_request_deletes_only_what_is_gone_everywhere() {
     use Fault::*;
     use Step::*;
     const ALWAYS: u32 = u32::MAX;
-    let done = || Ok(Expect { left_on_r2: 0, left_on_b2: 0, records_left: 0, errors: 0 });
+    let done = || {
+        Ok(Expect {
+            left_on_r2: 0,
+            left_on_b2: 0,
+            records_left: 0,
+            errors: 0,
+        })
+    };
     let (r2, b2) = (Provider::R2, Provider::B2);
-    let rows: Vec<(Vec<(Step, Fault, u32)>, Result<Expect, &str>)> = vec![
+    let rows: Vec<Row> = vec![
         (vec![], done()),
         (vec![(CatalogList, Refused, ALWAYS)], Err("catalog")),
         (vec![(CatalogList, Transient, ALWAYS)], Err("catalog")),
@@ -148,14 +198,72 @@ async fn every_fault_at_every_request_deletes_only_what_is_gone_everywhere() {
         (vec![(CatalogList, Transient, 1)], done()),
         (vec![(HistoryGet(r2), Refused, ALWAYS)], done()),
         (vec![(HistoryGet(r2), Corrupt, ALWAYS)], done()),
-        (vec![(HistoryGet(r2), Refused, ALWAYS), (HistoryGet(b2), Hang, ALWAYS)], Err("history")),
-        (vec![(HistoryGet(r2), Corrupt, ALWAYS), (HistoryGet(b2), Corrupt, ALWAYS)], Err("history")),
-        (vec![(HistoryGet(r2), NotFound, ALWAYS), (HistoryGet(b2), NotFound, ALWAYS)], Err("history")),
-        (vec![(Delete(r2), Refused, ALWAYS)], Ok(Expect { left_on_r2: 5, left_on_b2: 0, records_left: 5, errors: 5 })),
-        (vec![(Delete(b2), Transient, ALWAYS)], Ok(Expect { left_on_r2: 0, left_on_b2: 5, records_left: 5, errors: 5 })),
-        (vec![(Delete(b2), Hang, ALWAYS)], Ok(Expect { left_on_r2: 0, left_on_b2: 5, records_left: 5, errors: 5 })),
-        (vec![(Delete(r2), LostAnswer, 1)], Ok(Expect { left_on_r2: 0, left_on_b2: 0, records_left: 1, errors: 1 })),
-        (vec![(CatalogDelete, Refused, ALWAYS)], Ok(Expect { left_on_r2: 0, left_on_b2: 0, records_left: 5, errors: 5 })),
+        (
+            vec![
+                (HistoryGet(r2), Refused, ALWAYS),
+                (HistoryGet(b2), Hang, ALWAYS),
+            ],
+            Err("history"),
+        ),
+        (
+            vec![
+                (HistoryGet(r2), Corrupt, ALWAYS),
+                (HistoryGet(b2), Corrupt, ALWAYS),
+            ],
+            Err("history"),
+        ),
+        (
+            vec![
+                (HistoryGet(r2), NotFound, ALWAYS),
+                (HistoryGet(b2), NotFound, ALWAYS),
+            ],
+            Err("history"),
+        ),
+        (
+            vec![(Delete(r2), Refused, ALWAYS)],
+            Ok(Expect {
+                left_on_r2: 5,
+                left_on_b2: 0,
+                records_left: 5,
+                errors: 5,
+            }),
+        ),
+        (
+            vec![(Delete(b2), Transient, ALWAYS)],
+            Ok(Expect {
+                left_on_r2: 0,
+                left_on_b2: 5,
+                records_left: 5,
+                errors: 5,
+            }),
+        ),
+        (
+            vec![(Delete(b2), Hang, ALWAYS)],
+            Ok(Expect {
+                left_on_r2: 0,
+                left_on_b2: 5,
+                records_left: 5,
+                errors: 5,
+            }),
+        ),
+        (
+            vec![(Delete(r2), LostAnswer, 1)],
+            Ok(Expect {
+                left_on_r2: 0,
+                left_on_b2: 0,
+                records_left: 1,
+                errors: 1,
+            }),
+        ),
+        (
+            vec![(CatalogDelete, Refused, ALWAYS)],
+            Ok(Expect {
+                left_on_r2: 0,
+                left_on_b2: 0,
+                records_left: 5,
+                errors: 5,
+            }),
+        ),
         (vec![(CatalogDelete, Transient, 1)], done()),
         (vec![(CatalogDelete, Hang, 1)], done()),
     ];
@@ -183,10 +291,22 @@ async fn every_fault_at_every_request_deletes_only_what_is_gone_everywhere() {
                 assert_eq!(left(r2), expect.left_on_r2, "{case}: r2 {report:?}");
                 assert_eq!(left(b2), expect.left_on_b2, "{case}: b2 {report:?}");
                 let records = records(&world).await;
-                assert_eq!(records.intersection(&expired()).count(), expect.records_left, "{case}");
+                assert_eq!(
+                    records.intersection(&expired()).count(),
+                    expect.records_left,
+                    "{case}"
+                );
                 assert_eq!(report.errors.len(), expect.errors, "{case}: {report:?}");
-                assert_eq!(records.len(), 44 - 5 + expect.records_left, "{case}: only expired records go");
-                assert_eq!(on_provider(&world, r2).len() - left(r2), 36, "{case}: nothing needed deleted");
+                assert_eq!(
+                    records.len(),
+                    44 - 5 + expect.records_left,
+                    "{case}: only expired records go"
+                );
+                assert_eq!(
+                    on_provider(&world, r2).len() - left(r2),
+                    36,
+                    "{case}: nothing needed deleted"
+                );
             }
             (expected, result) => panic!("{case}: expected {expected:?}, got {result:?}"),
         }
@@ -199,7 +319,10 @@ async fn a_dry_run_reports_the_plan_and_deletes_nothing() {
     let report = sweep(&world, true, 100_000).await.unwrap();
     assert!(report.dry_run);
     assert_eq!(report.planned, 5);
-    assert_eq!(report.anchors.get(&1).map(String::as_str), Some(backup_of(5).to_string().as_str()));
+    assert_eq!(
+        report.anchors.get(&1).map(String::as_str),
+        Some(backup_of(5).to_string().as_str())
+    );
     assert!(report.deleted.is_empty() && report.catalog_removed == 0);
     assert_eq!(on_provider(&world, Provider::R2).len(), 41);
     assert_eq!(records(&world).await.len(), 44);
@@ -208,7 +331,9 @@ async fn a_dry_run_reports_the_plan_and_deletes_nothing() {
 #[tokio::test]
 async fn a_failed_delete_is_finished_by_the_next_run_and_freed_bytes_are_counted_once() {
     let world = archive().await;
-    world.replica(Provider::B2).fail_always(Operation::Delete, Fault::Refused);
+    world
+        .replica(Provider::B2)
+        .fail_always(Operation::Delete, Fault::Refused);
     let first = sweep(&world, false, 100_000).await.unwrap();
     assert_eq!(first.catalog_removed, 0);
     assert_eq!(first.deleted.get(&Provider::R2), Some(&5));

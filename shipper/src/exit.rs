@@ -87,11 +87,22 @@ mod tests {
     }
 
     fn store_error(permanent: bool) -> StoreError {
-        let (store, operation, key, source) = ("staging".into(), Operation::Put, "k".into(), message("x"));
+        let (store, operation, key, source) =
+            ("staging".into(), Operation::Put, "k".into(), message("x"));
         if permanent {
-            StoreError::Refused { store, operation, key, source }
+            StoreError::Refused {
+                store,
+                operation,
+                key,
+                source,
+            }
         } else {
-            StoreError::Transient { store, operation, key, source }
+            StoreError::Transient {
+                store,
+                operation,
+                key,
+                source,
+            }
         }
     }
 

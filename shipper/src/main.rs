@@ -3,8 +3,6 @@
 //! Parses arguments and configuration, calls `shared`, maps the result to
 //! the documented exit codes.
 
-mod exit;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,7 +19,7 @@ use shared::error::chain;
 use shared::retry::RequestLimits;
 use shared::wal::{SegmentSize, WalFileName};
 
-use exit::{fetch_exit, push_exit, FETCH_LOCAL_ERROR, PUSH_FAILED, PUSH_USAGE};
+use walvault::exit::{fetch_exit, push_exit, FETCH_LOCAL_ERROR, PUSH_FAILED, PUSH_USAGE};
 
 const DEFAULT_CONFIG: &str = "/etc/walvault/walvault.toml";
 

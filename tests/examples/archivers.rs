@@ -114,8 +114,10 @@ fn main() {
         let config = config_from_env(&walvault_env("bench-sync", 1));
         let replicator = replicator(&config).await;
         let started = Instant::now();
+        let budget = shared::retry::RequestLimits::from_config(&config)
+            .until(tokio::time::Instant::now() + DRAIN_TIMEOUT);
         let report = replicator
-            .redrive(Duration::ZERO, Instant::now() + DRAIN_TIMEOUT)
+            .redrive(Duration::ZERO, &budget)
             .await
             .expect("replicating the staged backlog");
         assert_eq!(report.failed, 0, "replication failures: {report:?}");

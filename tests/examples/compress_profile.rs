@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 use shared::codec::{compress, decompress, CompressionLevel};
 use shared::events::ObjectRef;
 use shared::keys::staging_key;
-use shared::replicate::Replicator;
 use shared::wal::WalFileName;
-use walvault_tests::archive::stage;
+use walvault_tests::archive::{replicator, stage};
 use walvault_tests::postgres::{PgOptions, Postgres};
-use walvault_tests::standins::{walvault_sdk_config, Stack, STAGING_BUCKET};
+use walvault_tests::standins::{Stack, STAGING_BUCKET};
 use walvault_tests::unique_cluster;
 
 const LEVELS: [i32; 5] = [1, 3, 6, 9, 12];
@@ -72,8 +71,7 @@ fn replicate_one(file: &std::path::Path) {
         .expect("runtime");
     let config = Stack::shared().config(&unique_cluster("profile"));
     runtime.block_on(async {
-        let replicator = Replicator::from_config(&walvault_sdk_config(&config).await, &config)
-            .expect("replicator");
+        let replicator = replicator(&config).await;
         stage(&config, &name, &raw).await;
         drop(raw);
         println!();
@@ -82,11 +80,15 @@ fn replicate_one(file: &std::path::Path) {
             config.zstd_level.get()
         );
         let before = peak_rss_kib();
+        let budget = shared::retry::RequestLimits::from_config(&config).one_request();
         replicator
-            .process(&ObjectRef {
-                bucket: STAGING_BUCKET.into(),
-                key: staging_key(&config.cluster, &name),
-            })
+            .process(
+                &ObjectRef {
+                    bucket: STAGING_BUCKET.into(),
+                    key: staging_key(&config.cluster, &name),
+                },
+                &budget,
+            )
             .await
             .expect("replicated");
         println!(

@@ -7,17 +7,18 @@
 
 use std::time::{Duration, Instant};
 
-use shared::catalog::{now_millis, Catalog, RecordStatus};
-use shared::config::Provider;
+use shared::catalog::RecordStatus;
+use shared::clock::now_millis;
 use shared::keys::archive_key;
+use shared::provider::Provider;
 use shared::retention::sweep::Sweeper;
-use shared::store::ObjectStore;
+use shared::retry::RequestLimits;
 use shared::wal::WalFileKind;
-use walvault_tests::archive::{catalog, replica};
+use walvault_tests::archive::backends;
 use walvault_tests::pipeline::{
     drain_queue, recover_with, replicator, start_source, with, write_and_archive,
 };
-use walvault_tests::standins::{walvault_sdk_config, Stack};
+use walvault_tests::standins::Stack;
 
 struct Stages(Vec<(&'static str, Duration)>);
 
@@ -55,17 +56,16 @@ fn main() {
             started.elapsed(),
         ));
 
-        let records = catalog(&config)
-            .await
+        let backends = backends(&config).await;
+        let records = backends
+            .catalog
             .list_page(&config.cluster, None)
             .await
             .expect("catalog")
             .records;
         let (mut raw, mut packed, mut agree) = (0u64, 0u64, 0usize);
-        let (r2, b2) = (
-            replica(&config, Provider::R2).await,
-            replica(&config, Provider::B2).await,
-        );
+        let replica = |p| backends.replicas.get(p).expect("configured");
+        let (r2, b2) = (replica(Provider::R2), replica(Provider::B2));
         for record in &records {
             raw += record.raw_size;
             packed += record.compressed_size.unwrap_or(0);
@@ -90,10 +90,20 @@ fn main() {
             .count();
 
         let started = Instant::now();
-        let sweeper =
-            Sweeper::from_config(&walvault_sdk_config(&config).await, &config).expect("sweeper");
+        let sweeper = Sweeper {
+            cluster: config.cluster.clone(),
+            catalog: backends.catalog.clone(),
+            replicas: backends.replicas.clone(),
+            window: config.retention,
+            max_deletes: config.retention_max_deletes,
+            limits: RequestLimits::from_config(&config),
+        };
         let dry = sweeper
-            .sweep(now_millis(), true, Instant::now() + Duration::from_secs(60))
+            .sweep(
+                now_millis(),
+                true,
+                tokio::time::Instant::now() + Duration::from_secs(60),
+            )
             .await
             .expect("dry run");
         stages.0.push(("retention dry run", started.elapsed()));

@@ -15,15 +15,15 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use shared::catalog::{now_millis, Catalog, RecordStatus};
+use shared::catalog::RecordStatus;
+use shared::clock::now_millis;
 use shared::codec::decompress;
-use shared::config::{Config, Provider};
+use shared::config::Config;
 use shared::keys::{archive_key, staging_key};
-use shared::store::{ObjectStore, StoreError};
+use shared::provider::Provider;
+use shared::store::StoreError;
 use shared::wal::WalFileName;
-use walvault_tests::archive::{
-    archive_replicated_at, catalog, replica, stage, staging, synthetic_segment,
-};
+use walvault_tests::archive::{archive_replicated, backdate, backends, stage, synthetic_segment};
 use walvault_tests::process::{free_port, wait_for_port, GuardedProcess};
 use walvault_tests::standins::Stack;
 use walvault_tests::{scratch_dir, workspace_root};
@@ -166,9 +166,12 @@ fn no_batch_failures(response: &Value) -> Result<(), String> {
 /// says `replicated`; the staging copy is gone.
 async fn replicated(config: &Config, file: &str, raw: &[u8]) -> Result<(), String> {
     let wal = name(file);
+    let backends = backends(config).await;
     for provider in Provider::ALL {
-        let packed = replica(config, provider)
-            .await
+        let packed = backends
+            .replicas
+            .get(provider)
+            .ok_or("replica not configured")?
             .get(&archive_key(&config.cluster, &wal))
             .await
             .map_err(|e| format!("{provider:?} copy of {file}: {e}"))?;
@@ -180,8 +183,8 @@ async fn replicated(config: &Config, file: &str, raw: &[u8]) -> Result<(), Strin
             ));
         }
     }
-    let record = catalog(config)
-        .await
+    let record = backends
+        .catalog
         .get(&config.cluster, &wal)
         .await
         .map_err(|e| format!("catalog read for {file}: {e}"))?
@@ -189,8 +192,8 @@ async fn replicated(config: &Config, file: &str, raw: &[u8]) -> Result<(), Strin
     if record.status != RecordStatus::Replicated {
         return Err(format!("catalog status of {file} is {:?}", record.status));
     }
-    match staging(config)
-        .await
+    match backends
+        .staging
         .head(&staging_key(&config.cluster, &wal))
         .await
     {
@@ -202,7 +205,7 @@ async fn replicated(config: &Config, file: &str, raw: &[u8]) -> Result<(), Strin
 
 /// Every one of `files` is still waiting in staging.
 async fn still_staged(config: &Config, files: &[&str]) -> Result<(), String> {
-    let staging = staging(config).await;
+    let staging = backends(config).await.staging;
     for file in files {
         staging
             .head(&staging_key(&config.cluster, &name(file)))
@@ -221,9 +224,17 @@ async fn presence(config: &Config, file: &str) -> Result<[bool; 3], String> {
         Err(e) if e.is_not_found() => Ok(false),
         Err(e) => Err(e),
     };
-    let r2 = stored(replica(config, Provider::R2).await.head(&key).await);
-    let b2 = stored(replica(config, Provider::B2).await.head(&key).await);
-    let record = catalog(config).await.get(&config.cluster, &wal).await;
+    let backends = backends(config).await;
+    let head = |provider| {
+        backends
+            .replicas
+            .get(provider)
+            .expect("configured")
+            .head(&key)
+    };
+    let r2 = stored(head(Provider::R2).await);
+    let b2 = stored(head(Provider::B2).await);
+    let record = backends.catalog.get(&config.cluster, &wal).await;
     match (r2, b2, record) {
         (Ok(r2), Ok(b2), Ok(record)) => Ok([r2, b2, record.is_some()]),
         (r2, b2, record) => Err(format!(
@@ -252,10 +263,10 @@ async fn run(tap: &mut Tap) {
         raw.insert(file, bytes);
     }
     let expired = synthetic_segment(&name(EXPIRED_SEGMENT), SYSTEM_IDENTIFIER);
-    archive_replicated_at(
+    archive_replicated(&config, &name(EXPIRED_SEGMENT), &expired).await;
+    backdate(
         &config,
         &name(EXPIRED_SEGMENT),
-        &expired,
         now_millis() - 40 * DAY_MILLIS,
     )
     .await;
@@ -318,8 +329,8 @@ async fn run(tap: &mut Tap) {
 
     let sweep = match watch.invoke("retention", "retention-schedule.json") {
         Ok(report)
-            if report_field(&report, "deleted_r2") == 1
-                && report_field(&report, "deleted_b2") == 1
+            if report_field(&report["deleted"], "r2") == 1
+                && report_field(&report["deleted"], "b2") == 1
                 && report_field(&report, "catalog_removed") == 1 =>
         {
             let mut outcome = match presence(&config, EXPIRED_SEGMENT).await {

@@ -15,19 +15,21 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use bytes::Bytes;
 use shared::catalog::{
-    dynamodb_client, Catalog, CatalogError, CatalogRecord, CreateOutcome, RecordPage, RecordRef,
-    RecordStatus, TargetState, UnixMillis,
+    Catalog, CatalogError, CatalogRecord, CreateOutcome, RecordPage, RecordRef, RecordStatus,
+    TargetState,
 };
+use shared::clock::UnixMillis;
 use shared::codec::Sha256Hex;
-use shared::config::Provider;
 use shared::keys::{archive_key, ClusterName};
+use shared::provider::Provider;
 use shared::retention::plan::{plan, Histories};
 use shared::retention::sweep::Sweeper;
-use shared::store::{Metadata, ObjectStore};
+use shared::retry::RequestLimits;
+use shared::store::Metadata;
 use shared::wal::{Segment, WalFileName};
-use walvault_tests::archive::{catalog, replica};
+use walvault_tests::archive::backends;
 use walvault_tests::s3s::S3sFs;
-use walvault_tests::standins::{config_from_env, walvault_sdk_config, Stack};
+use walvault_tests::standins::{config_from_env, dynamodb_client, walvault_sdk_config, Stack};
 
 const DAY: u64 = 24 * 3_600_000;
 const WINDOW: u64 = 30 * DAY;
@@ -70,28 +72,33 @@ fn main() {
         // partition, so reading all of it twice would double a cost that
         // belongs to the stand-in, not to walvault.
         let started = Instant::now();
-        let page = catalog(&config)
-            .await
+        let backends = backends(&config).await;
+        let page = backends
+            .catalog
             .list_page(&config.cluster, None)
             .await
             .expect("reading a catalog page");
         let one_page = started.elapsed();
         let pages = all.len().div_ceil(page.records.len());
 
-        let sdk = walvault_sdk_config(&config).await;
-        let mut sweeper = Sweeper::from_config(&sdk, &config).expect("sweeper");
-        sweeper.window = Duration::from_millis(WINDOW);
         let mut snapshot = all.clone();
         snapshot.sort_by_key(|r| r.file.to_string());
-        sweeper.catalog = Arc::new(SnapshotPages {
+        let sweeper = Sweeper {
             cluster: config.cluster.clone(),
-            records: snapshot,
-            page_size: page.records.len(),
-            inner: sweeper.catalog.clone(),
-        });
+            catalog: Arc::new(SnapshotPages {
+                cluster: config.cluster.clone(),
+                records: snapshot,
+                page_size: page.records.len(),
+                inner: backends.catalog.clone(),
+            }),
+            replicas: backends.replicas.clone(),
+            window: Duration::from_millis(WINDOW),
+            max_deletes: config.retention_max_deletes,
+            limits: RequestLimits::from_config(&config),
+        };
         let started = Instant::now();
         let report = sweeper
-            .sweep(now, false, Instant::now() + Duration::from_secs(3600))
+            .sweep(now, false, tokio::time::Instant::now() + Duration::from_secs(3600))
             .await
             .expect("sweep");
         let sweep = started.elapsed();
@@ -213,7 +220,10 @@ impl Catalog for SnapshotPages {
 /// for the files the sweep will delete (the sweep never reads the others).
 async fn seed(config: &shared::config::Config, records: &[CatalogRecord], doomed: &[WalFileName]) {
     let sdk = walvault_sdk_config(config).await;
-    let dynamodb = dynamodb_client(&sdk, config);
+    let dynamodb = dynamodb_client(
+        &sdk,
+        config.catalog.endpoint.as_deref().expect("a stand-in"),
+    );
     for chunk in records.chunks(BATCH) {
         let mut requests: Vec<WriteRequest> = chunk
             .iter()
@@ -241,13 +251,10 @@ async fn seed(config: &shared::config::Config, records: &[CatalogRecord], doomed
                 .unwrap_or_default();
         }
     }
-    let stores = [
-        replica(config, Provider::R2).await,
-        replica(config, Provider::B2).await,
-    ];
+    let backends = backends(config).await;
     for file in doomed {
         let body = Bytes::from(file.to_string().into_bytes());
-        for store in &stores {
+        for store in backends.replicas.iter().map(|r| &r.store) {
             store
                 .put_if_absent(
                     &archive_key(&config.cluster, file),
@@ -297,8 +304,7 @@ fn record(cluster: &ClusterName, file: WalFileName, at: u64) -> CatalogRecord {
     CatalogRecord {
         status: RecordStatus::Replicated,
         compressed_size: Some(64),
-        r2: Some(target.clone()),
-        b2: Some(target),
+        targets: Provider::ALL.map(|p| (p, target.clone())).into(),
         ..CatalogRecord::replicating(
             cluster.clone(),
             file,

@@ -8,17 +8,19 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use shared::compress::handle_invocation;
 use shared::config::Config;
 use shared::keys::staging_prefix;
+use shared::replicate::invocation::handle_invocation;
 use shared::replicate::Replicator;
 use shared::store::list_all;
 
-use crate::archive::staging;
+use crate::archive::backends;
 use crate::postgres::{PgOptions, Postgres};
 use crate::shipper::Shipper;
-use crate::standins::{announced_key, walvault_sdk_config, Stack};
+use crate::standins::{announced_key, Stack};
 use crate::unique_cluster;
+
+pub use crate::archive::replicator;
 
 pub const CHECKSUM: &str =
     "SELECT count(*) || ':' || md5(string_agg(v, ',' ORDER BY id)) FROM proof";
@@ -30,7 +32,7 @@ pub const DEAD_ENDPOINT: &str = "http://127.0.0.1:9";
 /// message is left. Returns how many messages the handler reported failed.
 pub async fn drain_queue(replicator: &Replicator, config: &Config, allow_failures: bool) -> usize {
     let queue = Stack::shared().staging_queue().await;
-    let staging_store = staging(config).await;
+    let staging_store = backends(config).await.staging;
     let prefix = staging_prefix(&config.cluster);
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut failed_total = 0;
@@ -46,7 +48,7 @@ pub async fn drain_queue(replicator: &Replicator, config: &Config, allow_failure
             }
         }
         if ours.is_empty() {
-            if list_all(&staging_store, &prefix)
+            if list_all(staging_store.as_ref(), &prefix)
                 .await
                 .expect("list")
                 .is_empty()
@@ -63,7 +65,7 @@ pub async fn drain_queue(replicator: &Replicator, config: &Config, allow_failure
                 replicator,
                 &json!({ "Records": records }),
                 Duration::from_secs(900),
-                Instant::now() + Duration::from_secs(60),
+                tokio::time::Instant::now() + Duration::from_secs(60),
             )
             .await
             .expect("handler");
@@ -173,13 +175,4 @@ pub fn with(env: &BTreeMap<String, String>, changes: &[(&str, &str)]) -> BTreeMa
     // Prefetch off: each request then shows where it was served from.
     env.insert("WALVAULT_PREFETCH".into(), "0".into());
     env
-}
-
-/// The replicator the compress function would build, its re-drive kept to
-/// `config`'s cluster (tests share the staging bucket).
-pub async fn replicator(config: &Config) -> Replicator {
-    let mut replicator =
-        Replicator::from_config(&walvault_sdk_config(config).await, config).expect("replicator");
-    replicator.redrive_prefix = staging_prefix(&config.cluster);
-    replicator
 }

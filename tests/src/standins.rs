@@ -312,7 +312,7 @@ pub async fn aws_sdk_config() -> SdkConfig {
 /// The SDK settings walvault itself would use for `config`, with the
 /// stand-ins' region and credentials.
 pub async fn walvault_sdk_config(config: &Config) -> SdkConfig {
-    shared::store::sdk_loader(config)
+    shared::backends::sdk_loader(config)
         .region(Region::new(REGION))
         .credentials_provider(Credentials::new(
             AWS_KEY.0, AWS_KEY.1, None, None, "stand-in",

@@ -1,20 +1,31 @@
-//! Catalog conditional writes against the DynamoDB stand-in.
+//! The catalog's conditional writes, against the DynamoDB stand-in and
+//! the in-memory catalog alike: the tests of the logic rely on the two
+//! answering the same.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use shared::catalog::{
-    dynamodb_client, Catalog, CatalogError, CatalogRecord, CreateOutcome, DynamoCatalog, RecordRef,
-    RecordStatus, TargetState,
+    Catalog, CatalogError, CatalogRecord, CreateOutcome, MemoryCatalog, RecordRef, RecordStatus,
+    TargetState,
 };
 use shared::codec::Sha256Hex;
-use shared::config::{Config, Provider};
+use shared::config::Config;
 use shared::keys::archive_key;
-use walvault_tests::standins::{walvault_sdk_config, Stack};
+use shared::provider::Provider;
+use walvault_tests::archive::backends;
+use walvault_tests::standins::Stack;
 use walvault_tests::unique_cluster;
 
-async fn catalog(config: &Config) -> DynamoCatalog {
-    let sdk = walvault_sdk_config(config).await;
-    DynamoCatalog::new(dynamodb_client(&sdk, config), &config.catalog.table)
+/// Runs `check` against DynamoDB (the stand-in) and the in-memory catalog.
+async fn on_both<F, Fut>(prefix: &str, check: F)
+where
+    F: Fn(Arc<dyn Catalog>, Config) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let config = Stack::shared().config(&unique_cluster(prefix));
+    check(backends(&config).await.catalog, config.clone()).await;
+    check(Arc::new(MemoryCatalog::default()), config).await;
 }
 
 fn record(config: &Config, file: &str) -> CatalogRecord {
@@ -24,7 +35,7 @@ fn record(config: &Config, file: &str) -> CatalogRecord {
         ..CatalogRecord::replicating(
             config.cluster.clone(),
             file.parse().unwrap(),
-            16 << 20,
+            shared::wal::SegmentSize::DEFAULT.bytes(),
             Sha256Hex::of(file.as_bytes()),
             1_000,
             2_000,
@@ -43,8 +54,17 @@ fn target(record: &CatalogRecord, at: u64) -> TargetState {
 
 #[tokio::test]
 async fn create_is_conditional_and_returns_the_existing_record() {
-    let config = Stack::shared().config(&unique_cluster("create"));
-    let catalog = catalog(&config).await;
+    on_both(
+        "create",
+        create_is_conditional_and_returns_the_existing_record_on,
+    )
+    .await;
+}
+
+async fn create_is_conditional_and_returns_the_existing_record_on(
+    catalog: Arc<dyn Catalog>,
+    config: Config,
+) {
     let rec = record(&config, "000000010000000000000001");
     assert_eq!(catalog.get(&rec.cluster, &rec.file).await.unwrap(), None);
     assert_eq!(catalog.create(&rec).await.unwrap(), CreateOutcome::Created);
@@ -68,8 +88,10 @@ async fn create_is_conditional_and_returns_the_existing_record() {
 
 #[tokio::test]
 async fn of_eight_concurrent_creates_one_wins() {
-    let config = Stack::shared().config(&unique_cluster("create-race"));
-    let catalog = Arc::new(catalog(&config).await);
+    on_both("create-race", of_eight_concurrent_creates_one_wins_on).await;
+}
+
+async fn of_eight_concurrent_creates_one_wins_on(catalog: Arc<dyn Catalog>, config: Config) {
     let tasks: Vec<_> = (0..8u8)
         .map(|i| {
             let catalog = catalog.clone();
@@ -89,8 +111,17 @@ async fn of_eight_concurrent_creates_one_wins() {
 
 #[tokio::test]
 async fn replicated_needs_both_targets_and_the_same_content() {
-    let config = Stack::shared().config(&unique_cluster("targets"));
-    let catalog = catalog(&config).await;
+    on_both(
+        "targets",
+        replicated_needs_both_targets_and_the_same_content_on,
+    )
+    .await;
+}
+
+async fn replicated_needs_both_targets_and_the_same_content_on(
+    catalog: Arc<dyn Catalog>,
+    config: Config,
+) {
     let rec = record(&config, "000000010000000000000003");
     catalog.create(&rec).await.unwrap();
     let (cluster, file) = (&rec.cluster, &rec.file);
@@ -118,8 +149,8 @@ async fn replicated_needs_both_targets_and_the_same_content() {
         .record_target(ours, Provider::R2, &target(&rec, 10), 10)
         .await
         .unwrap();
-    assert_eq!(after_r2.r2, Some(target(&rec, 10)));
-    assert_eq!(after_r2.b2, None);
+    assert_eq!(after_r2.target(Provider::R2), Some(&target(&rec, 10)));
+    assert_eq!(after_r2.target(Provider::B2), None);
     assert_eq!(after_r2.updated_at, 10);
 
     let early = catalog
@@ -187,8 +218,17 @@ async fn replicated_needs_both_targets_and_the_same_content() {
 
 #[tokio::test]
 async fn writes_to_a_missing_record_fail_their_condition() {
-    let config = Stack::shared().config(&unique_cluster("missing"));
-    let catalog = catalog(&config).await;
+    on_both(
+        "missing",
+        writes_to_a_missing_record_fail_their_condition_on,
+    )
+    .await;
+}
+
+async fn writes_to_a_missing_record_fail_their_condition_on(
+    catalog: Arc<dyn Catalog>,
+    config: Config,
+) {
     let rec = record(&config, "000000010000000000000004");
     let err = catalog
         .record_target(RecordRef::of(&rec), Provider::B2, &target(&rec, 1), 1)
@@ -215,8 +255,10 @@ async fn writes_to_a_missing_record_fail_their_condition() {
 
 #[tokio::test]
 async fn conflicts_are_counted() {
-    let config = Stack::shared().config(&unique_cluster("conflicts"));
-    let catalog = catalog(&config).await;
+    on_both("conflicts", conflicts_are_counted_on).await;
+}
+
+async fn conflicts_are_counted_on(catalog: Arc<dyn Catalog>, config: Config) {
     let rec = record(&config, "000000010000000000000005");
     catalog.create(&rec).await.unwrap();
     catalog
@@ -238,9 +280,18 @@ async fn conflicts_are_counted() {
 
 #[tokio::test]
 async fn listing_returns_a_cluster_in_wal_order_across_pages() {
-    let config = Stack::shared().config(&unique_cluster("list"));
+    on_both(
+        "list",
+        listing_returns_a_cluster_in_wal_order_across_pages_on,
+    )
+    .await;
+}
+
+async fn listing_returns_a_cluster_in_wal_order_across_pages_on(
+    catalog: Arc<dyn Catalog>,
+    config: Config,
+) {
     let other = Stack::shared().config(&unique_cluster("list-other"));
-    let catalog = catalog(&config).await;
     catalog
         .create(&record(&other, "000000010000000000000001"))
         .await

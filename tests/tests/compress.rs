@@ -1,26 +1,27 @@
-//! The compress function's logic, called in-process as the Lambda handler
-//! would, against the stand-ins.
+//! The compress function's real clients and event shapes, called
+//! in-process as the Lambda handler would, against the stand-ins: replicas
+//! the `zstd` CLI reads, a real S3 notification through SQS, encoded keys,
+//! concurrent deliveries racing on real conditional writes, keys from
+//! Secrets Manager. The logic under every fault is tested on in-memory
+//! backends (`shared/tests/replicate.rs`, `shared/tests/invocation.rs`).
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
-use shared::catalog::{Catalog, RecordStatus};
+use shared::catalog::RecordStatus;
 use shared::codec::Sha256Hex;
-use shared::compress::handle_invocation;
-use shared::config::{Config, Provider};
+use shared::config::Config;
 use shared::events::ObjectRef;
 use shared::keys::{archive_key, staging_key};
-use shared::replicate::{Outcome, ReplicateError, Replicator};
-use shared::store::{
-    replica_store, staging_store, ConditionalPut, FaultyStore, ObjectStore, Operation, S3Store,
-};
+use shared::provider::Provider;
+use shared::replicate::invocation::handle_invocation;
+use shared::replicate::Outcome;
+use shared::retry::RequestLimits;
 use shared::wal::WalFileName;
-use walvault_tests::archive::{
-    catalog, replica, stage, stage_claiming, staging, synthetic_segment,
-};
-use walvault_tests::pipeline::replicator;
+use tokio::time::Instant;
+use walvault_tests::archive::{backends, replicator, stage, synthetic_segment};
 use walvault_tests::standins::{self, walvault_sdk_config, Stack, STAGING_BUCKET};
 use walvault_tests::unique_cluster;
 
@@ -30,7 +31,7 @@ fn name(s: &str) -> WalFileName {
     s.parse().unwrap()
 }
 
-/// Stages a synthetic segment named `file` as `walvault push` would.
+/// Pushes a synthetic segment named `file`, as `walvault push` does.
 async fn staged_segment(config: &Config, file: &str) -> (WalFileName, Vec<u8>) {
     let file = name(file);
     let raw = synthetic_segment(&file, SYSID);
@@ -38,37 +39,15 @@ async fn staged_segment(config: &Config, file: &str) -> (WalFileName, Vec<u8>) {
     (file, raw)
 }
 
-/// A replicator whose R2 and B2 stores inject faults on demand.
-struct Faulty {
-    replicator: Replicator,
-    r2: Arc<FaultyStore<S3Store>>,
-    b2: Arc<FaultyStore<S3Store>>,
-}
-
-async fn faulty_replicator(config: &Config) -> Faulty {
-    let sdk = walvault_sdk_config(config).await;
-    let faulty = |p| {
-        Arc::new(FaultyStore::new(
-            replica_store(
-                &sdk,
-                config.replica(p).unwrap(),
-                ConditionalPut::IfNoneMatch,
-            )
-            .expect("replica credentials"),
-        ))
-    };
-    let (r2, b2) = (faulty(Provider::R2), faulty(Provider::B2));
-    let mut replicator = replicator(config).await;
-    replicator.r2 = r2.clone();
-    replicator.b2 = b2.clone();
-    Faulty { replicator, r2, b2 }
-}
-
 fn object(config: &Config, file: &WalFileName) -> ObjectRef {
     ObjectRef {
         bucket: STAGING_BUCKET.into(),
         key: staging_key(&config.cluster, file),
     }
+}
+
+fn budget(config: &Config) -> shared::retry::Budget {
+    RequestLimits::from_config(config).one_request()
 }
 
 fn zstd_cli_decompress(compressed: &[u8]) -> Vec<u8> {
@@ -89,12 +68,28 @@ fn zstd_cli_decompress(compressed: &[u8]) -> Vec<u8> {
 /// so, and staging no longer holds the file.
 async fn assert_replicated(config: &Config, file: &WalFileName, raw: &[u8]) {
     let key = archive_key(&config.cluster, file);
+    let backends = backends(config).await;
     for provider in Provider::ALL {
-        let copy = replica(config, provider).await.get(&key).await.unwrap();
+        let copy = backends
+            .replicas
+            .get(provider)
+            .unwrap()
+            .get(&key)
+            .await
+            .unwrap();
         assert_eq!(zstd_cli_decompress(&copy.body), raw, "{provider} replica");
     }
-    let record = catalog(config)
-        .await
+    assert!(
+        backends
+            .staging
+            .head(&staging_key(&config.cluster, file))
+            .await
+            .unwrap_err()
+            .is_not_found(),
+        "the staging copy is gone"
+    );
+    let record = backends
+        .catalog
         .get(&config.cluster, file)
         .await
         .unwrap()
@@ -118,15 +113,6 @@ async fn assert_replicated(config: &Config, file: &WalFileName, raw: &[u8]) {
         assert_eq!(record.system_identifier, Some(SYSID));
         assert_eq!(record.pg_version, Some(15));
     }
-    assert!(
-        staging(config)
-            .await
-            .head(&staging_key(&config.cluster, file))
-            .await
-            .unwrap_err()
-            .is_not_found(),
-        "staging copy removed"
-    );
 }
 
 #[tokio::test]
@@ -135,7 +121,7 @@ async fn a_staged_segment_is_replicated_verified_and_recorded() {
     let (file, raw) = staged_segment(&config, "000000010000000000000001").await;
     let outcome = replicator(&config)
         .await
-        .process(&object(&config, &file))
+        .process(&object(&config, &file), &budget(&config))
         .await
         .unwrap();
     assert_eq!(outcome, Outcome::Replicated);
@@ -148,7 +134,7 @@ async fn a_staged_segment_is_replicated_verified_and_recorded() {
     assert_eq!(
         replicator(&config)
             .await
-            .process(&object(&config, &history))
+            .process(&object(&config, &history), &budget(&config))
             .await
             .unwrap(),
         Outcome::Replicated
@@ -227,8 +213,9 @@ async fn five_concurrent_duplicate_deliveries_converge() {
     let replicator = Arc::new(replicator(&config).await);
     let deliveries: Vec<_> = (0..5)
         .map(|_| {
-            let (replicator, object) = (replicator.clone(), object(&config, &file));
-            tokio::spawn(async move { replicator.process(&object).await })
+            let (replicator, object, budget) =
+                (replicator.clone(), object(&config, &file), budget(&config));
+            tokio::spawn(async move { replicator.process(&object, &budget).await })
         })
         .collect();
     let mut outcomes = Vec::new();
@@ -245,279 +232,11 @@ async fn five_concurrent_duplicate_deliveries_converge() {
     assert_replicated(&config, &file, &raw).await;
     // A late duplicate after the staging copy is gone is acknowledged too.
     assert_eq!(
-        replicator.process(&object(&config, &file)).await.unwrap(),
+        replicator
+            .process(&object(&config, &file), &budget(&config))
+            .await
+            .unwrap(),
         Outcome::AlreadyReplicated
-    );
-}
-
-#[tokio::test]
-async fn a_failing_b2_leaves_a_partial_record_that_retry_and_redrive_heal() {
-    let config = Stack::shared().config(&unique_cluster("b2-down"));
-    let faulty = faulty_replicator(&config).await;
-    let (file, raw) = staged_segment(&config, "000000010000000000000006").await;
-
-    faulty.b2.fail_always(Operation::Put);
-    let err = faulty
-        .replicator
-        .process(&object(&config, &file))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ReplicateError::Partial { .. }), "{err:?}");
-    let record = catalog(&config)
-        .await
-        .get(&config.cluster, &file)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(record.status, RecordStatus::Partial);
-    assert!(record.r2.is_some() && record.b2.is_none());
-    assert!(record.detail.unwrap().contains("b2"));
-    assert!(
-        staging(&config)
-            .await
-            .head(&staging_key(&config.cluster, &file))
-            .await
-            .is_ok(),
-        "staging kept until replicated"
-    );
-
-    // The SQS retry while B2 is still down fails the message again.
-    let event = json!({"Records": [{"messageId": "m1", "eventSource": "aws:sqs",
-        "body": json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": STAGING_BUCKET}, "object": {"key": staging_key(&config.cluster, &file)}}}]}).to_string()}]});
-    let response = handle_invocation(
-        &faulty.replicator,
-        &event,
-        Duration::from_secs(900),
-        Instant::now() + Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        response,
-        json!({"batchItemFailures": [{"itemIdentifier": "m1"}]})
-    );
-
-    // B2 is back: the re-drive finishes it, redoing only B2.
-    faulty.b2.heal();
-    let r2_puts = faulty.r2.calls(Operation::Put);
-    let report = faulty
-        .replicator
-        .redrive(Duration::ZERO, Instant::now() + Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert_eq!(report.replicated, 1, "{report:?}");
-    assert_eq!(
-        faulty.r2.calls(Operation::Put),
-        r2_puts,
-        "R2 was not written again"
-    );
-    assert_replicated(&config, &file, &raw).await;
-}
-
-#[tokio::test]
-async fn a_lost_event_is_found_by_the_redrive_once_old_enough() {
-    let config = Stack::shared().config(&unique_cluster("lost"));
-    let (file, raw) = staged_segment(&config, "000000010000000000000007").await;
-    let replicator = replicator(&config).await;
-    let young = replicator
-        .redrive(
-            Duration::from_secs(3600),
-            Instant::now() + Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
-    assert_eq!(young.replicated, 0);
-    assert!(young.too_young >= 1);
-    let schedule = json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
-    let report = handle_invocation(
-        &replicator,
-        &schedule,
-        Duration::ZERO,
-        Instant::now() + Duration::from_secs(120),
-    )
-    .await
-    .unwrap();
-    assert!(report["replicated"].as_u64().unwrap() >= 1, "{report}");
-    assert_replicated(&config, &file, &raw).await;
-}
-
-#[tokio::test]
-async fn corrupt_inputs_are_recorded_and_never_replicated() {
-    let config = Stack::shared().config(&unique_cluster("corrupt"));
-    let replicator = replicator(&config).await;
-
-    let mismatched = name("000000010000000000000008");
-    let raw = synthetic_segment(&mismatched, SYSID);
-    stage_claiming(
-        &config,
-        &mismatched,
-        &raw,
-        &Sha256Hex::of(b"what the shipper hashed"),
-    )
-    .await;
-    let outcome = replicator
-        .process(&object(&config, &mismatched))
-        .await
-        .unwrap();
-    assert!(
-        matches!(outcome, Outcome::Corrupt(ref p) if p.contains("sha256")),
-        "{outcome:?}"
-    );
-
-    let truncated = name("000000010000000000000009");
-    let raw = synthetic_segment(&truncated, SYSID);
-    stage(&config, &truncated, &raw[..raw.len() / 2]).await;
-    let outcome = replicator
-        .process(&object(&config, &truncated))
-        .await
-        .unwrap();
-    assert!(
-        matches!(outcome, Outcome::Corrupt(ref p) if p.contains("bytes")),
-        "{outcome:?}"
-    );
-
-    for file in [mismatched, truncated] {
-        let record = catalog(&config)
-            .await
-            .get(&config.cluster, &file)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(record.status, RecordStatus::Corrupt);
-        assert!(record.detail.is_some());
-        for provider in Provider::ALL {
-            let key = archive_key(&config.cluster, &file);
-            assert!(
-                replica(&config, provider)
-                    .await
-                    .head(&key)
-                    .await
-                    .unwrap_err()
-                    .is_not_found(),
-                "{provider} must hold nothing"
-            );
-        }
-    }
-}
-
-#[tokio::test]
-async fn foreign_keys_and_buckets_are_acknowledged_and_ignored() {
-    let config = Stack::shared().config(&unique_cluster("foreign"));
-    let replicator = replicator(&config).await;
-    for object in [
-        ObjectRef {
-            bucket: STAGING_BUCKET.into(),
-            key: format!("{}/identity.json", config.cluster),
-        },
-        ObjectRef {
-            bucket: STAGING_BUCKET.into(),
-            key: "someone/else/file.txt".into(),
-        },
-        ObjectRef {
-            bucket: "another-bucket".into(),
-            key: staging_key(&config.cluster, &name("000000010000000000000001")),
-        },
-    ] {
-        assert!(
-            matches!(
-                replicator.process(&object).await.unwrap(),
-                Outcome::Ignored(_)
-            ),
-            "{object:?}"
-        );
-    }
-}
-
-#[tokio::test]
-async fn a_different_upload_under_an_archived_name_is_a_recorded_conflict() {
-    let config = Stack::shared().config(&unique_cluster("conflict"));
-    let replicator = replicator(&config).await;
-    let file = name("00000001000000000000000A");
-    let original = synthetic_segment(&file, SYSID);
-    stage(&config, &file, &original).await;
-    assert_eq!(
-        replicator.process(&object(&config, &file)).await.unwrap(),
-        Outcome::Replicated
-    );
-
-    let mut other = original.clone();
-    other[500_000] ^= 0x5A;
-    stage(&config, &file, &other).await;
-    let outcome = replicator.process(&object(&config, &file)).await.unwrap();
-    assert!(matches!(outcome, Outcome::Conflict(_)), "{outcome:?}");
-    // Re-driven again, it is not counted twice.
-    replicator.process(&object(&config, &file)).await.unwrap();
-
-    let record = catalog(&config)
-        .await
-        .get(&config.cluster, &file)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(record.status, RecordStatus::Replicated);
-    assert_eq!(record.raw_sha256, Sha256Hex::of(&original));
-    assert_eq!(record.conflicts, 1);
-    for provider in Provider::ALL {
-        let copy = replica(&config, provider)
-            .await
-            .get(&archive_key(&config.cluster, &file))
-            .await
-            .unwrap();
-        assert_eq!(
-            zstd_cli_decompress(&copy.body),
-            original,
-            "{provider} untouched"
-        );
-    }
-}
-
-#[tokio::test]
-async fn a_batch_reports_exactly_the_failed_messages() {
-    let config = Stack::shared().config(&unique_cluster("batch"));
-    let good = name("00000001000000000000000B");
-    let blocked = name("00000001000000000000000C");
-    for file in [good, blocked] {
-        stage(&config, &file, &synthetic_segment(&file, SYSID)).await;
-    }
-    let body = |file: &WalFileName| {
-        json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": STAGING_BUCKET},
-            "object": {"key": staging_key(&config.cluster, file)}}}]})
-        .to_string()
-    };
-    // Messages are handled in order: the first staging read fails.
-    let event = json!({"Records": [
-        {"messageId": "blocked", "eventSource": "aws:sqs", "body": body(&blocked)},
-        {"messageId": "malformed", "eventSource": "aws:sqs", "body": "{\"Records\": [{\"s3\": 42}]}"},
-        {"messageId": "test-event", "eventSource": "aws:sqs", "body": "{\"Service\":\"Amazon S3\",\"Event\":\"s3:TestEvent\"}"},
-        {"messageId": "good", "eventSource": "aws:sqs", "body": body(&good)},
-    ]});
-    let staging_faults = Arc::new(FaultyStore::new(staging_store(
-        &walvault_sdk_config(&config).await,
-        &config,
-    )));
-    staging_faults.fail_next(Operation::Get, 1);
-    let mut replicator = replicator(&config).await;
-    replicator.staging = staging_faults;
-    let response = handle_invocation(
-        &replicator,
-        &event,
-        Duration::from_secs(900),
-        Instant::now() + Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        response,
-        json!({"batchItemFailures": [{"itemIdentifier": "blocked"}, {"itemIdentifier": "malformed"}]})
-    );
-    assert_replicated(&config, &good, &synthetic_segment(&good, SYSID)).await;
-    assert!(
-        staging(&config)
-            .await
-            .head(&staging_key(&config.cluster, &blocked))
-            .await
-            .is_ok(),
-        "the failed one waits for its retry"
     );
 }
 
@@ -570,21 +289,20 @@ async fn replica_keys_are_read_from_secrets_manager_once_and_never_shown() {
     });
     env.insert("WALVAULT_R2_SECRET_ARN".into(), r2_arn);
     env.insert("WALVAULT_B2_SECRET_ARN".into(), b2_arn.clone());
-    let mut config = Config::from_sources(&env, &Default::default()).unwrap();
-    assert!(
-        Replicator::from_config(&sdk, &config).is_err(),
-        "unresolved keys cannot build clients"
-    );
+    let config = Config::from_sources(&env, &Default::default()).unwrap();
 
-    // The B2 secret lacks secret_access_key: named, contents not shown.
-    let err = shared::secrets::resolve_replica_credentials(&sdk, &mut config)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        shared::secrets::SecretsError::Malformed { arn: b2_arn }
+    // The B2 secret lacks secret_access_key: start-up fails naming the
+    // setting, never the secret's name or contents.
+    let err = match shared::backends::Backends::connect_with(&sdk, &config).await {
+        Err(e) => e,
+        Ok(_) => panic!("a malformed secret must fail start-up"),
+    };
+    let printed = shared::error::chain(&err);
+    assert!(printed.contains("WALVAULT_B2_SECRET_ARN"), "{printed}");
+    assert!(
+        !printed.contains("hunter2") && !printed.contains(&b2_arn),
+        "{printed}"
     );
-    assert!(!err.to_string().contains("hunter2"));
 
     // Fixed, the replicator works with keys from the secrets.
     let b2_good = create(
@@ -594,18 +312,14 @@ async fn replica_keys_are_read_from_secrets_manager_once_and_never_shown() {
     )
     .await;
     env.insert("WALVAULT_B2_SECRET_ARN".into(), b2_good);
-    let mut config = Config::from_sources(&env, &Default::default()).unwrap();
-    shared::secrets::resolve_replica_credentials(&sdk, &mut config)
-        .await
-        .unwrap();
-    assert!(
-        !format!("{config:?}").contains(standins::R2_KEY.1),
-        "secrets stay out of debug output"
-    );
+    let config = Config::from_sources(&env, &Default::default()).unwrap();
     let replicator = replicator(&config).await;
     let (file, raw) = staged_segment(&config, "00000001000000000000000D").await;
     assert_eq!(
-        replicator.process(&object(&config, &file)).await.unwrap(),
+        replicator
+            .process(&object(&config, &file), &budget(&config))
+            .await
+            .unwrap(),
         Outcome::Replicated
     );
     assert_replicated(&config, &file, &raw).await;

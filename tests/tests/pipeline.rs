@@ -6,16 +6,19 @@
 //! copy, after a provider outage during archiving, and along a new timeline.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use shared::catalog::{Catalog, RecordStatus};
 use shared::codec::{compress, CompressionLevel};
-use shared::config::{Config, Provider};
+use shared::config::Config;
 use shared::keys::archive_key;
+use shared::provider::Provider;
+use shared::retry::RequestLimits;
 use shared::store::{Metadata, ObjectStore};
 use shared::wal::WalFileName;
-use walvault_tests::archive::{catalog, replica};
+use tokio::time::Instant;
+use walvault_tests::archive::backends;
 use walvault_tests::outage::OutageProxy;
 use walvault_tests::pipeline::{
     drain_queue, recover, recover_with, replicator, start_source, with, write_and_archive,
@@ -24,6 +27,20 @@ use walvault_tests::pipeline::{
 use walvault_tests::postgres::Postgres;
 use walvault_tests::shipper::Shipper;
 use walvault_tests::standins::Stack;
+
+async fn catalog(config: &Config) -> Arc<dyn Catalog> {
+    backends(config).await.catalog
+}
+
+async fn replica(config: &Config, provider: Provider) -> Arc<dyn ObjectStore> {
+    Arc::clone(
+        backends(config)
+            .await
+            .replicas
+            .get(provider)
+            .expect("configured"),
+    )
+}
 
 async fn statuses(config: &Config) -> Vec<RecordStatus> {
     catalog(config)
@@ -126,15 +143,19 @@ async fn a_b2_outage_during_archiving_heals_and_b2_alone_recovers() {
         .expect("catalog")
         .records;
     assert!(
-        during
-            .iter()
-            .all(|r| r.r2.is_some() && r.b2.is_none() && r.status == RecordStatus::Partial),
+        during.iter().all(|r| r.target(Provider::R2).is_some()
+            && r.target(Provider::B2).is_none()
+            && r.status == RecordStatus::Partial),
         "R2 current, B2 missing"
     );
 
     b2.come_back();
     let report = replicator
-        .redrive(Duration::ZERO, Instant::now() + Duration::from_secs(120))
+        .redrive(
+            Duration::ZERO,
+            &RequestLimits::from_config(&source.config)
+                .until(Instant::now() + Duration::from_secs(120)),
+        )
         .await
         .expect("re-drive");
     assert_eq!(report.failed, 0, "{report:?}");

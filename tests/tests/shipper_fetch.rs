@@ -5,14 +5,19 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use shared::archive::META_RAW_SIZE;
 use shared::codec::{compress, CompressionLevel, Sha256Hex};
-use shared::config::{Config, Provider};
-use shared::keys::archive_key;
+use shared::config::Config;
+use shared::keys::{archive_key, meta};
+use shared::provider::Provider;
 use shared::store::{Metadata, ObjectStore};
 use shared::wal::WalFileName;
-use walvault_tests::archive::{archive_replicated, replica, stage};
+use walvault::exit::{
+    FETCH_DISAGREEMENT, FETCH_NOT_FOUND, FETCH_NO_VERIFIED_COPY, FETCH_STORE_ERROR,
+};
+use walvault_tests::archive::{archive_replicated, backends, stage, synthetic_segment};
 use walvault_tests::postgres::{PgOptions, Postgres};
 use walvault_tests::shipper::{public_tempdir, Run, Shipper};
 use walvault_tests::standins::Stack;
@@ -24,17 +29,21 @@ fn name(s: &str) -> WalFileName {
     s.parse().unwrap()
 }
 
-/// Distinct, incompressible-enough bytes standing in for a 1 MiB segment.
-fn fake_segment(seed: u8) -> Vec<u8> {
-    let mut state = u32::from(seed).wrapping_mul(2_654_435_761) | 1;
-    (0..1 << 20)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            (state % 7) as u8
-        })
-        .collect()
+const SYSID: u64 = 7_301_234_567_890_123_456;
+
+/// A valid 1 MiB segment named `file`.
+fn segment(file: &str) -> Vec<u8> {
+    synthetic_segment(&name(file), SYSID)
+}
+
+async fn replica(config: &Config, provider: Provider) -> Arc<dyn ObjectStore> {
+    Arc::clone(
+        backends(config)
+            .await
+            .replicas
+            .get(provider)
+            .expect("configured"),
+    )
 }
 
 struct Setup {
@@ -67,7 +76,7 @@ fn with(env: &BTreeMap<String, String>, changes: &[(&str, &str)]) -> BTreeMap<St
 #[tokio::test]
 async fn a_replicated_file_is_restored_verified() {
     let s = setup("fetch");
-    let raw = fake_segment(1);
+    let raw = segment("000000010000000000000001");
     archive_replicated(&s.config, &name("000000010000000000000001"), &raw).await;
     let shipper = Shipper::new(&with(&s.env, &[("WALVAULT_PREFETCH", "0")]));
     let dir = public_tempdir("walvault-fetch-");
@@ -102,7 +111,7 @@ async fn missing_files_exit_1_fast_and_partials_are_never_served() {
     let dest = dir.path().join("RECOVERYHISTORY");
     let started = Instant::now();
     let run = fetch(&shipper, "00000007.history", &dest);
-    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.code, i32::from(FETCH_NOT_FOUND), "{}", run.stderr);
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -113,7 +122,7 @@ async fn missing_files_exit_1_fast_and_partials_are_never_served() {
     archive_replicated(
         &s.config,
         &name("000000010000000000000004.partial"),
-        &fake_segment(4),
+        &segment("000000010000000000000004.partial"),
     )
     .await;
     let run = fetch(
@@ -122,7 +131,8 @@ async fn missing_files_exit_1_fast_and_partials_are_never_served() {
         &dir.path().join("RECOVERYXLOG"),
     );
     assert_eq!(
-        run.code, 1,
+        run.code,
+        i32::from(FETCH_NOT_FOUND),
         "a .partial is not the full segment: {}",
         run.stderr
     );
@@ -131,7 +141,7 @@ async fn missing_files_exit_1_fast_and_partials_are_never_served() {
 #[tokio::test]
 async fn a_file_only_in_staging_is_served_from_there() {
     let s = setup("staged");
-    let raw = fake_segment(2);
+    let raw = segment("000000010000000000000002");
     stage(&s.config, &name("000000010000000000000002"), &raw).await;
     let shipper = Shipper::new(&s.env);
     let dir = public_tempdir("walvault-fetch-");
@@ -146,7 +156,7 @@ async fn a_file_only_in_staging_is_served_from_there() {
 async fn r2_down_and_b2_not_found_aborts_recovery() {
     let s = setup("r2-down");
     let file = name("000000010000000000000003");
-    archive_replicated(&s.config, &file, &fake_segment(3)).await;
+    archive_replicated(&s.config, &file, &segment("000000010000000000000003")).await;
     replica(&s.config, Provider::B2)
         .await
         .delete(&archive_key(&s.config.cluster, &file))
@@ -163,7 +173,7 @@ async fn r2_down_and_b2_not_found_aborts_recovery() {
     let dir = public_tempdir("walvault-fetch-");
     let dest = dir.path().join("RECOVERYXLOG");
     let run = fetch(&shipper, &file.to_string(), &dest);
-    assert!(run.code > 125, "exit {}: {}", run.code, run.stderr);
+    assert_eq!(run.code, i32::from(FETCH_STORE_ERROR), "{}", run.stderr);
     assert!(!dest.exists());
 }
 
@@ -171,7 +181,7 @@ async fn r2_down_and_b2_not_found_aborts_recovery() {
 async fn a_corrupt_r2_copy_falls_back_to_b2_and_is_reported() {
     let s = setup("corrupt");
     let file = name("000000010000000000000005");
-    let raw = fake_segment(5);
+    let raw = segment("000000010000000000000005");
     let record = archive_replicated(&s.config, &file, &raw).await;
     // Replace R2's object with a valid zstd frame of other bytes.
     let r2 = replica(&s.config, Provider::R2).await;
@@ -184,7 +194,7 @@ async fn a_corrupt_r2_copy_falls_back_to_b2_and_is_reported() {
         &key,
         packed,
         &record.raw_sha256,
-        &Metadata::from([(META_RAW_SIZE.to_owned(), raw.len().to_string())]),
+        &Metadata::from([(meta::RAW_SIZE.to_owned(), raw.len().to_string())]),
     )
     .await
     .unwrap();
@@ -213,14 +223,19 @@ async fn a_corrupt_r2_copy_falls_back_to_b2_and_is_reported() {
     .await
     .unwrap();
     let run = fetch(&shipper, &file.to_string(), &dest);
-    assert_eq!(run.code, 151, "{}", run.stderr);
+    assert_eq!(
+        run.code,
+        i32::from(FETCH_NO_VERIFIED_COPY),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test]
 async fn without_the_catalog_copies_are_found_by_key_and_must_agree() {
     let s = setup("no-catalog");
     let file = name("000000010000000000000006");
-    let raw = fake_segment(6);
+    let raw = segment("000000010000000000000006");
     archive_replicated(&s.config, &file, &raw).await;
     let shipper = Shipper::new(&with(
         &s.env,
@@ -238,24 +253,24 @@ async fn without_the_catalog_copies_are_found_by_key_and_must_agree() {
 
     // Not found anywhere, but the catalog could not say: not "not found".
     let run = fetch(&shipper, "000000010000000000000066", &dest);
-    assert_eq!(run.code, 150, "{}", run.stderr);
+    assert_eq!(run.code, i32::from(FETCH_STORE_ERROR), "{}", run.stderr);
 
     // Two self-consistent but different copies fail loudly.
     let b2 = replica(&s.config, Provider::B2).await;
     let key = archive_key(&s.config.cluster, &file);
     b2.delete(&key).await.unwrap();
-    let other = fake_segment(60);
+    let other = segment("000000010000000000000060");
     let packed = Bytes::from(compress(&other, CompressionLevel::default()).unwrap());
     b2.put_if_absent(
         &key,
         packed,
         &Sha256Hex::of(&other),
-        &Metadata::from([(META_RAW_SIZE.to_owned(), other.len().to_string())]),
+        &Metadata::from([(meta::RAW_SIZE.to_owned(), other.len().to_string())]),
     )
     .await
     .unwrap();
     let run = fetch(&shipper, &file.to_string(), &dest);
-    assert_eq!(run.code, 152, "{}", run.stderr);
+    assert_eq!(run.code, i32::from(FETCH_DISAGREEMENT), "{}", run.stderr);
 }
 
 #[tokio::test]
@@ -265,7 +280,7 @@ async fn prefetched_segments_are_served_without_store_calls() {
         .map(|i| {
             (
                 name(&format!("0000000100000000000000{:02X}", 0x10 + i)),
-                fake_segment(10 + i),
+                segment(&format!("0000000100000000000000{:02X}", 0x10 + i)),
             )
         })
         .collect();

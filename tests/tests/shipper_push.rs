@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use shared::archive::push::{META_HOST, META_PG_VERSION, META_SIZE, META_SYSTEM_IDENTIFIER};
 use shared::codec::Sha256Hex;
-use shared::keys::staging_key;
-use shared::store::{list_all, ObjectStore};
-use shared::wal::WalFileName;
-use walvault_tests::archive::{archive_replicated, staging};
+use shared::keys::{meta, staging_key};
+use shared::store::list_all;
+use shared::wal::{SegmentSize, WalFileName};
+use walvault::exit::{PUSH_CONFLICT, PUSH_REFUSED_FILE, PUSH_UNAVAILABLE, PUSH_WRONG_CLUSTER};
+use walvault_tests::archive::{archive_replicated, backends};
 use walvault_tests::outage::OutageProxy;
 use walvault_tests::postgres::{PgOptions, Postgres};
 use walvault_tests::shipper::{public_tempdir, Shipper};
@@ -107,8 +107,8 @@ async fn postgres_drains_a_backlog_through_walvault_push() {
     assert_eq!(pg.sql("SELECT failed_count FROM pg_stat_archiver"), "0");
 
     let config = stack.config(&cluster);
-    let staging = staging(&config).await;
-    let objects = list_all(&staging, &format!("{cluster}/staging/"))
+    let staging = backends(&config).await.staging;
+    let objects = list_all(staging.as_ref(), &format!("{cluster}/staging/"))
         .await
         .unwrap();
     assert!(
@@ -121,12 +121,12 @@ async fn postgres_drains_a_backlog_through_walvault_push() {
         let info = staging.head(&object.key).await.unwrap();
         let name: WalFileName = object.key.rsplit('/').next().unwrap().parse().unwrap();
         assert!(info.sha256().is_some(), "{name}");
-        assert_eq!(info.metadata[META_SIZE], info.size.to_string());
-        assert!(!info.metadata[META_HOST].is_empty());
+        assert_eq!(info.metadata[meta::SIZE], info.size.to_string());
+        assert!(!info.metadata[meta::HOST].is_empty());
         if let WalFileName::Segment(_) = name {
-            assert_eq!(info.size, 16 << 20);
-            assert_eq!(info.metadata[META_SYSTEM_IDENTIFIER], sysid);
-            assert_eq!(info.metadata[META_PG_VERSION], "15");
+            assert_eq!(info.size, SegmentSize::DEFAULT.bytes());
+            assert_eq!(info.metadata[meta::SYSTEM_IDENTIFIER], sysid);
+            assert_eq!(info.metadata[meta::PG_VERSION], "15");
         }
     }
     // The parallel pushes left no markers behind once PostgreSQL caught up.
@@ -157,10 +157,11 @@ async fn repushes_are_idempotent_and_conflicts_refused_in_staging_and_after() {
     altered[100_000] ^= 0xFF;
     let (_d2, altered_path) = copy_named(first, Some(&altered));
     let refused = push(&shipper, &altered_path);
-    assert_eq!(refused.code, 5, "{}", refused.stderr);
+    assert_eq!(refused.code, i32::from(PUSH_CONFLICT), "{}", refused.stderr);
     let name = wal_name(first);
-    let stored = staging(&config)
+    let stored = backends(&config)
         .await
+        .staging
         .get(&staging_key(&config.cluster, &name))
         .await
         .unwrap();
@@ -182,10 +183,11 @@ async fn repushes_are_idempotent_and_conflicts_refused_in_staging_and_after() {
     altered[200_000] ^= 0x01;
     let (_d4, altered_path) = copy_named(second, Some(&altered));
     let refused = push(&shipper, &altered_path);
-    assert_eq!(refused.code, 5, "{}", refused.stderr);
+    assert_eq!(refused.code, i32::from(PUSH_CONFLICT), "{}", refused.stderr);
     assert!(
-        staging(&config)
+        backends(&config)
             .await
+            .staging
             .head(&staging_key(&config.cluster, &second_name))
             .await
             .unwrap_err()
@@ -210,7 +212,12 @@ async fn segments_of_another_cluster_are_refused() {
 
     let (_d2, foreign) = copy_named(&theirs.files[1], None);
     let refused = push(&shipper, &foreign);
-    assert_eq!(refused.code, 4, "{}", refused.stderr);
+    assert_eq!(
+        refused.code,
+        i32::from(PUSH_WRONG_CLUSTER),
+        "{}",
+        refused.stderr
+    );
     assert!(
         refused.stderr.contains("another PostgreSQL cluster"),
         "{}",
@@ -225,7 +232,12 @@ async fn segments_of_another_cluster_are_refused() {
     );
     let pinned = Shipper::new(&env);
     let refused = push(&pinned, &foreign);
-    assert_eq!(refused.code, 4, "{}", refused.stderr);
+    assert_eq!(
+        refused.code,
+        i32::from(PUSH_WRONG_CLUSTER),
+        "{}",
+        refused.stderr
+    );
     assert!(
         refused.stderr.contains("WALVAULT_SYSTEM_IDENTIFIER"),
         "{}",
@@ -248,15 +260,20 @@ async fn truncated_and_non_wal_files_are_refused() {
     ] {
         let (_d, path) = copy_named(&segments.files[0], Some(&contents));
         let run = push(&shipper, &path);
-        assert_eq!(run.code, 3, "{label}: {}", run.stderr);
+        assert_eq!(
+            run.code,
+            i32::from(PUSH_REFUSED_FILE),
+            "{label}: {}",
+            run.stderr
+        );
     }
     let dir = public_tempdir("walvault-push-");
     let odd = dir.path().join("postgresql.conf");
     std::fs::write(&odd, "x").unwrap();
-    assert_eq!(push(&shipper, &odd).code, 3);
+    assert_eq!(push(&shipper, &odd).code, i32::from(PUSH_REFUSED_FILE));
     assert_eq!(
         push(&shipper, &dir.path().join("000000010000000000000009")).code,
-        3,
+        i32::from(PUSH_REFUSED_FILE),
         "missing file"
     );
 }
@@ -278,7 +295,7 @@ async fn stores_down_fail_within_the_deadline_then_push_succeeds_when_back() {
     proxy.go_down();
     let started = Instant::now();
     let down = push(&shipper, &path);
-    assert_eq!(down.code, 6, "{}", down.stderr);
+    assert_eq!(down.code, i32::from(PUSH_UNAVAILABLE), "{}", down.stderr);
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "took {:?}",

@@ -63,7 +63,11 @@ pub enum CopyProblem {
 }
 
 fn joined(failures: &[SourceFailure]) -> String {
-    failures.iter().map(|f| chain(f)).collect::<Vec<_>>().join("; ")
+    failures
+        .iter()
+        .map(|f| chain(f))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +166,9 @@ impl Fetcher {
                 Err(Some(failure)) => failures.push(failure),
             }
         }
-        let available = failures.iter().all(|f| matches!(f, SourceFailure::Corrupt(..)));
+        let available = failures
+            .iter()
+            .all(|f| matches!(f, SourceFailure::Corrupt(..)));
         match (available, failures.is_empty(), listed) {
             (false, _, _) => Err(FetchError::Unavailable {
                 name: *name,
@@ -188,7 +194,9 @@ impl Fetcher {
         let lookup = self
             .limits
             .one_request()
-            .run(format!("catalog get {name}"), || self.catalog.get(&self.cluster, name))
+            .run(format!("catalog get {name}"), || {
+                self.catalog.get(&self.cluster, name)
+            })
             .await;
         Ok(match lookup {
             Ok(Some(record)) if record.status == RecordStatus::Corrupt => {
@@ -231,9 +239,10 @@ impl Fetcher {
         let got = self
             .limits
             .one_request()
-            .run(format!("{} get {}", candidate.source, candidate.key), || {
-                candidate.store.get(&candidate.key)
-            })
+            .run(
+                format!("{} get {}", candidate.source, candidate.key),
+                || candidate.store.get(&candidate.key),
+            )
             .await;
         let object = match got {
             Ok(object) => object,

@@ -218,13 +218,17 @@ impl OnePush<'_> {
             (meta::SIZE.to_owned(), bytes.len().to_string()),
             (meta::HOST.to_owned(), pusher.host.clone()),
         ]);
-        if !matches!(self.name.kind(), WalFileKind::Segment | WalFileKind::Partial) {
+        if !matches!(
+            self.name.kind(),
+            WalFileKind::Segment | WalFileKind::Partial
+        ) {
             return Ok(metadata);
         }
-        let header = WalHeader::parse_file(&self.name, bytes).map_err(|source| PushError::BadContent {
-            name: self.name,
-            source,
-        })?;
+        let header =
+            WalHeader::parse_file(&self.name, bytes).map_err(|source| PushError::BadContent {
+                name: self.name,
+                source,
+            })?;
         let label = self.name.to_string();
         self.budget
             .run("identity", || {
@@ -253,7 +257,12 @@ impl OnePush<'_> {
         Ok(metadata)
     }
 
-    async fn put(&self, bytes: Bytes, sha: &Sha256Hex, metadata: &Metadata) -> Result<PushOutcome, PushError> {
+    async fn put(
+        &self,
+        bytes: Bytes,
+        sha: &Sha256Hex,
+        metadata: &Metadata,
+    ) -> Result<PushOutcome, PushError> {
         let key = staging_key(&self.pusher.cluster, &self.name);
         let staging = &self.pusher.staging;
         let put = self
@@ -328,8 +337,10 @@ fn file_name(path: &Path) -> Result<WalFileName, PushError> {
 }
 
 async fn read(path: &Path) -> Result<Vec<u8>, PushError> {
-    tokio::fs::read(path).await.map_err(|source| PushError::Read {
-        path: path.to_owned(),
-        source,
-    })
+    tokio::fs::read(path)
+        .await
+        .map_err(|source| PushError::Read {
+            path: path.to_owned(),
+            source,
+        })
 }

@@ -38,7 +38,10 @@ impl DynamoCatalog {
                 attr::CLUSTER.to_owned(),
                 AttributeValue::S(cluster.as_str().to_owned()),
             ),
-            (attr::FILE_NAME.to_owned(), AttributeValue::S(file.to_string())),
+            (
+                attr::FILE_NAME.to_owned(),
+                AttributeValue::S(file.to_string()),
+            ),
         ])
     }
 }
@@ -53,7 +56,10 @@ where
 {
     let file = file.to_string();
     let transient = match (&err, err.code()) {
-        (SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_), _) => true,
+        (
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_),
+            _,
+        ) => true,
         (_, Some("ConditionalCheckFailedException")) => {
             return CatalogError::ConditionFailed { operation, file }
         }

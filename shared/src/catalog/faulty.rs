@@ -60,7 +60,12 @@ impl<C: Catalog> FaultyCatalog<C> {
 
     /// Runs `call` unless a fault replaces it. `NotFound` on a read
     /// answers "no record"; on a write it is a failed condition.
-    async fn call<T, F>(&self, operation: CatalogOperation, file: &WalFileName, call: F) -> Result<T, CatalogError>
+    async fn call<T, F>(
+        &self,
+        operation: CatalogOperation,
+        file: &WalFileName,
+        call: F,
+    ) -> Result<T, CatalogError>
     where
         F: Future<Output = Result<T, CatalogError>>,
     {
@@ -104,8 +109,12 @@ impl<C: Catalog> Catalog for FaultyCatalog<C> {
     }
 
     async fn create(&self, record: &CatalogRecord) -> Result<CreateOutcome, CatalogError> {
-        self.call(CatalogOperation::Create, &record.file, self.inner.create(record))
-            .await
+        self.call(
+            CatalogOperation::Create,
+            &record.file,
+            self.inner.create(record),
+        )
+        .await
     }
 
     async fn record_target(
@@ -155,8 +164,12 @@ impl<C: Catalog> Catalog for FaultyCatalog<C> {
     }
 
     async fn delete(&self, record: RecordRef<'_>) -> Result<(), CatalogError> {
-        self.call(CatalogOperation::Delete, record.file, self.inner.delete(record))
-            .await
+        self.call(
+            CatalogOperation::Delete,
+            record.file,
+            self.inner.delete(record),
+        )
+        .await
     }
 
     async fn list_page(

@@ -123,10 +123,15 @@ impl Catalog for MemoryCatalog {
         target: &TargetState,
         at: UnixMillis,
     ) -> Result<CatalogRecord, CatalogError> {
-        self.update(CatalogOperation::RecordTarget, record, |_| true, |r| {
-            r.targets.insert(provider, target.clone());
-            r.updated_at = at;
-        })
+        self.update(
+            CatalogOperation::RecordTarget,
+            record,
+            |_| true,
+            |r| {
+                r.targets.insert(provider, target.clone());
+                r.updated_at = at;
+            },
+        )
     }
 
     async fn set_status(
@@ -258,7 +263,13 @@ mod tests {
             .unwrap();
         assert!(
             catalog
-                .set_status(RecordRef::of(&ours), &from, RecordStatus::Replicated, None, 3)
+                .set_status(
+                    RecordRef::of(&ours),
+                    &from,
+                    RecordStatus::Replicated,
+                    None,
+                    3
+                )
                 .await
                 .is_err(),
             "replicated needs every replica"
@@ -268,7 +279,13 @@ mod tests {
             .await
             .unwrap();
         let done = catalog
-            .set_status(RecordRef::of(&ours), &from, RecordStatus::Replicated, None, 3)
+            .set_status(
+                RecordRef::of(&ours),
+                &from,
+                RecordStatus::Replicated,
+                None,
+                3,
+            )
             .await
             .unwrap();
         assert_eq!(done.replicated_at, Some(3));

@@ -217,10 +217,16 @@ impl CatalogRecord {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let optional = [
-            (attr::SYSTEM_IDENTIFIER, self.system_identifier.map(|v| s(&v.to_string()))),
+            (
+                attr::SYSTEM_IDENTIFIER,
+                self.system_identifier.map(|v| s(&v.to_string())),
+            ),
             (attr::PG_VERSION, self.pg_version.map(|v| n(u64::from(v)))),
             (attr::COMPRESSED_SIZE, self.compressed_size.map(n)),
-            (attr::COMPRESSED_SHA256, self.compressed_sha256.as_ref().map(|v| s(v.as_str()))),
+            (
+                attr::COMPRESSED_SHA256,
+                self.compressed_sha256.as_ref().map(|v| s(v.as_str())),
+            ),
             (attr::REPLICATED_AT, self.replicated_at.map(n)),
             (attr::LAST_CONFLICT, self.last_conflict.as_deref().map(s)),
             (attr::DETAIL, self.detail.as_deref().map(s)),
@@ -264,14 +270,16 @@ impl CatalogRecord {
             system_identifier: fields
                 .opt_string(attr::SYSTEM_IDENTIFIER)?
                 .map(|v| {
-                    v.parse()
-                        .map_err(|_| fields.malformed(attr::SYSTEM_IDENTIFIER, "not a number".into()))
+                    v.parse().map_err(|_| {
+                        fields.malformed(attr::SYSTEM_IDENTIFIER, "not a number".into())
+                    })
                 })
                 .transpose()?,
             pg_version: fields
                 .opt_number(attr::PG_VERSION)?
                 .map(|v| {
-                    u32::try_from(v).map_err(|_| fields.malformed(attr::PG_VERSION, "too large".into()))
+                    u32::try_from(v)
+                        .map_err(|_| fields.malformed(attr::PG_VERSION, "too large".into()))
                 })
                 .transpose()?,
             compressed_size: fields.opt_number(attr::COMPRESSED_SIZE)?,
@@ -338,7 +346,10 @@ impl Fields<'_> {
         if kind == file.kind() {
             Ok(())
         } else {
-            Err(self.malformed(attr::KIND, format!("{kind} does not match the file name {file}")))
+            Err(self.malformed(
+                attr::KIND,
+                format!("{kind} does not match the file name {file}"),
+            ))
         }
     }
 
@@ -425,18 +436,24 @@ pub(crate) mod tests {
         record.compressed_size = Some(1234);
         record.compressed_sha256 = Some(Sha256Hex::of(b"z"));
         record.status = RecordStatus::Replicated;
-        record.targets.insert(Provider::R2, TargetState {
-            key: "main/wal/000000010000000000000007.zst".into(),
-            size: 1234,
-            etag: Some("\"abc\"".into()),
-            at: 5,
-        });
-        record.targets.insert(Provider::B2, TargetState {
-            key: "main/wal/000000010000000000000007.zst".into(),
-            size: 1234,
-            etag: None,
-            at: 6,
-        });
+        record.targets.insert(
+            Provider::R2,
+            TargetState {
+                key: "main/wal/000000010000000000000007.zst".into(),
+                size: 1234,
+                etag: Some("\"abc\"".into()),
+                at: 5,
+            },
+        );
+        record.targets.insert(
+            Provider::B2,
+            TargetState {
+                key: "main/wal/000000010000000000000007.zst".into(),
+                size: 1234,
+                etag: None,
+                at: 6,
+            },
+        );
         record.replicated_at = Some(7);
         record.conflicts = 2;
         record.last_conflict = Some("sha256 differs".into());

@@ -47,10 +47,7 @@ mod tests {
             "eu-central-003"
         );
         assert!(signing_region(Some("us-west-004"), endpoint).is_err());
-        assert_eq!(
-            signing_region(None, endpoint),
-            Err(RegionError::Missing)
-        );
+        assert_eq!(signing_region(None, endpoint), Err(RegionError::Missing));
         assert_eq!(
             signing_region(Some("anything"), "http://127.0.0.1:9000").unwrap(),
             "anything"

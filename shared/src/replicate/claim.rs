@@ -16,13 +16,17 @@ use crate::metrics::Metric;
 
 pub(super) enum Claim {
     /// Replicate: the record as it stands (replicas it lacks are written).
-    Proceed(CatalogRecord),
+    Proceed(Box<CatalogRecord>),
     /// Nothing to replicate.
     Done(Outcome),
 }
 
 impl Run<'_> {
-    pub(super) async fn claim(&mut self, staged: &Staged, packed: &Bytes) -> Result<Claim, ReplicateError> {
+    pub(super) async fn claim(
+        &mut self,
+        staged: &Staged,
+        packed: &Bytes,
+    ) -> Result<Claim, ReplicateError> {
         let clock = Instant::now();
         let record = CatalogRecord {
             system_identifier: staged.header.map(|h| h.system_identifier),
@@ -41,20 +45,23 @@ impl Run<'_> {
         let catalog = &self.replicator.backends.catalog;
         let created = self
             .budget
-            .run(format!("catalog create {}", self.file), || catalog.create(&record))
+            .run(format!("catalog create {}", self.file), || {
+                catalog.create(&record)
+            })
             .await
             .map_err(|e| self.catalog_error(e))?;
         self.steps.catalog_ms += elapsed_ms(clock);
         match created {
-            CreateOutcome::Created => Ok(Claim::Proceed(record)),
+            CreateOutcome::Created => Ok(Claim::Proceed(Box::new(record))),
             CreateOutcome::Exists(existing)
-                if existing.raw_sha256 == staged.sha256 && existing.status != RecordStatus::Corrupt =>
+                if existing.raw_sha256 == staged.sha256
+                    && existing.status != RecordStatus::Corrupt =>
             {
                 if existing.status == RecordStatus::Replicated {
                     self.delete_staging().await?;
                     Ok(Claim::Done(Outcome::AlreadyReplicated))
                 } else {
-                    Ok(Claim::Proceed(*existing))
+                    Ok(Claim::Proceed(existing))
                 }
             }
             CreateOutcome::Exists(existing) => {

@@ -22,7 +22,13 @@ impl Run<'_> {
         let marked = self
             .budget
             .run(format!("catalog mark replicated {}", self.file), || {
-                catalog.set_status(RecordRef::of(record), &from, RecordStatus::Replicated, None, now_millis())
+                catalog.set_status(
+                    RecordRef::of(record),
+                    &from,
+                    RecordStatus::Replicated,
+                    None,
+                    now_millis(),
+                )
             })
             .await;
         match marked {
@@ -46,7 +52,12 @@ impl Run<'_> {
             .await
             .map_err(|e| self.catalog_error(e))?;
         match now {
-            Some(now) if now.status == RecordStatus::Replicated && now.raw_sha256 == record.raw_sha256 => Ok(()),
+            Some(now)
+                if now.status == RecordStatus::Replicated
+                    && now.raw_sha256 == record.raw_sha256 =>
+            {
+                Ok(())
+            }
             _ => Err(ReplicateError::RecordChanged { file: self.file }),
         }
     }

@@ -108,12 +108,13 @@ pub enum ReplicateError {
 impl Retryable for ReplicateError {
     fn is_permanent(&self) -> bool {
         match self {
-            ReplicateError::Staging { source, .. } | ReplicateError::StagingCleanup { source, .. } => {
-                source.is_permanent()
-            }
+            ReplicateError::Staging { source, .. }
+            | ReplicateError::StagingCleanup { source, .. } => source.is_permanent(),
             ReplicateError::Catalog { source, .. } => source.is_permanent(),
             ReplicateError::Compress { .. } | ReplicateError::RecordChanged { .. } => true,
-            ReplicateError::Partial { failures, .. } => failures.iter().all(|(_, e)| e.is_permanent()),
+            ReplicateError::Partial { failures, .. } => {
+                failures.iter().all(|(_, e)| e.is_permanent())
+            }
         }
     }
 }
@@ -140,7 +141,11 @@ impl Replicator {
 
     /// Handles one announced object within `budget` and logs one EMF line
     /// about it.
-    pub async fn process(&self, object: &ObjectRef, budget: &Budget) -> Result<Outcome, ReplicateError> {
+    pub async fn process(
+        &self,
+        object: &ObjectRef,
+        budget: &Budget,
+    ) -> Result<Outcome, ReplicateError> {
         let (result, report) = self.process_with_report(object, budget).await;
         if let Some(report) = report {
             report.emit();
@@ -195,7 +200,10 @@ impl Replicator {
         }
         let (cluster, file) = parse_staging_key(&object.key).map_err(|e| e.to_string())?;
         if cluster != self.cluster {
-            return Err(format!("staging object of cluster {cluster}, not {}", self.cluster));
+            return Err(format!(
+                "staging object of cluster {cluster}, not {}",
+                self.cluster
+            ));
         }
         Ok(file)
     }

@@ -25,11 +25,17 @@ pub struct RedriveReport {
 
 impl Replicator {
     /// Processes this cluster's staging objects older than `older_than`.
-    pub async fn redrive(&self, older_than: Duration, budget: &Budget) -> Result<RedriveReport, ReplicateError> {
+    pub async fn redrive(
+        &self,
+        older_than: Duration,
+        budget: &Budget,
+    ) -> Result<RedriveReport, ReplicateError> {
         let prefix = staging_prefix(&self.cluster);
         let staging = &self.backends.staging;
         let objects = budget
-            .run(format!("staging list {prefix}"), || list_all(staging.as_ref(), &prefix))
+            .run(format!("staging list {prefix}"), || {
+                list_all(staging.as_ref(), &prefix)
+            })
             .await
             .map_err(|source| ReplicateError::Staging {
                 file: prefix.clone(),

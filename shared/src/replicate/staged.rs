@@ -95,7 +95,10 @@ impl Run<'_> {
         Ok(Bytes::from(packed))
     }
 
-    pub(super) async fn record_corrupt(&mut self, corrupt: Corrupt) -> Result<Outcome, ReplicateError> {
+    pub(super) async fn record_corrupt(
+        &mut self,
+        corrupt: Corrupt,
+    ) -> Result<Outcome, ReplicateError> {
         tracing::error!(file = %self.file, problem = %corrupt.problem, "CORRUPT staging object: not replicated");
         self.report
             .add(Metric::CorruptInputs, 1.0)
@@ -114,7 +117,9 @@ impl Run<'_> {
         };
         let catalog = &self.replicator.backends.catalog;
         self.budget
-            .run(format!("catalog create {}", self.file), || catalog.create(&record))
+            .run(format!("catalog create {}", self.file), || {
+                catalog.create(&record)
+            })
             .await
             .map_err(|e| self.catalog_error(e))?;
         Ok(Outcome::Corrupt(corrupt.problem))

@@ -120,7 +120,11 @@ impl Run<'_> {
     }
 
     /// Says in the record which replicas are missing and why.
-    async fn mark_partial(&mut self, record: &CatalogRecord, failures: &[(Provider, ReplicaError)]) {
+    async fn mark_partial(
+        &mut self,
+        record: &CatalogRecord,
+        failures: &[(Provider, ReplicaError)],
+    ) {
         let clock = Instant::now();
         let detail = format!(
             "missing {}",
@@ -135,7 +139,13 @@ impl Run<'_> {
         let marked = self
             .budget
             .run(format!("catalog mark partial {}", self.file), || {
-                catalog.set_status(RecordRef::of(record), &from, RecordStatus::Partial, Some(&detail), now_millis())
+                catalog.set_status(
+                    RecordRef::of(record),
+                    &from,
+                    RecordStatus::Partial,
+                    Some(&detail),
+                    now_millis(),
+                )
             })
             .await;
         if let Err(e) = marked {

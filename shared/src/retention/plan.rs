@@ -416,22 +416,41 @@ mod tests {
             .map(|i| record(WalFileName::Segment(seg(1, i)), u64::from(i) * HOUR))
             .collect();
         records.push(record(WalFileName::Segment(seg(2, 15)), 30 * HOUR));
-        let old = WalFileName::Backup { segment: seg(1, 5), offset: 0x28 };
-        let after_fork = WalFileName::Backup { segment: seg(1, 15), offset: 0x8000 };
+        let old = WalFileName::Backup {
+            segment: seg(1, 5),
+            offset: 0x28,
+        };
+        let after_fork = WalFileName::Backup {
+            segment: seg(1, 15),
+            offset: 0x8000,
+        };
         records.push(record(old, 5 * HOUR));
         records.push(record(after_fork, 16 * HOUR));
         records.push(record(WalFileName::History { timeline: 2 }, 30 * HOUR));
-        let fork = Switch { parent: 1, switch_position: (0, 15), switch_offset: 0x100 };
+        let fork = Switch {
+            parent: 1,
+            switch_position: (0, 15),
+            switch_offset: 0x100,
+        };
         let histories = Histories::from([(2, vec![fork])]);
         let plan = plan(&records, &histories, 30 * HOUR + 30 * DAY, 30 * DAY);
         assert_eq!(plan.anchors[&2], old);
         for i in 5..15 {
-            assert!(!plan.delete.contains(&WalFileName::Segment(seg(1, i))), "1/{i}");
+            assert!(
+                !plan.delete.contains(&WalFileName::Segment(seg(1, i))),
+                "1/{i}"
+            );
         }
-        let before_the_switch = Switch { switch_offset: 0x10000, ..fork };
+        let before_the_switch = Switch {
+            switch_offset: 0x10000,
+            ..fork
+        };
         let histories = Histories::from([(2, vec![before_the_switch])]);
         let plan = super::plan(&records, &histories, 30 * HOUR + 30 * DAY, 30 * DAY);
-        assert_eq!(plan.anchors[&2], after_fork, "started before the switch: on the line");
+        assert_eq!(
+            plan.anchors[&2], after_fork,
+            "started before the switch: on the line"
+        );
     }
 
     #[test]
@@ -466,15 +485,17 @@ mod tests {
     struct Simulation {
         records: Vec<CatalogRecord>,
         histories: Histories,
-        /// Per timeline: where it branched off (parent, position, byte
-        /// offset of the switch), and its segments (position, time written).
-        timelines: BTreeMap<u32, (Option<(u32, u32, u64)>, Vec<(u32, u64)>)>,
+        timelines: BTreeMap<u32, SimTimeline>,
         now: u64,
         window: u64,
     }
 
     /// Base backups start at this byte of their segment.
     const BACKUP_OFFSET: u32 = 0x28;
+
+    /// A simulated timeline: where it branched off (parent, position, byte
+    /// offset of the switch), and its segments (position, time written).
+    type SimTimeline = (Option<(u32, u32, u64)>, Vec<(u32, u64)>);
 
     #[derive(Debug, Clone, Copy)]
     enum Op {
@@ -516,12 +537,16 @@ mod tests {
                     let segments = &mut sim.timelines.get_mut(&tli).unwrap().1;
                     let at = segments.last().map_or(0, |(p, _)| p + 1);
                     segments.push((at, sim.now));
-                    sim.records.push(record(WalFileName::Segment(seg(tli, at)), sim.now));
+                    sim.records
+                        .push(record(WalFileName::Segment(seg(tli, at)), sim.now));
                 }
                 Op::Backup(t) => {
                     let tli = pick(&sim, t);
                     if let Some((at, _)) = sim.timelines[&tli].1.last() {
-                        let backup = WalFileName::Backup { segment: seg(tli, *at), offset: BACKUP_OFFSET };
+                        let backup = WalFileName::Backup {
+                            segment: seg(tli, *at),
+                            offset: BACKUP_OFFSET,
+                        };
                         sim.records.push(record(backup, sim.now));
                     }
                 }
@@ -533,7 +558,8 @@ mod tests {
                     }
                     let (at, _) = written[usize::from(a) % written.len()];
                     let mut switch_offset = if early { 0x10 } else { 0x100 };
-                    if let Some((_, start, offset)) = sim.timelines[&parent].0.filter(|b| b.1 == at) {
+                    if let Some((_, start, offset)) = sim.timelines[&parent].0.filter(|b| b.1 == at)
+                    {
                         // A timeline can fork only after its parent began.
                         debug_assert_eq!(start, at);
                         switch_offset = switch_offset.max(offset + 0x10);
@@ -541,11 +567,20 @@ mod tests {
                     let child = sim.timelines.keys().max().unwrap() + 1;
                     let mut ancestry = sim.histories.get(&parent).cloned().unwrap_or_default();
                     ancestry.retain(|s| s.switch_position <= (0, at));
-                    ancestry.push(Switch { parent, switch_position: (0, at), switch_offset });
+                    ancestry.push(Switch {
+                        parent,
+                        switch_position: (0, at),
+                        switch_offset,
+                    });
                     sim.histories.insert(child, ancestry);
-                    sim.records.push(record(WalFileName::History { timeline: child }, sim.now));
-                    sim.records.push(record(WalFileName::Segment(seg(child, at)), sim.now));
-                    sim.timelines.insert(child, (Some((parent, at, switch_offset)), vec![(at, sim.now)]));
+                    sim.records
+                        .push(record(WalFileName::History { timeline: child }, sim.now));
+                    sim.records
+                        .push(record(WalFileName::Segment(seg(child, at)), sim.now));
+                    sim.timelines.insert(
+                        child,
+                        (Some((parent, at, switch_offset)), vec![(at, sim.now)]),
+                    );
                 }
                 Op::Branch(..) => {}
             }
@@ -598,9 +633,18 @@ mod tests {
     /// `present` files: a base backup that started on the path and finished
     /// by `t`, and every segment of the path from its start up to the one
     /// being written at `t`.
-    fn recoverable(sim: &Simulation, present: &BTreeSet<WalFileName>, timeline: u32, t: u64) -> bool {
+    fn recoverable(
+        sim: &Simulation,
+        present: &BTreeSet<WalFileName>,
+        timeline: u32,
+        t: u64,
+    ) -> bool {
         let path = path(sim, timeline);
-        let Some(end) = path.iter().position(|(_, _, at)| *at >= t).or(path.len().checked_sub(1)) else {
+        let Some(end) = path
+            .iter()
+            .position(|(_, _, at)| *at >= t)
+            .or(path.len().checked_sub(1))
+        else {
             return false;
         };
         sim.records.iter().any(|r| {
@@ -665,7 +709,13 @@ mod tests {
     #[test]
     fn the_simulation_exercises_deletion() {
         let ops: Vec<Op> = (0..200u8)
-            .map(|i| if i % 25 == 0 { Op::Backup(0) } else { Op::Write(0) })
+            .map(|i| {
+                if i % 25 == 0 {
+                    Op::Backup(0)
+                } else {
+                    Op::Write(0)
+                }
+            })
             .collect();
         let sim = simulate(&ops, 3, 5, 0);
         let plan = plan(&sim.records, &sim.histories, sim.now, sim.window);

@@ -85,7 +85,9 @@ impl Sweeper {
     ) -> Result<SweepReport, SweepError> {
         let budget = self.limits.until(deadline);
         let records = budget
-            .run("catalog list", || list_all(self.catalog.as_ref(), &self.cluster))
+            .run("catalog list", || {
+                list_all(self.catalog.as_ref(), &self.cluster)
+            })
             .await?;
         let histories = self.histories(&records, &budget).await?;
         let plan = plan(&records, &histories, now, self.window.as_millis() as u64);
@@ -138,8 +140,17 @@ impl Sweeper {
             .collect();
         let deletes = self.replicas.iter().map(|replica| async {
             match tokio::time::timeout(budget.left(), replica.store.delete_many(&keys)).await {
-                Ok(results) => results.into_iter().map(|r| r.map_err(|e| chain(&e))).collect(),
-                Err(_) => vec![Err(format!("{}: deletes cut off at the deadline", replica.provider)); keys.len()],
+                Ok(results) => results
+                    .into_iter()
+                    .map(|r| r.map_err(|e| chain(&e)))
+                    .collect(),
+                Err(_) => vec![
+                    Err(format!(
+                        "{}: deletes cut off at the deadline",
+                        replica.provider
+                    ));
+                    keys.len()
+                ],
             }
         });
         let results: Vec<Vec<Result<(), String>>> = join_all(deletes).await;
@@ -169,7 +180,12 @@ impl Sweeper {
 
     /// Removes the records of files gone from every provider; conditional
     /// deletes are one request each, so a few at a time.
-    async fn remove_records(&self, gone: &[&CatalogRecord], budget: &Budget, report: &mut SweepReport) {
+    async fn remove_records(
+        &self,
+        gone: &[&CatalogRecord],
+        budget: &Budget,
+        report: &mut SweepReport,
+    ) {
         for chunk in gone.chunks(CATALOG_CONCURRENCY) {
             let deletes = chunk.iter().map(|record| {
                 budget.run(format!("catalog delete {}", record.file), || {
@@ -187,7 +203,11 @@ impl Sweeper {
 
     /// Reads every archived `.history` file (from the first provider with
     /// a verified copy).
-    async fn histories(&self, records: &[CatalogRecord], budget: &Budget) -> Result<Histories, SweepError> {
+    async fn histories(
+        &self,
+        records: &[CatalogRecord],
+        budget: &Budget,
+    ) -> Result<Histories, SweepError> {
         let mut histories = Histories::new();
         let history_records: Vec<&CatalogRecord> = records
             .iter()
@@ -202,27 +222,36 @@ impl Sweeper {
                 continue;
             };
             let text = self.read_verified(record, budget).await?;
-            let switches = parse_history(&text, segment_size).map_err(|detail| SweepError::History {
-                file: record.file,
-                detail,
-            })?;
+            let switches =
+                parse_history(&text, segment_size).map_err(|detail| SweepError::History {
+                    file: record.file,
+                    detail,
+                })?;
             histories.insert(timeline, switches);
         }
         Ok(histories)
     }
 
-    async fn read_verified(&self, record: &CatalogRecord, budget: &Budget) -> Result<String, SweepError> {
+    async fn read_verified(
+        &self,
+        record: &CatalogRecord,
+        budget: &Budget,
+    ) -> Result<String, SweepError> {
         let key = archive_key(&record.cluster, &record.file);
         let mut problems = Vec::new();
         for replica in self.replicas.iter() {
             let got = budget
-                .run(format!("{} get {key}", replica.provider), || replica.store.get(&key))
+                .run(format!("{} get {key}", replica.provider), || {
+                    replica.store.get(&key)
+                })
                 .await;
             match got {
-                Ok(object) => match decompress_verified(&object.body, record.raw_size, &record.raw_sha256) {
-                    Ok(raw) => return Ok(String::from_utf8_lossy(&raw).into_owned()),
-                    Err(e) => problems.push(format!("{}: {e}", replica.provider)),
-                },
+                Ok(object) => {
+                    match decompress_verified(&object.body, record.raw_size, &record.raw_sha256) {
+                        Ok(raw) => return Ok(String::from_utf8_lossy(&raw).into_owned()),
+                        Err(e) => problems.push(format!("{}: {e}", replica.provider)),
+                    }
+                }
                 Err(e) => problems.push(chain(&e)),
             }
         }

@@ -6,7 +6,9 @@ use std::ops::Deref;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ListPage, Metadata, Object, ObjectInfo, ObjectStore, Operation, PutOutcome, StoreError};
+use super::{
+    ListPage, Metadata, Object, ObjectInfo, ObjectStore, Operation, PutOutcome, StoreError,
+};
 use crate::codec::Sha256Hex;
 use crate::error::message;
 use crate::fault::{Fault, Injector};
@@ -56,7 +58,13 @@ impl<S: ObjectStore> FaultyStore<S> {
     }
 
     /// Runs `call` unless the injected `fault` replaces or spoils it.
-    async fn apply<T, F>(&self, fault: Option<Fault>, operation: Operation, key: &str, call: F) -> Result<T, StoreError>
+    async fn apply<T, F>(
+        &self,
+        fault: Option<Fault>,
+        operation: Operation,
+        key: &str,
+        call: F,
+    ) -> Result<T, StoreError>
     where
         F: std::future::Future<Output = Result<T, StoreError>>,
     {
@@ -160,7 +168,12 @@ mod tests {
     async fn store_with(key: &str) -> FaultyStore<MemoryStore> {
         let store = FaultyStore::new(MemoryStore::new("mem"));
         store
-            .put_if_absent(key, Bytes::from_static(b"body"), &Sha256Hex::of(b"body"), &Metadata::new())
+            .put_if_absent(
+                key,
+                Bytes::from_static(b"body"),
+                &Sha256Hex::of(b"body"),
+                &Metadata::new(),
+            )
             .await
             .unwrap();
         store

@@ -110,12 +110,7 @@ impl MemoryStore {
 
 /// The object's info as a store would report it: a quoted etag derived
 /// from the body, lower-case metadata keys.
-fn info(
-    key: &str,
-    body: &Bytes,
-    metadata: Metadata,
-    now: Option<SystemTime>,
-) -> ObjectInfo {
+fn info(key: &str, body: &Bytes, metadata: Metadata, now: Option<SystemTime>) -> ObjectInfo {
     ObjectInfo {
         key: key.to_owned(),
         size: body.len() as u64,
@@ -152,8 +147,9 @@ impl ObjectStore for MemoryStore {
                     key: key.to_owned(),
                     detail: match stored {
                         Some(stored) => format!("stored sha256 {stored}, ours {sha256}"),
-                        None => "stored object has no sha256 metadata: not written by walvault"
-                            .into(),
+                        None => {
+                            "stored object has no sha256 metadata: not written by walvault".into()
+                        }
                     },
                 }),
             };
@@ -162,9 +158,7 @@ impl ObjectStore for MemoryStore {
         metadata.insert(SHA256_METADATA.to_owned(), sha256.as_str().to_owned());
         let info = info(key, &body, metadata, state.now);
         let etag = info.etag.clone();
-        state
-            .objects
-            .insert(key.to_owned(), Object { info, body });
+        state.objects.insert(key.to_owned(), Object { info, body });
         Ok(PutOutcome::Created { etag })
     }
 
@@ -221,7 +215,11 @@ mod tests {
             .put_if_absent("k", Bytes::from_static(b"y"), &a, &Metadata::new())
             .await
             .unwrap();
-        assert_eq!(again.etag(), created.etag(), "same digest: the stored one stands");
+        assert_eq!(
+            again.etag(),
+            created.etag(),
+            "same digest: the stored one stands"
+        );
         assert!(matches!(
             store
                 .put_if_absent("k", Bytes::from_static(b"x"), &b, &Metadata::new())

@@ -92,7 +92,13 @@ impl S3Store {
         self.classified(class, operation, key, cause(err))
     }
 
-    fn classified(&self, class: Class, operation: Operation, key: &str, source: Cause) -> StoreError {
+    fn classified(
+        &self,
+        class: Class,
+        operation: Operation,
+        key: &str,
+        source: Cause,
+    ) -> StoreError {
         let (store, key) = (self.name.clone(), key.to_owned());
         match class {
             Class::NotFound => StoreError::NotFound { store, key },
@@ -222,7 +228,11 @@ impl S3Store {
                     .iter()
                     .filter_map(|e| {
                         let class = classify_response(None, e.code());
-                        let text = format!("{}: {}", e.code().unwrap_or("error"), e.message().unwrap_or(""));
+                        let text = format!(
+                            "{}: {}",
+                            e.code().unwrap_or("error"),
+                            e.message().unwrap_or("")
+                        );
                         Some((e.key()?, (class, text)))
                     })
                     .collect();
@@ -498,19 +508,48 @@ mod tests {
     #[test]
     fn responses_are_sorted_by_what_a_retry_can_do() {
         assert_eq!(classify_response(Some(404), None), Class::NotFound);
-        assert_eq!(classify_response(Some(400), Some("NoSuchKey")), Class::NotFound);
-        assert_eq!(classify_response(Some(412), None), Class::PreconditionFailed);
+        assert_eq!(
+            classify_response(Some(400), Some("NoSuchKey")),
+            Class::NotFound
+        );
+        assert_eq!(
+            classify_response(Some(412), None),
+            Class::PreconditionFailed
+        );
         for status in [408, 409, 429, 500, 502, 503, 504] {
-            assert_eq!(classify_response(Some(status), None), Class::Transient, "{status}");
+            assert_eq!(
+                classify_response(Some(status), None),
+                Class::Transient,
+                "{status}"
+            );
         }
-        for code in ["RequestTimeout", "SlowDown", "ConditionalRequestConflict", "InternalError"] {
-            assert_eq!(classify_response(Some(400), Some(code)), Class::Transient, "{code}");
+        for code in [
+            "RequestTimeout",
+            "SlowDown",
+            "ConditionalRequestConflict",
+            "InternalError",
+        ] {
+            assert_eq!(
+                classify_response(Some(400), Some(code)),
+                Class::Transient,
+                "{code}"
+            );
         }
         for status in [400, 401, 403, 405, 501] {
-            assert_eq!(classify_response(Some(status), None), Class::Refused, "{status}");
+            assert_eq!(
+                classify_response(Some(status), None),
+                Class::Refused,
+                "{status}"
+            );
         }
-        assert_eq!(classify_response(Some(404), Some("NoSuchBucket")), Class::Refused);
-        assert_eq!(classify_response(None, Some("AccessDenied")), Class::Refused);
+        assert_eq!(
+            classify_response(Some(404), Some("NoSuchBucket")),
+            Class::Refused
+        );
+        assert_eq!(
+            classify_response(None, Some("AccessDenied")),
+            Class::Refused
+        );
         assert_eq!(classify_response(None, None), Class::Refused);
     }
 }

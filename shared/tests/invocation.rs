@@ -1,0 +1,195 @@
+//! The compress function's event dispatch and re-drive on in-memory
+//! backends: which messages of a batch are reported failed, corrupt inputs
+//! recorded and never replicated, lost events found by the re-drive.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::{announced, cluster, limits, name, replicator, staged, STAGING_BUCKET};
+use serde_json::json;
+use shared::catalog::{Catalog, RecordStatus};
+use shared::codec::Sha256Hex;
+use shared::fault::Fault;
+use shared::keys::{archive_key, meta, staging_key};
+use shared::provider::Provider;
+use shared::replicate::invocation::handle_invocation;
+use shared::replicate::Outcome;
+use shared::store::{Metadata, Operation, SHA256_METADATA};
+use shared::testing::{synthetic_segment, MemoryWorld};
+use shared::wal::WalFileName;
+use tokio::time::Instant;
+
+fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(60)
+}
+
+fn body(file: &WalFileName) -> String {
+    json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": STAGING_BUCKET},
+        "object": {"key": staging_key(&cluster(), file)}}}]})
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_batch_reports_exactly_the_failed_messages() {
+    let world = MemoryWorld::default();
+    let (good, _) = staged(&world, "00000001000000000000000B").await;
+    let (blocked, _) = staged(&world, "00000001000000000000000C").await;
+    world
+        .staging
+        .fail_key(Operation::Get, &blocked.to_string(), Fault::Refused);
+    let event = json!({"Records": [
+        {"messageId": "blocked", "eventSource": "aws:sqs", "body": body(&blocked)},
+        {"messageId": "malformed", "eventSource": "aws:sqs", "body": "{\"Records\": [{\"s3\": 42}]}"},
+        {"messageId": "test-event", "eventSource": "aws:sqs", "body": "{\"Service\":\"Amazon S3\",\"Event\":\"s3:TestEvent\"}"},
+        {"messageId": "good", "eventSource": "aws:sqs", "body": body(&good)},
+    ]});
+    let response = handle_invocation(
+        &replicator(&world),
+        &event,
+        Duration::from_secs(900),
+        deadline(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        response,
+        json!({"batchItemFailures": [{"itemIdentifier": "blocked"}, {"itemIdentifier": "malformed"}]})
+    );
+    let record = world.catalog.get(&cluster(), &good).await.unwrap().unwrap();
+    assert_eq!(record.status, RecordStatus::Replicated);
+    assert!(
+        world
+            .staging
+            .inner()
+            .object(&staging_key(&cluster(), &blocked))
+            .is_some(),
+        "the failed one waits in staging for its retry"
+    );
+}
+
+#[tokio::test]
+async fn a_direct_event_fails_as_a_whole_for_lambda_to_retry() {
+    let world = MemoryWorld::default();
+    let (file, _) = staged(&world, "00000001000000000000000D").await;
+    world.staging.fail_always(Operation::Get, Fault::Refused);
+    let direct: serde_json::Value = serde_json::from_str(&body(&file)).unwrap();
+    let err = handle_invocation(
+        &replicator(&world),
+        &direct,
+        Duration::from_secs(900),
+        deadline(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().starts_with("1 of 1 objects failed"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn corrupt_inputs_are_recorded_and_never_replicated() {
+    let world = MemoryWorld::default();
+    let replicator = replicator(&world);
+    // What the shipper recorded does not match what arrived.
+    let cases: Vec<(WalFileName, Vec<u8>, Metadata, &str)> = {
+        let mismatched = name("000000010000000000000008");
+        let raw = synthetic_segment(&mismatched, common::SYSID);
+        let claimed = Metadata::from([(
+            SHA256_METADATA.into(),
+            Sha256Hex::of(b"what the shipper hashed").to_string(),
+        )]);
+        let truncated = name("000000010000000000000009");
+        let full = synthetic_segment(&truncated, common::SYSID);
+        let half = full[..full.len() / 2].to_vec();
+        let cut = Metadata::from([
+            (SHA256_METADATA.into(), Sha256Hex::of(&half).to_string()),
+            (meta::SIZE.into(), full.len().to_string()),
+        ]);
+        let foreign = name("00000001000000000000000A");
+        let unsigned = synthetic_segment(&foreign, common::SYSID);
+        vec![
+            (mismatched, raw, claimed, "sha256"),
+            (truncated, half, cut, "bytes"),
+            (foreign, unsigned, Metadata::new(), "walvault push"),
+        ]
+    };
+    for (file, bytes, metadata, problem) in cases {
+        world
+            .staging
+            .inner()
+            .plant(&staging_key(&cluster(), &file), bytes, metadata);
+        let outcome = replicator
+            .process(&announced(&file), &limits().one_request())
+            .await
+            .unwrap();
+        assert!(
+            matches!(&outcome, Outcome::Corrupt(p) if p.contains(problem)),
+            "{file}: {outcome:?}"
+        );
+        let record = world.catalog.get(&cluster(), &file).await.unwrap().unwrap();
+        assert_eq!(record.status, RecordStatus::Corrupt);
+        assert!(record.detail.is_some());
+        for provider in Provider::ALL {
+            let stored = world
+                .replica(provider)
+                .inner()
+                .object(&archive_key(&cluster(), &file));
+            assert!(stored.is_none(), "{provider} must hold nothing");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_lost_event_is_found_by_the_redrive_once_old_enough() {
+    let world = MemoryWorld::default();
+    world
+        .staging
+        .inner()
+        .set_now(SystemTime::now() - Duration::from_secs(7200));
+    let (old, _) = staged(&world, "000000010000000000000007").await;
+    world.staging.inner().set_now(SystemTime::now());
+    let (young, _) = staged(&world, "000000010000000000000008").await;
+    let schedule = json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
+    let report = handle_invocation(
+        &replicator(&world),
+        &schedule,
+        Duration::from_secs(3600),
+        deadline(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report["replicated"], 1, "{report}");
+    assert_eq!(report["too_young"], 1, "{report}");
+    for (file, status) in [(old, Some(RecordStatus::Replicated)), (young, None)] {
+        let record = world.catalog.get(&cluster(), &file).await.unwrap();
+        assert_eq!(record.map(|r| r.status), status, "{file}");
+    }
+}
+
+#[tokio::test]
+async fn the_redrive_stops_when_its_budget_is_spent_and_reports_it() {
+    let world = MemoryWorld::default();
+    world
+        .staging
+        .inner()
+        .set_now(SystemTime::now() - Duration::from_secs(7200));
+    for seg in 1..=3 {
+        staged(&world, &format!("00000001000000000000000{seg}")).await;
+    }
+    world
+        .replica(Provider::B2)
+        .fail_always(Operation::Put, Fault::Hang);
+    tokio::time::pause();
+    let report = replicator(&world)
+        .redrive(
+            Duration::ZERO,
+            &limits().until(Instant::now() + Duration::from_secs(4)),
+        )
+        .await
+        .unwrap();
+    tokio::time::resume();
+    assert!(report.stopped_at_deadline, "{report:?}");
+    assert!(report.failed >= 1 && report.failed < 3, "{report:?}");
+}
