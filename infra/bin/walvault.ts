@@ -1,31 +1,60 @@
 #!/usr/bin/env node
-// The walvault CDK app: settings come from cdk.json's context or `-c key=value`.
+// The walvault CDK app: every setting of the stack comes from cdk.json's
+// context or `-c key=value` (see the README's deploy guide).
 import { App, Duration } from 'aws-cdk-lib';
-import { WalvaultStack } from '../lib/walvault-stack';
+import { CONTRACT } from '../lib/contract';
+import { ReplicaSettings, WalvaultStack } from '../lib/walvault-stack';
 
 const app = new App();
-const setting = (key: string): string => {
+const optional = (key: string): string | undefined => {
   const value = app.node.tryGetContext(key);
-  if (typeof value !== 'string' || value === '') {
+  return value === undefined || value === '' ? undefined : String(value);
+};
+const setting = (key: string): string => {
+  const value = optional(key);
+  if (value === undefined) {
     throw new Error(`missing setting ${key}: pass -c ${key}=… or set it in cdk.json`);
   }
   return value;
 };
 const optionalNumber = (key: string): number | undefined => {
-  const value = app.node.tryGetContext(key);
-  return value === undefined ? undefined : Number(value);
+  const value = optional(key);
+  if (value === undefined) {
+    return undefined;
+  }
+  const number = Number(value);
+  if (!Number.isFinite(number)) {
+    throw new Error(`setting ${key} must be a number`);
+  }
+  return number;
+};
+const seconds = (key: string) => {
+  const value = optionalNumber(key);
+  return value === undefined ? undefined : Duration.seconds(value);
 };
 
+// `r2Endpoint`, `r2Bucket`, `r2Region`, and the same for every provider.
+const replicas: Record<string, ReplicaSettings> = {};
+for (const provider of CONTRACT.providers) {
+  replicas[provider.name] = {
+    endpoint: setting(`${provider.name}Endpoint`),
+    bucket: setting(`${provider.name}Bucket`),
+    region: optional(`${provider.name}Region`),
+  };
+}
+
 const cluster = setting('clusterName');
-const compressTimeout = optionalNumber('compressTimeoutSeconds');
 new WalvaultStack(app, `walvault-${cluster}`, {
   clusterName: cluster,
   lambdaCodeDir: setting('lambdaCodeDir'),
-  r2: { endpoint: setting('r2Endpoint'), bucket: setting('r2Bucket') },
-  b2: { endpoint: setting('b2Endpoint'), bucket: setting('b2Bucket'), region: setting('b2Region') },
+  replicas,
   compressMemoryMb: optionalNumber('compressMemoryMb'),
-  compressTimeout: compressTimeout === undefined ? undefined : Duration.seconds(compressTimeout),
+  compressTimeout: seconds('compressTimeoutSeconds'),
+  compressConcurrency: optionalNumber('compressConcurrency'),
   retentionMemoryMb: optionalNumber('retentionMemoryMb'),
+  retentionTimeout: seconds('retentionTimeoutSeconds'),
   zstdLevel: optionalNumber('zstdLevel'),
   retentionDays: optionalNumber('retentionDays'),
+  redriveEvery: seconds('redriveEverySeconds'),
+  stagingExpiryDays: optionalNumber('stagingExpiryDays'),
 });

@@ -2,34 +2,18 @@
 // its key properties, and least privilege statement by statement.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import * as path from 'path';
-import { App, Duration } from 'aws-cdk-lib';
-import { Match, Template } from 'aws-cdk-lib/assertions';
-import { WalvaultStack } from '../lib/walvault-stack';
-
-const fixtures = path.join(__dirname, '..', '..', 'test', 'fixtures', 'lambda');
-
-function synth(): Template {
-  const app = new App();
-  const stack = new WalvaultStack(app, 'walvault-test', {
-    clusterName: 'orders',
-    lambdaCodeDir: fixtures,
-    r2: { endpoint: 'https://acct.r2.cloudflarestorage.com', bucket: 'wal-r2' },
-    b2: { endpoint: 'https://s3.eu-central-003.backblazeb2.com', bucket: 'wal-b2', region: 'eu-central-003' },
-    compressTimeout: Duration.seconds(90),
-  });
-  return Template.fromStack(stack);
-}
+import { Match } from 'aws-cdk-lib/assertions';
+import { synth } from './synth';
 
 const template = synth();
 
 type Statement = { Effect: string; Action: string | string[]; Resource: unknown; Condition?: unknown };
 
-/** Every policy statement attached to the role of the function whose logical id starts with `prefix`. */
-function statementsOf(prefix: string): Statement[] {
+/** Every policy statement attached to the role of the function `name` (`Compress`, `Retention`). */
+function statementsOf(name: string): Statement[] {
   const roles = template.findResources('AWS::IAM::Role');
-  const role = Object.keys(roles).find((id) => id.startsWith(`${prefix}ServiceRole`));
-  assert.ok(role, `no role for ${prefix}`);
+  const role = Object.keys(roles).find((id) => id.startsWith(`Functions${name}ServiceRole`));
+  assert.ok(role, `no role for ${name}`);
   const policies = template.findResources('AWS::IAM::Policy');
   return Object.values(policies)
     .filter((p) => JSON.stringify(p.Properties.Roles).includes(role!))
@@ -135,8 +119,8 @@ test('each function reads only its own secrets', () => {
   const secretIds = Object.keys(template.findResources('AWS::SecretsManager::Secret'));
   const readable = (prefix: string) =>
     secretIds.filter((id) => statementsOf(prefix).some((s) => actions([s]).includes('secretsmanager:GetSecretValue') && JSON.stringify(s.Resource).includes(id)));
-  assert.deepEqual(readable('Compress').map((id) => id.replace(/[0-9A-F]{8}$/, '')).sort(), ['CompressB2Keys', 'CompressR2Keys']);
-  assert.deepEqual(readable('Retention').map((id) => id.replace(/[0-9A-F]{8}$/, '')).sort(), ['RetentionB2Keys', 'RetentionR2Keys']);
+  assert.deepEqual(readable('Compress').map((id) => id.replace(/[0-9A-F]{8}$/, '')).sort(), ['FunctionsCompressKeysB2', 'FunctionsCompressKeysR2']);
+  assert.deepEqual(readable('Retention').map((id) => id.replace(/[0-9A-F]{8}$/, '')).sort(), ['FunctionsRetentionKeysB2', 'FunctionsRetentionKeysR2']);
 });
 
 test('the retention role touches the catalog and its secrets, nothing in staging', () => {

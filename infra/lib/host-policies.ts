@@ -1,0 +1,33 @@
+// What the database host may do: `walvault push` writes staging and reads
+// the catalog; `walvault fetch` on a recovering host only reads. Neither
+// can delete anything.
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kms from 'aws-cdk-lib/aws-kms';
+import { Construct } from 'constructs';
+import { Catalog } from './catalog';
+import { Staging } from './staging';
+
+export class HostPolicies extends Construct {
+  readonly shipper: iam.ManagedPolicy;
+  readonly restore: iam.ManagedPolicy;
+
+  constructor(scope: Construct, id: string, props: { cluster: string; key: kms.IKey; staging: Staging; catalog: Catalog }) {
+    super(scope, id);
+    const clusterObjects = props.staging.bucket.arnForObjects(`${props.cluster}/*`);
+    const readCatalog = new iam.PolicyStatement({ actions: ['dynamodb:GetItem'], resources: [props.catalog.table.tableArn] });
+    const decrypt = new iam.PolicyStatement({ actions: ['kms:Decrypt'], resources: [props.key.keyArn] });
+    this.shipper = new iam.ManagedPolicy(this, 'ShipperPolicy', {
+      description: `walvault ${props.cluster}: the database host's walvault push (staging writes, catalog reads)`,
+      statements: [
+        // HEAD needs s3:GetObject; the identity object lives beside staging/.
+        new iam.PolicyStatement({ actions: ['s3:PutObject', 's3:GetObject'], resources: [clusterObjects] }),
+        readCatalog,
+        decrypt,
+      ],
+    });
+    this.restore = new iam.ManagedPolicy(this, 'RestorePolicy', {
+      description: `walvault ${props.cluster}: walvault fetch on a recovering host (read only)`,
+      statements: [new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [clusterObjects] }), readCatalog, decrypt],
+    });
+  }
+}
