@@ -40,7 +40,7 @@ export class Alarms extends Construct {
       'replica writes failing',
     );
     this.alarm('RetentionSweepErrors', emf('RetentionErrors', 'Sum'), 0, 'retention sweep errors');
-    this.alarm('RetentionAgeOnly', emf('RetentionAgeOnlyFallback', 'Maximum'), 0, 'no base backup known: retention fell back to age alone');
+    this.alarm('RetentionNoBaseBackup', emf('RetentionNoBaseBackup', 'Maximum'), 0, 'no base backup known: retention deletes nothing (or by age alone, if WALVAULT_RETENTION_AGE_ONLY chose it)');
     this.dashboard(staging);
   }
 
@@ -86,7 +86,7 @@ export class Alarms extends Construct {
         [
           new cloudwatch.GraphWidget({
             title: 'Retention',
-            left: [emf('RetentionDeleted', 'Sum'), emf('RetentionErrors', 'Sum'), emf('RetentionAgeOnlyFallback', 'Maximum')],
+            left: [emf('RetentionDeleted', 'Sum'), emf('RetentionErrors', 'Sum'), emf('RetentionNoBaseBackup', 'Maximum')],
             right: [emf('RetentionBytesFreed', 'Sum')],
           }),
         ],

@@ -145,7 +145,7 @@ test('alarms go to one SNS topic, and a dashboard shows the metrics', () => {
     assert.equal(alarm.Properties.AlarmActions.length, 1);
   }
   const metricNames = alarms.map((a) => a.Properties.MetricName).filter(Boolean);
-  for (const name of ['ApproximateNumberOfMessagesVisible', 'ApproximateAgeOfOldestMessage', 'Errors', 'Throttles', 'ReplicationLag', 'Conflicts', 'CorruptInputs', 'RetentionErrors', 'RetentionAgeOnlyFallback']) {
+  for (const name of ['ApproximateNumberOfMessagesVisible', 'ApproximateAgeOfOldestMessage', 'Errors', 'Throttles', 'ReplicationLag', 'Conflicts', 'CorruptInputs', 'RetentionErrors', 'RetentionNoBaseBackup']) {
     assert.ok(metricNames.includes(name), `no alarm on ${name}`);
   }
   template.resourceCountIs('AWS::SNS::Topic', 1);

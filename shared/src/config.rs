@@ -50,6 +50,7 @@ pub const SETTINGS: &[&str] = &[
     "REDRIVE_AFTER_SECS",
     "RETENTION_DAYS",
     "RETENTION_DRY_RUN",
+    "RETENTION_AGE_ONLY",
     "RETENTION_MAX_DELETES",
 ];
 
@@ -143,6 +144,9 @@ pub struct Config {
     pub retention: Duration,
     /// The retention sweep reports and deletes nothing.
     pub retention_dry_run: bool,
+    /// With no base backup known, the sweep deletes by age alone (instead
+    /// of deleting nothing).
+    pub retention_age_only: bool,
     /// At most this many files deleted by one retention run.
     pub retention_max_deletes: usize,
 }
@@ -167,97 +171,32 @@ impl Config {
         file: &BTreeMap<String, String>,
     ) -> Result<Self, ConfigError> {
         let settings = Settings { env, file };
-        let cluster: ClusterName = settings.required("CLUSTER")?.parse().map_err(|_| {
-            settings.invalid(
-                "CLUSTER",
-                "must be 1 to 63 lower-case letters, digits, '-' and '_', starting with a letter or digit",
-            )
-        })?;
-        let staging = StagingConfig {
-            bucket: settings.bucket("STAGING_BUCKET")?,
-            endpoint: settings.endpoint("STAGING_ENDPOINT")?,
-        };
-        let catalog = CatalogConfig {
-            table: settings.table("CATALOG_TABLE")?,
-            endpoint: settings.endpoint("DYNAMODB_ENDPOINT")?,
-        };
-        let zstd_level = match settings.get("ZSTD_LEVEL") {
-            None => CompressionLevel::default(),
-            Some(v) => v
-                .parse::<i32>()
-                .ok()
-                .and_then(|l| CompressionLevel::new(l).ok())
-                .ok_or_else(|| {
-                    settings.invalid("ZSTD_LEVEL", "must be a whole number from -7 to 19")
-                })?,
-        };
-        let request_timeout = Duration::from_secs(settings.positive("REQUEST_TIMEOUT_SECS", 30)?);
-        let max_attempts = u32::try_from(settings.positive("MAX_ATTEMPTS", 3)?)
-            .map_err(|_| settings.invalid("MAX_ATTEMPTS", "is too large"))?;
-        let system_identifier = match settings.get("SYSTEM_IDENTIFIER") {
-            None => None,
-            Some(v) => Some(v.parse::<u64>().ok().filter(|id| *id != 0).ok_or_else(|| {
-                settings.invalid(
-                    "SYSTEM_IDENTIFIER",
-                    "is not a PostgreSQL system identifier (a positive whole number)",
-                )
-            })?),
-        };
-        let push_concurrency = settings.positive("PUSH_CONCURRENCY", 4)?;
-        if push_concurrency > 64 {
-            return Err(settings.invalid("PUSH_CONCURRENCY", "must be at most 64"));
-        }
-        let prefetch = match settings.get("PREFETCH") {
-            None => 8,
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n <= 64)
-                .ok_or_else(|| {
-                    settings.invalid("PREFETCH", "must be a whole number from 0 to 64")
-                })?,
-        };
-        let spool_dir = settings
-            .get("SPOOL_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new("/var/spool/walvault").join(cluster.as_str()));
-        if !spool_dir.is_absolute() {
-            return Err(settings.invalid("SPOOL_DIR", "must be an absolute path"));
-        }
-        let fetch_order = match settings.get("FETCH_ORDER") {
-            None => Provider::ALL.to_vec(),
-            Some(v) => {
-                parse_fetch_order(&v).map_err(|reason| settings.invalid("FETCH_ORDER", reason))?
-            }
-        };
+        let cluster = settings.cluster()?;
         Ok(Config {
+            spool_dir: settings.spool_dir(&cluster)?,
             cluster,
             secrets_endpoint: settings.endpoint("SECRETS_ENDPOINT")?,
-            staging,
-            catalog,
-            replicas: Provider::ALL
-                .into_iter()
-                .filter_map(|p| settings.replica(p).transpose())
-                .map(|r| r.map(|r| (r.provider, r)))
-                .collect::<Result<_, _>>()?,
-            zstd_level,
-            request_timeout,
-            max_attempts,
-            system_identifier,
-            push_concurrency: push_concurrency as usize,
-            push_deadline: Duration::from_secs(settings.positive("PUSH_DEADLINE_SECS", 60)?),
-            spool_dir,
-            prefetch,
-            fetch_order,
-            redrive_after: Duration::from_secs(settings.positive("REDRIVE_AFTER_SECS", 900)?),
-            retention: Duration::from_secs(settings.positive("RETENTION_DAYS", 30)? * 86_400),
-            retention_dry_run: match settings.get("RETENTION_DRY_RUN").as_deref() {
-                None | Some("false") | Some("0") => false,
-                Some("true") | Some("1") => true,
-                Some(_) => {
-                    return Err(settings.invalid("RETENTION_DRY_RUN", "must be true or false"))
-                }
+            staging: StagingConfig {
+                bucket: settings.bucket("STAGING_BUCKET")?,
+                endpoint: settings.endpoint("STAGING_ENDPOINT")?,
             },
+            catalog: CatalogConfig {
+                table: settings.table("CATALOG_TABLE")?,
+                endpoint: settings.endpoint("DYNAMODB_ENDPOINT")?,
+            },
+            replicas: settings.replicas()?,
+            zstd_level: settings.zstd_level()?,
+            request_timeout: settings.seconds("REQUEST_TIMEOUT_SECS", 30)?,
+            max_attempts: settings.whole("MAX_ATTEMPTS", 3, 1..=100)? as u32,
+            system_identifier: settings.system_identifier()?,
+            push_concurrency: settings.whole("PUSH_CONCURRENCY", 4, 1..=64)? as usize,
+            push_deadline: settings.seconds("PUSH_DEADLINE_SECS", 60)?,
+            prefetch: settings.whole("PREFETCH", 8, 0..=64)? as usize,
+            fetch_order: settings.fetch_order()?,
+            redrive_after: settings.seconds("REDRIVE_AFTER_SECS", 900)?,
+            retention: Duration::from_secs(settings.positive("RETENTION_DAYS", 30)? * 86_400),
+            retention_dry_run: settings.boolean("RETENTION_DRY_RUN", false)?,
+            retention_age_only: settings.boolean("RETENTION_AGE_ONLY", false)?,
             retention_max_deletes: settings.positive("RETENTION_MAX_DELETES", 100_000)? as usize,
         })
     }
@@ -432,6 +371,99 @@ impl Settings<'_> {
                 _ => Err(self.invalid(name, "must be a positive whole number")),
             },
         }
+    }
+
+    fn cluster(&self) -> Result<ClusterName, ConfigError> {
+        self.required("CLUSTER")?.parse().map_err(|_| {
+            self.invalid(
+                "CLUSTER",
+                "must be 1 to 63 lower-case letters, digits, '-' and '_', starting with a letter or digit",
+            )
+        })
+    }
+
+    fn zstd_level(&self) -> Result<CompressionLevel, ConfigError> {
+        match self.get("ZSTD_LEVEL") {
+            None => Ok(CompressionLevel::default()),
+            Some(v) => v
+                .parse::<i32>()
+                .ok()
+                .and_then(|l| CompressionLevel::new(l).ok())
+                .ok_or_else(|| self.invalid("ZSTD_LEVEL", "must be a whole number from -7 to 19")),
+        }
+    }
+
+    fn system_identifier(&self) -> Result<Option<u64>, ConfigError> {
+        self.get("SYSTEM_IDENTIFIER")
+            .map(|v| {
+                v.parse::<u64>().ok().filter(|id| *id != 0).ok_or_else(|| {
+                    self.invalid(
+                        "SYSTEM_IDENTIFIER",
+                        "is not a PostgreSQL system identifier (a positive whole number)",
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    fn spool_dir(&self, cluster: &ClusterName) -> Result<PathBuf, ConfigError> {
+        let dir = self
+            .get("SPOOL_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new("/var/spool/walvault").join(cluster.as_str()));
+        if dir.is_absolute() {
+            Ok(dir)
+        } else {
+            Err(self.invalid("SPOOL_DIR", "must be an absolute path"))
+        }
+    }
+
+    fn fetch_order(&self) -> Result<Vec<Provider>, ConfigError> {
+        match self.get("FETCH_ORDER") {
+            None => Ok(Provider::ALL.to_vec()),
+            Some(v) => parse_fetch_order(&v).map_err(|reason| self.invalid("FETCH_ORDER", reason)),
+        }
+    }
+
+    /// A whole number within `range`, `default` when unset.
+    fn whole(
+        &self,
+        name: &str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<u64, ConfigError> {
+        let value = match self.get(name) {
+            None => default,
+            Some(v) => v
+                .parse::<u64>()
+                .map_err(|_| self.invalid(name, "must be a whole number"))?,
+        };
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(self.invalid(name, "is out of range (see the README)"))
+        }
+    }
+
+    fn seconds(&self, name: &str, default: u64) -> Result<Duration, ConfigError> {
+        self.positive(name, default).map(Duration::from_secs)
+    }
+
+    fn boolean(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name).as_deref() {
+            None => Ok(default),
+            Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") => Ok(true),
+            Some(_) => Err(self.invalid(name, "must be true or false")),
+        }
+    }
+
+    fn replicas(&self) -> Result<BTreeMap<Provider, ReplicaConfig>, ConfigError> {
+        Provider::ALL
+            .into_iter()
+            .filter_map(|p| self.replica(p).transpose())
+            .map(|r| r.map(|r| (r.provider, r)))
+            .collect()
     }
 
     /// A replica is either fully configured or not at all: half a

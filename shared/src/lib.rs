@@ -12,7 +12,7 @@
 //! - Commands: `archive/` (`push`, `fetch`, `prefetch`, `spool`),
 //!   `replicate/` (the compress function, step by step, and its event
 //!   dispatch), `retention/` (`plan`, pure; `sweep`), with `identity`,
-//!   `events` and `metrics`; `testing` holds fixtures for tests of the logic.
+//!   `events`, `metrics` and `logging`; `testing` holds fixtures for tests of the logic.
 
 pub mod archive;
 pub mod backends;
@@ -26,6 +26,7 @@ pub mod events;
 pub mod fault;
 pub mod identity;
 pub mod keys;
+pub mod logging;
 pub mod metrics;
 pub mod provider;
 pub mod replicate;

@@ -48,8 +48,8 @@ pub enum Metric {
     RetentionDeleted,
     RetentionBytesFreed,
     RetentionErrors,
-    /// Retention had no base backup to anchor on.
-    RetentionAgeOnlyFallback,
+    /// Retention found no base backup to anchor on.
+    RetentionNoBaseBackup,
 }
 
 impl Metric {
@@ -65,7 +65,7 @@ impl Metric {
         Metric::RetentionDeleted,
         Metric::RetentionBytesFreed,
         Metric::RetentionErrors,
-        Metric::RetentionAgeOnlyFallback,
+        Metric::RetentionNoBaseBackup,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -81,7 +81,7 @@ impl Metric {
             Metric::RetentionDeleted => "RetentionDeleted",
             Metric::RetentionBytesFreed => "RetentionBytesFreed",
             Metric::RetentionErrors => "RetentionErrors",
-            Metric::RetentionAgeOnlyFallback => "RetentionAgeOnlyFallback",
+            Metric::RetentionNoBaseBackup => "RetentionNoBaseBackup",
         }
     }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{archived, cluster, limits, name, staged};
+use common::{archived, cluster, limits, name, staged, Times};
 use shared::archive::fetch::{FetchError, Fetcher, Source};
 use shared::catalog::CatalogOperation;
 use shared::codec::Sha256Hex;
@@ -23,12 +23,6 @@ enum Step {
     Catalog,
     Replica(Provider),
     Staging,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Times {
-    Once,
-    Always,
 }
 
 /// The answer, as the exit code PostgreSQL would see would name it.
@@ -52,10 +46,7 @@ fn answer(result: &Result<shared::archive::fetch::Fetched, FetchError>) -> Answe
 }
 
 fn inject(world: &MemoryWorld, (step, fault, times): (Step, Fault, Times)) {
-    let n = match times {
-        Times::Once => 1,
-        Times::Always => u32::MAX,
-    };
+    let n = times.count();
     match step {
         Step::Catalog => world.catalog.fail_next(CatalogOperation::Get, fault, n),
         Step::Replica(p) => world.replica(p).fail_next(Operation::Get, fault, n),
@@ -76,6 +67,7 @@ fn fetcher(world: &MemoryWorld) -> Fetcher {
 
 type Row = (&'static str, Vec<(Step, Fault, Times)>, Answer);
 
+#[rustfmt::skip]
 fn archived_rows() -> Vec<Row> {
     use Answer::{NoVerifiedCopy, Served, Unavailable};
     use Fault::*;
@@ -84,95 +76,23 @@ fn archived_rows() -> Vec<Row> {
     let (r2, b2) = (Replica(Provider::R2), Replica(Provider::B2));
     let mut rows: Vec<Row> = vec![
         ("healthy", vec![], Served(Source::Replica(Provider::R2))),
-        (
-            "catalog refused: found by key, replicas agree",
-            vec![(Catalog, Refused, Always)],
-            Served(Source::Replica(Provider::R2)),
-        ),
-        (
-            "catalog down",
-            vec![(Catalog, Transient, Always)],
-            Served(Source::Replica(Provider::R2)),
-        ),
-        (
-            "catalog hung",
-            vec![(Catalog, Hang, Always)],
-            Served(Source::Replica(Provider::R2)),
-        ),
-        (
-            "catalog item unreadable",
-            vec![(Catalog, Corrupt, Always)],
-            Served(Source::Replica(Provider::R2)),
-        ),
-        (
-            "r2 lacks it",
-            vec![(r2, NotFound, Always)],
-            Served(Source::Replica(Provider::B2)),
-        ),
-        (
-            "r2 refuses",
-            vec![(r2, Refused, Always)],
-            Served(Source::Replica(Provider::B2)),
-        ),
-        (
-            "r2 down",
-            vec![(r2, Transient, Always)],
-            Served(Source::Replica(Provider::B2)),
-        ),
-        (
-            "r2 hung",
-            vec![(r2, Hang, Always)],
-            Served(Source::Replica(Provider::B2)),
-        ),
-        (
-            "r2 copy corrupt",
-            vec![(r2, Corrupt, Always)],
-            Served(Source::Replica(Provider::B2)),
-        ),
-        (
-            "b2 broken is never asked",
-            vec![(b2, Refused, Always)],
-            Served(Source::Replica(Provider::R2)),
-        ),
-        (
-            "both refuse",
-            vec![(r2, Refused, Always), (b2, Refused, Always)],
-            Unavailable,
-        ),
-        (
-            "both hung",
-            vec![(r2, Hang, Always), (b2, Hang, Always)],
-            Unavailable,
-        ),
-        (
-            "r2 down and b2 lacks it: an error, not absence",
-            vec![(r2, Transient, Always), (b2, NotFound, Always)],
-            Unavailable,
-        ),
-        (
-            "r2 corrupt and b2 down",
-            vec![(r2, Corrupt, Always), (b2, Transient, Always)],
-            Unavailable,
-        ),
-        (
-            "both copies corrupt",
-            vec![(r2, Corrupt, Always), (b2, Corrupt, Always)],
-            NoVerifiedCopy,
-        ),
-        (
-            "listed but on no provider",
-            vec![(r2, NotFound, Always), (b2, NotFound, Always)],
-            NoVerifiedCopy,
-        ),
-        (
-            "catalog down and both refuse",
-            vec![
-                (Catalog, Transient, Always),
-                (r2, Refused, Always),
-                (b2, Refused, Always),
-            ],
-            Unavailable,
-        ),
+        ("catalog refused: found by key, replicas agree", vec![(Catalog, Refused, Always)], Served(Source::Replica(Provider::R2))),
+        ("catalog down", vec![(Catalog, Transient, Always)], Served(Source::Replica(Provider::R2))),
+        ("catalog hung", vec![(Catalog, Hang, Always)], Served(Source::Replica(Provider::R2))),
+        ("catalog item unreadable", vec![(Catalog, Corrupt, Always)], Served(Source::Replica(Provider::R2))),
+        ("r2 lacks it", vec![(r2, NotFound, Always)], Served(Source::Replica(Provider::B2))),
+        ("r2 refuses", vec![(r2, Refused, Always)], Served(Source::Replica(Provider::B2))),
+        ("r2 down", vec![(r2, Transient, Always)], Served(Source::Replica(Provider::B2))),
+        ("r2 hung", vec![(r2, Hang, Always)], Served(Source::Replica(Provider::B2))),
+        ("r2 copy corrupt", vec![(r2, Corrupt, Always)], Served(Source::Replica(Provider::B2))),
+        ("b2 broken is never asked", vec![(b2, Refused, Always)], Served(Source::Replica(Provider::R2))),
+        ("both refuse", vec![(r2, Refused, Always), (b2, Refused, Always)], Unavailable),
+        ("both hung", vec![(r2, Hang, Always), (b2, Hang, Always)], Unavailable),
+        ("r2 down and b2 lacks it: an error, not absence", vec![(r2, Transient, Always), (b2, NotFound, Always)], Unavailable),
+        ("r2 corrupt and b2 down", vec![(r2, Corrupt, Always), (b2, Transient, Always)], Unavailable),
+        ("both copies corrupt", vec![(r2, Corrupt, Always), (b2, Corrupt, Always)], NoVerifiedCopy),
+        ("listed but on no provider", vec![(r2, NotFound, Always), (b2, NotFound, Always)], NoVerifiedCopy),
+        ("catalog down and both refuse", vec![ (Catalog, Transient, Always), (r2, Refused, Always), (b2, Refused, Always), ], Unavailable),
     ];
     for step in [Catalog, r2] {
         for fault in [Transient, Hang, LostAnswer] {

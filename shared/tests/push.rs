@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{archived, cluster, name, pusher, WalDir};
+use common::{archived, cluster, name, pusher, Times, WalDir};
 use shared::archive::push::{PushError, PushOutcome};
 use shared::catalog::{Catalog, CatalogOperation};
 use shared::error::Retryable;
@@ -20,12 +20,6 @@ enum Step {
     IdentityPut,
     CatalogGet,
     StagingPut,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Times {
-    Once,
-    Always,
 }
 
 /// The answer, named as the exit code it maps to.
@@ -57,10 +51,7 @@ fn answer(result: &Result<(PushOutcome, shared::codec::Sha256Hex), PushError>) -
 }
 
 fn inject(world: &MemoryWorld, step: Step, fault: Fault, times: Times) {
-    let n = match times {
-        Times::Once => 1,
-        Times::Always => u32::MAX,
-    };
+    let n = times.count();
     let identity = identity_key(&cluster());
     match step {
         Step::IdentityGet => world

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{announced, archived, cluster, limits, name, replicator, staged};
+use common::{announced, archived, cluster, limits, name, replicator, staged, Times};
 use shared::catalog::{Catalog, CatalogOperation, RecordStatus};
 use shared::error::Retryable;
 use shared::fault::Fault;
@@ -29,12 +29,6 @@ enum Step {
     StagingDelete,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Times {
-    Once,
-    Always,
-}
-
 /// What one delivery must leave behind.
 #[derive(Debug)]
 struct Expect {
@@ -52,10 +46,7 @@ const BOTH: &[Provider] = &[Provider::R2, Provider::B2];
 const NONE: &[Provider] = &[];
 
 fn inject(world: &MemoryWorld, step: Step, fault: Fault, times: Times) {
-    let n = match times {
-        Times::Once => 1,
-        Times::Always => u32::MAX,
-    };
+    let n = times.count();
     match step {
         Step::StagingGet => world.staging.fail_next(Operation::Get, fault, n),
         Step::StagingDelete => world.staging.fail_next(Operation::Delete, fault, n),
@@ -117,6 +108,7 @@ fn healed() -> Expect {
     )
 }
 
+#[rustfmt::skip]
 fn table() -> Vec<(Step, Fault, Times, Expect)> {
     use Fault::{Corrupt, Hang, LostAnswer, NotFound, PreconditionFailed, Refused, Transient};
     use RecordStatus::{Partial, Replicated, Replicating};
@@ -124,204 +116,30 @@ fn table() -> Vec<(Step, Fault, Times, Expect)> {
     use Times::*;
     let (r2, b2) = (ReplicaPut(Provider::R2), ReplicaPut(Provider::B2));
     let mut rows = vec![
-        (
-            StagingGet,
-            NotFound,
-            Always,
-            expect("vanished", None, true, NONE, None),
-        ),
-        (
-            StagingGet,
-            PreconditionFailed,
-            Always,
-            expect("failed-permanent", None, true, NONE, None),
-        ),
-        (
-            StagingGet,
-            Refused,
-            Always,
-            expect("failed-permanent", None, true, NONE, None),
-        ),
-        (
-            StagingGet,
-            Hang,
-            Always,
-            expect("failed-transient", None, true, NONE, None),
-        ),
-        (
-            StagingGet,
-            Corrupt,
-            Always,
-            expect(
-                "corrupt",
-                Some(RecordStatus::Corrupt),
-                true,
-                NONE,
-                Some(Metric::CorruptInputs),
-            ),
-        ),
-        (
-            CatalogCreate,
-            PreconditionFailed,
-            Always,
-            expect("failed-permanent", None, true, NONE, None),
-        ),
-        (
-            CatalogCreate,
-            Refused,
-            Always,
-            expect("failed-permanent", None, true, NONE, None),
-        ),
-        (
-            CatalogCreate,
-            Corrupt,
-            Always,
-            expect("failed-permanent", None, true, NONE, None),
-        ),
-        (
-            CatalogCreate,
-            Transient,
-            Always,
-            expect("failed-transient", None, true, NONE, None),
-        ),
-        (
-            r2,
-            NotFound,
-            Always,
-            expect(
-                "partial-permanent",
-                Some(Partial),
-                true,
-                &[Provider::B2],
-                Some(Metric::R2Failures),
-            ),
-        ),
-        (
-            r2,
-            PreconditionFailed,
-            Always,
-            expect(
-                "partial-permanent",
-                Some(Partial),
-                true,
-                &[Provider::B2],
-                Some(Metric::Conflicts),
-            ),
-        ),
-        (
-            r2,
-            Refused,
-            Always,
-            expect(
-                "partial-permanent",
-                Some(Partial),
-                true,
-                &[Provider::B2],
-                Some(Metric::R2Failures),
-            ),
-        ),
-        (
-            r2,
-            Hang,
-            Always,
-            expect(
-                "partial-transient",
-                Some(Partial),
-                true,
-                &[Provider::B2],
-                Some(Metric::R2Failures),
-            ),
-        ),
-        (
-            b2,
-            Refused,
-            Always,
-            expect(
-                "partial-permanent",
-                Some(Partial),
-                true,
-                &[Provider::R2],
-                Some(Metric::B2Failures),
-            ),
-        ),
-        (
-            b2,
-            Transient,
-            Always,
-            expect(
-                "partial-transient",
-                Some(Partial),
-                true,
-                &[Provider::R2],
-                Some(Metric::B2Failures),
-            ),
-        ),
-        (
-            CatalogRecordReplica,
-            PreconditionFailed,
-            Always,
-            expect(
-                "partial-permanent",
-                Some(Partial),
-                true,
-                BOTH,
-                Some(Metric::R2Failures),
-            ),
-        ),
-        (
-            CatalogRecordReplica,
-            Refused,
-            Always,
-            expect(
-                "partial-permanent",
-                Some(Partial),
-                true,
-                BOTH,
-                Some(Metric::B2Failures),
-            ),
-        ),
-        (
-            CatalogRecordReplica,
-            Corrupt,
-            Always,
-            expect("partial-permanent", Some(Partial), true, BOTH, None),
-        ),
-        (
-            CatalogRecordReplica,
-            Hang,
-            Always,
-            expect("partial-transient", Some(Partial), true, BOTH, None),
-        ),
-        (
-            CatalogSetStatus,
-            PreconditionFailed,
-            Always,
-            expect("failed-permanent", Some(Replicating), true, BOTH, None),
-        ),
-        (
-            CatalogSetStatus,
-            Refused,
-            Always,
-            expect("failed-permanent", Some(Replicating), true, BOTH, None),
-        ),
-        (
-            CatalogSetStatus,
-            Transient,
-            Always,
-            expect("failed-transient", Some(Replicating), true, BOTH, None),
-        ),
-        (
-            StagingDelete,
-            Refused,
-            Always,
-            expect("failed-permanent", Some(Replicated), true, BOTH, None),
-        ),
-        (
-            StagingDelete,
-            Hang,
-            Always,
-            expect("failed-transient", Some(Replicated), true, BOTH, None),
-        ),
+        (StagingGet, NotFound, Always, expect("vanished", None, true, NONE, None)),
+        (StagingGet, PreconditionFailed, Always, expect("failed-permanent", None, true, NONE, None)),
+        (StagingGet, Refused, Always, expect("failed-permanent", None, true, NONE, None)),
+        (StagingGet, Hang, Always, expect("failed-transient", None, true, NONE, None)),
+        (StagingGet, Corrupt, Always, expect("corrupt", Some(RecordStatus::Corrupt), true, NONE, Some(Metric::CorruptInputs))),
+        (CatalogCreate, PreconditionFailed, Always, expect("failed-permanent", None, true, NONE, None)),
+        (CatalogCreate, Refused, Always, expect("failed-permanent", None, true, NONE, None)),
+        (CatalogCreate, Corrupt, Always, expect("failed-permanent", None, true, NONE, None)),
+        (CatalogCreate, Transient, Always, expect("failed-transient", None, true, NONE, None)),
+        (r2, NotFound, Always, expect("partial-permanent", Some(Partial), true, &[Provider::B2], Some(Metric::R2Failures))),
+        (r2, PreconditionFailed, Always, expect("partial-permanent", Some(Partial), true, &[Provider::B2], Some(Metric::Conflicts))),
+        (r2, Refused, Always, expect("partial-permanent", Some(Partial), true, &[Provider::B2], Some(Metric::R2Failures))),
+        (r2, Hang, Always, expect("partial-transient", Some(Partial), true, &[Provider::B2], Some(Metric::R2Failures))),
+        (b2, Refused, Always, expect("partial-permanent", Some(Partial), true, &[Provider::R2], Some(Metric::B2Failures))),
+        (b2, Transient, Always, expect("partial-transient", Some(Partial), true, &[Provider::R2], Some(Metric::B2Failures))),
+        (CatalogRecordReplica, PreconditionFailed, Always, expect("partial-permanent", Some(Partial), true, BOTH, Some(Metric::R2Failures))),
+        (CatalogRecordReplica, Refused, Always, expect("partial-permanent", Some(Partial), true, BOTH, Some(Metric::B2Failures))),
+        (CatalogRecordReplica, Corrupt, Always, expect("partial-permanent", Some(Partial), true, BOTH, None)),
+        (CatalogRecordReplica, Hang, Always, expect("partial-transient", Some(Partial), true, BOTH, None)),
+        (CatalogSetStatus, PreconditionFailed, Always, expect("failed-permanent", Some(Replicating), true, BOTH, None)),
+        (CatalogSetStatus, Refused, Always, expect("failed-permanent", Some(Replicating), true, BOTH, None)),
+        (CatalogSetStatus, Transient, Always, expect("failed-transient", Some(Replicating), true, BOTH, None)),
+        (StagingDelete, Refused, Always, expect("failed-permanent", Some(Replicated), true, BOTH, None)),
+        (StagingDelete, Hang, Always, expect("failed-transient", Some(Replicated), true, BOTH, None)),
     ];
     // A fault that strikes once is retried within the budget, whatever it
     // is: a lost answer included (the write landed; its retry finds it).

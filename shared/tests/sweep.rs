@@ -12,6 +12,7 @@ use shared::catalog::{list_all, CatalogOperation};
 use shared::fault::Fault;
 use shared::keys::archive_key;
 use shared::provider::Provider;
+use shared::retention::plan::Rules;
 use shared::retention::sweep::{SweepError, SweepReport, Sweeper};
 use shared::store::Operation;
 use shared::testing::{synthetic_segment, MemoryWorld};
@@ -100,7 +101,10 @@ fn sweeper(world: &MemoryWorld, max_deletes: usize) -> Sweeper {
         cluster: cluster(),
         catalog: backends.catalog,
         replicas: backends.replicas,
-        window: Duration::from_millis(30 * DAY),
+        rules: Rules {
+            window_ms: 30 * DAY,
+            age_only_without_backups: false,
+        },
         max_deletes,
         limits: limits(),
     }
@@ -175,8 +179,8 @@ fn inject(world: &MemoryWorld, step: Step, fault: Fault, times: u32) {
     }
 }
 
-#[tokio::test]
-async fn every_fault_at_every_request_deletes_only_what_is_gone_everywhere() {
+#[rustfmt::skip]
+fn rows() -> Vec<Row> {
     use Fault::*;
     use Step::*;
     const ALWAYS: u32 = u32::MAX;
@@ -189,7 +193,7 @@ async fn every_fault_at_every_request_deletes_only_what_is_gone_everywhere() {
         })
     };
     let (r2, b2) = (Provider::R2, Provider::B2);
-    let rows: Vec<Row> = vec![
+    vec![
         (vec![], done()),
         (vec![(CatalogList, Refused, ALWAYS)], Err("catalog")),
         (vec![(CatalogList, Transient, ALWAYS)], Err("catalog")),
@@ -198,75 +202,23 @@ async fn every_fault_at_every_request_deletes_only_what_is_gone_everywhere() {
         (vec![(CatalogList, Transient, 1)], done()),
         (vec![(HistoryGet(r2), Refused, ALWAYS)], done()),
         (vec![(HistoryGet(r2), Corrupt, ALWAYS)], done()),
-        (
-            vec![
-                (HistoryGet(r2), Refused, ALWAYS),
-                (HistoryGet(b2), Hang, ALWAYS),
-            ],
-            Err("history"),
-        ),
-        (
-            vec![
-                (HistoryGet(r2), Corrupt, ALWAYS),
-                (HistoryGet(b2), Corrupt, ALWAYS),
-            ],
-            Err("history"),
-        ),
-        (
-            vec![
-                (HistoryGet(r2), NotFound, ALWAYS),
-                (HistoryGet(b2), NotFound, ALWAYS),
-            ],
-            Err("history"),
-        ),
-        (
-            vec![(Delete(r2), Refused, ALWAYS)],
-            Ok(Expect {
-                left_on_r2: 5,
-                left_on_b2: 0,
-                records_left: 5,
-                errors: 5,
-            }),
-        ),
-        (
-            vec![(Delete(b2), Transient, ALWAYS)],
-            Ok(Expect {
-                left_on_r2: 0,
-                left_on_b2: 5,
-                records_left: 5,
-                errors: 5,
-            }),
-        ),
-        (
-            vec![(Delete(b2), Hang, ALWAYS)],
-            Ok(Expect {
-                left_on_r2: 0,
-                left_on_b2: 5,
-                records_left: 5,
-                errors: 5,
-            }),
-        ),
-        (
-            vec![(Delete(r2), LostAnswer, 1)],
-            Ok(Expect {
-                left_on_r2: 0,
-                left_on_b2: 0,
-                records_left: 1,
-                errors: 1,
-            }),
-        ),
-        (
-            vec![(CatalogDelete, Refused, ALWAYS)],
-            Ok(Expect {
-                left_on_r2: 0,
-                left_on_b2: 0,
-                records_left: 5,
-                errors: 5,
-            }),
-        ),
+        (vec![(HistoryGet(r2), Refused, ALWAYS), (HistoryGet(b2), Hang, ALWAYS)], Err("history")),
+        (vec![(HistoryGet(r2), Corrupt, ALWAYS), (HistoryGet(b2), Corrupt, ALWAYS)], Err("history")),
+        (vec![(HistoryGet(r2), NotFound, ALWAYS), (HistoryGet(b2), NotFound, ALWAYS)], Err("history")),
+        (vec![(Delete(r2), Refused, ALWAYS)], Ok(Expect { left_on_r2: 5, left_on_b2: 0, records_left: 5, errors: 5 })),
+        (vec![(Delete(b2), Transient, ALWAYS)], Ok(Expect { left_on_r2: 0, left_on_b2: 5, records_left: 5, errors: 5 })),
+        (vec![(Delete(b2), Hang, ALWAYS)], Ok(Expect { left_on_r2: 0, left_on_b2: 5, records_left: 5, errors: 5 })),
+        (vec![(Delete(r2), LostAnswer, 1)], Ok(Expect { left_on_r2: 0, left_on_b2: 0, records_left: 1, errors: 1 })),
+        (vec![(CatalogDelete, Refused, ALWAYS)], Ok(Expect { left_on_r2: 0, left_on_b2: 0, records_left: 5, errors: 5 })),
         (vec![(CatalogDelete, Transient, 1)], done()),
         (vec![(CatalogDelete, Hang, 1)], done()),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn every_fault_at_every_request_deletes_only_what_is_gone_everywhere() {
+    let (r2, b2) = (Provider::R2, Provider::B2);
+    let rows = rows();
     let archived = archive().await;
     for (faults, expected) in rows {
         let world = archived.duplicate();

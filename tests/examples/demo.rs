@@ -11,6 +11,7 @@ use shared::catalog::RecordStatus;
 use shared::clock::now_millis;
 use shared::keys::archive_key;
 use shared::provider::Provider;
+use shared::retention::plan::Rules;
 use shared::retention::sweep::Sweeper;
 use shared::retry::RequestLimits;
 use shared::wal::WalFileKind;
@@ -94,7 +95,7 @@ fn main() {
             cluster: config.cluster.clone(),
             catalog: backends.catalog.clone(),
             replicas: backends.replicas.clone(),
-            window: config.retention,
+            rules: Rules::from_config(&config),
             max_deletes: config.retention_max_deletes,
             limits: RequestLimits::from_config(&config),
         };

@@ -35,6 +35,8 @@ const S3_SEGMENT: &str = "000000010000000000000002";
 const EVENTBRIDGE_SEGMENT: &str = "000000010000000000000003";
 /// Archived 40 days ago: the only file a 30-day sweep may delete.
 const EXPIRED_SEGMENT: &str = "000000010000000000000000";
+/// A base backup's history file, 39 days old: the sweep's anchor.
+const BACKUP: &str = "000000010000000000000001.00000028.backup";
 const SYSTEM_IDENTIFIER: u64 = 7_311_234_567_890_123_456;
 const DAY_MILLIS: u64 = 24 * 60 * 60 * 1000;
 /// The first invoke of each function builds it (a no-op after
@@ -270,6 +272,11 @@ async fn run(tap: &mut Tap) {
         now_millis() - 40 * DAY_MILLIS,
     )
     .await;
+    // A base backup starting in the next segment, 39 days ago: the anchor
+    // that lets the sweep delete what came before it.
+    let backup = name(BACKUP);
+    archive_replicated(&config, &backup, b"START WAL LOCATION: 0/1000028\n").await;
+    backdate(&config, &backup, now_millis() - 39 * DAY_MILLIS).await;
 
     let watch = Watch::start(&stack.env(CLUSTER));
 

@@ -22,7 +22,7 @@ use shared::clock::UnixMillis;
 use shared::codec::Sha256Hex;
 use shared::keys::{archive_key, ClusterName};
 use shared::provider::Provider;
-use shared::retention::plan::{plan, Histories};
+use shared::retention::plan::{plan, Histories, Rules};
 use shared::retention::sweep::Sweeper;
 use shared::retry::RequestLimits;
 use shared::store::Metadata;
@@ -54,7 +54,11 @@ fn main() {
         let now = records as u64 * spacing;
 
         let started = Instant::now();
-        let planned = plan(&all, &Histories::new(), now, WINDOW);
+        let rules = Rules {
+            window_ms: WINDOW,
+            age_only_without_backups: false,
+        };
+        let planned = plan(&all, &Histories::new(), now, &rules);
         let planner = started.elapsed();
         println!(
             "4. retention sweep: {} catalog records ({} segments over 31 days, {} backups), {} expired",
@@ -92,7 +96,7 @@ fn main() {
                 inner: backends.catalog.clone(),
             }),
             replicas: backends.replicas.clone(),
-            window: Duration::from_millis(WINDOW),
+            rules,
             max_deletes: config.retention_max_deletes,
             limits: RequestLimits::from_config(&config),
         };

@@ -14,6 +14,7 @@ use shared::config::Config;
 use shared::keys::staging_key;
 use shared::replicate::{Outcome, Replicator};
 use shared::retry::RequestLimits;
+use shared::store::ObjectStore;
 use shared::wal::WalFileName;
 
 use crate::standins::{walvault_sdk_config, STAGING_BUCKET};
@@ -26,6 +27,20 @@ pub async fn backends(config: &Config) -> Backends {
     Backends::connect_with(&walvault_sdk_config(config).await, config)
         .await
         .expect("the stand-ins' backends")
+}
+
+/// The replica store walvault builds for `provider`.
+pub async fn replica(
+    config: &Config,
+    provider: shared::provider::Provider,
+) -> std::sync::Arc<dyn ObjectStore> {
+    std::sync::Arc::clone(
+        backends(config)
+            .await
+            .replicas
+            .get(provider)
+            .expect("replica configured"),
+    )
 }
 
 /// Pushes `raw` as `name` into staging, as `walvault push` does.

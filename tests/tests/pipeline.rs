@@ -15,10 +15,10 @@ use shared::config::Config;
 use shared::keys::archive_key;
 use shared::provider::Provider;
 use shared::retry::RequestLimits;
-use shared::store::{Metadata, ObjectStore};
+use shared::store::Metadata;
 use shared::wal::WalFileName;
 use tokio::time::Instant;
-use walvault_tests::archive::backends;
+use walvault_tests::archive::{backends, replica};
 use walvault_tests::outage::OutageProxy;
 use walvault_tests::pipeline::{
     drain_queue, recover, recover_with, replicator, start_source, with, write_and_archive,
@@ -30,16 +30,6 @@ use walvault_tests::standins::Stack;
 
 async fn catalog(config: &Config) -> Arc<dyn Catalog> {
     backends(config).await.catalog
-}
-
-async fn replica(config: &Config, provider: Provider) -> Arc<dyn ObjectStore> {
-    Arc::clone(
-        backends(config)
-            .await
-            .replicas
-            .get(provider)
-            .expect("configured"),
-    )
 }
 
 async fn statuses(config: &Config) -> Vec<RecordStatus> {

@@ -11,6 +11,7 @@ use shared::catalog::list_all;
 use shared::clock::now_millis;
 use shared::keys::archive_key;
 use shared::provider::Provider;
+use shared::retention::plan::Rules;
 use shared::retention::sweep::Sweeper;
 use shared::retry::RequestLimits;
 use shared::wal::WalFileName;
@@ -41,7 +42,10 @@ async fn a_sweep_deletes_exactly_the_plan_from_both_providers_and_the_catalog() 
         cluster: config.cluster.clone(),
         catalog: backends.catalog.clone(),
         replicas: backends.replicas.clone(),
-        window: Duration::from_millis(30 * DAY),
+        rules: Rules {
+            window_ms: 30 * DAY,
+            age_only_without_backups: false,
+        },
         max_deletes: 1000,
         limits: RequestLimits::from_config(&config),
     };

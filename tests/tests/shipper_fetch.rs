@@ -5,19 +5,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use shared::codec::{compress, CompressionLevel, Sha256Hex};
 use shared::config::Config;
 use shared::keys::{archive_key, meta};
 use shared::provider::Provider;
-use shared::store::{Metadata, ObjectStore};
+use shared::store::Metadata;
 use shared::wal::WalFileName;
 use walvault::exit::{
     FETCH_DISAGREEMENT, FETCH_NOT_FOUND, FETCH_NO_VERIFIED_COPY, FETCH_STORE_ERROR,
 };
-use walvault_tests::archive::{archive_replicated, backends, stage, synthetic_segment};
+use walvault_tests::archive::{archive_replicated, replica, stage, synthetic_segment};
 use walvault_tests::postgres::{PgOptions, Postgres};
 use walvault_tests::shipper::{public_tempdir, Run, Shipper};
 use walvault_tests::standins::Stack;
@@ -34,16 +32,6 @@ const SYSID: u64 = 7_301_234_567_890_123_456;
 /// A valid 1 MiB segment named `file`.
 fn segment(file: &str) -> Vec<u8> {
     synthetic_segment(&name(file), SYSID)
-}
-
-async fn replica(config: &Config, provider: Provider) -> Arc<dyn ObjectStore> {
-    Arc::clone(
-        backends(config)
-            .await
-            .replicas
-            .get(provider)
-            .expect("configured"),
-    )
 }
 
 struct Setup {

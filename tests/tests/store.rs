@@ -14,22 +14,12 @@ use shared::provider::Provider;
 use shared::store::{
     list_all, ConditionalPut, MemoryStore, Metadata, ObjectStore, PutOutcome, S3Store, StoreError,
 };
-use walvault_tests::archive::backends;
+use walvault_tests::archive::{backends, replica};
 use walvault_tests::standins::{self, aws_sdk_config, s3_client, Stack, B2_BUCKET, STAGING_BUCKET};
 use walvault_tests::unique_cluster;
 
 async fn staging(config: &Config) -> Arc<dyn ObjectStore> {
     backends(config).await.staging
-}
-
-async fn replica(config: &Config, provider: Provider) -> Arc<dyn ObjectStore> {
-    Arc::clone(
-        backends(config)
-            .await
-            .replicas
-            .get(provider)
-            .expect("configured"),
-    )
 }
 
 /// An S3 store over `bucket` of the stand-in at `endpoint`, in `conditional` mode.

@@ -16,15 +16,7 @@ mod handler;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_current_span(false)
-        .without_time()
-        .init();
+    shared::logging::init_lambda();
     // Once per cold start: configuration, credentials and clients.
     let config = Config::load(None)?;
     let replicator = Arc::new(Replicator::new(

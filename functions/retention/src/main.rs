@@ -8,6 +8,7 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use shared::backends::Backends;
 use shared::config::Config;
+use shared::retention::plan::Rules;
 use shared::retention::sweep::Sweeper;
 use shared::retry::RequestLimits;
 
@@ -15,15 +16,7 @@ mod handler;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_current_span(false)
-        .without_time()
-        .init();
+    shared::logging::init_lambda();
     // Once per cold start; this function's own keys may delete.
     let config = Config::load(None)?;
     let backends = Backends::connect(&config).await?;
@@ -32,7 +25,7 @@ async fn main() -> Result<(), Error> {
         cluster: config.cluster.clone(),
         catalog: backends.catalog,
         replicas: backends.replicas,
-        window: config.retention,
+        rules: Rules::from_config(&config),
         max_deletes: config.retention_max_deletes,
         limits: RequestLimits::from_config(&config),
     });

@@ -43,6 +43,9 @@ pub enum KeepReason {
     Backup,
     /// A live timeline has no backup on its line: nothing on it can go.
     NoBackupOnLine,
+    /// No base backup is known at all, and age-only retention was not
+    /// chosen: nothing can go.
+    NoBaseBackup,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,8 +55,9 @@ pub struct RetentionPlan {
     pub kept: BTreeMap<WalFileName, KeepReason>,
     /// The backup each live timeline is anchored on.
     pub anchors: BTreeMap<u32, WalFileName>,
-    /// No backup was known: the plan used age alone.
-    pub age_only_fallback: bool,
+    /// No base backup was known: the plan kept everything, or (if the
+    /// rules allow it) deleted by age alone.
+    pub no_base_backup: bool,
 }
 
 /// A segment's position in the WAL stream, independent of its timeline:
@@ -107,107 +111,73 @@ fn backup_on_line(line: &[Stretch], segment: &Segment, offset: u32) -> bool {
     })
 }
 
-/// Plans the sweep of one cluster's `records` at `now` for a window of
-/// `window_ms`.
+/// What the sweep may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// How far back point-in-time recovery must stay possible.
+    pub window_ms: u64,
+    /// With no base backup known at all, delete files older than the window
+    /// anyway (by age alone). Off by default: backups taken from a standby
+    /// write no `.backup` file, and deleting by age would then delete the
+    /// WAL those backups need.
+    pub age_only_without_backups: bool,
+}
+
+impl Rules {
+    /// `WALVAULT_RETENTION_DAYS` and `WALVAULT_RETENTION_AGE_ONLY`.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Rules {
+            window_ms: config.retention.as_millis() as u64,
+            age_only_without_backups: config.retention_age_only,
+        }
+    }
+}
+
+/// A backup: its name, where it starts, and when it finished.
+type Backup = (WalFileName, Segment, u32, UnixMillis);
+
+/// A live timeline's line, and the position of its anchor backup (`None`:
+/// no backup on the line, so nothing on it may go).
+type ProtectedLine = (Vec<Stretch>, Option<Position>);
+
+/// Plans the sweep of one cluster's `records` at `now`.
 pub fn plan(
     records: &[CatalogRecord],
     histories: &Histories,
     now: UnixMillis,
-    window_ms: u64,
+    rules: &Rules,
 ) -> RetentionPlan {
-    let window_start = now.saturating_sub(window_ms);
-    let mut kept: BTreeMap<WalFileName, KeepReason> = BTreeMap::new();
-    let mut candidates: BTreeSet<WalFileName> = BTreeSet::new();
-    for record in records {
-        let reason = if record.file.kind() == WalFileKind::History {
-            Some(KeepReason::History)
-        } else if record.staged_at >= window_start {
-            Some(KeepReason::InWindow)
-        } else {
-            None
-        };
-        match reason {
-            Some(reason) => {
-                kept.insert(record.file, reason);
-            }
-            None => {
-                candidates.insert(record.file);
-            }
-        }
-    }
-
-    // Live timelines: WAL inside the window, and always the newest one.
-    let mut live: BTreeSet<u32> = records
-        .iter()
-        .filter(|r| r.staged_at >= window_start && r.file.kind() != WalFileKind::History)
-        .map(|r| r.file.timeline())
-        .collect();
-    if let Some(newest) = records.iter().map(|r| r.file.timeline()).max() {
-        live.insert(newest);
-    }
-
-    // Backups by where they start, with when they finished.
-    let backups: Vec<(WalFileName, Segment, u32, UnixMillis)> = records
+    let window_start = now.saturating_sub(rules.window_ms);
+    let (mut kept, candidates) = split_by_age(records, window_start);
+    let backups: Vec<Backup> = records
         .iter()
         .filter_map(|r| match r.file {
             WalFileName::Backup { segment, offset } => Some((r.file, segment, offset, r.staged_at)),
             _ => None,
         })
         .collect();
-
     if backups.is_empty() {
+        let delete = if rules.age_only_without_backups {
+            candidates.into_iter().collect()
+        } else {
+            kept.extend(
+                candidates
+                    .into_iter()
+                    .map(|f| (f, KeepReason::NoBaseBackup)),
+            );
+            Vec::new()
+        };
         return RetentionPlan {
-            delete: candidates.into_iter().collect(),
+            delete,
             kept,
             anchors: BTreeMap::new(),
-            age_only_fallback: true,
+            no_base_backup: true,
         };
     }
-
-    let mut anchors = BTreeMap::new();
-    let mut protected_lines = Vec::new();
-    for timeline in &live {
-        let line = line_of(*timeline, histories);
-        let anchor = backups
-            .iter()
-            .filter(|(_, start, offset, finished)| {
-                *finished <= window_start && backup_on_line(&line, start, *offset)
-            })
-            .max_by_key(|(_, _, _, finished)| *finished);
-        match anchor {
-            Some((name, start, _, _)) => {
-                anchors.insert(*timeline, *name);
-                protected_lines.push((line, Some(position(start))));
-            }
-            None => protected_lines.push((line, None)),
-        }
-    }
-
+    let (anchors, protected) = anchor_lines(records, histories, &backups, window_start);
     let mut delete = Vec::new();
     for file in candidates {
-        let reason = match file {
-            WalFileName::Backup { segment, offset } => {
-                let needed = protected_lines.iter().any(|(line, anchor)| {
-                    backup_on_line(line, &segment, offset)
-                        && anchor.is_none_or(|a| position(&segment) >= a)
-                });
-                needed.then_some(KeepReason::Backup)
-            }
-            WalFileName::Segment(segment) | WalFileName::Partial(segment) => {
-                protected_lines.iter().find_map(|(line, anchor)| {
-                    if !on_line(line, segment.timeline, position(&segment)) {
-                        return None;
-                    }
-                    match anchor {
-                        None => Some(KeepReason::NoBackupOnLine),
-                        Some(a) if position(&segment) >= *a => Some(KeepReason::NeededFromAnchor),
-                        Some(_) => None,
-                    }
-                })
-            }
-            WalFileName::History { .. } => Some(KeepReason::History),
-        };
-        match reason {
+        match reason_to_keep(&file, &protected) {
             Some(reason) => {
                 kept.insert(file, reason);
             }
@@ -218,7 +188,86 @@ pub fn plan(
         delete,
         kept,
         anchors,
-        age_only_fallback: false,
+        no_base_backup: false,
+    }
+}
+
+/// History files and files staged inside the window are kept; the rest are
+/// candidates for deletion.
+fn split_by_age(
+    records: &[CatalogRecord],
+    window_start: UnixMillis,
+) -> (BTreeMap<WalFileName, KeepReason>, BTreeSet<WalFileName>) {
+    let mut kept = BTreeMap::new();
+    let mut candidates = BTreeSet::new();
+    for record in records {
+        if record.file.kind() == WalFileKind::History {
+            kept.insert(record.file, KeepReason::History);
+        } else if record.staged_at >= window_start {
+            kept.insert(record.file, KeepReason::InWindow);
+        } else {
+            candidates.insert(record.file);
+        }
+    }
+    (kept, candidates)
+}
+
+/// For every live timeline (WAL inside the window, and always the newest
+/// one), its line and the newest backup on it that finished before the
+/// window started.
+fn anchor_lines(
+    records: &[CatalogRecord],
+    histories: &Histories,
+    backups: &[Backup],
+    window_start: UnixMillis,
+) -> (BTreeMap<u32, WalFileName>, Vec<ProtectedLine>) {
+    let mut live: BTreeSet<u32> = records
+        .iter()
+        .filter(|r| r.staged_at >= window_start && r.file.kind() != WalFileKind::History)
+        .map(|r| r.file.timeline())
+        .collect();
+    live.extend(records.iter().map(|r| r.file.timeline()).max());
+    let mut anchors = BTreeMap::new();
+    let mut protected = Vec::new();
+    for timeline in live {
+        let line = line_of(timeline, histories);
+        let anchor = backups
+            .iter()
+            .filter(|(_, start, offset, finished)| {
+                *finished <= window_start && backup_on_line(&line, start, *offset)
+            })
+            .max_by_key(|(_, _, _, finished)| *finished);
+        if let Some((name, _, _, _)) = anchor {
+            anchors.insert(timeline, *name);
+        }
+        protected.push((line, anchor.map(|(_, start, _, _)| position(start))));
+    }
+    (anchors, protected)
+}
+
+/// Why a file older than the window must stay, if it must.
+fn reason_to_keep(file: &WalFileName, protected: &[ProtectedLine]) -> Option<KeepReason> {
+    match *file {
+        WalFileName::Backup { segment, offset } => {
+            let needed = protected.iter().any(|(line, anchor)| {
+                backup_on_line(line, &segment, offset)
+                    && anchor.is_none_or(|a| position(&segment) >= a)
+            });
+            needed.then_some(KeepReason::Backup)
+        }
+        WalFileName::Segment(segment) | WalFileName::Partial(segment) => {
+            protected.iter().find_map(|(line, anchor)| {
+                if !on_line(line, segment.timeline, position(&segment)) {
+                    return None;
+                }
+                match anchor {
+                    None => Some(KeepReason::NoBackupOnLine),
+                    Some(a) if position(&segment) >= *a => Some(KeepReason::NeededFromAnchor),
+                    Some(_) => None,
+                }
+            })
+        }
+        WalFileName::History { .. } => Some(KeepReason::History),
     }
 }
 
@@ -300,8 +349,8 @@ mod tests {
             ));
         }
         records.push(record(WalFileName::History { timeline: 1 }, 0));
-        let plan = plan(&records, &Histories::new(), 40 * DAY, 30 * DAY);
-        assert!(!plan.age_only_fallback);
+        let plan = plan(&records, &Histories::new(), 40 * DAY, &rules(30 * DAY));
+        assert!(!plan.no_base_backup);
         // Window starts at day 10; the day-10 backup finished just after.
         assert_eq!(
             plan.anchors[&1],
@@ -340,18 +389,40 @@ mod tests {
     }
 
     fn plan_at(records: &[CatalogRecord], now: u64) -> RetentionPlan {
-        plan(records, &Histories::new(), now, 30 * DAY)
+        plan(records, &Histories::new(), now, &rules(30 * DAY))
+    }
+
+    fn rules(window_ms: u64) -> Rules {
+        Rules {
+            window_ms,
+            age_only_without_backups: false,
+        }
     }
 
     #[test]
-    fn with_no_backup_it_falls_back_to_age_and_says_so() {
+    fn with_no_backup_nothing_goes_unless_age_only_retention_was_chosen() {
         let records: Vec<_> = (0..10)
             .map(|i| record(WalFileName::Segment(seg(1, i)), u64::from(i) * DAY))
             .collect();
-        let plan = plan(&records, &Histories::new(), 35 * DAY, 30 * DAY);
-        assert!(plan.age_only_fallback);
+        let refused = plan(&records, &Histories::new(), 35 * DAY, &rules(30 * DAY));
+        assert!(refused.no_base_backup);
+        assert!(refused.delete.is_empty());
         assert_eq!(
-            plan.delete.len(),
+            refused
+                .kept
+                .values()
+                .filter(|r| **r == KeepReason::NoBaseBackup)
+                .count(),
+            5
+        );
+        let age_only = Rules {
+            age_only_without_backups: true,
+            ..rules(30 * DAY)
+        };
+        let by_age = plan(&records, &Histories::new(), 35 * DAY, &age_only);
+        assert!(by_age.no_base_backup);
+        assert_eq!(
+            by_age.delete.len(),
             5,
             "days 0 to 4 are older than the window"
         );
@@ -387,7 +458,7 @@ mod tests {
                 switch_offset: 0,
             }],
         )]);
-        let plan = plan(&records, &histories, 400 * HOUR, 100 * HOUR);
+        let plan = plan(&records, &histories, 400 * HOUR, &rules(100 * HOUR));
         assert_eq!(
             plan.anchors.get(&2),
             Some(&WalFileName::Backup {
@@ -433,7 +504,7 @@ mod tests {
             switch_offset: 0x100,
         };
         let histories = Histories::from([(2, vec![fork])]);
-        let plan = plan(&records, &histories, 30 * HOUR + 30 * DAY, 30 * DAY);
+        let plan = plan(&records, &histories, 30 * HOUR + 30 * DAY, &rules(30 * DAY));
         assert_eq!(plan.anchors[&2], old);
         for i in 5..15 {
             assert!(
@@ -446,7 +517,7 @@ mod tests {
             ..fork
         };
         let histories = Histories::from([(2, vec![before_the_switch])]);
-        let plan = super::plan(&records, &histories, 30 * HOUR + 30 * DAY, 30 * DAY);
+        let plan = super::plan(&records, &histories, 30 * HOUR + 30 * DAY, &rules(30 * DAY));
         assert_eq!(
             plan.anchors[&2], after_fork,
             "started before the switch: on the line"
@@ -671,7 +742,7 @@ mod tests {
             idle_days in 0u64..10,
         ) {
             let sim = simulate(&ops, hours_per_op, window_days, idle_days);
-            let plan = plan(&sim.records, &sim.histories, sim.now, sim.window);
+            let plan = plan(&sim.records, &sim.histories, sim.now, &rules(sim.window));
             let window_start = sim.now.saturating_sub(sim.window);
             let all: BTreeSet<WalFileName> = sim.records.iter().map(|r| r.file).collect();
             let deleted: BTreeSet<WalFileName> = plan.delete.iter().copied().collect();
@@ -681,7 +752,7 @@ mod tests {
                 prop_assert!(r.staged_at < window_start, "deleted {} from inside the window", r.file);
                 prop_assert_ne!(r.file.kind(), WalFileKind::History, "deleted a history file");
             }
-            if plan.age_only_fallback {
+            if plan.no_base_backup {
                 return Ok(());
             }
             let mut live: BTreeSet<u32> = sim
@@ -718,8 +789,8 @@ mod tests {
             })
             .collect();
         let sim = simulate(&ops, 3, 5, 0);
-        let plan = plan(&sim.records, &sim.histories, sim.now, sim.window);
-        assert!(!plan.age_only_fallback);
+        let plan = plan(&sim.records, &sim.histories, sim.now, &rules(sim.window));
+        assert!(!plan.no_base_backup);
         assert!(plan.delete.len() > 100, "deleted {}", plan.delete.len());
     }
 }

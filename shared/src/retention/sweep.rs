@@ -5,13 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::plan::{parse_history, plan, Histories};
+use super::plan::{parse_history, plan, Histories, Rules};
 use crate::backends::Replicas;
 use crate::catalog::{list_all, Catalog, CatalogError, CatalogRecord, RecordRef, RecordStatus};
 use crate::clock::UnixMillis;
@@ -34,7 +33,7 @@ pub struct Sweeper {
     pub catalog: Arc<dyn Catalog>,
     /// Every provider's replica, with credentials that may delete.
     pub replicas: Replicas,
-    pub window: Duration,
+    pub rules: Rules,
     /// At most this many files deleted per run: a bound on what one run
     /// can do, whatever the plan says.
     pub max_deletes: usize,
@@ -54,7 +53,9 @@ pub struct SweepReport {
     pub kept: BTreeMap<String, usize>,
     /// The backup each live timeline is anchored on.
     pub anchors: BTreeMap<u32, String>,
-    pub age_only_fallback: bool,
+    /// No base backup was known: nothing was deleted, or (age-only
+    /// retention chosen) files were deleted by age alone.
+    pub no_base_backup: bool,
     /// The run stopped at the deadline or the per-run cap; the next one continues.
     pub stopped_early: bool,
     pub errors: Vec<String>,
@@ -90,12 +91,12 @@ impl Sweeper {
             })
             .await?;
         let histories = self.histories(&records, &budget).await?;
-        let plan = plan(&records, &histories, now, self.window.as_millis() as u64);
+        let plan = plan(&records, &histories, now, &self.rules);
         let mut report = SweepReport {
             dry_run,
             records: records.len(),
             planned: plan.delete.len(),
-            age_only_fallback: plan.age_only_fallback,
+            no_base_backup: plan.no_base_backup,
             anchors: plan
                 .anchors
                 .iter()
@@ -106,8 +107,8 @@ impl Sweeper {
         for reason in plan.kept.values() {
             *report.kept.entry(format!("{reason:?}")).or_default() += 1;
         }
-        if plan.age_only_fallback {
-            tracing::error!(cluster = %self.cluster, "NO BASE BACKUP in the archive: retention falls back to file age alone, which cannot guarantee point-in-time recovery");
+        if plan.no_base_backup {
+            tracing::error!(cluster = %self.cluster, age_only = self.rules.age_only_without_backups, "NO BASE BACKUP in the archive: retention deletes nothing (unless WALVAULT_RETENTION_AGE_ONLY chose deleting by age alone, which cannot guarantee point-in-time recovery)");
         }
         if !dry_run {
             let by_name: BTreeMap<WalFileName, &CatalogRecord> =
@@ -268,8 +269,8 @@ impl Sweeper {
             .add(Metric::RetentionBytesFreed, report.bytes_freed as f64)
             .add(Metric::RetentionErrors, report.errors.len() as f64)
             .add(
-                Metric::RetentionAgeOnlyFallback,
-                if report.age_only_fallback { 1.0 } else { 0.0 },
+                Metric::RetentionNoBaseBackup,
+                if report.no_base_backup { 1.0 } else { 0.0 },
             )
             .property("report", serde_json::to_value(report).unwrap_or_default());
         record.emit();

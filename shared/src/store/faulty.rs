@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    ListPage, Metadata, Object, ObjectInfo, ObjectStore, Operation, PutOutcome, StoreError,
+    damaged, ListPage, Metadata, Object, ObjectInfo, ObjectStore, Operation, PutOutcome, StoreError,
 };
 use crate::codec::Sha256Hex;
 use crate::error::message;
@@ -125,11 +125,7 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
             .apply(fault, Operation::Get, key, self.inner.get(key))
             .await?;
         if fault == Some(Fault::Corrupt) {
-            let mut body = object.body.to_vec();
-            if let Some(first) = body.first_mut() {
-                *first ^= 0xFF;
-            }
-            object.body = Bytes::from(body);
+            object.body = damaged(&object.body);
         }
         Ok(object)
     }

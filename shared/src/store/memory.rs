@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ListPage, Metadata, Object, ObjectInfo, ObjectStore, PutOutcome, StoreError};
+use super::{damaged, ListPage, Metadata, Object, ObjectInfo, ObjectStore, PutOutcome, StoreError};
 use crate::codec::Sha256Hex;
 use crate::store::SHA256_METADATA;
 
@@ -72,13 +72,8 @@ impl MemoryStore {
 
     /// Keeps the object's metadata and size but flips its first byte.
     pub fn corrupt(&self, key: &str) {
-        let mut state = self.lock();
-        if let Some(object) = state.objects.get_mut(key) {
-            let mut body = object.body.to_vec();
-            if let Some(first) = body.first_mut() {
-                *first ^= 0xFF;
-            }
-            object.body = Bytes::from(body);
+        if let Some(object) = self.lock().objects.get_mut(key) {
+            object.body = damaged(&object.body);
         }
     }
 

@@ -105,11 +105,7 @@ pub trait ObjectStore: Send + Sync {
     /// Deletes many keys, in batches where the store accepts them; the
     /// result of each key, in order. By default one request per key.
     async fn delete_many(&self, keys: &[String]) -> Vec<Result<(), StoreError>> {
-        let mut results = Vec::with_capacity(keys.len());
-        for key in keys {
-            results.push(self.delete(key).await);
-        }
-        results
+        delete_each(self, keys).await
     }
 
     /// Up to 1000 keys under `prefix`, in key order, after `start_after`.
@@ -217,4 +213,44 @@ impl StoreError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
     }
+
+    /// `key` holds an object other than the one whose raw digest is `ours`
+    /// (`stored`: the digest it carries, if walvault wrote it).
+    pub(crate) fn different_content(
+        store: &str,
+        key: &str,
+        stored: Option<&Sha256Hex>,
+        ours: &Sha256Hex,
+    ) -> Self {
+        StoreError::PreconditionFailed {
+            store: store.to_owned(),
+            key: key.to_owned(),
+            detail: match stored {
+                Some(stored) => format!("stored sha256 {stored}, ours {ours}"),
+                None => "stored object has no sha256 metadata: not written by walvault".into(),
+            },
+        }
+    }
+}
+
+/// Deletes `keys` one request each: the default of
+/// [`ObjectStore::delete_many`], and what a store that refuses batches does.
+pub(crate) async fn delete_each(
+    store: &(impl ObjectStore + ?Sized),
+    keys: &[String],
+) -> Vec<Result<(), StoreError>> {
+    let mut results = Vec::with_capacity(keys.len());
+    for key in keys {
+        results.push(store.delete(key).await);
+    }
+    results
+}
+
+/// `body` with its first byte flipped: a copy that no longer verifies.
+pub(crate) fn damaged(body: &Bytes) -> Bytes {
+    let mut damaged = body.to_vec();
+    if let Some(first) = damaged.first_mut() {
+        *first ^= 0xFF;
+    }
+    Bytes::from(damaged)
 }

@@ -14,8 +14,8 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 
 use super::{
-    ListPage, Metadata, Object, ObjectInfo, ObjectStore, Operation, PutOutcome, StoreError,
-    SHA256_METADATA,
+    delete_each, ListPage, Metadata, Object, ObjectInfo, ObjectStore, Operation, PutOutcome,
+    StoreError, SHA256_METADATA,
 };
 use crate::codec::Sha256Hex;
 use crate::error::{cause, message, Cause};
@@ -164,14 +164,12 @@ impl S3Store {
             Some(stored) if &stored == sha256 => Ok(PutOutcome::AlreadyPresent {
                 etag: existing.etag,
             }),
-            stored => Err(StoreError::PreconditionFailed {
-                store: self.name.clone(),
-                key: key.to_owned(),
-                detail: match stored {
-                    Some(stored) => format!("stored sha256 {stored}, ours {sha256}"),
-                    None => "stored object has no sha256 metadata: not written by walvault".into(),
-                },
-            }),
+            stored => Err(StoreError::different_content(
+                &self.name,
+                key,
+                stored.as_ref(),
+                sha256,
+            )),
         }
     }
 
@@ -340,13 +338,27 @@ fn to_system_time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<System
     t.and_then(|t| SystemTime::try_from(*t).ok())
 }
 
-fn lower_case_metadata(m: Option<&HashMap<String, String>>) -> Metadata {
-    m.map(|m| {
-        m.iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-            .collect()
-    })
-    .unwrap_or_default()
+/// What a GET or HEAD answer says about the object.
+fn object_info(
+    key: &str,
+    content_length: Option<i64>,
+    etag: Option<&str>,
+    last_modified: Option<&aws_sdk_s3::primitives::DateTime>,
+    metadata: Option<&HashMap<String, String>>,
+) -> ObjectInfo {
+    ObjectInfo {
+        key: key.to_owned(),
+        size: content_length.unwrap_or_default().max(0) as u64,
+        etag: etag.map(str::to_owned),
+        last_modified: to_system_time(last_modified),
+        metadata: metadata
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
 }
 
 #[async_trait]
@@ -388,13 +400,13 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.error(Operation::Get, key, e))?;
-        let info = ObjectInfo {
-            key: key.to_owned(),
-            size: out.content_length().unwrap_or_default().max(0) as u64,
-            etag: out.e_tag().map(str::to_owned),
-            last_modified: to_system_time(out.last_modified()),
-            metadata: lower_case_metadata(out.metadata()),
-        };
+        let info = object_info(
+            key,
+            out.content_length(),
+            out.e_tag(),
+            out.last_modified(),
+            out.metadata(),
+        );
         let transient = |source: Cause| StoreError::Transient {
             store: self.name.clone(),
             operation: Operation::Get,
@@ -426,13 +438,13 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.error(Operation::Head, key, e))?;
-        Ok(ObjectInfo {
-            key: key.to_owned(),
-            size: out.content_length().unwrap_or_default().max(0) as u64,
-            etag: out.e_tag().map(str::to_owned),
-            last_modified: to_system_time(out.last_modified()),
-            metadata: lower_case_metadata(out.metadata()),
-        })
+        Ok(object_info(
+            key,
+            out.content_length(),
+            out.e_tag(),
+            out.last_modified(),
+            out.metadata(),
+        ))
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -454,11 +466,7 @@ impl ObjectStore for S3Store {
         for batch in keys.chunks(DELETE_BATCH) {
             match self.delete_batch(batch).await {
                 Some(batch_results) => results.extend(batch_results),
-                None => {
-                    for key in batch {
-                        results.push(self.delete(key).await);
-                    }
-                }
+                None => results.extend(delete_each(self, batch).await),
             }
         }
         results

@@ -28,6 +28,24 @@ pub fn name(s: &str) -> WalFileName {
     s.parse().unwrap()
 }
 
+/// How long an injected fault lasts.
+#[derive(Debug, Clone, Copy)]
+pub enum Times {
+    /// One call fails; the next succeeds.
+    Once,
+    /// Every call fails until healed.
+    Always,
+}
+
+impl Times {
+    pub fn count(self) -> u32 {
+        match self {
+            Times::Once => 1,
+            Times::Always => u32::MAX,
+        }
+    }
+}
+
 /// One attempt of a second, three attempts a request.
 pub fn limits() -> RequestLimits {
     RequestLimits {
