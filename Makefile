@@ -15,7 +15,7 @@ LAMBDA_PROFILE ?= release
 # bootstraps are passed (as `make test` does after building them).
 LAMBDA_CODE_DIR ?= $(CURDIR)/infra/test/fixtures/lambda
 
-.PHONY: test check demo bench deps system-deps lint rust-build rust-test unit lambda-local lambda-build infra-test contract summary
+.PHONY: test check demo bench deps system-deps lint rust-build rust-test iam-template unit lambda-local lambda-build infra-test contract summary
 
 ## Installs what is missing, then runs every check and every test.
 test: deps lint rust-build rust-test lambda-local
@@ -34,14 +34,20 @@ rust-build:
 	@mkdir -p $(CARGO_TARGET_DIR)
 	cargo build --workspace --bins --examples --tests --locked
 
-rust-test: rust-build
+rust-test: rust-build iam-template
 	set -o pipefail; cargo test --workspace --locked 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
+
+## The CDK app's template for the test stand's AWS profile, which checks
+## every request to staging and the catalog against its IAM statements.
+iam-template: deps
+	@mkdir -p $(CARGO_TARGET_DIR)
+	cd infra && npx tsc && node dist/bin/iam-template.js $(CARGO_TARGET_DIR)/walvault-iam-template.json
 
 ## `cargo lambda watch` + `cargo lambda invoke` with events/ against the
 ## stand-ins. Outside `cargo test`: a nested cargo would wait on its build
 ## lock. Runs the example the workspace build made (`cargo run -p` would
 ## unify features anew and rebuild the SDK crates).
-lambda-local: deps rust-build
+lambda-local: deps rust-build iam-template
 	set -o pipefail; $(CARGO_TARGET_DIR)/debug/examples/lambda_local 2>&1 | tee $(CARGO_TARGET_DIR)/lambda-local-output.log
 
 ## The functions as Lambda runs them: arm64 `bootstrap` files for
@@ -75,14 +81,14 @@ summary:
 	@awk '/^test result:/ {passed += $$4; failed += $$6} /^# pass / {passed += $$3} /^# fail / {failed += $$3} END {printf "%d passed, %d failed\n", passed, failed}' $(CARGO_TARGET_DIR)/test-output.log $(CARGO_TARGET_DIR)/infra-test-output.log $(CARGO_TARGET_DIR)/lambda-local-output.log
 
 ## The whole pipeline on local stand-ins, ending in a verified point-in-time recovery.
-demo: deps
+demo: deps iam-template
 	cargo build --workspace --bins --examples --locked --quiet
 	$(CARGO_TARGET_DIR)/debug/examples/demo
 
 ## Benchmarks against pgBackRest, barman-cloud and cp, side by side in one
 ## run (release builds); not part of `make test`. Results: BENCHMARKS.md.
 BENCH_SEGMENTS ?= 32
-bench: deps
+bench: deps iam-template
 	scripts/install-bench-deps.sh
 	cargo build --release --locked -p walvault -p walvault-tests --bins --examples
 	@mkdir -p $(CARGO_TARGET_DIR)

@@ -92,17 +92,15 @@ export class Functions extends Construct {
     this.grantRetention(props, retentionKeys);
   }
 
-  /** Compress gets and deletes only its cluster's staging objects, lists only that prefix, and creates and updates catalog items. */
+  /**
+   * Compress gets and deletes only its cluster's staging objects, lists the
+   * staging bucket (its cluster's alone; without s3:ListBucket a vanished
+   * object would read as 403, not 404), and creates and updates catalog items.
+   */
   private grantCompress(props: FunctionsProps, keys: ReplicaKeys): void {
     const { staging, catalog } = props;
     this.compress.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:GetObject', 's3:DeleteObject'], resources: [staging.bucket.arnForObjects(`${staging.prefix}*`)] }));
-    this.compress.addToRolePolicy(
-      new iam.PolicyStatement({
-        actions: ['s3:ListBucket'],
-        resources: [staging.bucket.bucketArn],
-        conditions: { StringLike: { 's3:prefix': [`${staging.prefix}*`] } },
-      }),
-    );
+    this.compress.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:ListBucket'], resources: [staging.bucket.bucketArn] }));
     this.compress.addToRolePolicy(new iam.PolicyStatement({ actions: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], resources: [catalog.table.tableArn] }));
     keys.grantRead(this.compress);
     props.key.grantEncryptDecrypt(this.compress);

@@ -1,6 +1,14 @@
 // What the database host may do: `walvault push` writes staging and reads
 // the catalog; `walvault fetch` on a recovering host only reads. Neither
 // can delete anything.
+//
+// Both may list the staging bucket (it is this cluster's alone): without
+// s3:ListBucket, S3 answers a GET or HEAD of a missing key with 403, not
+// 404 (S3 API reference, GetObject, "Permissions"), and walvault must tell
+// "not there" from "refused" — push when it reads a cluster identity not
+// yet recorded, fetch at the end of the archive. Granted without an
+// s3:prefix condition: whether S3 evaluates one for that check is not
+// documented.
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import { Construct } from 'constructs';
@@ -14,6 +22,7 @@ export class HostPolicies extends Construct {
   constructor(scope: Construct, id: string, props: { cluster: string; key: kms.IKey; staging: Staging; catalog: Catalog }) {
     super(scope, id);
     const clusterObjects = props.staging.bucket.arnForObjects(`${props.cluster}/*`);
+    const listStaging = new iam.PolicyStatement({ actions: ['s3:ListBucket'], resources: [props.staging.bucket.bucketArn] });
     const readCatalog = new iam.PolicyStatement({ actions: ['dynamodb:GetItem'], resources: [props.catalog.table.tableArn] });
     const decrypt = new iam.PolicyStatement({ actions: ['kms:Decrypt'], resources: [props.key.keyArn] });
     this.shipper = new iam.ManagedPolicy(this, 'ShipperPolicy', {
@@ -21,13 +30,14 @@ export class HostPolicies extends Construct {
       statements: [
         // HEAD needs s3:GetObject; the identity object lives beside staging/.
         new iam.PolicyStatement({ actions: ['s3:PutObject', 's3:GetObject'], resources: [clusterObjects] }),
+        listStaging,
         readCatalog,
         decrypt,
       ],
     });
     this.restore = new iam.ManagedPolicy(this, 'RestorePolicy', {
       description: `walvault ${props.cluster}: walvault fetch on a recovering host (read only)`,
-      statements: [new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [clusterObjects] }), readCatalog, decrypt],
+      statements: [new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [clusterObjects] }), listStaging, readCatalog, decrypt],
     });
   }
 }

@@ -17,7 +17,7 @@ use crate::catalog::{Catalog, DynamoCatalog};
 use crate::config::{Config, ReplicaConfig, ReplicaCredentials};
 use crate::provider::Provider;
 use crate::secrets::{read_access_key, AccessKey, SecretsError};
-use crate::store::{ConditionalPut, ObjectStore, S3Store};
+use crate::store::{ObjectStore, S3Options, S3Store};
 
 /// The stores and the catalog one process works with.
 #[derive(Clone)]
@@ -146,8 +146,7 @@ fn staging_store(sdk: &SdkConfig, config: &Config) -> S3Store {
         "staging",
         aws_sdk_s3::Client::from_conf(builder.build()),
         &config.staging.bucket,
-        ConditionalPut::IfNoneMatch,
-        true,
+        S3Options::default(),
     )
 }
 
@@ -206,11 +205,15 @@ fn replica_store(sdk: &SdkConfig, replica: &ReplicaConfig, key: &AccessKey) -> S
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
         .build();
+    let quirks = replica.provider.quirks();
     S3Store::new(
         replica.provider.as_str(),
         aws_sdk_s3::Client::from_conf(conf),
         &replica.bucket,
-        ConditionalPut::IfNoneMatch,
-        !replica.provider.quirks().refuses_checksum_headers,
+        S3Options {
+            batch_delete: !quirks.refuses_checksum_headers,
+            keeps_versions: quirks.keeps_versions,
+            ..S3Options::default()
+        },
     )
 }

@@ -38,6 +38,12 @@ pub trait Retryable {
     /// `true` when the same request will fail again the same way: a
     /// human (or different input) is needed.
     fn is_permanent(&self) -> bool;
+
+    /// The least time to wait before trying again (a service that asked
+    /// to slow down); zero leaves it to the retry loop's backoff.
+    fn retry_after(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// An error and its causes on one line, `outer: inner: innermost`: how

@@ -148,10 +148,11 @@ impl Budget {
                 Err(e)
                     if !e.is_permanent()
                         && tries < self.max_attempts
-                        && Instant::now() + backoff < self.deadline =>
+                        && Instant::now() + backoff.max(e.retry_after()) < self.deadline =>
                 {
-                    tracing::warn!(%what, tries, error = %chain(&e), retry_in_ms = backoff.as_millis() as u64, "transient failure, retrying");
-                    tokio::time::sleep(backoff).await;
+                    let pause = backoff.max(e.retry_after());
+                    tracing::warn!(%what, tries, error = %chain(&e), retry_in_ms = pause.as_millis() as u64, "transient failure, retrying");
+                    tokio::time::sleep(pause).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 other => return other,

@@ -29,7 +29,7 @@ use shared::store::Metadata;
 use shared::wal::{Segment, WalFileName};
 use walvault_tests::archive::backends;
 use walvault_tests::s3s::S3sFs;
-use walvault_tests::standins::{config_from_env, dynamodb_client, walvault_sdk_config, Stack};
+use walvault_tests::standins::{aws_sdk_config, config_from_env, dynamodb_client, Stack};
 
 const DAY: u64 = 24 * 3_600_000;
 const WINDOW: u64 = 30 * DAY;
@@ -223,11 +223,8 @@ impl Catalog for SnapshotPages {
 /// Writes every record to the catalog in batches, and objects on R2 and B2
 /// for the files the sweep will delete (the sweep never reads the others).
 async fn seed(config: &shared::config::Config, records: &[CatalogRecord], doomed: &[WalFileName]) {
-    let sdk = walvault_sdk_config(config).await;
-    let dynamodb = dynamodb_client(
-        &sdk,
-        config.catalog.endpoint.as_deref().expect("a stand-in"),
-    );
+    let sdk = aws_sdk_config().await;
+    let dynamodb = dynamodb_client(&sdk, &Stack::shared().moto.dynamodb.endpoint());
     for chunk in records.chunks(BATCH) {
         let mut requests: Vec<WriteRequest> = chunk
             .iter()

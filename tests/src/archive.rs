@@ -12,40 +12,55 @@ use shared::backends::Backends;
 use shared::catalog::CatalogRecord;
 use shared::config::Config;
 use shared::keys::staging_key;
+use shared::provider::Provider;
 use shared::replicate::{Outcome, Replicator};
 use shared::retry::RequestLimits;
-use shared::store::ObjectStore;
+use shared::store::{ObjectStore, S3Options, S3Store};
 use shared::wal::WalFileName;
 
-use crate::standins::{walvault_sdk_config, STAGING_BUCKET};
+use crate::profile::iam::Role;
+use crate::standins::{
+    as_role, aws_sdk_config, s3_client, walvault_sdk_config, Stack, B2_BUCKET, R2_BUCKET,
+    STAGING_BUCKET,
+};
 
 pub use shared::testing::synthetic_segment;
 
-/// The clients walvault builds for `config`, with the stand-ins' AWS
-/// region and credentials.
-pub async fn backends(config: &Config) -> Backends {
-    Backends::connect_with(&walvault_sdk_config(config).await, config)
+/// The clients walvault builds for `config`, signed as `role`.
+pub async fn backends_as(role: Role, config: &Config) -> Backends {
+    let config = as_role(role, config);
+    Backends::connect_with(&walvault_sdk_config(role, &config).await, &config)
         .await
         .expect("the stand-ins' backends")
 }
 
-/// The replica store walvault builds for `provider`.
-pub async fn replica(
-    config: &Config,
-    provider: shared::provider::Provider,
-) -> std::sync::Arc<dyn ObjectStore> {
-    std::sync::Arc::clone(
-        backends(config)
-            .await
-            .replicas
-            .get(provider)
-            .expect("replica configured"),
-    )
+/// The clients of the harness itself (no IAM check): for looking at what
+/// walvault left, and for planting damage.
+pub async fn backends(config: &Config) -> Backends {
+    backends_as(Role::Admin, config).await
+}
+
+/// `provider`'s replica bucket reached behind its profile: how a test
+/// damages an archived object (as a disk fault or an intruder would),
+/// without the service's rules getting in the way.
+pub async fn tamper(provider: Provider) -> Arc<dyn ObjectStore> {
+    let stack = Stack::shared();
+    let (moto, bucket) = match provider {
+        Provider::R2 => (&stack.moto.r2, R2_BUCKET),
+        Provider::B2 => (&stack.moto.b2, B2_BUCKET),
+    };
+    let client = s3_client(&aws_sdk_config().await, &moto.endpoint());
+    Arc::new(S3Store::new(
+        provider.as_str(),
+        client,
+        bucket,
+        S3Options::default(),
+    ))
 }
 
 /// Pushes `raw` as `name` into staging, as `walvault push` does.
 pub async fn stage(config: &Config, name: &WalFileName, raw: &[u8]) {
-    let backends = backends(config).await;
+    let backends = backends_as(Role::Shipper, config).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join(name.to_string());
     std::fs::write(&path, raw).expect("writing the file to push");
@@ -63,12 +78,13 @@ pub async fn stage(config: &Config, name: &WalFileName, raw: &[u8]) {
     pusher.push_one(&path).await.expect("push");
 }
 
-/// The replicator the compress function builds for `config`.
+/// The replicator the compress function builds for `config`, signed as
+/// the compress function.
 pub async fn replicator(config: &Config) -> Replicator {
     Replicator::new(
         config.cluster.clone(),
         config.staging.bucket.clone(),
-        backends(config).await,
+        backends_as(Role::Compress, config).await,
         config.zstd_level,
         RequestLimits::from_config(config),
     )
@@ -104,13 +120,8 @@ pub async fn archive_replicated(config: &Config, name: &WalFileName, raw: &[u8])
 pub async fn backdate(config: &Config, name: &WalFileName, staged_at: shared::clock::UnixMillis) {
     use aws_sdk_dynamodb::types::AttributeValue;
     use shared::catalog::attr;
-    let sdk = walvault_sdk_config(config).await;
-    let endpoint = config
-        .catalog
-        .endpoint
-        .as_deref()
-        .expect("a stand-in catalog");
-    crate::standins::dynamodb_client(&sdk, endpoint)
+    let sdk = crate::standins::aws_sdk_config().await;
+    crate::standins::dynamodb_client(&sdk, &Stack::shared().moto.dynamodb.endpoint())
         .update_item()
         .table_name(&config.catalog.table)
         .key(attr::CLUSTER, AttributeValue::S(config.cluster.to_string()))

@@ -4,10 +4,10 @@
 //! does (moto into the project venv).
 
 pub mod archive;
-pub mod outage;
 pub mod pipeline;
 pub mod postgres;
 pub mod process;
+pub mod profile;
 pub mod s3s;
 pub mod shipper;
 pub mod standins;

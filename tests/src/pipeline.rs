@@ -16,8 +16,9 @@ use shared::store::list_all;
 
 use crate::archive::backends;
 use crate::postgres::{PgOptions, Postgres};
+use crate::profile::iam::Role;
 use crate::shipper::Shipper;
-use crate::standins::{announced_key, Stack};
+use crate::standins::{announced_key, keys, Stack};
 use crate::unique_cluster;
 
 pub use crate::archive::replicator;
@@ -174,5 +175,8 @@ pub fn with(env: &BTreeMap<String, String>, changes: &[(&str, &str)]) -> BTreeMa
     }
     // Prefetch off: each request then shows where it was served from.
     env.insert("WALVAULT_PREFETCH".into(), "0".into());
+    // A recovering host holds `RestorePolicy`, not the primary's.
+    let cluster = env["WALVAULT_CLUSTER"].clone();
+    env.insert("AWS_ACCESS_KEY_ID".into(), keys(Role::Restore, &cluster).0);
     env
 }

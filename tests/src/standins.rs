@@ -1,9 +1,15 @@
-//! The AWS stand-ins: moto servers on loopback ports, one per endpoint,
-//! with the buckets, queue, notification and table walvault expects.
+//! The stand-ins: moto servers on loopback ports, one per endpoint, with
+//! the buckets, queue, notification and table walvault expects — each
+//! behind a behaviour profile (`crate::profile`) that answers as the real
+//! service does: staging as AWS S3 and the catalog as DynamoDB, both with
+//! the IAM statements the CDK app synthesizes; one replica as Cloudflare
+//! R2, the other as Backblaze B2. Every process signs as one role (the
+//! database host, a recovering host, the compress or retention function),
+//! with that role's keys on every service.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -11,12 +17,20 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use aws_sdk_s3::config::Credentials;
-use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, Event, NotificationConfiguration, QueueConfiguration,
+    VersioningConfiguration,
+};
 use aws_sdk_sqs::types::Message;
 use shared::catalog::{PARTITION_KEY, SORT_KEY};
-use shared::config::Config;
+use shared::config::{Config, ReplicaCredentials};
+use shared::provider::Provider;
 
 use crate::process::{free_port, wait_for_port, GuardedProcess};
+use crate::profile::aws::{AwsDynamoDb, AwsS3, MissingKeyPrefix};
+use crate::profile::iam::{Policies, Role};
+use crate::profile::providers::{B2Key, R2Token, B2, R2};
+use crate::profile::{Profile, ProfileProxy};
 use crate::{scratch_dir, workspace_root};
 
 pub const STAGING_BUCKET: &str = "walvault-staging";
@@ -25,12 +39,30 @@ pub const B2_BUCKET: &str = "walvault-b2";
 pub const CATALOG_TABLE: &str = "walvault-catalog";
 pub const STAGING_QUEUE: &str = "walvault-staging-events";
 pub const REGION: &str = "us-east-1";
-/// moto accepts any credentials; R2 and B2 get their own to prove the
-/// replica clients use the configured ones.
-pub const AWS_KEY: (&str, &str) = ("test-aws-key", "test-aws-secret");
-pub const R2_KEY: (&str, &str) = ("test-r2-key", "test-r2-secret");
-pub const B2_KEY: (&str, &str) = ("test-b2-key", "test-b2-secret");
+/// The harness's own AWS key (the `Admin` role: no IAM check), e.g. for
+/// provisioning and for planting damage.
+pub const AWS_KEY: (&str, &str) = ("WVADMIN_harness", "test-aws-secret");
+/// Every key's secret: the profiles tell keys apart by their id.
+pub const SECRET: &str = "test-secret";
 pub const B2_REGION: &str = "eu-central-003";
+
+/// The AWS access key id, R2 token and B2 application key `role` holds.
+pub fn keys(role: Role, cluster: &str) -> (String, String, String) {
+    let r2 = match role {
+        Role::Shipper | Role::Restore => R2Token::ObjectReadOnly,
+        Role::Compress | Role::Retention | Role::Admin => R2Token::ObjectReadWrite,
+    };
+    let b2 = match role {
+        Role::Shipper | Role::Restore => B2Key::Read,
+        Role::Compress => B2Key::Write,
+        Role::Retention | Role::Admin => B2Key::Delete,
+    };
+    (
+        role.access_key_id(cluster),
+        r2.access_key_id(role.tag()),
+        b2.access_key_id(role.tag()),
+    )
+}
 
 pub struct MotoServer {
     pub port: u16,
@@ -83,14 +115,35 @@ fn moto_server_binary() -> PathBuf {
     moto
 }
 
-/// Four moto servers: staging S3 with its SQS queue, "R2", "B2", and
-/// DynamoDB, each on its own port so that one can fail alone.
-pub struct Stack {
+/// The four moto servers: staging S3 with its SQS queue (and Secrets
+/// Manager), "R2", "B2" (a versioned bucket: B2 keeps versions), and
+/// DynamoDB, each on its own port.
+pub struct Motos {
     pub staging: MotoServer,
     pub r2: MotoServer,
     pub b2: MotoServer,
     pub dynamodb: MotoServer,
+}
+
+/// The stand-ins as walvault sees them: each moto server behind its
+/// service's profile.
+pub struct Stack {
+    pub moto: Motos,
+    pub staging: ProfileProxy,
+    pub dynamodb: ProfileProxy,
+    pub r2: ProfileProxy,
+    pub b2: ProfileProxy,
     pub queue_url: String,
+    pub policies: Arc<Policies>,
+}
+
+/// Which service a profile proxy plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Staging,
+    DynamoDb,
+    R2,
+    B2,
 }
 
 static SHARED: OnceLock<Stack> = OnceLock::new();
@@ -116,18 +169,12 @@ impl Stack {
         let mut servers = handles
             .into_iter()
             .map(|h| h.join().expect("moto start thread"));
-        let (staging, r2, b2, dynamodb) = (
-            servers.next().unwrap(),
-            servers.next().unwrap(),
-            servers.next().unwrap(),
-            servers.next().unwrap(),
-        );
-        let mut stack = Stack {
-            staging,
-            r2,
-            b2,
-            dynamodb,
-            queue_url: String::new(),
+        let mut next = || servers.next().expect("four servers");
+        let moto = Motos {
+            staging: next(),
+            r2: next(),
+            b2: next(),
+            dynamodb: next(),
         };
         // The SDK clients below belong to this short-lived runtime; tests
         // build their own in theirs.
@@ -135,96 +182,180 @@ impl Stack {
             .enable_all()
             .build()
             .expect("runtime");
-        stack.queue_url = runtime.block_on(stack.provision());
-        stack
-    }
-
-    async fn provision(&self) -> String {
-        let sdk = aws_sdk_config().await;
-        for (server, bucket) in [
-            (&self.staging, STAGING_BUCKET),
-            (&self.r2, R2_BUCKET),
-            (&self.b2, B2_BUCKET),
-        ] {
-            s3_client(&sdk, &server.endpoint())
-                .create_bucket()
-                .bucket(bucket)
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("creating bucket {bucket}: {e:?}"));
+        let queue_url = runtime.block_on(provision(&moto));
+        let policies = Arc::new(Policies::from_template(
+            &iam_template_path(),
+            STAGING_BUCKET,
+            CATALOG_TABLE,
+        ));
+        let proxy =
+            |service| ProfileProxy::start(profile(service, &policies), moto_port(&moto, service));
+        Stack {
+            staging: proxy(Service::Staging),
+            dynamodb: proxy(Service::DynamoDb),
+            r2: proxy(Service::R2),
+            b2: proxy(Service::B2),
+            moto,
+            queue_url,
+            policies,
         }
-        let sqs = sqs_client(&sdk, &self.staging.endpoint());
-        let queue_url = sqs
-            .create_queue()
-            .queue_name(STAGING_QUEUE)
-            .send()
-            .await
-            .expect("creating the staging queue")
-            .queue_url
-            .expect("queue url");
-        let queue_arn = format!("arn:aws:sqs:{REGION}:123456789012:{STAGING_QUEUE}");
-        let notification = NotificationConfiguration::builder()
-            .queue_configurations(
-                QueueConfiguration::builder()
-                    .queue_arn(queue_arn)
-                    .events(Event::S3ObjectCreated)
-                    .build()
-                    .expect("queue configuration"),
-            )
-            .build();
-        s3_client(&sdk, &self.staging.endpoint())
-            .put_bucket_notification_configuration()
-            .bucket(STAGING_BUCKET)
-            .notification_configuration(notification)
-            .send()
-            .await
-            .expect("wiring the staging bucket to the queue");
-        dynamodb_client(&sdk, &self.dynamodb.endpoint())
-            .create_table()
-            .table_name(CATALOG_TABLE)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attribute(PARTITION_KEY))
-            .attribute_definitions(attribute(SORT_KEY))
-            .key_schema(key(PARTITION_KEY, KeyType::Hash))
-            .key_schema(key(SORT_KEY, KeyType::Range))
-            .send()
-            .await
-            .expect("creating the catalog table");
-        queue_url
     }
 
-    /// The `WALVAULT_*` and `AWS_*` environment a walvault process needs to
-    /// use this stack as `cluster`.
+    /// A profile proxy of its own in front of `service`'s stand-in, for a
+    /// test that injects faults or changes the rules without disturbing the
+    /// other tests of its binary.
+    pub fn private_proxy(&self, service: Service) -> ProfileProxy {
+        ProfileProxy::start(
+            profile(service, &self.policies),
+            moto_port(&self.moto, service),
+        )
+    }
+
+    /// The `WALVAULT_*` and `AWS_*` environment of the database host
+    /// (`ShipperPolicy`; read-only replica keys) using this stack as `cluster`.
     pub fn env(&self, cluster: &str) -> BTreeMap<String, String> {
+        self.env_as(Role::Shipper, cluster)
+    }
+
+    /// The environment of `role` acting for `cluster`.
+    pub fn env_as(&self, role: Role, cluster: &str) -> BTreeMap<String, String> {
+        let (aws, r2, b2) = keys(role, cluster);
         let pairs = [
             ("WALVAULT_CLUSTER", cluster.to_owned()),
             ("WALVAULT_STAGING_BUCKET", STAGING_BUCKET.to_owned()),
             ("WALVAULT_STAGING_ENDPOINT", self.staging.endpoint()),
             ("WALVAULT_R2_ENDPOINT", self.r2.endpoint()),
             ("WALVAULT_R2_BUCKET", R2_BUCKET.to_owned()),
-            ("WALVAULT_R2_ACCESS_KEY_ID", R2_KEY.0.to_owned()),
-            ("WALVAULT_R2_SECRET_ACCESS_KEY", R2_KEY.1.to_owned()),
+            ("WALVAULT_R2_ACCESS_KEY_ID", r2),
+            ("WALVAULT_R2_SECRET_ACCESS_KEY", SECRET.to_owned()),
             ("WALVAULT_B2_ENDPOINT", self.b2.endpoint()),
             ("WALVAULT_B2_BUCKET", B2_BUCKET.to_owned()),
-            ("WALVAULT_B2_ACCESS_KEY_ID", B2_KEY.0.to_owned()),
-            ("WALVAULT_B2_SECRET_ACCESS_KEY", B2_KEY.1.to_owned()),
+            ("WALVAULT_B2_ACCESS_KEY_ID", b2),
+            ("WALVAULT_B2_SECRET_ACCESS_KEY", SECRET.to_owned()),
             ("WALVAULT_B2_REGION", B2_REGION.to_owned()),
             ("WALVAULT_CATALOG_TABLE", CATALOG_TABLE.to_owned()),
             ("WALVAULT_DYNAMODB_ENDPOINT", self.dynamodb.endpoint()),
-            ("WALVAULT_SECRETS_ENDPOINT", self.staging.endpoint()),
+            ("WALVAULT_SECRETS_ENDPOINT", self.moto.staging.endpoint()),
             ("WALVAULT_REQUEST_TIMEOUT_SECS", "10".to_owned()),
-            ("AWS_ACCESS_KEY_ID", AWS_KEY.0.to_owned()),
-            ("AWS_SECRET_ACCESS_KEY", AWS_KEY.1.to_owned()),
+            ("AWS_ACCESS_KEY_ID", aws),
+            ("AWS_SECRET_ACCESS_KEY", SECRET.to_owned()),
             ("AWS_REGION", REGION.to_owned()),
             ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
         ];
         pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
 
-    /// The walvault configuration for `cluster` on this stack.
+    /// The database host's walvault configuration for `cluster`.
     pub fn config(&self, cluster: &str) -> Config {
         config_from_env(&self.env(cluster))
     }
+}
+
+/// Where `make iam-template` writes the CDK app's template for the AWS
+/// profile.
+pub fn iam_template_path() -> PathBuf {
+    std::env::var_os("WALVAULT_IAM_TEMPLATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace_root().join("target"))
+                .join("walvault-iam-template.json")
+        })
+}
+
+fn moto_port(moto: &Motos, service: Service) -> u16 {
+    match service {
+        Service::Staging => moto.staging.port,
+        Service::DynamoDb => moto.dynamodb.port,
+        Service::R2 => moto.r2.port,
+        Service::B2 => moto.b2.port,
+    }
+}
+
+/// The production profile of `service`.
+fn profile(service: Service, policies: &Arc<Policies>) -> Profile {
+    match service {
+        Service::Staging => Profile::AwsS3(AwsS3 {
+            policies: Arc::clone(policies),
+            missing_key_prefix: MissingKeyPrefix::Key,
+        }),
+        Service::DynamoDb => Profile::AwsDynamoDb(AwsDynamoDb {
+            policies: Arc::clone(policies),
+        }),
+        Service::R2 => Profile::R2(R2::default()),
+        Service::B2 => Profile::B2(B2 {
+            region: B2_REGION.to_owned(),
+            strict_region: true,
+            accepts_checksum_headers: false,
+            object_lock: Default::default(),
+        }),
+    }
+}
+
+async fn provision(moto: &Motos) -> String {
+    let sdk = aws_sdk_config().await;
+    for (server, bucket) in [
+        (&moto.staging, STAGING_BUCKET),
+        (&moto.r2, R2_BUCKET),
+        (&moto.b2, B2_BUCKET),
+    ] {
+        s3_client(&sdk, &server.endpoint())
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("creating bucket {bucket}: {e:?}"));
+    }
+    s3_client(&sdk, &moto.b2.endpoint())
+        .put_bucket_versioning()
+        .bucket(B2_BUCKET)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("B2 keeps versions");
+    let sqs = sqs_client(&sdk, &moto.staging.endpoint());
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(STAGING_QUEUE)
+        .send()
+        .await
+        .expect("creating the staging queue")
+        .queue_url
+        .expect("queue url");
+    let queue_arn = format!("arn:aws:sqs:{REGION}:123456789012:{STAGING_QUEUE}");
+    let notification = NotificationConfiguration::builder()
+        .queue_configurations(
+            QueueConfiguration::builder()
+                .queue_arn(queue_arn)
+                .events(Event::S3ObjectCreated)
+                .build()
+                .expect("queue configuration"),
+        )
+        .build();
+    s3_client(&sdk, &moto.staging.endpoint())
+        .put_bucket_notification_configuration()
+        .bucket(STAGING_BUCKET)
+        .notification_configuration(notification)
+        .send()
+        .await
+        .expect("wiring the staging bucket to the queue");
+    dynamodb_client(&sdk, &moto.dynamodb.endpoint())
+        .create_table()
+        .table_name(CATALOG_TABLE)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute(PARTITION_KEY))
+        .attribute_definitions(attribute(SORT_KEY))
+        .key_schema(key(PARTITION_KEY, KeyType::Hash))
+        .key_schema(key(SORT_KEY, KeyType::Range))
+        .send()
+        .await
+        .expect("creating the catalog table");
+    queue_url
 }
 
 /// The walvault configuration an `env` like [`Stack::env`]'s describes.
@@ -246,7 +377,7 @@ pub struct StagingQueue {
 impl Stack {
     pub async fn staging_queue(&self) -> StagingQueue {
         StagingQueue {
-            sqs: sqs_client(&aws_sdk_config().await, &self.staging.endpoint()),
+            sqs: sqs_client(&aws_sdk_config().await, &self.moto.staging.endpoint()),
             url: self.queue_url.clone(),
         }
     }
@@ -309,16 +440,58 @@ pub async fn aws_sdk_config() -> SdkConfig {
         .await
 }
 
+/// Whether `config` points at this binary's profiled stand-ins (and not,
+/// say, at the benchmarks' s3s-fs, which knows one key only).
+fn on_profiles(config: &Config) -> bool {
+    SHARED.get().is_some_and(|stack| {
+        config.staging.endpoint.as_deref() == Some(stack.staging.endpoint().as_str())
+    })
+}
+
 /// The SDK settings walvault itself would use for `config`, with the
-/// stand-ins' region and credentials.
-pub async fn walvault_sdk_config(config: &Config) -> SdkConfig {
+/// stand-ins' region and `role`'s AWS key (on the profiled stand-ins; the
+/// harness's key elsewhere).
+pub async fn walvault_sdk_config(role: Role, config: &Config) -> SdkConfig {
+    let access_key_id = if on_profiles(config) {
+        keys(role, config.cluster.as_str()).0
+    } else {
+        AWS_KEY.0.to_owned()
+    };
+    let secret = if on_profiles(config) {
+        SECRET
+    } else {
+        AWS_KEY.1
+    };
     shared::backends::sdk_loader(config)
         .region(Region::new(REGION))
         .credentials_provider(Credentials::new(
-            AWS_KEY.0, AWS_KEY.1, None, None, "stand-in",
+            access_key_id,
+            secret,
+            None,
+            None,
+            "stand-in",
         ))
         .load()
         .await
+}
+
+/// `config` with `role`'s replica keys, on the profiled stand-ins (and
+/// where the keys are in the configuration rather than in Secrets Manager).
+pub fn as_role(role: Role, config: &Config) -> Config {
+    let (_, r2, b2) = keys(role, config.cluster.as_str());
+    let mut config = config.clone();
+    if !on_profiles(&config) {
+        return config;
+    }
+    for (provider, replica) in config.replicas.iter_mut() {
+        if let ReplicaCredentials::Keys { access_key_id, .. } = &mut replica.credentials {
+            *access_key_id = match provider {
+                Provider::R2 => r2.clone(),
+                Provider::B2 => b2.clone(),
+            };
+        }
+    }
+    config
 }
 
 pub fn s3_client(sdk: &SdkConfig, endpoint: &str) -> aws_sdk_s3::Client {

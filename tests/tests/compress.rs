@@ -22,6 +22,7 @@ use shared::retry::RequestLimits;
 use shared::wal::WalFileName;
 use tokio::time::Instant;
 use walvault_tests::archive::{backends, replicator, stage, synthetic_segment};
+use walvault_tests::profile::iam::Role;
 use walvault_tests::standins::{self, walvault_sdk_config, Stack, STAGING_BUCKET};
 use walvault_tests::unique_cluster;
 
@@ -244,12 +245,13 @@ async fn five_concurrent_duplicate_deliveries_converge() {
 async fn replica_keys_are_read_from_secrets_manager_once_and_never_shown() {
     let stack = Stack::shared();
     let cluster = unique_cluster("secrets");
-    let sdk = walvault_sdk_config(&stack.config(&cluster)).await;
+    let sdk = walvault_sdk_config(Role::Compress, &stack.config(&cluster)).await;
     let secrets = aws_sdk_secretsmanager::Client::from_conf(
         aws_sdk_secretsmanager::config::Builder::from(&sdk)
-            .endpoint_url(stack.staging.endpoint())
+            .endpoint_url(stack.moto.staging.endpoint())
             .build(),
     );
+    let (_, r2_key, b2_key) = standins::keys(Role::Compress, &cluster);
     let create = |name: String, value: String| {
         let secrets = secrets.clone();
         async move {
@@ -266,8 +268,7 @@ async fn replica_keys_are_read_from_secrets_manager_once_and_never_shown() {
     };
     let r2_arn = create(
         format!("{cluster}-r2"),
-        json!({"access_key_id": standins::R2_KEY.0, "secret_access_key": standins::R2_KEY.1})
-            .to_string(),
+        json!({"access_key_id": r2_key, "secret_access_key": standins::SECRET}).to_string(),
     )
     .await;
     let b2_arn = create(
@@ -307,8 +308,7 @@ async fn replica_keys_are_read_from_secrets_manager_once_and_never_shown() {
     // Fixed, the replicator works with keys from the secrets.
     let b2_good = create(
         format!("{cluster}-b2-good"),
-        json!({"access_key_id": standins::B2_KEY.0, "secret_access_key": standins::B2_KEY.1})
-            .to_string(),
+        json!({"access_key_id": b2_key, "secret_access_key": standins::SECRET}).to_string(),
     )
     .await;
     env.insert("WALVAULT_B2_SECRET_ARN".into(), b2_good);

@@ -18,15 +18,14 @@ use shared::retry::RequestLimits;
 use shared::store::Metadata;
 use shared::wal::WalFileName;
 use tokio::time::Instant;
-use walvault_tests::archive::{backends, replica};
-use walvault_tests::outage::OutageProxy;
+use walvault_tests::archive::{backends, tamper};
 use walvault_tests::pipeline::{
     drain_queue, recover, recover_with, replicator, start_source, with, write_and_archive,
     DEAD_ENDPOINT,
 };
 use walvault_tests::postgres::Postgres;
 use walvault_tests::shipper::Shipper;
-use walvault_tests::standins::Stack;
+use walvault_tests::standins::{Service, Stack};
 
 async fn catalog(config: &Config) -> Arc<dyn Catalog> {
     backends(config).await.catalog
@@ -83,7 +82,7 @@ async fn recovery_from_both_from_either_and_past_a_corrupt_copy() {
         .filter(|r| matches!(r.file, WalFileName::Segment(_)))
         .nth(1)
         .expect("a segment");
-    let r2 = replica(&source.config, Provider::R2).await;
+    let r2 = tamper(Provider::R2).await;
     let key = archive_key(&source.config.cluster, &victim.file);
     r2.delete(&key).await.expect("delete");
     let forged = Bytes::from(
@@ -112,7 +111,7 @@ async fn recovery_from_both_from_either_and_past_a_corrupt_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_b2_outage_during_archiving_heals_and_b2_alone_recovers() {
     let stack = Stack::shared();
-    let b2 = Arc::new(OutageProxy::start(stack.b2.port));
+    let b2 = stack.private_proxy(Service::B2);
     let source = start_source(
         "b2-outage",
         &[
@@ -121,7 +120,7 @@ async fn a_b2_outage_during_archiving_heals_and_b2_alone_recovers() {
             ("WALVAULT_MAX_ATTEMPTS", "1".into()),
         ],
     );
-    b2.go_down();
+    b2.faults().go_down();
     let expected = write_and_archive(&source.pg, 1, 6000);
     let replicator = replicator(&source.config).await;
     let failed = drain_queue(&replicator, &source.config, true).await;
@@ -139,7 +138,7 @@ async fn a_b2_outage_during_archiving_heals_and_b2_alone_recovers() {
         "R2 current, B2 missing"
     );
 
-    b2.come_back();
+    b2.faults().come_back();
     let report = replicator
         .redrive(
             Duration::ZERO,

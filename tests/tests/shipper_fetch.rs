@@ -15,8 +15,9 @@ use shared::wal::WalFileName;
 use walvault::exit::{
     FETCH_DISAGREEMENT, FETCH_NOT_FOUND, FETCH_NO_VERIFIED_COPY, FETCH_STORE_ERROR,
 };
-use walvault_tests::archive::{archive_replicated, replica, stage, synthetic_segment};
+use walvault_tests::archive::{archive_replicated, stage, synthetic_segment, tamper};
 use walvault_tests::postgres::{PgOptions, Postgres};
+use walvault_tests::profile::iam::Role;
 use walvault_tests::shipper::{public_tempdir, Run, Shipper};
 use walvault_tests::standins::Stack;
 use walvault_tests::unique_cluster;
@@ -42,7 +43,8 @@ struct Setup {
 fn setup(prefix: &str) -> Setup {
     let stack = Stack::shared();
     let cluster = unique_cluster(prefix);
-    let env = stack.env(&cluster);
+    // A recovering host: `RestorePolicy`, read-only replica keys.
+    let env = stack.env_as(Role::Restore, &cluster);
     Setup {
         config: stack.config(&cluster),
         env,
@@ -145,7 +147,7 @@ async fn r2_down_and_b2_not_found_aborts_recovery() {
     let s = setup("r2-down");
     let file = name("000000010000000000000003");
     archive_replicated(&s.config, &file, &segment("000000010000000000000003")).await;
-    replica(&s.config, Provider::B2)
+    tamper(Provider::B2)
         .await
         .delete(&archive_key(&s.config.cluster, &file))
         .await
@@ -172,7 +174,7 @@ async fn a_corrupt_r2_copy_falls_back_to_b2_and_is_reported() {
     let raw = segment("000000010000000000000005");
     let record = archive_replicated(&s.config, &file, &raw).await;
     // Replace R2's object with a valid zstd frame of other bytes.
-    let r2 = replica(&s.config, Provider::R2).await;
+    let r2 = tamper(Provider::R2).await;
     let key = archive_key(&s.config.cluster, &file);
     r2.delete(&key).await.unwrap();
     let mut wrong = raw.clone();
@@ -200,7 +202,7 @@ async fn a_corrupt_r2_copy_falls_back_to_b2_and_is_reported() {
     assert_eq!(std::fs::read(&dest).unwrap(), raw);
 
     // Both corrupt: no verified copy, recovery aborts.
-    let b2 = replica(&s.config, Provider::B2).await;
+    let b2 = tamper(Provider::B2).await;
     b2.delete(&key).await.unwrap();
     b2.put_if_absent(
         &key,
@@ -244,7 +246,7 @@ async fn without_the_catalog_copies_are_found_by_key_and_must_agree() {
     assert_eq!(run.code, i32::from(FETCH_STORE_ERROR), "{}", run.stderr);
 
     // Two self-consistent but different copies fail loudly.
-    let b2 = replica(&s.config, Provider::B2).await;
+    let b2 = tamper(Provider::B2).await;
     let key = archive_key(&s.config.cluster, &file);
     b2.delete(&key).await.unwrap();
     let other = segment("000000010000000000000060");

@@ -10,10 +10,9 @@ use shared::store::list_all;
 use shared::wal::{SegmentSize, WalFileName};
 use walvault::exit::{PUSH_CONFLICT, PUSH_REFUSED_FILE, PUSH_UNAVAILABLE, PUSH_WRONG_CLUSTER};
 use walvault_tests::archive::{archive_replicated, backends};
-use walvault_tests::outage::OutageProxy;
 use walvault_tests::postgres::{PgOptions, Postgres};
 use walvault_tests::shipper::{public_tempdir, Shipper};
-use walvault_tests::standins::Stack;
+use walvault_tests::standins::{Service, Stack};
 use walvault_tests::unique_cluster;
 
 /// A few real segments from a throw-away cluster, archived by `cp`.
@@ -282,7 +281,7 @@ async fn truncated_and_non_wal_files_are_refused() {
 async fn stores_down_fail_within_the_deadline_then_push_succeeds_when_back() {
     let stack = Stack::shared();
     let cluster = unique_cluster("outage");
-    let proxy = OutageProxy::start(stack.staging.port);
+    let proxy = stack.private_proxy(Service::Staging);
     let mut env = stack.env(&cluster);
     env.insert("WALVAULT_STAGING_ENDPOINT".into(), proxy.endpoint());
     env.insert("WALVAULT_PUSH_DEADLINE_SECS".into(), "3".into());
@@ -292,7 +291,7 @@ async fn stores_down_fail_within_the_deadline_then_push_succeeds_when_back() {
     let segments = real_segments(1);
     let (_d, path) = copy_named(&segments.files[0], None);
 
-    proxy.go_down();
+    proxy.faults().go_down();
     let started = Instant::now();
     let down = push(&shipper, &path);
     assert_eq!(down.code, i32::from(PUSH_UNAVAILABLE), "{}", down.stderr);
@@ -302,7 +301,7 @@ async fn stores_down_fail_within_the_deadline_then_push_succeeds_when_back() {
         started.elapsed()
     );
 
-    proxy.come_back();
+    proxy.faults().come_back();
     let back = push(&shipper, &path);
     assert_eq!(back.code, 0, "{}", back.stderr);
 }

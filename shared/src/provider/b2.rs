@@ -7,7 +7,7 @@ use super::{Quirks, RegionError};
 
 pub(super) const QUIRKS: Quirks = Quirks {
     refuses_checksum_headers: true,
-    delete_hides: true,
+    keeps_versions: true,
 };
 
 const ENDPOINT_HOST_SUFFIX: &str = ".backblazeb2.com";

@@ -80,11 +80,15 @@ impl fmt::Display for Provider {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quirks {
     /// It refuses the `x-amz-checksum-*` headers the SDK sends on
-    /// `DeleteObjects`, so deletes go one key at a time.
+    /// `DeleteObjects`, so deletes go one key at a time from the start
+    /// (a store that refuses them unannounced is switched on its first
+    /// refusal).
     pub refuses_checksum_headers: bool,
-    /// A delete without a version id only hides the object; its bytes stay
-    /// until the version itself is deleted.
-    pub delete_hides: bool,
+    /// It keeps versions: a delete by name only hides the object (walvault
+    /// then deletes its versions, which frees the bytes), and an object
+    /// that reads as missing may be hidden, so reads look among its
+    /// versions before answering "not found".
+    pub keeps_versions: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -6,7 +6,7 @@ use super::{Quirks, RegionError};
 
 pub(super) const QUIRKS: Quirks = Quirks {
     refuses_checksum_headers: false,
-    delete_hides: false,
+    keeps_versions: false,
 };
 
 /// R2 signs for the region `auto` only.

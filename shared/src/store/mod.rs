@@ -20,7 +20,7 @@ use crate::retry::TimedOut;
 
 pub use faulty::FaultyStore;
 pub use memory::MemoryStore;
-pub use s3::{ConditionalPut, S3Store};
+pub use s3::{ConditionalPut, S3Options, S3Store};
 
 /// User metadata on every object walvault writes: the sha256 of the raw WAL
 /// bytes. Two objects under one key are "the same" exactly when this matches,
@@ -182,8 +182,18 @@ pub enum StoreError {
         #[source]
         source: Cause,
     },
-    /// Throttling, a 5xx, a reset connection, a body cut short: the same
-    /// request may succeed later.
+    /// The service asks to slow down (429, `SlowDown`; R2 allows one write
+    /// a second to a key): the same request may succeed after a pause.
+    #[error("{store}: {operation} {key} throttled")]
+    Throttled {
+        store: String,
+        operation: Operation,
+        key: String,
+        #[source]
+        source: Cause,
+    },
+    /// A 5xx, a reset connection, a body cut short: the same request may
+    /// succeed later.
     #[error("{store}: {operation} {key} failed, may succeed on retry")]
     Transient {
         store: String,
@@ -204,10 +214,23 @@ impl Retryable for StoreError {
             StoreError::NotFound { .. }
             | StoreError::PreconditionFailed { .. }
             | StoreError::Refused { .. } => true,
-            StoreError::Transient { .. } | StoreError::TimedOut(_) => false,
+            StoreError::Throttled { .. }
+            | StoreError::Transient { .. }
+            | StoreError::TimedOut(_) => false,
+        }
+    }
+
+    fn retry_after(&self) -> std::time::Duration {
+        match self {
+            StoreError::Throttled { .. } => THROTTLE_PAUSE,
+            _ => std::time::Duration::ZERO,
         }
     }
 }
+
+/// How long to wait after a store asked to slow down: R2 allows one write
+/// a second to one key.
+const THROTTLE_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl StoreError {
     pub fn is_not_found(&self) -> bool {

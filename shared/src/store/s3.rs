@@ -32,6 +32,28 @@ pub enum ConditionalPut {
     HeadAndCompare,
 }
 
+/// How a store is to be talked to, as far as it differs from AWS S3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct S3Options {
+    pub conditional: ConditionalPut,
+    /// Deletes go out as `DeleteObjects` batches (until the store refuses).
+    pub batch_delete: bool,
+    /// The store keeps versions (a delete by name only hides): deletes
+    /// remove every version, and a key that reads as missing is looked for
+    /// among its versions, so that a hidden object is still served.
+    pub keeps_versions: bool,
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        S3Options {
+            conditional: ConditionalPut::IfNoneMatch,
+            batch_delete: true,
+            keeps_versions: false,
+        }
+    }
+}
+
 pub struct S3Store {
     name: String,
     client: Client,
@@ -39,27 +61,22 @@ pub struct S3Store {
     if_none_match: AtomicBool,
     /// Cleared for good the first time the store refuses `DeleteObjects`.
     batch_delete: AtomicBool,
+    keeps_versions: bool,
 }
 
 /// Keys per `DeleteObjects` request: S3's limit.
 const DELETE_BATCH: usize = 1000;
 
 impl S3Store {
-    /// A store named `name` (in logs and errors) over `bucket`. With
-    /// `batch_delete` false, deletes go one key at a time.
-    pub fn new(
-        name: &str,
-        client: Client,
-        bucket: &str,
-        conditional: ConditionalPut,
-        batch_delete: bool,
-    ) -> Self {
+    /// A store named `name` (in logs and errors) over `bucket`.
+    pub fn new(name: &str, client: Client, bucket: &str, options: S3Options) -> Self {
         S3Store {
             name: name.to_owned(),
             client,
             bucket: bucket.to_owned(),
-            if_none_match: AtomicBool::new(conditional == ConditionalPut::IfNoneMatch),
-            batch_delete: AtomicBool::new(batch_delete),
+            if_none_match: AtomicBool::new(options.conditional == ConditionalPut::IfNoneMatch),
+            batch_delete: AtomicBool::new(options.batch_delete && !options.keeps_versions),
+            keeps_versions: options.keeps_versions,
         }
     }
 
@@ -113,6 +130,12 @@ impl S3Store {
                 key,
                 source,
             },
+            Class::Throttled => StoreError::Throttled {
+                store,
+                operation,
+                key,
+                source,
+            },
             Class::Refused => StoreError::Refused {
                 store,
                 operation,
@@ -130,12 +153,15 @@ impl S3Store {
         metadata: &Metadata,
         if_none_match: bool,
     ) -> Result<Option<String>, PutFailure> {
+        // Content-MD5 guards the bytes in transit, and B2 requires it on
+        // uploads to a bucket with Object Lock.
         let mut request = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_length(body.len() as i64)
+            .content_md5(content_md5(&body))
             .body(ByteStream::from(body))
             .metadata(SHA256_METADATA, sha256.as_str());
         for (k, v) in metadata {
@@ -207,9 +233,10 @@ impl S3Store {
             .iter()
             .map(|k| ObjectIdentifier::builder().key(k).build())
             .collect();
+        // Not quiet: the answer says which deletes only left a delete marker.
         let delete = Delete::builder()
             .set_objects(objects.ok())
-            .quiet(true)
+            .quiet(false)
             .build()
             .ok()?;
         let sent = self
@@ -221,7 +248,13 @@ impl S3Store {
             .await;
         match sent {
             Ok(out) => {
-                let failed: HashMap<&str, (Class, String)> = out
+                let hidden: Vec<&str> = out
+                    .deleted()
+                    .iter()
+                    .filter(|d| d.delete_marker() == Some(true))
+                    .filter_map(|d| d.key())
+                    .collect();
+                let mut failed: HashMap<String, StoreError> = out
                     .errors()
                     .iter()
                     .filter_map(|e| {
@@ -231,26 +264,28 @@ impl S3Store {
                             e.code().unwrap_or("error"),
                             e.message().unwrap_or("")
                         );
-                        Some((e.key()?, (class, text)))
+                        let key = e.key()?;
+                        (class != Class::NotFound).then(|| {
+                            (
+                                key.to_owned(),
+                                self.classified(class, Operation::Delete, key, message(text)),
+                            )
+                        })
                     })
                     .collect();
+                for key in hidden {
+                    if let Err(e) = self.remove_versions(key).await {
+                        failed.insert(key.to_owned(), e);
+                    }
+                }
                 Some(
                     keys.iter()
-                        .map(|key| match failed.get(key.as_str()) {
-                            None => Ok(()),
-                            Some((Class::NotFound, _)) => Ok(()),
-                            Some((class, text)) => Err(self.classified(
-                                *class,
-                                Operation::Delete,
-                                key,
-                                message(text.clone()),
-                            )),
-                        })
+                        .map(|key| failed.remove(key).map_or(Ok(()), Err))
                         .collect(),
                 )
             }
-            Err(err) if not_implemented(&err) => {
-                tracing::warn!(store = %self.name, "store does not implement DeleteObjects; deleting key by key from now on");
+            Err(err) if not_implemented(&err) || unsupported_header(&err) => {
+                tracing::warn!(store = %self.name, "store refuses DeleteObjects as the SDK sends it; deleting key by key from now on");
                 self.batch_delete.store(false, Ordering::Relaxed);
                 None
             }
@@ -259,6 +294,128 @@ impl S3Store {
                 Some(keys.iter().map(|_| Err(error.clone())).collect())
             }
         }
+    }
+
+    /// Every version of `key` (and every delete marker), newest first.
+    async fn versions(&self, key: &str) -> Result<Vec<(String, bool)>, StoreError> {
+        let mut versions = Vec::new();
+        let mut markers: (Option<String>, Option<String>) = (None, None);
+        loop {
+            let out = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(key)
+                .set_key_marker(markers.0.clone())
+                .set_version_id_marker(markers.1.clone())
+                .send()
+                .await
+                .map_err(|e| self.error(Operation::List, key, e))?;
+            let of_key = |k: Option<&str>| k == Some(key);
+            versions.extend(
+                out.versions()
+                    .iter()
+                    .filter(|v| of_key(v.key()))
+                    .filter_map(|v| {
+                        Some((
+                            v.version_id()?.to_owned(),
+                            false,
+                            v.last_modified().copied(),
+                        ))
+                    }),
+            );
+            versions.extend(
+                out.delete_markers()
+                    .iter()
+                    .filter(|m| of_key(m.key()))
+                    .filter_map(|m| {
+                        Some((m.version_id()?.to_owned(), true, m.last_modified().copied()))
+                    }),
+            );
+            if out.is_truncated() != Some(true) {
+                break;
+            }
+            markers = (
+                out.next_key_marker().map(str::to_owned),
+                out.next_version_id_marker().map(str::to_owned),
+            );
+        }
+        versions.sort_by(|a, b| b.2.cmp(&a.2));
+        Ok(versions
+            .into_iter()
+            .map(|(id, marker, _)| (id, marker))
+            .collect())
+    }
+
+    /// Deletes every version of `key`: what frees its bytes on a store
+    /// where a delete by name only hides them (B2). Needs a key that may
+    /// delete versions (B2's `deleteFiles`).
+    async fn remove_versions(&self, key: &str) -> Result<(), StoreError> {
+        for (version, _) in self.versions(key).await? {
+            let deleted = self
+                .client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .version_id(&version)
+                .send()
+                .await;
+            match deleted.map_err(|e| self.error(Operation::Delete, key, e)) {
+                Ok(_) | Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The newest version of a key that reads as missing: hidden, not
+    /// deleted, on a store that keeps versions.
+    async fn hidden_version(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .versions(key)
+            .await?
+            .into_iter()
+            .find(|(_, marker)| !marker)
+            .map(|(version, _)| version))
+    }
+
+    async fn get_version(&self, key: &str, version: Option<&str>) -> Result<Object, StoreError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(version.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| self.error(Operation::Get, key, e))?;
+        let info = object_info(
+            key,
+            out.content_length(),
+            out.e_tag(),
+            out.last_modified(),
+            out.metadata(),
+        );
+        let transient = |source: Cause| StoreError::Transient {
+            store: self.name.clone(),
+            operation: Operation::Get,
+            key: key.to_owned(),
+            source,
+        };
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| transient(cause(e)))?
+            .into_bytes();
+        if body.len() as u64 != info.size {
+            return Err(transient(message(format!(
+                "body was {} bytes, Content-Length said {}",
+                body.len(),
+                info.size
+            ))));
+        }
+        Ok(Object { info, body })
     }
 }
 
@@ -271,6 +428,7 @@ enum PutFailure {
 enum Class {
     NotFound,
     PreconditionFailed,
+    Throttled,
     Transient,
     Refused,
 }
@@ -305,13 +463,13 @@ fn classify_response(status: Option<u16>, code: Option<&str>) -> Class {
         (_, Some("NoSuchBucket")) => Class::Refused,
         (Some(404), _) | (_, Some("NoSuchKey" | "NotFound")) => Class::NotFound,
         (Some(412), _) | (_, Some("PreconditionFailed")) => Class::PreconditionFailed,
+        (_, Some("SlowDown" | "Throttling" | "ThrottlingException" | "TooManyRequests")) => {
+            Class::Throttled
+        }
         (
             _,
             Some(
-                "SlowDown"
-                | "Throttling"
-                | "ThrottlingException"
-                | "RequestTimeout"
+                "RequestTimeout"
                 | "InternalError"
                 | "ServiceUnavailable"
                 // A concurrent conditional write to the key is in flight:
@@ -319,10 +477,29 @@ fn classify_response(status: Option<u16>, code: Option<&str>) -> Class {
                 | "ConditionalRequestConflict",
             ),
         ) => Class::Transient,
-        (Some(408 | 409 | 429), _) => Class::Transient,
+        (Some(429), _) => Class::Throttled,
+        (Some(408 | 409), _) => Class::Transient,
         (Some(s), _) if s >= 500 && s != 501 => Class::Transient,
         _ => Class::Refused,
     }
+}
+
+/// B2's answer to the checksum headers the SDK sends (400
+/// `InvalidArgument` "Unsupported header …"): the request, not the
+/// operation, is what it refuses.
+fn unsupported_header<E: ProvideErrorMetadata>(
+    err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> bool {
+    err.code() == Some("InvalidArgument")
+        && err
+            .message()
+            .is_some_and(|m| m.contains("Unsupported header"))
+}
+
+/// The base64 MD5 of `body`, for `Content-MD5`.
+fn content_md5(body: &[u8]) -> String {
+    use md5::Digest;
+    aws_smithy_types::base64::encode(md5::Md5::digest(body).as_slice())
 }
 
 /// Whether a failure means "this store does not implement the feature"
@@ -392,41 +569,19 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Object, StoreError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.error(Operation::Get, key, e))?;
-        let info = object_info(
-            key,
-            out.content_length(),
-            out.e_tag(),
-            out.last_modified(),
-            out.metadata(),
-        );
-        let transient = |source: Cause| StoreError::Transient {
-            store: self.name.clone(),
-            operation: Operation::Get,
-            key: key.to_owned(),
-            source,
-        };
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| transient(cause(e)))?
-            .into_bytes();
-        if body.len() as u64 != info.size {
-            return Err(transient(message(format!(
-                "body was {} bytes, Content-Length said {}",
-                body.len(),
-                info.size
-            ))));
+        match self.get_version(key, None).await {
+            Err(StoreError::NotFound { .. }) if self.keeps_versions => {
+                let Some(version) = self.hidden_version(key).await? else {
+                    return Err(StoreError::NotFound {
+                        store: self.name.clone(),
+                        key: key.to_owned(),
+                    });
+                };
+                tracing::warn!(store = %self.name, key, version, "HIDDEN object: serving its newest version (hidden by a delete that kept its bytes)");
+                self.get_version(key, Some(&version)).await
+            }
+            other => other,
         }
-        Ok(Object { info, body })
     }
 
     async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
@@ -448,6 +603,9 @@ impl ObjectStore for S3Store {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        if self.keeps_versions {
+            return self.remove_versions(key).await;
+        }
         let sent = self
             .client
             .delete_object()
@@ -456,6 +614,8 @@ impl ObjectStore for S3Store {
             .send()
             .await;
         match sent.map_err(|e| self.error(Operation::Delete, key, e)) {
+            // Only hidden behind a delete marker: its bytes are still there.
+            Ok(out) if out.delete_marker() == Some(true) => self.remove_versions(key).await,
             Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
             Err(other) => Err(other),
         }
@@ -524,16 +684,23 @@ mod tests {
             classify_response(Some(412), None),
             Class::PreconditionFailed
         );
-        for status in [408, 409, 429, 500, 502, 503, 504] {
+        for status in [408, 409, 500, 502, 503, 504] {
             assert_eq!(
                 classify_response(Some(status), None),
                 Class::Transient,
                 "{status}"
             );
         }
+        assert_eq!(classify_response(Some(429), None), Class::Throttled);
+        for code in ["SlowDown", "TooManyRequests"] {
+            assert_eq!(
+                classify_response(Some(503), Some(code)),
+                Class::Throttled,
+                "{code}"
+            );
+        }
         for code in [
             "RequestTimeout",
-            "SlowDown",
             "ConditionalRequestConflict",
             "InternalError",
         ] {
