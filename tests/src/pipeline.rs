@@ -175,8 +175,12 @@ pub fn with(env: &BTreeMap<String, String>, changes: &[(&str, &str)]) -> BTreeMa
     }
     // Prefetch off: each request then shows where it was served from.
     env.insert("WALVAULT_PREFETCH".into(), "0".into());
-    // A recovering host holds `RestorePolicy`, not the primary's.
+    // A recovering host holds `RestorePolicy`, and `ShipperPolicy` to
+    // archive once promoted.
     let cluster = env["WALVAULT_CLUSTER"].clone();
-    env.insert("AWS_ACCESS_KEY_ID".into(), keys(Role::Restore, &cluster).0);
+    env.insert(
+        "AWS_ACCESS_KEY_ID".into(),
+        keys(Role::RestoreAndShip, &cluster).0,
+    );
     env
 }

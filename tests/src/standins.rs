@@ -49,11 +49,11 @@ pub const B2_REGION: &str = "eu-central-003";
 /// The AWS access key id, R2 token and B2 application key `role` holds.
 pub fn keys(role: Role, cluster: &str) -> (String, String, String) {
     let r2 = match role {
-        Role::Shipper | Role::Restore => R2Token::ObjectReadOnly,
+        Role::Shipper | Role::Restore | Role::RestoreAndShip => R2Token::ObjectReadOnly,
         Role::Compress | Role::Retention | Role::Admin => R2Token::ObjectReadWrite,
     };
     let b2 = match role {
-        Role::Shipper | Role::Restore => B2Key::Read,
+        Role::Shipper | Role::Restore | Role::RestoreAndShip => B2Key::Read,
         Role::Compress => B2Key::Write,
         Role::Retention | Role::Admin => B2Key::Delete,
     };

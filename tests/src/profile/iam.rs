@@ -28,6 +28,9 @@ pub enum Role {
     Shipper,
     /// A recovering host: `RestorePolicy`.
     Restore,
+    /// A host that recovers and then archives as the new primary: both
+    /// policies attached.
+    RestoreAndShip,
     /// The compress function's role.
     Compress,
     /// The retention function's role.
@@ -37,9 +40,10 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Shipper,
         Role::Restore,
+        Role::RestoreAndShip,
         Role::Compress,
         Role::Retention,
         Role::Admin,
@@ -49,6 +53,7 @@ impl Role {
         match self {
             Role::Shipper => "SHIPPER",
             Role::Restore => "RESTORE",
+            Role::RestoreAndShip => "RESTORESHIP",
             Role::Compress => "COMPRESS",
             Role::Retention => "RETENTION",
             Role::Admin => "ADMIN",
@@ -145,6 +150,11 @@ impl Policies {
                 "the template has no policy for {role:?}"
             );
         }
+        let both: Vec<Statement> = [Role::Shipper, Role::Restore]
+            .iter()
+            .flat_map(|r| by_role[r].clone())
+            .collect();
+        by_role.insert(Role::RestoreAndShip, both);
         Policies { by_role }
     }
 
