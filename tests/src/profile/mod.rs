@@ -56,8 +56,8 @@ impl Link {
     }
 }
 
-/// The stand-in behind a proxy, for the profile's own lookups (unsigned:
-/// the stand-ins do not check signatures on them).
+/// The stand-in behind a proxy, for the profile's own lookups (moto tells
+/// services apart by the credential scope, and checks no signature).
 pub struct Upstream {
     addr: SocketAddr,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
@@ -81,7 +81,13 @@ impl Upstream {
         if let Some(version) = version {
             uri.push_str(&format!("?versionId={version}"));
         }
-        let request = Request::head(uri).body(Full::new(Bytes::new())).ok()?;
+        let request = Request::head(uri)
+            .header(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=profile/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+            )
+            .body(Full::new(Bytes::new()))
+            .ok()?;
         let answer = self.client.request(request).await.ok()?;
         if !answer.status().is_success() {
             return None;

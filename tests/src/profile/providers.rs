@@ -128,8 +128,7 @@ impl R2 {
             return refuse(403, "AccessDenied", "Access Denied");
         }
         if request.headers.contains_key("content-md5")
-            && checksum_header(request)
-                .is_some_and(|h| h.starts_with("x-amz-checksum-") && h != "x-amz-checksum-mode")
+            && checksum_header(request).is_some_and(|h| h != "x-amz-checksum-mode")
         {
             return refuse(
                 400,
