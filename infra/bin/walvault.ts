@@ -55,6 +55,7 @@ new WalvaultStack(app, `walvault-${cluster}`, {
   retentionTimeout: seconds('retentionTimeoutSeconds'),
   zstdLevel: optionalNumber('zstdLevel'),
   retentionDays: optionalNumber('retentionDays'),
+  immutableDays: optionalNumber('immutableDays'),
   redriveEvery: seconds('redriveEverySeconds'),
   stagingExpiryDays: optionalNumber('stagingExpiryDays'),
 });

@@ -41,6 +41,8 @@ export interface FunctionsProps {
   readonly retentionTimeout: Duration;
   readonly zstdLevel: number;
   readonly retentionDays: number;
+  /** The immutability window set up on the providers (R2 bucket lock, B2 Object Lock), if any. */
+  readonly immutableDays?: number;
   readonly redriveEvery: Duration;
 }
 
@@ -52,6 +54,9 @@ export class Functions extends Construct {
 
   constructor(scope: Construct, id: string, props: FunctionsProps) {
     super(scope, id);
+    if (props.immutableDays !== undefined && props.immutableDays >= props.retentionDays) {
+      throw new Error('immutableDays must be shorter than retentionDays: the sweep deletes files older than the retention window, which must no longer be locked');
+    }
     this.deadLetterQueue = new sqs.Queue(this, 'Dlq', {
       retentionPeriod: Duration.days(14),
       encryption: sqs.QueueEncryption.KMS,
@@ -80,7 +85,12 @@ export class Functions extends Construct {
       // One sweep at a time.
       reservedConcurrentExecutions: 1,
       timeout: props.retentionTimeout,
-      environment: { ...common, ...retentionKeys.environment(), [setting('WALVAULT_RETENTION_DAYS')]: String(props.retentionDays) },
+      environment: {
+        ...common,
+        ...retentionKeys.environment(),
+        [setting('WALVAULT_RETENTION_DAYS')]: String(props.retentionDays),
+        ...(props.immutableDays === undefined ? {} : { [setting('WALVAULT_IMMUTABLE_DAYS')]: String(props.immutableDays) }),
+      },
     });
     new events.Rule(this, 'RetentionSchedule', {
       description: `walvault ${props.cluster}: daily retention sweep`,

@@ -28,6 +28,8 @@ export interface WalvaultStackProps extends StackProps {
   readonly retentionTimeout?: Duration;
   readonly zstdLevel?: number;
   readonly retentionDays?: number;
+  /** The immutability window set up on R2 (bucket lock) and B2 (Object Lock); shorter than retentionDays. */
+  readonly immutableDays?: number;
   /** How often the compress function re-drives stuck staging objects. */
   readonly redriveEvery?: Duration;
   /** Staging objects older than this are expired by S3 itself: a backstop only. */
@@ -68,6 +70,7 @@ export class WalvaultStack extends Stack {
       retentionTimeout: props.retentionTimeout ?? Duration.minutes(15),
       zstdLevel: props.zstdLevel ?? 3,
       retentionDays: props.retentionDays ?? 30,
+      immutableDays: props.immutableDays,
       redriveEvery: props.redriveEvery ?? Duration.minutes(15),
     });
     this.hostPolicies = new HostPolicies(this, 'Hosts', { cluster, key: this.key, staging: this.staging, catalog: this.catalog });

@@ -2,7 +2,10 @@
 // its key properties, and least privilege statement by statement.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { Match } from 'aws-cdk-lib/assertions';
+import * as path from 'path';
+import { App } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import { WalvaultStack } from '../lib/walvault-stack';
 import { synth } from './synth';
 
 const template = synth();
@@ -87,6 +90,23 @@ test('one rotating customer-managed key encrypts queues, catalog, secrets, logs,
 test('the retention function runs one sweep at a time; compress is bounded', () => {
   template.hasResourceProperties('AWS::Lambda::Function', { Timeout: 900, ReservedConcurrentExecutions: 1 });
   template.hasResourceProperties('AWS::Lambda::Function', { Timeout: 90, ReservedConcurrentExecutions: 10 });
+});
+
+test('an immutability window reaches the retention function and must end before retention does', () => {
+  const app = new App();
+  const props = {
+    clusterName: 'locked',
+    lambdaCodeDir: path.join(__dirname, '..', '..', 'test', 'fixtures', 'lambda'),
+    replicas: {
+      r2: { endpoint: 'https://acct.r2.cloudflarestorage.com', bucket: 'wal-r2' },
+      b2: { endpoint: 'https://s3.eu-central-003.backblazeb2.com', bucket: 'wal-b2', region: 'eu-central-003' },
+    },
+  };
+  const locked = Template.fromStack(new WalvaultStack(app, 'walvault-locked', { ...props, immutableDays: 7 }));
+  locked.hasResourceProperties('AWS::Lambda::Function', {
+    Environment: { Variables: Match.objectLike({ WALVAULT_RETENTION_DAYS: '30', WALVAULT_IMMUTABLE_DAYS: '7' }) },
+  });
+  assert.throws(() => new WalvaultStack(new App(), 'walvault-bad', { ...props, immutableDays: 30 }), /shorter than retentionDays/);
 });
 
 test('four secrets: R2 and B2 keys for each function', () => {

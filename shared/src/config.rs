@@ -52,6 +52,7 @@ pub const SETTINGS: &[&str] = &[
     "RETENTION_DRY_RUN",
     "RETENTION_AGE_ONLY",
     "RETENTION_MAX_DELETES",
+    "IMMUTABLE_DAYS",
 ];
 
 /// A value that must never reach a log line or an error message.
@@ -149,6 +150,10 @@ pub struct Config {
     pub retention_age_only: bool,
     /// At most this many files deleted by one retention run.
     pub retention_max_deletes: usize,
+    /// The archive's immutability window (R2 bucket lock rules, B2 Object
+    /// Lock), set up on the providers; shorter than the retention window,
+    /// so that the sweep only meets files whose lock has expired.
+    pub immutable: Option<Duration>,
 }
 
 impl Config {
@@ -198,6 +203,7 @@ impl Config {
             retention_dry_run: settings.boolean("RETENTION_DRY_RUN", false)?,
             retention_age_only: settings.boolean("RETENTION_AGE_ONLY", false)?,
             retention_max_deletes: settings.positive("RETENTION_MAX_DELETES", 100_000)? as usize,
+            immutable: settings.immutable()?,
         })
     }
 
@@ -445,6 +451,21 @@ impl Settings<'_> {
         }
     }
 
+    /// `IMMUTABLE_DAYS`, which must end before the retention window does.
+    fn immutable(&self) -> Result<Option<Duration>, ConfigError> {
+        if self.get("IMMUTABLE_DAYS").is_none() {
+            return Ok(None);
+        }
+        let days = self.positive("IMMUTABLE_DAYS", 1)?;
+        if days >= self.positive("RETENTION_DAYS", 30)? {
+            return Err(self.invalid(
+                "IMMUTABLE_DAYS",
+                "must be shorter than WALVAULT_RETENTION_DAYS: the sweep deletes files older than the retention window, which must no longer be locked",
+            ));
+        }
+        Ok(Some(Duration::from_secs(days * 86_400)))
+    }
+
     fn seconds(&self, name: &str, default: u64) -> Result<Duration, ConfigError> {
         self.positive(name, default).map(Duration::from_secs)
     }
@@ -668,6 +689,8 @@ mod tests {
             ("FETCH_ORDER", "b2,b2"),
             ("RETENTION_DRY_RUN", "maybe"),
             ("RETENTION_DAYS", "0"),
+            ("IMMUTABLE_DAYS", "30"),
+            ("IMMUTABLE_DAYS", "0"),
         ] {
             let mut pairs = full();
             pairs.retain(|(k, _)| *k != var);

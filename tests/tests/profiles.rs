@@ -625,3 +625,154 @@ async fn wire_faults_reach_walvault_as_their_error_class() {
     }
     assert_eq!(proxy.faults().injected().values().sum::<u64>(), 6);
 }
+
+/// The swapped assignment: the replica walvault knows as R2 behaves as B2
+/// (no conditional writes, checksum headers refused, deletes that hide),
+/// and the one it knows as B2 behaves as R2 (no versions). walvault's
+/// fallbacks, not its knowledge of the provider kinds, must carry it:
+/// archive, restore from each alone, and free on both.
+#[tokio::test]
+async fn the_swapped_assignment_still_archives_restores_and_frees() {
+    use shared::archive::fetch::Fetcher;
+    use shared::backends::Backends;
+    use shared::provider::Provider;
+    use shared::replicate::{Outcome, Replicator};
+    use shared::retention::plan::Rules;
+    use shared::retention::sweep::Sweeper;
+    use shared::retry::RequestLimits;
+    use shared::wal::WalFileName;
+    use walvault_tests::archive::{stage, synthetic_segment};
+    use walvault_tests::profile::providers::{B2, R2};
+    use walvault_tests::standins::{config_from_env, walvault_sdk_config};
+
+    let stack = Stack::shared();
+    let cluster = unique_cluster("swapped");
+    let b2_like = ProfileProxy::start(
+        Profile::B2(B2 {
+            region: B2_REGION.into(),
+            strict_region: false,
+            accepts_checksum_headers: false,
+            object_lock: Default::default(),
+        }),
+        stack.moto.b2.port,
+    );
+    let r2_like = ProfileProxy::start(Profile::R2(R2::default()), stack.moto.r2.port);
+    let config_as = |role: Role| {
+        let (r2_key, b2_key) = match role {
+            Role::Compress => (
+                B2Key::Write.access_key_id("s"),
+                R2Token::ObjectReadWrite.access_key_id("s"),
+            ),
+            Role::Retention => (
+                B2Key::Delete.access_key_id("s"),
+                R2Token::ObjectReadWrite.access_key_id("s"),
+            ),
+            _ => (
+                B2Key::Read.access_key_id("s"),
+                R2Token::ObjectReadOnly.access_key_id("s"),
+            ),
+        };
+        let mut env = stack.env_as(role, &cluster);
+        env.insert("WALVAULT_R2_ENDPOINT".into(), b2_like.endpoint());
+        env.insert("WALVAULT_R2_BUCKET".into(), B2_BUCKET.into());
+        env.insert("WALVAULT_R2_ACCESS_KEY_ID".into(), r2_key);
+        env.insert("WALVAULT_B2_ENDPOINT".into(), r2_like.endpoint());
+        env.insert("WALVAULT_B2_BUCKET".into(), R2_BUCKET.into());
+        env.insert("WALVAULT_B2_ACCESS_KEY_ID".into(), b2_key);
+        env.insert("WALVAULT_B2_REGION".into(), "auto".into());
+        config_from_env(&env)
+    };
+    let backends = |role: Role| async move {
+        let config = config_as(role);
+        Backends::connect_with(&walvault_sdk_config(role, &config).await, &config)
+            .await
+            .unwrap()
+    };
+    let compress = config_as(Role::Compress);
+    let replicator = Replicator::new(
+        compress.cluster.clone(),
+        compress.staging.bucket.clone(),
+        backends(Role::Compress).await,
+        compress.zstd_level,
+        RequestLimits::from_config(&compress),
+    )
+    .unwrap();
+    let files: Vec<(WalFileName, Vec<u8>)> = (1..=3)
+        .map(|seg| {
+            let file: WalFileName = format!("0000000100000000000000{seg:02X}").parse().unwrap();
+            let raw = synthetic_segment(&file, 7_301_234_567_890_123_456);
+            (file, raw)
+        })
+        .chain(std::iter::once((
+            "000000010000000000000003.00000028.backup".parse().unwrap(),
+            b"START WAL LOCATION: 0/3000028\n".to_vec(),
+        )))
+        .collect();
+    for (file, raw) in &files {
+        stage(&compress, file, raw).await;
+        let object = shared::events::ObjectRef {
+            bucket: STAGING_BUCKET.into(),
+            key: shared::keys::staging_key(&compress.cluster, file),
+        };
+        let outcome = replicator
+            .process(
+                &object,
+                &RequestLimits::from_config(&compress).one_request(),
+            )
+            .await;
+        assert_eq!(outcome.unwrap(), Outcome::Replicated, "{file}");
+    }
+    let restore = backends(Role::Restore).await;
+    for first in Provider::ALL {
+        let fetcher = Fetcher::new(
+            compress.cluster.clone(),
+            restore.catalog.clone(),
+            restore.staging.clone(),
+            restore.replicas.ordered(&[first]),
+            RequestLimits::from_config(&compress),
+        );
+        for (file, raw) in &files[..3] {
+            let fetched = fetcher.fetch(file).await.unwrap();
+            assert_eq!(
+                (&fetched.bytes, fetched.source),
+                (raw, shared::archive::fetch::Source::Replica(first))
+            );
+        }
+    }
+    let retention = backends(Role::Retention).await;
+    let config = config_as(Role::Retention);
+    let report = Sweeper {
+        cluster: config.cluster.clone(),
+        catalog: retention.catalog.clone(),
+        replicas: retention.replicas.clone(),
+        rules: Rules::from_config(&config),
+        max_deletes: 100,
+        limits: RequestLimits::from_config(&config),
+    }
+    .sweep(
+        shared::clock::now_millis() + 40 * 86_400_000,
+        false,
+        tokio::time::Instant::now() + Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(report.catalog_removed, 2);
+    assert!(retention
+        .catalog
+        .get(&config.cluster, &files[0].0)
+        .await
+        .unwrap()
+        .is_none());
+    let versions = plain(&stack.moto.b2.endpoint(), "admin", "us-east-1")
+        .list_object_versions()
+        .bucket(B2_BUCKET)
+        .prefix(format!("{cluster}/wal/000000010000000000000001"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        versions.versions().is_empty() && versions.delete_markers().is_empty(),
+        "freed, not hidden"
+    );
+}

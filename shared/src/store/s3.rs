@@ -296,12 +296,14 @@ impl S3Store {
         }
     }
 
-    /// Every version of `key` (and every delete marker), newest first.
-    async fn versions(&self, key: &str) -> Result<Vec<(String, bool)>, StoreError> {
+    /// Every version of `key` (and every delete marker), newest first;
+    /// `None` from a store that keeps no versions (it does not implement
+    /// the listing).
+    async fn versions(&self, key: &str) -> Result<Option<Vec<(String, bool)>>, StoreError> {
         let mut versions = Vec::new();
         let mut markers: (Option<String>, Option<String>) = (None, None);
         loop {
-            let out = self
+            let listed = self
                 .client
                 .list_object_versions()
                 .bucket(&self.bucket)
@@ -309,8 +311,12 @@ impl S3Store {
                 .set_key_marker(markers.0.clone())
                 .set_version_id_marker(markers.1.clone())
                 .send()
-                .await
-                .map_err(|e| self.error(Operation::List, key, e))?;
+                .await;
+            let out = match listed {
+                Ok(out) => out,
+                Err(err) if not_implemented(&err) => return Ok(None),
+                Err(err) => return Err(self.error(Operation::List, key, err)),
+            };
             let of_key = |k: Option<&str>| k == Some(key);
             versions.extend(
                 out.versions()
@@ -340,18 +346,41 @@ impl S3Store {
                 out.next_version_id_marker().map(str::to_owned),
             );
         }
-        versions.sort_by(|a, b| b.2.cmp(&a.2));
-        Ok(versions
-            .into_iter()
-            .map(|(id, marker, _)| (id, marker))
-            .collect())
+        versions.sort_by_key(|v| std::cmp::Reverse(v.2));
+        Ok(Some(
+            versions
+                .into_iter()
+                .map(|(id, marker, _)| (id, marker))
+                .collect(),
+        ))
+    }
+
+    /// A delete by name; `true` when the store only hid the object behind
+    /// a delete marker (its bytes are still there).
+    async fn delete_by_name(&self, key: &str) -> Result<bool, StoreError> {
+        let sent = self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
+        match sent.map_err(|e| self.error(Operation::Delete, key, e)) {
+            Ok(out) => Ok(out.delete_marker() == Some(true)),
+            Err(StoreError::NotFound { .. }) => Ok(false),
+            Err(other) => Err(other),
+        }
     }
 
     /// Deletes every version of `key`: what frees its bytes on a store
     /// where a delete by name only hides them (B2). Needs a key that may
     /// delete versions (B2's `deleteFiles`).
     async fn remove_versions(&self, key: &str) -> Result<(), StoreError> {
-        for (version, _) in self.versions(key).await? {
+        let Some(versions) = self.versions(key).await? else {
+            // No versions to find: a plain delete is all there is.
+            return self.delete_by_name(key).await.map(|_| ());
+        };
+        for (version, _) in versions {
             let deleted = self
                 .client
                 .delete_object()
@@ -374,6 +403,7 @@ impl S3Store {
         Ok(self
             .versions(key)
             .await?
+            .unwrap_or_default()
             .into_iter()
             .find(|(_, marker)| !marker)
             .map(|(version, _)| version))
@@ -603,21 +633,10 @@ impl ObjectStore for S3Store {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        if self.keeps_versions {
-            return self.remove_versions(key).await;
-        }
-        let sent = self
-            .client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await;
-        match sent.map_err(|e| self.error(Operation::Delete, key, e)) {
-            // Only hidden behind a delete marker: its bytes are still there.
-            Ok(out) if out.delete_marker() == Some(true) => self.remove_versions(key).await,
-            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
-            Err(other) => Err(other),
+        if self.keeps_versions || self.delete_by_name(key).await? {
+            self.remove_versions(key).await
+        } else {
+            Ok(())
         }
     }
 
@@ -631,7 +650,6 @@ impl ObjectStore for S3Store {
         }
         results
     }
-
     async fn list_page(
         &self,
         prefix: &str,

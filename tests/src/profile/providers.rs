@@ -13,6 +13,7 @@
 //! | writes to one key more often than once a second | 429 `TooManyRequests` | /r2/platform/limits; error 10058 |
 //! | user metadata over 8,192 bytes | 400 `MetadataTooLarge` | /r2/platform/limits; error 10012 |
 //! | S3 Object Lock headers | 501 `NotImplemented` | /r2/api/s3/api (marked unsupported) |
+//! | object versions (ListObjectVersions) | 501 `NotImplemented`: R2 keeps no versions | /r2/api/s3/api (not in the supported operations) |
 //! | bucket lock rules (prefix, age) | delete or overwrite of a locked object: 403 `ObjectLockedByBucketPolicy` | /r2/buckets/bucket-locks; error 10069 |
 //! | API tokens: Object Read only / Object Read & Write, no write-without-delete | a read-only token writing: 403 `AccessDenied` | /r2/api/tokens |
 //!
@@ -152,6 +153,13 @@ impl R2 {
                 400,
                 "MetadataTooLarge",
                 "Custom metadata exceeds the 8,192 byte limit",
+            );
+        }
+        if matches!(op, S3Op::ListObjectVersions { .. }) {
+            return refuse(
+                501,
+                "NotImplemented",
+                "ListObjectVersions is not implemented",
             );
         }
         if let Some(answer) = self.multipart(request) {
