@@ -25,6 +25,7 @@ use shared::store::StoreError;
 use shared::wal::WalFileName;
 use walvault_tests::archive::{archive_replicated, backdate, backends, stage, synthetic_segment};
 use walvault_tests::process::{free_port, wait_for_port, GuardedProcess};
+use walvault_tests::profile::iam::Role;
 use walvault_tests::standins::Stack;
 use walvault_tests::{scratch_dir, workspace_root};
 
@@ -71,13 +72,15 @@ struct Watch {
 
 impl Watch {
     /// `cargo lambda watch` on loopback with the stand-ins' settings as
-    /// an env file, the way a developer points it at local services.
-    fn start(env: &BTreeMap<String, String>) -> Watch {
-        let env_file = scratch_dir().join("lambda.env");
+    /// an env file, the way a developer points it at local services. One
+    /// watch per function: each signs with its own role's keys, as in
+    /// production, and the env file applies to every function it serves.
+    fn start(function: &str, env: &BTreeMap<String, String>) -> Watch {
+        let env_file = scratch_dir().join(format!("{function}.env"));
         let lines: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
         std::fs::write(&env_file, lines).expect("writing the env file");
         let port = free_port();
-        let log = scratch_dir().join("cargo-lambda-watch.log");
+        let log = scratch_dir().join(format!("cargo-lambda-watch-{function}.log"));
         let args = [
             format!("PATH={}", path_with_cargo_lambda()),
             "cargo".into(),
@@ -278,7 +281,7 @@ async fn run(tap: &mut Tap) {
     archive_replicated(&config, &backup, b"START WAL LOCATION: 0/1000028\n").await;
     backdate(&config, &backup, now_millis() - 39 * DAY_MILLIS).await;
 
-    let watch = Watch::start(&stack.env(CLUSTER));
+    let watch = Watch::start("compress", &stack.env_as(Role::Compress, CLUSTER));
 
     let test_event = match watch.invoke("compress", "sqs-s3-test-event.json") {
         Ok(response) => no_batch_failures(&response),
@@ -312,6 +315,8 @@ async fn run(tap: &mut Tap) {
         );
     }
 
+    drop(watch);
+    let watch = Watch::start("retention", &stack.env_as(Role::Retention, CLUSTER));
     let dry_run = match watch.invoke("retention", "retention-dry-run.json") {
         Ok(report) => match presence(&config, EXPIRED_SEGMENT).await {
             Ok([true, true, true])

@@ -83,6 +83,9 @@ impl S3sFs {
             );
         }
         env.insert("WALVAULT_B2_REGION".into(), REGION.into());
+        // s3s-fs knows one key: the harness's.
+        env.insert("AWS_ACCESS_KEY_ID".into(), AWS_KEY.0.into());
+        env.insert("AWS_SECRET_ACCESS_KEY".into(), AWS_KEY.1.into());
     }
 
     pub async fn create_walvault_buckets(&self) {
