@@ -111,10 +111,15 @@ fn table() -> Vec<Row> {
 async fn every_fault_at_every_request_gets_a_known_answer() {
     for (step, fault, times, expected) in table() {
         let world = MemoryWorld::default();
-        let (wal, spool) = (WalDir::default(), tempfile::tempdir().unwrap());
-        // A first segment teaches the cluster's identity.
+        let wal = WalDir::default();
+        // A first segment, from another host, teaches the cluster's
+        // identity; this host has yet to confirm it (its spool is empty).
+        let (other_host, spool) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (first, _) = wal.segment(&name("000000010000000000000006"));
-        pusher(&world, &spool, 1).push_one(&first).await.unwrap();
+        pusher(&world, &other_host, 1)
+            .push_one(&first)
+            .await
+            .unwrap();
         let (path, _) = wal.segment(&name("000000010000000000000007"));
         inject(&world, step, fault, times);
         tokio::time::pause();
@@ -197,6 +202,46 @@ async fn repushes_are_idempotent_and_different_content_is_refused_before_and_aft
         record.raw_sha256,
         shared::codec::Sha256Hex::of(&replicated_bytes)
     );
+}
+
+#[tokio::test]
+async fn a_push_makes_two_requests_once_the_host_knows_the_identity_and_still_refuses_another_cluster(
+) {
+    let world = MemoryWorld::default();
+    let (wal, spool) = (WalDir::default(), tempfile::tempdir().unwrap());
+    let pusher = pusher(&world, &spool, 1);
+    let (first, _) = wal.segment(&name("000000010000000000000001"));
+    pusher.push_one(&first).await.unwrap();
+    let identity = identity_key(&cluster());
+    let identity_reads = world.staging.calls(Operation::Get);
+
+    let (second, _) = wal.segment(&name("000000010000000000000002"));
+    let (puts, gets) = (
+        world.staging.calls(Operation::Put),
+        world.catalog.calls(CatalogOperation::Get),
+    );
+    assert_eq!(
+        pusher.push_one(&second).await.unwrap().0,
+        PushOutcome::Stored
+    );
+    assert_eq!(
+        world.staging.calls(Operation::Get),
+        identity_reads,
+        "identity remembered"
+    );
+    assert_eq!(world.staging.calls(Operation::Put), puts + 1);
+    assert_eq!(world.catalog.calls(CatalogOperation::Get), gets + 1);
+
+    // A segment of another cluster: the remembered identity does not
+    // match, staging is asked again, and the segment is refused.
+    let foreign_name = name("000000010000000000000003");
+    let foreign = wal.file(&foreign_name, &synthetic_segment(&foreign_name, 42));
+    assert_eq!(
+        answer(&pusher.push_one(&foreign).await),
+        Answer::WrongCluster
+    );
+    assert!(world.staging.calls(Operation::Get) > identity_reads);
+    assert!(world.staging.inner().object(&identity).is_some());
 }
 
 #[tokio::test]

@@ -189,15 +189,15 @@ impl Pusher {
         };
         let metadata = push.check_content(&bytes).await?;
         let sha = Sha256Hex::of(&bytes);
-        // Already archived and removed from staging? The catalog knows.
-        if let Some(outcome) = push.check_catalog(&sha).await? {
-            return Ok((outcome, sha));
+        // Put first, then ask the catalog once: a file archived (and gone
+        // from staging) before or during our put shows there, so one
+        // question after the put keeps the never-overwrite promise that a
+        // question before it could not (two round trips instead of three).
+        let staged = push.put(bytes, &sha, &metadata).await?;
+        match push.check_catalog(&sha).await? {
+            Some(archived) => Ok((archived, sha)),
+            None => Ok((staged, sha)),
         }
-        let outcome = push.put(bytes, &sha, &metadata).await?;
-        // A different file archived between the catalog check and our put
-        // would leave ours a conflict the compress function refuses.
-        push.check_catalog(&sha).await?;
-        Ok((outcome, sha))
     }
 }
 
@@ -229,14 +229,35 @@ impl OnePush<'_> {
                 name: self.name,
                 source,
             })?;
+        self.check_identity(&header).await?;
+        metadata.insert(
+            meta::SYSTEM_IDENTIFIER.to_owned(),
+            header.system_identifier.to_string(),
+        );
+        metadata.insert(meta::PG_VERSION.to_owned(), header.pg_version.0.to_string());
+        Ok(metadata)
+    }
+
+    /// Checks the segment's system identifier against the cluster's,
+    /// from the spool when this host already confirmed it, else from
+    /// staging (a mismatch with the remembered one is re-read: the
+    /// identity object is the authority).
+    async fn check_identity(&self, header: &WalHeader) -> Result<(), PushError> {
+        let pusher = self.pusher;
+        if pusher.pinned_system_identifier.is_none()
+            && pusher.spool.known_identity(&pusher.cluster) == Some(header.system_identifier)
+        {
+            return Ok(());
+        }
         let label = self.name.to_string();
-        self.budget
+        let confirmed = self
+            .budget
             .run("identity", || {
                 check_identity(
                     pusher.staging.as_ref(),
                     &pusher.cluster,
                     pusher.pinned_system_identifier,
-                    &header,
+                    header,
                     &label,
                     &pusher.host,
                 )
@@ -249,12 +270,10 @@ impl OnePush<'_> {
                     source: other,
                 },
             })?;
-        metadata.insert(
-            meta::SYSTEM_IDENTIFIER.to_owned(),
-            header.system_identifier.to_string(),
-        );
-        metadata.insert(meta::PG_VERSION.to_owned(), header.pg_version.0.to_string());
-        Ok(metadata)
+        if let Err(e) = pusher.spool.remember_identity(&pusher.cluster, confirmed) {
+            tracing::warn!(error = %e, "cannot remember the cluster identity in the spool; the next push asks staging again");
+        }
+        Ok(())
     }
 
     async fn put(

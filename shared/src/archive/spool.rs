@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::codec::Sha256Hex;
+use crate::keys::ClusterName;
 use crate::wal::WalFileName;
 
 pub struct Spool {
@@ -20,6 +21,33 @@ impl Spool {
     /// Markers of files stored by an earlier push on PostgreSQL's behalf.
     pub fn pushed_dir(&self) -> PathBuf {
         self.root.join("pushed")
+    }
+
+    /// The system identifier last confirmed against `cluster`'s
+    /// identity object, so later pushes need not ask staging again (the
+    /// object is created once and never changed).
+    pub fn known_identity(&self, cluster: &ClusterName) -> Option<u64> {
+        std::fs::read_to_string(self.identity_path(cluster))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub fn remember_identity(
+        &self,
+        cluster: &ClusterName,
+        system_identifier: u64,
+    ) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.root)?;
+        write_atomically(
+            &self.identity_path(cluster),
+            system_identifier.to_string().as_bytes(),
+        )
+    }
+
+    fn identity_path(&self, cluster: &ClusterName) -> PathBuf {
+        self.root.join(format!("identity-{cluster}"))
     }
 
     /// Verified files fetched ahead of PostgreSQL's requests.

@@ -12,6 +12,7 @@ pub mod faults;
 pub mod iam;
 pub mod providers;
 pub mod request;
+pub mod tls;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -44,15 +45,57 @@ pub enum Profile {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Link {
     pub round_trip: Duration,
-    /// Bytes a second each way; `None`: unlimited.
+    /// Bytes a second each way, shared by every connection to the
+    /// service; `None`: unlimited.
     pub bandwidth: Option<u64>,
+    /// Round trips a new connection costs before its first request: 1 for
+    /// TCP, 2 with TLS 1.3 (the real services all speak HTTPS, so a plain
+    /// proxy charges the TLS round trip too).
+    pub handshake_round_trips: u32,
 }
 
 impl Link {
+    /// A link to a service `round_trip` away, at `megabits` a second, over
+    /// TLS 1.3.
+    pub fn https(round_trip: Duration, megabits: u64) -> Link {
+        Link {
+            round_trip,
+            bandwidth: Some(megabits * 1_000_000 / 8),
+            handshake_round_trips: 2,
+        }
+    }
+
     fn transfer(&self, bytes: usize) -> Duration {
         self.bandwidth
             .map(|bw| Duration::from_secs_f64(bytes as f64 / bw.max(1) as f64))
             .unwrap_or_default()
+    }
+}
+
+/// The link's capacity in each direction: transfers queue behind each
+/// other, so parallel requests share the bandwidth as on a real wire.
+#[derive(Default)]
+struct Wire {
+    up_free_at: Mutex<Option<tokio::time::Instant>>,
+    down_free_at: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Wire {
+    /// Waits until `duration` of this direction's capacity has been used
+    /// for us, after what is already queued.
+    async fn send(free_at: &Mutex<Option<tokio::time::Instant>>, duration: Duration) {
+        if duration.is_zero() {
+            return;
+        }
+        let done = {
+            let mut free_at = free_at.lock().unwrap_or_else(|p| p.into_inner());
+            let now = tokio::time::Instant::now();
+            let start = free_at.filter(|at| *at > now).unwrap_or(now);
+            let done = start + duration;
+            *free_at = Some(done);
+            done
+        };
+        tokio::time::sleep_until(done).await;
     }
 }
 
@@ -137,14 +180,22 @@ struct State {
     profile: Profile,
     upstream: Upstream,
     link: Mutex<Link>,
+    wire: Wire,
     faults: NetFaults,
     requests: AtomicU64,
+}
+
+impl State {
+    fn link(&self) -> Link {
+        *self.link.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// A running profile proxy on a loopback port.
 pub struct ProfileProxy {
     port: u16,
     state: Arc<State>,
+    tls: bool,
 }
 
 type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
@@ -154,6 +205,24 @@ impl ProfileProxy {
     /// `upstream_port`, on a runtime of its own (tests come and go with
     /// theirs; the proxy lives as long as the stand-in).
     pub fn start(profile: Profile, upstream_port: u16) -> ProfileProxy {
+        ProfileProxy::start_with(profile, upstream_port, None)
+    }
+
+    /// Like [`ProfileProxy::start`], speaking HTTPS with `certificate`
+    /// (clients that insist on TLS, like pgBackRest's S3 driver).
+    pub fn start_tls(
+        profile: Profile,
+        upstream_port: u16,
+        certificate: &tls::Certificate,
+    ) -> ProfileProxy {
+        ProfileProxy::start_with(profile, upstream_port, Some(certificate.acceptor()))
+    }
+
+    fn start_with(
+        profile: Profile,
+        upstream_port: u16,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> ProfileProxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a profile proxy");
         listener
             .set_nonblocking(true)
@@ -167,10 +236,12 @@ impl ProfileProxy {
                 clock_offset_ms: AtomicU64::new(0),
             },
             link: Mutex::new(Link::default()),
+            wire: Wire::default(),
             faults: NetFaults::default(),
             requests: AtomicU64::new(0),
         });
         let serving = Arc::clone(&state);
+        let serves_tls = tls.is_some();
         std::thread::Builder::new()
             .name(format!("profile-proxy-{port}"))
             .spawn(move || {
@@ -179,14 +250,19 @@ impl ProfileProxy {
                     .enable_all()
                     .build()
                     .expect("proxy runtime");
-                runtime.block_on(serve(listener, serving));
+                runtime.block_on(serve(listener, serving, tls));
             })
             .expect("starting a profile proxy");
-        ProfileProxy { port, state }
+        ProfileProxy {
+            port,
+            state,
+            tls: serves_tls,
+        }
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -220,23 +296,44 @@ impl ProfileProxy {
     }
 }
 
-async fn serve(listener: std::net::TcpListener, state: Arc<State>) {
+async fn serve(
+    listener: std::net::TcpListener,
+    state: Arc<State>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let state = Arc::clone(&state);
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let state = Arc::clone(&state);
-                async move { handle(&state, request).await }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let link = state.link();
+            tokio::time::sleep(link.round_trip * link.handshake_round_trips).await;
+            match tls {
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        serve_connection(stream, state).await;
+                    }
+                }
+                None => serve_connection(stream, state).await,
+            }
         });
     }
+}
+
+async fn serve_connection<S>(stream: S, state: Arc<State>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let state = Arc::clone(&state);
+        async move { handle(&state, request).await }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 /// One request: link, fault, profile rules, the stand-in, profile rules
@@ -260,8 +357,9 @@ async fn handle(
         headers: parts.headers,
         body,
     };
-    let link = *state.link.lock().unwrap_or_else(|p| p.into_inner());
-    tokio::time::sleep(link.round_trip + link.transfer(incoming.body.len())).await;
+    let link = state.link();
+    Wire::send(&state.wire.up_free_at, link.transfer(incoming.body.len())).await;
+    tokio::time::sleep(link.round_trip).await;
     let fault = state.faults.pick(&incoming.method, incoming.uri.path());
     match &fault {
         Some(NetFault::Reset) => return Err(std::io::Error::other("injected reset")),
@@ -288,7 +386,7 @@ async fn handle(
             answer
         }
     };
-    tokio::time::sleep(link.transfer(answer.body.len())).await;
+    Wire::send(&state.wire.down_free_at, link.transfer(answer.body.len())).await;
     Ok(respond(answer, fault == Some(NetFault::Truncate)))
 }
 
