@@ -6,7 +6,7 @@ mod common;
 
 use common::{archived, cluster, limits, name, staged, Times};
 use shared::archive::fetch::{FetchError, Fetcher, Source};
-use shared::catalog::CatalogOperation;
+use shared::catalog::{Catalog, CatalogOperation};
 use shared::codec::Sha256Hex;
 use shared::fault::Fault;
 use shared::keys::{archive_key, meta};
@@ -229,4 +229,46 @@ async fn the_fetch_order_decides_which_provider_is_asked_first() {
     let fetched = b2_first.fetch(&file).await.unwrap();
     assert_eq!(fetched.source, Source::Replica(Provider::B2));
     assert_eq!(world.replica(Provider::R2).calls(Operation::Get), r2_reads);
+}
+
+#[tokio::test]
+async fn not_found_needs_every_store_and_a_second_catalog_reading_to_say_so() {
+    let world = MemoryWorld::default();
+    let (file, bytes) = archived(&world, FILE).await;
+
+    // A catalog restored to a time before the file: the replicas still
+    // serve it (they vouch for themselves, and agree).
+    let record = world.catalog.get(&cluster(), &file).await.unwrap().unwrap();
+    world.catalog.inner().remove(&cluster(), &file);
+    let served = fetcher(&world).fetch(&file).await.unwrap();
+    assert_eq!(served.source, Source::Replica(Provider::R2));
+    assert_eq!(served.bytes, bytes);
+
+    // The record was missing at the first reading and the replicas
+    // answered not found (the file landing while we looked): the second
+    // reading of the catalog finds it.
+    world.catalog.inner().put(record);
+    world
+        .catalog
+        .fail_next(CatalogOperation::Get, Fault::NotFound, 1);
+    for provider in [Provider::R2, Provider::B2] {
+        world
+            .replica(provider)
+            .fail_next(Operation::Get, Fault::NotFound, 1);
+    }
+    let served = fetcher(&world).fetch(&file).await.unwrap();
+    assert_eq!(served.source, Source::Replica(Provider::R2));
+
+    // Nobody has it: not found, after asking staging, R2, B2 and the
+    // catalog twice.
+    let missing = name("000000010000000000000009");
+    let before = world.catalog.calls(CatalogOperation::Get);
+    let fetcher = fetcher(&world);
+    assert_eq!(answer(&fetcher.fetch(&missing).await), Answer::NotFound);
+    assert_eq!(world.catalog.calls(CatalogOperation::Get), before + 2);
+    assert_eq!(
+        fetcher.requests(),
+        5,
+        "two catalog readings and three stores"
+    );
 }

@@ -15,6 +15,12 @@
 //! the issue asks; walvault's catalog is moto's DynamoDB. `make bench`
 //! installs the tools and builds everything in release mode.
 //!
+//! Then both again on a realistic link: profile proxies (plain, only the
+//! link) in front of the same stand-ins, 20 ms round trip and 1 Gbit/s to
+//! staging, the catalog and pgBackRest's S3 repository (over TLS, which
+//! pgBackRest requires), 40 ms to R2 and B2; every new connection pays a
+//! TCP and a TLS handshake.
+//!
 //! `cargo run --release -p walvault-tests --example archivers [segments]`
 
 use std::collections::BTreeMap;
@@ -25,12 +31,15 @@ use tempfile::TempDir;
 use walvault_tests::pipeline::replicator;
 use walvault_tests::postgres::{as_pg_user, hand_to_postgres_user, PgOptions, Postgres};
 use walvault_tests::process::run_checked;
+use walvault_tests::profile::tls::Certificate;
+use walvault_tests::profile::{Link, Profile, ProfileProxy};
 use walvault_tests::s3s::S3sFs;
 use walvault_tests::shipper::{public_tempdir, Shipper};
-use walvault_tests::standins::{config_from_env, Stack, AWS_KEY, REGION};
+use walvault_tests::standins::{config_from_env, Service, Stack, AWS_KEY, REGION};
 use walvault_tests::workspace_root;
 
 const BARMAN_BUCKET: &str = "barman";
+const PGBACKREST_BUCKET: &str = "pgbackrest";
 const STANZA: &str = "bench";
 const PGBACKREST: &str = "/usr/bin/pgbackrest";
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -48,10 +57,10 @@ fn main() {
     let s3 = S3sFs::start();
     runtime.block_on(async {
         s3.create_walvault_buckets().await;
-        s3.create_buckets(&[BARMAN_BUCKET]).await;
+        s3.create_buckets(&[BARMAN_BUCKET, PGBACKREST_BUCKET]).await;
     });
-    let pgbackrest_sync = PgBackRest::new(false);
-    let pgbackrest_async = PgBackRest::new(true);
+    let pgbackrest_sync = PgBackRest::new(false, Repository::Local);
+    let pgbackrest_async = PgBackRest::new(true, Repository::Local);
     let barman = Barman::new(&s3.endpoint());
 
     println!("building a pgbench backlog of at least {segments} segments after a base backup …");
@@ -161,6 +170,154 @@ fn main() {
     for (label, command) in &restores {
         let elapsed = backlog.restore(command);
         print_rate(label, elapsed, backlog.after_backup());
+    }
+
+    let shaped = ShapedLink::start(&s3, stack);
+    let shaped_env = |cluster: &str, concurrency: u32, prefetch: u32| {
+        let mut env = walvault_env(cluster, concurrency);
+        env.insert("WALVAULT_PREFETCH".into(), prefetch.to_string());
+        shaped.redirect(&mut env);
+        env
+    };
+    let s3_repository = Repository::S3 {
+        port: shaped.pgbackrest_s3.port(),
+    };
+    let pgbackrest_s3_sync = PgBackRest::new(false, s3_repository);
+    let pgbackrest_s3_async = PgBackRest::new(true, s3_repository);
+    let shaped_sync = Shipper::new(&shaped_env("shaped-sync", 1, 0));
+    let shaped_parallel = Shipper::new(&shaped_env("shaped-parallel", 4, 0));
+    println!("\n{}", ShapedLink::DESCRIPTION);
+    println!("\n1b. backlog drain on the link");
+    print_header("archive_command");
+    let shaped_drains: Vec<(&str, ArchiveCommand)> = vec![
+        (
+            "walvault push, sync",
+            Box::new(|_| shaped_sync.command_line("push %p")),
+        ),
+        (
+            "walvault push, 4 parallel",
+            Box::new(|_| shaped_parallel.command_line("push %p")),
+        ),
+        (
+            "pgbackrest zst S3, sync",
+            Box::new(|pg| pgbackrest_s3_sync.archive_push(pg)),
+        ),
+        (
+            "pgbackrest zst S3, async ×4",
+            Box::new(|pg| pgbackrest_s3_async.archive_push(pg)),
+        ),
+    ];
+    for (label, command) in &shaped_drains {
+        let requests = shaped.requests();
+        let elapsed = backlog.drain(|pg| command(pg));
+        print_rate_and_requests(
+            label,
+            elapsed,
+            backlog.ready.len(),
+            shaped.requests() - requests,
+        );
+    }
+
+    println!("\n3b. restore on the link (the archive of the sync rows above)");
+    print_header("restore_command");
+    let (shaped_fetch, shaped_prefetch) = (
+        Shipper::new(&shaped_env("bench-sync", 1, 0)),
+        Shipper::new(&shaped_env("bench-sync", 1, 8)),
+    );
+    let shaped_restores: Vec<(&str, String)> = vec![
+        (
+            "cp (floor, no link)",
+            format!("cp {}/%f %p", cp_dir.path().display()),
+        ),
+        ("walvault fetch", shaped_fetch.command_line("fetch %f %p")),
+        (
+            "walvault fetch, prefetch 8",
+            shaped_prefetch.command_line("fetch %f %p"),
+        ),
+        (
+            "pgbackrest archive-get S3",
+            pgbackrest_s3_sync.archive_get(),
+        ),
+        (
+            "pgbackrest archive-get S3 async",
+            pgbackrest_s3_async.archive_get(),
+        ),
+    ];
+    for (label, command) in &shaped_restores {
+        let requests = shaped.requests();
+        let elapsed = backlog.restore(command);
+        print_rate_and_requests(
+            label,
+            elapsed,
+            backlog.after_backup(),
+            shaped.requests() - requests,
+        );
+    }
+}
+
+/// Profile proxies that add only a link, in front of the benchmark's
+/// stand-ins.
+struct ShapedLink {
+    staging: ProfileProxy,
+    catalog: ProfileProxy,
+    r2: ProfileProxy,
+    b2: ProfileProxy,
+    pgbackrest_s3: ProfileProxy,
+    _certificate_dir: TempDir,
+}
+
+impl ShapedLink {
+    const DESCRIPTION: &str = "on a realistic link: 20 ms round trip and 1 Gbit/s to staging, the catalog and \
+        pgBackRest's S3 (HTTPS), 40 ms and 1 Gbit/s to R2 and B2; TCP and TLS handshakes on every new connection";
+
+    fn start(s3: &S3sFs, stack: &Stack) -> ShapedLink {
+        let near = Link::https(Duration::from_millis(20), 1000);
+        let far = Link::https(Duration::from_millis(40), 1000);
+        let plain = |link| {
+            let proxy = ProfileProxy::start(Profile::Plain, s3.port());
+            proxy.set_link(link);
+            proxy
+        };
+        let catalog = stack.private_proxy(Service::DynamoDb);
+        catalog.set_link(near);
+        let certificate_dir = public_tempdir("walvault-bench-tls-");
+        let certificate = Certificate::self_signed(certificate_dir.path());
+        let pgbackrest_s3 = ProfileProxy::start_tls(Profile::Plain, s3.port(), &certificate);
+        pgbackrest_s3.set_link(near);
+        ShapedLink {
+            staging: plain(near),
+            catalog,
+            r2: plain(far),
+            b2: plain(far),
+            pgbackrest_s3,
+            _certificate_dir: certificate_dir,
+        }
+    }
+
+    /// Points walvault's stores and catalog at the proxies.
+    fn redirect(&self, env: &mut BTreeMap<String, String>) {
+        for (store, proxy) in [
+            ("STAGING", &self.staging),
+            ("R2", &self.r2),
+            ("B2", &self.b2),
+            ("DYNAMODB", &self.catalog),
+        ] {
+            env.insert(format!("WALVAULT_{store}_ENDPOINT"), proxy.endpoint());
+        }
+    }
+
+    /// Requests through every proxy so far.
+    fn requests(&self) -> u64 {
+        [
+            &self.staging,
+            &self.catalog,
+            &self.r2,
+            &self.b2,
+            &self.pgbackrest_s3,
+        ]
+        .iter()
+        .map(|p| p.requests())
+        .sum()
     }
 }
 
@@ -282,18 +439,30 @@ fn ready_segments(pg_wal: &Path) -> Vec<String> {
     names
 }
 
-/// pgBackRest with a local repository and zstd, sync or async.
+/// Where pgBackRest keeps its repository.
+#[derive(Clone, Copy)]
+enum Repository {
+    Local,
+    /// The benchmark's S3 bucket behind the HTTPS proxy on `port`.
+    S3 {
+        port: u16,
+    },
+}
+
+/// pgBackRest with zstd, sync or async.
 struct PgBackRest {
     dir: TempDir,
     archive_async: bool,
+    repository: Repository,
 }
 
 impl PgBackRest {
-    fn new(archive_async: bool) -> PgBackRest {
+    fn new(archive_async: bool, repository: Repository) -> PgBackRest {
         installed(Path::new(PGBACKREST));
         PgBackRest {
             dir: postgres_dir("walvault-bench-pgbackrest-"),
             archive_async,
+            repository,
         }
     }
 
@@ -328,12 +497,25 @@ impl PgBackRest {
     fn write_config(&self, data: &Path, socket: &Path, port: u16) -> PathBuf {
         let dir = self.dir.path();
         let config = self.config_path();
+        let repository = match self.repository {
+            Repository::Local => format!("repo1-path={}\n", dir.join("repo").display()),
+            // One bucket, a path per configuration (sync and async each
+            // have their stanza).
+            Repository::S3 { port } => format!(
+                "repo1-type=s3\nrepo1-path={path}\nrepo1-s3-bucket={PGBACKREST_BUCKET}\n\
+                 repo1-s3-endpoint=127.0.0.1\nrepo1-storage-port={port}\nrepo1-s3-region={REGION}\n\
+                 repo1-s3-key={key}\nrepo1-s3-key-secret={secret}\nrepo1-s3-uri-style=path\n\
+                 repo1-storage-verify-tls=n\n",
+                path = dir.display(),
+                key = AWS_KEY.0,
+                secret = AWS_KEY.1,
+            ),
+        };
         let text = format!(
-            "[global]\nrepo1-path={repo}\nspool-path={spool}\nlock-path={lock}\nlog-path={log}\n\
+            "[global]\n{repository}spool-path={spool}\nlock-path={lock}\nlog-path={log}\n\
              log-level-console=off\nlog-level-file=warn\ncompress-type=zst\ncompress-level=3\n\
              archive-async={async_}\nprocess-max=4\nstart-fast=y\n\n\
              [{STANZA}]\npg1-path={data}\npg1-socket-path={socket}\npg1-port={port}\npg1-user=postgres\n",
-            repo = dir.join("repo").display(),
             spool = dir.join("spool").display(),
             lock = dir.join("lock").display(),
             log = dir.join("log").display(),
@@ -413,10 +595,23 @@ fn print_header(what: &str) {
 }
 
 fn print_rate(label: &str, elapsed: Duration, segments: usize) {
-    let secs = elapsed.as_secs_f64();
+    println!("{}", rate(label, elapsed, segments));
+}
+
+/// The rate, and the requests the proxies saw per segment.
+fn print_rate_and_requests(label: &str, elapsed: Duration, segments: usize, requests: u64) {
     println!(
+        "{} {:>14.1} requests/segment",
+        rate(label, elapsed, segments),
+        requests as f64 / segments as f64
+    );
+}
+
+fn rate(label: &str, elapsed: Duration, segments: usize) -> String {
+    let secs = elapsed.as_secs_f64();
+    format!(
         "{label:<32} {:>10.3} {:>12.1}",
         secs / segments as f64,
         segments as f64 / secs
-    );
+    )
 }

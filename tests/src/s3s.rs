@@ -97,6 +97,10 @@ impl S3sFs {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub async fn create_buckets(&self, buckets: &[&str]) {
         let client = s3_client(&aws_sdk_config().await, &self.endpoint());
         for bucket in buckets {

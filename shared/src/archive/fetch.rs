@@ -153,15 +153,45 @@ impl Fetcher {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// A verified copy of `name`. "Not found" is answered only when the
+    /// catalog has no record, staging, R2 and B2 all answer not found, and
+    /// a second reading of the catalog still has none: PostgreSQL ends
+    /// recovery on that answer, so it must not come from a catalog rolled
+    /// back to an earlier time, or from a file replicated (and removed from
+    /// staging) while we looked.
     pub async fn fetch(&self, name: &WalFileName) -> Result<Fetched, FetchError> {
+        let plan = self.plan(name).await?;
+        match self.fetch_planned(name, plan).await {
+            Err(FetchError::NotFound(_)) => {
+                let second = self.plan(name).await?;
+                if second.listed || !second.failures.is_empty() {
+                    self.fetch_planned(name, second).await
+                } else {
+                    Err(FetchError::NotFound(*name))
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn fetch_planned(
+        &self,
+        name: &WalFileName,
+        plan: Plan<'_>,
+    ) -> Result<Fetched, FetchError> {
         let Plan {
             candidates,
             listed,
             mut failures,
-        } = self.plan(name).await?;
+        } = plan;
         for candidate in &candidates {
             match self.try_candidate(name, candidate, &candidates).await? {
-                Ok(fetched) => return Ok(fetched),
+                Ok(fetched) => {
+                    if !listed && candidate.source != Source::Staging {
+                        tracing::warn!(file = %name, source = %candidate.source, "served a replica the catalog has no record of (a catalog restored to an earlier time?); `walvault verify` lists such files");
+                    }
+                    return Ok(fetched);
+                }
                 Err(None) => {}
                 Err(Some(failure)) => failures.push(failure),
             }
@@ -211,12 +241,17 @@ impl Fetcher {
                 listed: true,
                 failures: Vec::new(),
             },
-            // Not yet replicated (or never pushed): only staging can have it.
-            Ok(None) => Plan {
-                candidates: vec![self.staging_candidate(name, None)],
-                listed: false,
-                failures: Vec::new(),
-            },
+            // Not yet replicated, never pushed, or a catalog that lost the
+            // record: staging first (the usual case), then the replicas.
+            Ok(None) => {
+                let mut candidates = self.candidates_by_layout(name);
+                candidates.rotate_right(1);
+                Plan {
+                    candidates,
+                    listed: false,
+                    failures: Vec::new(),
+                }
+            }
             Err(e) => {
                 tracing::warn!(file = %name, error = %chain(&e), "catalog unavailable; looking in the stores directly");
                 Plan {
@@ -295,6 +330,7 @@ impl Fetcher {
         candidates
     }
 
+    /// Every replica in fetch order, then staging.
     fn candidates_by_layout(&self, name: &WalFileName) -> Vec<Candidate<'_>> {
         let mut candidates: Vec<Candidate<'_>> = self
             .replicas
