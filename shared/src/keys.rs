@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! staging bucket   <cluster>/staging/<wal file name>        raw bytes, as pushed
+//!                  <cluster>/staging/backup/<id>/<part>     base backup chunks and descriptor
 //!                  <cluster>/identity.json                  the cluster's pinned identity
 //! R2 and B2        <cluster>/wal/<wal file name>.zst        zstd frame
+//!                  <cluster>/backup/<id>/<part>.zst         zstd frame
 //! ```
 //!
 //! WAL file names are fixed-width upper-case hex, so a listing of
@@ -12,7 +14,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::wal::WalFileName;
+use crate::file::ArchivedFile;
 
 const STAGING_DIR: &str = "staging";
 const ARCHIVE_DIR: &str = "wal";
@@ -73,8 +75,8 @@ pub mod meta {
     pub const RAW_SIZE: &str = "raw-size";
 }
 
-pub fn staging_key(cluster: &ClusterName, file: &WalFileName) -> String {
-    format!("{}{file}", staging_prefix(cluster))
+pub fn staging_key(cluster: &ClusterName, file: impl Into<ArchivedFile>) -> String {
+    format!("{}{}", staging_prefix(cluster), file.into())
 }
 
 /// The prefix under which every staging object of a cluster lives.
@@ -105,11 +107,15 @@ pub fn layout_templates() -> [(&'static str, String); 3] {
     ]
 }
 
-pub fn archive_key(cluster: &ClusterName, file: &WalFileName) -> String {
-    format!(
-        "{}{file}{ARCHIVE_SUFFIX}",
-        archive_prefix_of(cluster.as_str())
-    )
+pub fn archive_key(cluster: &ClusterName, file: impl Into<ArchivedFile>) -> String {
+    match file.into() {
+        ArchivedFile::Wal(name) => format!(
+            "{}{name}{ARCHIVE_SUFFIX}",
+            archive_prefix_of(cluster.as_str())
+        ),
+        // Backup parts are named `backup/<id>/<part>` already.
+        ArchivedFile::Backup(part) => format!("{cluster}/{part}{ARCHIVE_SUFFIX}"),
+    }
 }
 
 pub fn identity_key(cluster: &ClusterName) -> String {
@@ -117,11 +123,10 @@ pub fn identity_key(cluster: &ClusterName) -> String {
 }
 
 /// Reads a (URL-decoded) staging key back into its cluster and file name.
-pub fn parse_staging_key(key: &str) -> Result<(ClusterName, WalFileName), KeyError> {
+pub fn parse_staging_key(key: &str) -> Result<(ClusterName, ArchivedFile), KeyError> {
     let not_staging = || KeyError::NotStagingKey(key.to_owned());
-    let mut parts = key.split('/');
-    let (Some(cluster), Some(STAGING_DIR), Some(name), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let mut parts = key.splitn(3, '/');
+    let (Some(cluster), Some(STAGING_DIR), Some(name)) = (parts.next(), parts.next(), parts.next())
     else {
         return Err(not_staging());
     };
@@ -147,13 +152,16 @@ pub enum KeyError {
     BadEventKey(String),
     #[error("{0:?} is not a cluster name (lower-case letters, digits, '-' and '_', 1 to 63 bytes, starting with a letter or digit)")]
     BadClusterName(String),
-    #[error("{0:?} is not a walvault staging key (<cluster>/staging/<wal file name>)")]
+    #[error(
+        "{0:?} is not a walvault staging key (<cluster>/staging/<wal file name or backup part>)"
+    )]
     NotStagingKey(String),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wal::WalFileName;
 
     fn cluster() -> ClusterName {
         "orders-db".parse().unwrap()
@@ -167,15 +175,15 @@ mod tests {
     fn layout_is_as_documented() {
         let seg = name("000000010000000000000003");
         assert_eq!(
-            staging_key(&cluster(), &seg),
+            staging_key(&cluster(), seg),
             "orders-db/staging/000000010000000000000003"
         );
         assert_eq!(
-            archive_key(&cluster(), &seg),
+            archive_key(&cluster(), seg),
             "orders-db/wal/000000010000000000000003.zst"
         );
         assert_eq!(identity_key(&cluster()), "orders-db/identity.json");
-        assert!(staging_key(&cluster(), &seg).starts_with(&staging_prefix(&cluster())));
+        assert!(staging_key(&cluster(), seg).starts_with(&staging_prefix(&cluster())));
     }
 
     #[test]
@@ -188,10 +196,18 @@ mod tests {
         ] {
             let n = name(n);
             assert_eq!(
-                parse_staging_key(&staging_key(&cluster(), &n)).unwrap(),
-                (cluster(), n)
+                parse_staging_key(&staging_key(&cluster(), n)).unwrap(),
+                (cluster(), n.into())
             );
         }
+        let chunk: ArchivedFile = "backup/20261127T101500Z/000003".parse().unwrap();
+        let key = staging_key(&cluster(), chunk);
+        assert_eq!(key, "orders-db/staging/backup/20261127T101500Z/000003");
+        assert_eq!(parse_staging_key(&key).unwrap(), (cluster(), chunk));
+        assert_eq!(
+            archive_key(&cluster(), chunk),
+            "orders-db/backup/20261127T101500Z/000003.zst"
+        );
     }
 
     #[test]
@@ -200,6 +216,8 @@ mod tests {
             "",
             "orders-db/000000010000000000000003",
             "orders-db/staging/000000010000000000000003/x",
+            "orders-db/staging/backup/20261127T101500Z",
+            "orders-db/staging/backup/20261127T101500Z/3",
             "orders-db/staging/not-wal",
             "orders-db/wal/000000010000000000000003.zst",
             "Orders/staging/000000010000000000000003",
@@ -222,7 +240,7 @@ mod tests {
         ];
         let keys: Vec<String> = names
             .iter()
-            .map(|n| archive_key(&cluster(), &name(n)))
+            .map(|n| archive_key(&cluster(), name(n)))
             .collect();
         let mut sorted = keys.clone();
         sorted.sort();

@@ -16,6 +16,7 @@
 
 pub mod archive;
 pub mod backends;
+pub mod backup;
 pub mod catalog;
 pub mod clock;
 pub mod codec;
@@ -24,6 +25,7 @@ pub mod contract;
 pub mod error;
 pub mod events;
 pub mod fault;
+pub mod file;
 pub mod identity;
 pub mod keys;
 pub mod logging;

@@ -186,7 +186,7 @@ async fn a_file_nobody_has_is_not_found_and_a_partial_is_never_served_for_a_segm
 async fn without_the_catalog_replicas_that_disagree_stop_recovery() {
     let world = MemoryWorld::default();
     let (file, _) = archived(&world, FILE).await;
-    let key = archive_key(&cluster(), &file);
+    let key = archive_key(&cluster(), file);
     let other = b"a different, self-consistent file".to_vec();
     let packed = shared::codec::compress(&other, Default::default()).unwrap();
     world.replica(Provider::B2).inner().plant(
@@ -238,8 +238,13 @@ async fn not_found_needs_every_store_and_a_second_catalog_reading_to_say_so() {
 
     // A catalog restored to a time before the file: the replicas still
     // serve it (they vouch for themselves, and agree).
-    let record = world.catalog.get(&cluster(), &file).await.unwrap().unwrap();
-    world.catalog.inner().remove(&cluster(), &file);
+    let record = world
+        .catalog
+        .get(&cluster(), &file.into())
+        .await
+        .unwrap()
+        .unwrap();
+    world.catalog.inner().remove(&cluster(), &file.into());
     let served = fetcher(&world).fetch(&file).await.unwrap();
     assert_eq!(served.source, Source::Replica(Provider::R2));
     assert_eq!(served.bytes, bytes);

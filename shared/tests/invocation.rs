@@ -56,13 +56,18 @@ async fn a_batch_reports_exactly_the_failed_messages() {
         response,
         json!({"batchItemFailures": [{"itemIdentifier": "blocked"}, {"itemIdentifier": "malformed"}]})
     );
-    let record = world.catalog.get(&cluster(), &good).await.unwrap().unwrap();
+    let record = world
+        .catalog
+        .get(&cluster(), &good.into())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(record.status, RecordStatus::Replicated);
     assert!(
         world
             .staging
             .inner()
-            .object(&staging_key(&cluster(), &blocked))
+            .object(&staging_key(&cluster(), blocked))
             .is_some(),
         "the failed one waits in staging for its retry"
     );
@@ -119,7 +124,7 @@ async fn corrupt_inputs_are_recorded_and_never_replicated() {
         world
             .staging
             .inner()
-            .plant(&staging_key(&cluster(), &file), bytes, metadata);
+            .plant(&staging_key(&cluster(), file), bytes, metadata);
         let outcome = replicator
             .process(&announced(&file), &limits().one_request())
             .await
@@ -128,14 +133,19 @@ async fn corrupt_inputs_are_recorded_and_never_replicated() {
             matches!(&outcome, Outcome::Corrupt(p) if p.contains(problem)),
             "{file}: {outcome:?}"
         );
-        let record = world.catalog.get(&cluster(), &file).await.unwrap().unwrap();
+        let record = world
+            .catalog
+            .get(&cluster(), &file.into())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(record.status, RecordStatus::Corrupt);
         assert!(record.detail.is_some());
         for provider in Provider::ALL {
             let stored = world
                 .replica(provider)
                 .inner()
-                .object(&archive_key(&cluster(), &file));
+                .object(&archive_key(&cluster(), file));
             assert!(stored.is_none(), "{provider} must hold nothing");
         }
     }
@@ -163,7 +173,7 @@ async fn a_lost_event_is_found_by_the_redrive_once_old_enough() {
     assert_eq!(report["replicated"], 1, "{report}");
     assert_eq!(report["too_young"], 1, "{report}");
     for (file, status) in [(old, Some(RecordStatus::Replicated)), (young, None)] {
-        let record = world.catalog.get(&cluster(), &file).await.unwrap();
+        let record = world.catalog.get(&cluster(), &file.into()).await.unwrap();
         assert_eq!(record.map(|r| r.status), status, "{file}");
     }
 }

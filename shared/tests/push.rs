@@ -169,13 +169,13 @@ async fn repushes_are_idempotent_and_different_content_is_refused_before_and_aft
     let staged_before = world
         .staging
         .inner()
-        .object(&staging_key(&cluster(), &file))
+        .object(&staging_key(&cluster(), file))
         .unwrap();
     assert_eq!(answer(&pusher.push_one(&changed).await), Answer::Conflict);
     let staged_after = world
         .staging
         .inner()
-        .object(&staging_key(&cluster(), &file))
+        .object(&staging_key(&cluster(), file))
         .unwrap();
     assert_eq!(
         staged_after.body, staged_before.body,
@@ -194,7 +194,7 @@ async fn repushes_are_idempotent_and_different_content_is_refused_before_and_aft
     assert_eq!(answer(&pusher.push_one(&changed).await), Answer::Conflict);
     let record = world
         .catalog
-        .get(&cluster(), &replicated)
+        .get(&cluster(), &replicated.into())
         .await
         .unwrap()
         .unwrap();

@@ -174,7 +174,7 @@ async fn every_fault_at_every_step_leaves_a_known_state() {
         tokio::time::resume();
         let case = format!("{step:?} {fault:?} {times:?}");
         assert_eq!(label(&result), expected.result, "{case}: {result:?}");
-        let record = world.catalog.get(&cluster(), &file).await.unwrap();
+        let record = world.catalog.get(&cluster(), &file.into()).await.unwrap();
         assert_eq!(
             record.as_ref().map(|r| r.status),
             expected.status,
@@ -183,7 +183,7 @@ async fn every_fault_at_every_step_leaves_a_known_state() {
         let staging_left = world
             .staging
             .inner()
-            .object(&staging_key(&cluster(), &file))
+            .object(&staging_key(&cluster(), file))
             .is_some();
         assert_eq!(staging_left, expected.staging_left, "{case}: staging copy");
         let stored: Vec<Provider> = Provider::ALL
@@ -192,7 +192,7 @@ async fn every_fault_at_every_step_leaves_a_known_state() {
                 world
                     .replica(*p)
                     .inner()
-                    .object(&archive_key(&cluster(), &file))
+                    .object(&archive_key(&cluster(), file))
                     .is_some()
             })
             .collect();
@@ -234,7 +234,12 @@ async fn a_partial_file_is_finished_by_the_next_delivery_without_rewriting_the_o
         r2_puts,
         "R2 not rewritten"
     );
-    let record = world.catalog.get(&cluster(), &file).await.unwrap().unwrap();
+    let record = world
+        .catalog
+        .get(&cluster(), &file.into())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(record.status, RecordStatus::Replicated);
     assert_eq!(record.detail, None);
 }
@@ -269,7 +274,7 @@ async fn different_content_under_an_archived_name_is_a_recorded_conflict_counted
     let (file, original) = archived(&world, FILE).await;
     let mut other = original.clone();
     other[4096] ^= 0xFF;
-    let key = staging_key(&cluster(), &file);
+    let key = staging_key(&cluster(), file);
     let sha = shared::codec::Sha256Hex::of(&other);
     world
         .staging
@@ -284,7 +289,12 @@ async fn different_content_under_an_archived_name_is_a_recorded_conflict_counted
         assert!(matches!(result, Ok(Outcome::Conflict(_))), "{result:?}");
         let _ = report;
     }
-    let record = world.catalog.get(&cluster(), &file).await.unwrap().unwrap();
+    let record = world
+        .catalog
+        .get(&cluster(), &file.into())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         record.conflicts, 1,
         "a re-drive meeting the same object counts it once"
@@ -293,7 +303,7 @@ async fn different_content_under_an_archived_name_is_a_recorded_conflict_counted
     let stored = world
         .replica(Provider::R2)
         .inner()
-        .object(&archive_key(&cluster(), &file))
+        .object(&archive_key(&cluster(), file))
         .unwrap();
     assert_eq!(
         stored.info.sha256(),
@@ -313,7 +323,7 @@ async fn objects_of_other_clusters_buckets_or_shapes_are_ignored_untouched() {
     };
     let other_bucket = shared::events::ObjectRef {
         bucket: "elsewhere".into(),
-        key: staging_key(&cluster(), &file),
+        key: staging_key(&cluster(), file),
     };
     let not_wal = shared::events::ObjectRef {
         bucket: common::STAGING_BUCKET.into(),
@@ -333,7 +343,7 @@ async fn objects_of_other_clusters_buckets_or_shapes_are_ignored_untouched() {
     );
     assert!(world
         .catalog
-        .get(&cluster(), &name(FILE))
+        .get(&cluster(), &(name(FILE)).into())
         .await
         .unwrap()
         .is_none());

@@ -136,7 +136,7 @@ async fn records(world: &MemoryWorld) -> BTreeSet<WalFileName> {
         .await
         .unwrap()
         .into_iter()
-        .map(|r| r.file)
+        .filter_map(|r| r.file.wal())
         .collect()
 }
 

@@ -85,7 +85,7 @@ fn replicate_one(file: &std::path::Path) {
             .process(
                 &ObjectRef {
                     bucket: STAGING_BUCKET.into(),
-                    key: staging_key(&config.cluster, &name),
+                    key: staging_key(&config.cluster, name),
                 },
                 &budget,
             )

@@ -60,7 +60,7 @@ fn main() {
         let backends = backends(&config).await;
         let records = backends
             .catalog
-            .list_page(&config.cluster, None)
+            .list_page(&config.cluster, "", None)
             .await
             .expect("catalog")
             .records;
@@ -70,7 +70,7 @@ fn main() {
         for record in &records {
             raw += record.raw_size;
             packed += record.compressed_size.unwrap_or(0);
-            let key = archive_key(&record.cluster, &record.file);
+            let key = archive_key(&record.cluster, record.file);
             let (a, b) = (r2.head(&key).await, b2.head(&key).await);
             if let (Ok(a), Ok(b)) = (a, b) {
                 if a.sha256() == Some(record.raw_sha256.clone())
@@ -83,7 +83,11 @@ fn main() {
         }
         let segments = records
             .iter()
-            .filter(|r| r.file.kind() == WalFileKind::Segment)
+            .filter(|r| {
+                r.file
+                    .wal()
+                    .is_some_and(|w| w.kind() == WalFileKind::Segment)
+            })
             .count();
         let replicated = records
             .iter()

@@ -177,7 +177,7 @@ async fn replicated(config: &Config, file: &str, raw: &[u8]) -> Result<(), Strin
             .replicas
             .get(provider)
             .ok_or("replica not configured")?
-            .get(&archive_key(&config.cluster, &wal))
+            .get(&archive_key(&config.cluster, wal))
             .await
             .map_err(|e| format!("{provider:?} copy of {file}: {e}"))?;
         let unpacked = decompress(&packed.body, raw.len() as u64)
@@ -190,7 +190,7 @@ async fn replicated(config: &Config, file: &str, raw: &[u8]) -> Result<(), Strin
     }
     let record = backends
         .catalog
-        .get(&config.cluster, &wal)
+        .get(&config.cluster, &wal.into())
         .await
         .map_err(|e| format!("catalog read for {file}: {e}"))?
         .ok_or_else(|| format!("no catalog record for {file}"))?;
@@ -199,7 +199,7 @@ async fn replicated(config: &Config, file: &str, raw: &[u8]) -> Result<(), Strin
     }
     match backends
         .staging
-        .head(&staging_key(&config.cluster, &wal))
+        .head(&staging_key(&config.cluster, wal))
         .await
     {
         Err(e) if e.is_not_found() => Ok(()),
@@ -213,7 +213,7 @@ async fn still_staged(config: &Config, files: &[&str]) -> Result<(), String> {
     let staging = backends(config).await.staging;
     for file in files {
         staging
-            .head(&staging_key(&config.cluster, &name(file)))
+            .head(&staging_key(&config.cluster, name(file)))
             .await
             .map_err(|e| format!("{file} should still be staged: {e}"))?;
     }
@@ -223,7 +223,7 @@ async fn still_staged(config: &Config, files: &[&str]) -> Result<(), String> {
 /// Whether `file` is on each replica and in the catalog.
 async fn presence(config: &Config, file: &str) -> Result<[bool; 3], String> {
     let wal = name(file);
-    let key = archive_key(&config.cluster, &wal);
+    let key = archive_key(&config.cluster, wal);
     let stored = |head: Result<_, StoreError>| match head {
         Ok(_) => Ok(true),
         Err(e) if e.is_not_found() => Ok(false),
@@ -239,7 +239,7 @@ async fn presence(config: &Config, file: &str) -> Result<[bool; 3], String> {
     };
     let r2 = stored(head(Provider::R2).await);
     let b2 = stored(head(Provider::B2).await);
-    let record = backends.catalog.get(&config.cluster, &wal).await;
+    let record = backends.catalog.get(&config.cluster, &wal.into()).await;
     match (r2, b2, record) {
         (Ok(r2), Ok(b2), Ok(record)) => Ok([r2, b2, record.is_some()]),
         (r2, b2, record) => Err(format!(

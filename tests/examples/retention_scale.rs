@@ -20,9 +20,10 @@ use shared::catalog::{
 };
 use shared::clock::UnixMillis;
 use shared::codec::Sha256Hex;
+use shared::file::ArchivedFile;
 use shared::keys::{archive_key, ClusterName};
 use shared::provider::Provider;
-use shared::retention::plan::{plan, Histories, Rules};
+use shared::retention::plan::{plan, Histories, Rules, WalEntry};
 use shared::retention::sweep::Sweeper;
 use shared::retry::RequestLimits;
 use shared::store::Metadata;
@@ -58,7 +59,8 @@ fn main() {
             window_ms: WINDOW,
             age_only_without_backups: false,
         };
-        let planned = plan(&all, &Histories::new(), now, &rules);
+        let entries: Vec<WalEntry> = all.iter().filter_map(WalEntry::of).collect();
+        let planned = plan(&entries, &Histories::new(), now, &rules);
         let planner = started.elapsed();
         println!(
             "4. retention sweep: {} catalog records ({} segments over 31 days, {} backups), {} expired",
@@ -79,7 +81,7 @@ fn main() {
         let backends = backends(&config).await;
         let page = backends
             .catalog
-            .list_page(&config.cluster, None)
+            .list_page(&config.cluster, "", None)
             .await
             .expect("reading a catalog page");
         let one_page = started.elapsed();
@@ -147,7 +149,7 @@ impl Catalog for SnapshotPages {
     async fn get(
         &self,
         cluster: &ClusterName,
-        file: &WalFileName,
+        file: &ArchivedFile,
     ) -> Result<Option<CatalogRecord>, CatalogError> {
         self.inner.get(cluster, file).await
     }
@@ -180,7 +182,7 @@ impl Catalog for SnapshotPages {
     async fn record_conflict(
         &self,
         cluster: &ClusterName,
-        file: &WalFileName,
+        file: &ArchivedFile,
         detail: &str,
         at: UnixMillis,
     ) -> Result<(), CatalogError> {
@@ -194,9 +196,11 @@ impl Catalog for SnapshotPages {
     async fn list_page(
         &self,
         cluster: &ClusterName,
-        after: Option<&WalFileName>,
+        prefix: &str,
+        after: Option<&ArchivedFile>,
     ) -> Result<RecordPage, CatalogError> {
-        if *cluster != self.cluster {
+        // The sweep lists everything; a snapshot answers nothing else.
+        if *cluster != self.cluster || !prefix.is_empty() {
             return Ok(RecordPage {
                 records: Vec::new(),
                 next: None,
@@ -295,7 +299,7 @@ fn synthetic(cluster: &ClusterName, n: usize, spacing: u64) -> Vec<CatalogRecord
 }
 
 fn record(cluster: &ClusterName, file: WalFileName, at: u64) -> CatalogRecord {
-    let key = archive_key(cluster, &file);
+    let key = archive_key(cluster, file);
     let target = TargetState {
         key,
         size: 64,
@@ -308,7 +312,7 @@ fn record(cluster: &ClusterName, file: WalFileName, at: u64) -> CatalogRecord {
         targets: Provider::ALL.map(|p| (p, target.clone())).into(),
         ..CatalogRecord::replicating(
             cluster.clone(),
-            file,
+            file.into(),
             64,
             Sha256Hex::of(file.to_string().as_bytes()),
             at,

@@ -108,7 +108,7 @@ pub async fn archive_replicated(config: &Config, name: &WalFileName, raw: &[u8])
     backends(config)
         .await
         .catalog
-        .get(&config.cluster, name)
+        .get(&config.cluster, &name.into())
         .await
         .expect("catalog")
         .expect("a record")

@@ -45,7 +45,7 @@ fn record(config: &Config, file: &str) -> CatalogRecord {
 
 fn target(record: &CatalogRecord, at: u64) -> TargetState {
     TargetState {
-        key: archive_key(&record.cluster, &record.file),
+        key: archive_key(&record.cluster, record.file),
         size: 4321,
         etag: Some("\"etag\"".into()),
         at,
@@ -309,7 +309,7 @@ async fn listing_returns_a_cluster_in_wal_order_across_pages_on(
     let mut pages = 0;
     loop {
         let page = catalog
-            .list_page(&config.cluster, after.as_ref())
+            .list_page(&config.cluster, "", after.as_ref())
             .await
             .unwrap();
         pages += 1;

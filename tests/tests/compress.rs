@@ -91,7 +91,7 @@ async fn assert_replicated(config: &Config, file: &WalFileName, raw: &[u8]) {
     );
     let record = backends
         .catalog
-        .get(&config.cluster, file)
+        .get(&config.cluster, &file.into())
         .await
         .unwrap()
         .expect("a record");
@@ -150,7 +150,7 @@ async fn a_real_s3_notification_through_sqs_is_handled() {
     let (file, raw) = staged_segment(&config, "000000010000000000000002").await;
 
     let queue = stack.staging_queue().await;
-    let ours = staging_key(&config.cluster, &file);
+    let ours = staging_key(&config.cluster, file);
     let deadline = Instant::now() + Duration::from_secs(20);
     let message = loop {
         if let Some(m) = queue
@@ -190,7 +190,7 @@ async fn direct_s3_and_eventbridge_events_with_encoded_keys_are_handled() {
     let deadline = || Instant::now() + Duration::from_secs(60);
 
     let (first, raw) = staged_segment(&config, "000000010000000000000003").await;
-    let encoded = staging_key(&config.cluster, &first).replace('/', "%2F");
+    let encoded = staging_key(&config.cluster, first).replace('/', "%2F");
     let direct = json!({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
         "s3": {"bucket": {"name": STAGING_BUCKET}, "object": {"key": encoded, "size": raw.len()}}}]});
     handle_invocation(&replicator, &direct, Duration::from_secs(900), deadline())
@@ -200,7 +200,7 @@ async fn direct_s3_and_eventbridge_events_with_encoded_keys_are_handled() {
 
     let (second, raw) = staged_segment(&config, "000000010000000000000004").await;
     let bridge = json!({"version": "0", "detail-type": "Object Created", "source": "aws.s3",
-        "detail": {"bucket": {"name": STAGING_BUCKET}, "object": {"key": staging_key(&config.cluster, &second), "size": raw.len()}}});
+        "detail": {"bucket": {"name": STAGING_BUCKET}, "object": {"key": staging_key(&config.cluster, second), "size": raw.len()}}});
     handle_invocation(&replicator, &bridge, Duration::from_secs(900), deadline())
         .await
         .unwrap();

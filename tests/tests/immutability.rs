@@ -143,7 +143,7 @@ async fn a_stolen_key_cannot_destroy_the_archive_inside_the_window_and_the_sweep
     // The retention function's keys can delete versions, but not locked ones.
     let (_, _, b2_delete) = keys(Role::Retention, &cluster);
     let on_b2 = client(&b2.endpoint(), &b2_delete, B2_REGION);
-    let key = archive_key(&config.cluster, &archived[0].0);
+    let key = archive_key(&config.cluster, archived[0].0);
     let versions = on_b2
         .list_object_versions()
         .bucket(B2_BUCKET)

@@ -34,7 +34,7 @@ async fn catalog(config: &Config) -> Arc<dyn Catalog> {
 async fn statuses(config: &Config) -> Vec<RecordStatus> {
     catalog(config)
         .await
-        .list_page(&config.cluster, None)
+        .list_page(&config.cluster, "", None)
         .await
         .expect("catalog")
         .records
@@ -73,17 +73,17 @@ async fn recovery_from_both_from_either_and_past_a_corrupt_copy() {
     // valid zstd, wrong bytes.
     let page = catalog(&source.config)
         .await
-        .list_page(&source.config.cluster, None)
+        .list_page(&source.config.cluster, "", None)
         .await
         .expect("catalog");
     let victim = page
         .records
         .iter()
-        .filter(|r| matches!(r.file, WalFileName::Segment(_)))
+        .filter(|r| matches!(r.file.wal(), Some(WalFileName::Segment(_))))
         .nth(1)
         .expect("a segment");
     let r2 = tamper(Provider::R2).await;
-    let key = archive_key(&source.config.cluster, &victim.file);
+    let key = archive_key(&source.config.cluster, victim.file);
     r2.delete(&key).await.expect("delete");
     let forged = Bytes::from(
         compress(
@@ -127,7 +127,7 @@ async fn a_b2_outage_during_archiving_heals_and_b2_alone_recovers() {
     assert!(failed > 0, "B2 writes failed while it was down");
     let during = catalog(&source.config)
         .await
-        .list_page(&source.config.cluster, None)
+        .list_page(&source.config.cluster, "", None)
         .await
         .expect("catalog")
         .records;
@@ -196,12 +196,12 @@ async fn recovery_follows_a_new_timeline() {
     drop(shipper);
     let names: Vec<WalFileName> = catalog(&source.config)
         .await
-        .list_page(&source.config.cluster, None)
+        .list_page(&source.config.cluster, "", None)
         .await
         .expect("catalog")
         .records
         .iter()
-        .map(|r| r.file)
+        .filter_map(|r| r.file.wal())
         .collect();
     assert!(
         names.contains(&WalFileName::History { timeline: 2 }),

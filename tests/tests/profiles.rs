@@ -760,7 +760,7 @@ async fn the_swapped_assignment_still_archives_restores_and_frees() {
     assert_eq!(report.catalog_removed, 2);
     assert!(retention
         .catalog
-        .get(&config.cluster, &files[0].0)
+        .get(&config.cluster, &(files[0].0).into())
         .await
         .unwrap()
         .is_none());

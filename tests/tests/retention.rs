@@ -64,7 +64,7 @@ async fn a_sweep_deletes_exactly_the_plan_from_both_providers_and_the_catalog() 
         let store = backends.replicas.get(provider).unwrap();
         for seg in 1..=6 {
             let present = store
-                .head(&archive_key(&config.cluster, &segment(seg)))
+                .head(&archive_key(&config.cluster, segment(seg)))
                 .await
                 .is_ok();
             assert_eq!(present, seg >= 4, "{provider}: segment {seg}");
@@ -75,7 +75,7 @@ async fn a_sweep_deletes_exactly_the_plan_from_both_providers_and_the_catalog() 
         .await
         .unwrap()
         .into_iter()
-        .map(|r| r.file)
+        .filter_map(|r| r.file.wal())
         .collect();
     let expected: BTreeSet<WalFileName> = (4..=6).map(segment).chain([backup]).collect();
     assert_eq!(left, expected);

@@ -149,7 +149,7 @@ async fn r2_down_and_b2_not_found_aborts_recovery() {
     archive_replicated(&s.config, &file, &segment("000000010000000000000003")).await;
     tamper(Provider::B2)
         .await
-        .delete(&archive_key(&s.config.cluster, &file))
+        .delete(&archive_key(&s.config.cluster, file))
         .await
         .unwrap();
     let shipper = Shipper::new(&with(
@@ -175,7 +175,7 @@ async fn a_corrupt_r2_copy_falls_back_to_b2_and_is_reported() {
     let record = archive_replicated(&s.config, &file, &raw).await;
     // Replace R2's object with a valid zstd frame of other bytes.
     let r2 = tamper(Provider::R2).await;
-    let key = archive_key(&s.config.cluster, &file);
+    let key = archive_key(&s.config.cluster, file);
     r2.delete(&key).await.unwrap();
     let mut wrong = raw.clone();
     wrong[12_345] ^= 1;
@@ -247,7 +247,7 @@ async fn without_the_catalog_copies_are_found_by_key_and_must_agree() {
 
     // Two self-consistent but different copies fail loudly.
     let b2 = tamper(Provider::B2).await;
-    let key = archive_key(&s.config.cluster, &file);
+    let key = archive_key(&s.config.cluster, file);
     b2.delete(&key).await.unwrap();
     let other = segment("000000010000000000000060");
     let packed = Bytes::from(compress(&other, CompressionLevel::default()).unwrap());

@@ -161,7 +161,7 @@ async fn repushes_are_idempotent_and_conflicts_refused_in_staging_and_after() {
     let stored = backends(&config)
         .await
         .staging
-        .get(&staging_key(&config.cluster, &name))
+        .get(&staging_key(&config.cluster, name))
         .await
         .unwrap();
     assert_eq!(
@@ -189,7 +189,7 @@ async fn repushes_are_idempotent_and_conflicts_refused_in_staging_and_after() {
     let backends = backends(&config).await;
     let record = backends
         .catalog
-        .get(&config.cluster, &second_name)
+        .get(&config.cluster, &second_name.into())
         .await
         .unwrap()
         .unwrap();

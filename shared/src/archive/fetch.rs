@@ -9,6 +9,7 @@ use crate::backends::Replicas;
 use crate::catalog::{Catalog, CatalogError, CatalogRecord, RecordStatus};
 use crate::codec::{self, CodecError, Sha256Hex};
 use crate::error::{chain, Retryable};
+use crate::file::ArchivedFile;
 use crate::keys::{archive_key, meta, staging_key, ClusterName};
 use crate::provider::Provider;
 use crate::retry::RequestLimits;
@@ -221,11 +222,12 @@ impl Fetcher {
     /// Asks the catalog where the file is.
     async fn plan(&self, name: &WalFileName) -> Result<Plan<'_>, FetchError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let file = ArchivedFile::Wal(*name);
         let lookup = self
             .limits
             .one_request()
             .run(format!("catalog get {name}"), || {
-                self.catalog.get(&self.cluster, name)
+                self.catalog.get(&self.cluster, &file)
             })
             .await;
         Ok(match lookup {
@@ -325,7 +327,7 @@ impl Fetcher {
             .collect();
         // Until every replica is confirmed the raw copy stays in staging.
         if record.status != RecordStatus::Replicated {
-            candidates.push(self.staging_candidate(&record.file, Some(expected)));
+            candidates.push(self.staging_candidate(record.file, Some(expected)));
         }
         candidates
     }
@@ -343,15 +345,15 @@ impl Fetcher {
                 expected: None,
             })
             .collect();
-        candidates.push(self.staging_candidate(name, None));
+        candidates.push(self.staging_candidate(name.into(), None));
         candidates
     }
 
-    fn staging_candidate(&self, name: &WalFileName, expected: Option<Expected>) -> Candidate<'_> {
+    fn staging_candidate(&self, file: ArchivedFile, expected: Option<Expected>) -> Candidate<'_> {
         Candidate {
             source: Source::Staging,
             store: self.staging.as_ref(),
-            key: staging_key(&self.cluster, name),
+            key: staging_key(&self.cluster, file),
             compressed: false,
             expected,
         }

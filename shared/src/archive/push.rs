@@ -12,6 +12,7 @@ use super::spool::Spool;
 use crate::catalog::{Catalog, CatalogError, RecordStatus};
 use crate::codec::Sha256Hex;
 use crate::error::Retryable;
+use crate::file::ArchivedFile;
 use crate::identity::{check_identity, IdentityError};
 use crate::keys::{meta, staging_key, ClusterName};
 use crate::retry::{Budget, RequestLimits};
@@ -282,7 +283,7 @@ impl OnePush<'_> {
         sha: &Sha256Hex,
         metadata: &Metadata,
     ) -> Result<PushOutcome, PushError> {
-        let key = staging_key(&self.pusher.cluster, &self.name);
+        let key = staging_key(&self.pusher.cluster, self.name);
         let staging = &self.pusher.staging;
         let put = self
             .budget
@@ -308,9 +309,12 @@ impl OnePush<'_> {
     /// it holds nothing, a conflict if it holds other bytes.
     async fn check_catalog(&self, sha: &Sha256Hex) -> Result<Option<PushOutcome>, PushError> {
         let (catalog, cluster, name) = (&self.pusher.catalog, &self.pusher.cluster, &self.name);
+        let file = ArchivedFile::Wal(*name);
         let record = self
             .budget
-            .run(format!("catalog get {name}"), || catalog.get(cluster, name))
+            .run(format!("catalog get {name}"), || {
+                catalog.get(cluster, &file)
+            })
             .await
             .map_err(|source| PushError::Catalog {
                 name: *name,

@@ -12,9 +12,9 @@ use super::record::{attr, CatalogRecord, RecordStatus, TargetState};
 use super::{Catalog, CatalogError, CatalogOperation, CreateOutcome, RecordPage, RecordRef};
 use crate::clock::UnixMillis;
 use crate::error::cause;
+use crate::file::ArchivedFile;
 use crate::keys::ClusterName;
 use crate::provider::Provider;
-use crate::wal::WalFileName;
 
 /// Records per query page: well under DynamoDB's 1 MB page limit.
 const PAGE_SIZE: i32 = 500;
@@ -32,7 +32,7 @@ impl DynamoCatalog {
         }
     }
 
-    fn key(cluster: &ClusterName, file: &WalFileName) -> HashMap<String, AttributeValue> {
+    fn key(cluster: &ClusterName, file: &ArchivedFile) -> HashMap<String, AttributeValue> {
         HashMap::from([
             (
                 attr::CLUSTER.to_owned(),
@@ -48,7 +48,7 @@ impl DynamoCatalog {
 
 fn classify<E>(
     operation: CatalogOperation,
-    file: &WalFileName,
+    file: &dyn std::fmt::Display,
     err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
 ) -> CatalogError
 where
@@ -97,7 +97,7 @@ fn is_transient_code(code: &str) -> bool {
 }
 
 fn updated_record(
-    file: &WalFileName,
+    file: &ArchivedFile,
     attributes: Option<&HashMap<String, AttributeValue>>,
 ) -> Result<CatalogRecord, CatalogError> {
     let attributes = attributes.ok_or_else(|| CatalogError::Malformed {
@@ -126,7 +126,7 @@ impl Catalog for DynamoCatalog {
     async fn get(
         &self,
         cluster: &ClusterName,
-        file: &WalFileName,
+        file: &ArchivedFile,
     ) -> Result<Option<CatalogRecord>, CatalogError> {
         let out = self
             .client
@@ -257,7 +257,7 @@ impl Catalog for DynamoCatalog {
     async fn record_conflict(
         &self,
         cluster: &ClusterName,
-        file: &WalFileName,
+        file: &ArchivedFile,
         detail: &str,
         at: UnixMillis,
     ) -> Result<(), CatalogError> {
@@ -301,25 +301,33 @@ impl Catalog for DynamoCatalog {
     async fn list_page(
         &self,
         cluster: &ClusterName,
-        after: Option<&WalFileName>,
+        prefix: &str,
+        after: Option<&ArchivedFile>,
     ) -> Result<RecordPage, CatalogError> {
         let mut request = self
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("#pk = :cluster")
             .expression_attribute_names("#pk", attr::CLUSTER)
             .expression_attribute_values(":cluster", AttributeValue::S(cluster.as_str().to_owned()))
             .consistent_read(true)
             .limit(PAGE_SIZE);
+        request = if prefix.is_empty() {
+            request.key_condition_expression("#pk = :cluster")
+        } else {
+            request
+                .key_condition_expression("#pk = :cluster AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#sk", attr::FILE_NAME)
+                .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned()))
+        };
         if let Some(after) = after {
             request = request.set_exclusive_start_key(Some(Self::key(cluster, after)));
         }
-        let first = WalFileName::History { timeline: 1 };
+        let label = format!("{prefix}*");
         let out = request
             .send()
             .await
-            .map_err(|e| classify(CatalogOperation::List, after.unwrap_or(&first), e))?;
+            .map_err(|e| classify(CatalogOperation::List, &label, e))?;
         let records = out
             .items()
             .iter()

@@ -13,9 +13,9 @@ use super::{
 use crate::clock::UnixMillis;
 use crate::error::message;
 use crate::fault::{Fault, Injector};
+use crate::file::ArchivedFile;
 use crate::keys::ClusterName;
 use crate::provider::Provider;
-use crate::wal::WalFileName;
 
 pub struct FaultyCatalog<C> {
     inner: C,
@@ -63,7 +63,7 @@ impl<C: Catalog> FaultyCatalog<C> {
     async fn call<T, F>(
         &self,
         operation: CatalogOperation,
-        file: &WalFileName,
+        file: &(dyn std::fmt::Display + Sync),
         call: F,
     ) -> Result<T, CatalogError>
     where
@@ -97,7 +97,7 @@ impl<C: Catalog> Catalog for FaultyCatalog<C> {
     async fn get(
         &self,
         cluster: &ClusterName,
-        file: &WalFileName,
+        file: &ArchivedFile,
     ) -> Result<Option<CatalogRecord>, CatalogError> {
         let name = file.to_string();
         match self.faults.enter(CatalogOperation::Get, &name) {
@@ -151,7 +151,7 @@ impl<C: Catalog> Catalog for FaultyCatalog<C> {
     async fn record_conflict(
         &self,
         cluster: &ClusterName,
-        file: &WalFileName,
+        file: &ArchivedFile,
         detail: &str,
         at: UnixMillis,
     ) -> Result<(), CatalogError> {
@@ -175,13 +175,14 @@ impl<C: Catalog> Catalog for FaultyCatalog<C> {
     async fn list_page(
         &self,
         cluster: &ClusterName,
-        after: Option<&WalFileName>,
+        prefix: &str,
+        after: Option<&ArchivedFile>,
     ) -> Result<RecordPage, CatalogError> {
-        let first = WalFileName::History { timeline: 1 };
+        let label = format!("{prefix}*");
         self.call(
             CatalogOperation::List,
-            after.unwrap_or(&first),
-            self.inner.list_page(cluster, after),
+            &label,
+            self.inner.list_page(cluster, prefix, after),
         )
         .await
     }

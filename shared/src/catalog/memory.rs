@@ -13,11 +13,16 @@ use super::{
     RecordStatus, TargetState,
 };
 use crate::clock::UnixMillis;
+use crate::file::ArchivedFile;
 use crate::keys::ClusterName;
 use crate::provider::Provider;
-use crate::wal::WalFileName;
 
-type Key = (ClusterName, WalFileName);
+/// By name, as DynamoDB's sort key orders them.
+type Key = (ClusterName, String);
+
+fn key(cluster: &ClusterName, file: &ArchivedFile) -> Key {
+    (cluster.clone(), file.to_string())
+}
 
 pub struct MemoryCatalog {
     records: Mutex<BTreeMap<Key, CatalogRecord>>,
@@ -57,12 +62,12 @@ impl MemoryCatalog {
     /// state the conditional writes would not reach on their own.
     pub fn put(&self, record: CatalogRecord) {
         self.lock()
-            .insert((record.cluster.clone(), record.file), record);
+            .insert(key(&record.cluster, &record.file), record);
     }
 
     /// Removes a record behind walvault's back.
-    pub fn remove(&self, cluster: &ClusterName, file: &WalFileName) {
-        self.lock().remove(&(cluster.clone(), *file));
+    pub fn remove(&self, cluster: &ClusterName, file: &ArchivedFile) {
+        self.lock().remove(&key(cluster, file));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, CatalogRecord>> {
@@ -80,7 +85,7 @@ impl MemoryCatalog {
         change: impl FnOnce(&mut CatalogRecord),
     ) -> Result<CatalogRecord, CatalogError> {
         let mut records = self.lock();
-        let key = (reference.cluster.clone(), *reference.file);
+        let key = key(reference.cluster, reference.file);
         match records.get_mut(&key) {
             Some(record) if &record.raw_sha256 == reference.raw_sha256 && allowed(record) => {
                 change(record);
@@ -99,14 +104,14 @@ impl Catalog for MemoryCatalog {
     async fn get(
         &self,
         cluster: &ClusterName,
-        file: &WalFileName,
+        file: &ArchivedFile,
     ) -> Result<Option<CatalogRecord>, CatalogError> {
-        Ok(self.lock().get(&(cluster.clone(), *file)).cloned())
+        Ok(self.lock().get(&key(cluster, file)).cloned())
     }
 
     async fn create(&self, record: &CatalogRecord) -> Result<CreateOutcome, CatalogError> {
         let mut records = self.lock();
-        let key = (record.cluster.clone(), record.file);
+        let key = key(&record.cluster, &record.file);
         match records.get(&key) {
             Some(existing) => Ok(CreateOutcome::Exists(Box::new(existing.clone()))),
             None => {
@@ -158,11 +163,11 @@ impl Catalog for MemoryCatalog {
     async fn record_conflict(
         &self,
         cluster: &ClusterName,
-        file: &WalFileName,
+        file: &ArchivedFile,
         detail: &str,
         at: UnixMillis,
     ) -> Result<(), CatalogError> {
-        match self.lock().get_mut(&(cluster.clone(), *file)) {
+        match self.lock().get_mut(&key(cluster, file)) {
             Some(record) => {
                 record.conflicts += 1;
                 record.last_conflict = Some(detail.to_owned());
@@ -178,7 +183,7 @@ impl Catalog for MemoryCatalog {
 
     async fn delete(&self, record: RecordRef<'_>) -> Result<(), CatalogError> {
         let mut records = self.lock();
-        let key = (record.cluster.clone(), *record.file);
+        let key = key(record.cluster, record.file);
         match records.get(&key) {
             Some(existing) if &existing.raw_sha256 != record.raw_sha256 => {
                 Err(CatalogError::ConditionFailed {
@@ -196,13 +201,17 @@ impl Catalog for MemoryCatalog {
     async fn list_page(
         &self,
         cluster: &ClusterName,
-        after: Option<&WalFileName>,
+        prefix: &str,
+        after: Option<&ArchivedFile>,
     ) -> Result<RecordPage, CatalogError> {
         let records = self.lock();
+        let after = after.map(|a| a.to_string());
         let mut matching = records
-            .values()
-            .filter(|r| &r.cluster == cluster && after.is_none_or(|a| r.file > *a))
-            .cloned();
+            .iter()
+            .filter(|((c, name), _)| {
+                c == cluster && name.starts_with(prefix) && after.as_ref().is_none_or(|a| name > a)
+            })
+            .map(|(_, record)| record.clone());
         let page: Vec<CatalogRecord> = matching.by_ref().take(self.page_size).collect();
         let next = match matching.next() {
             Some(_) => page.last().map(|r| r.file),
@@ -304,7 +313,7 @@ mod tests {
                 .unwrap();
         }
         let first = catalog
-            .list_page(&"c".parse().unwrap(), None)
+            .list_page(&"c".parse().unwrap(), "", None)
             .await
             .unwrap();
         assert_eq!(first.records.len(), 2);

@@ -15,10 +15,10 @@ use async_trait::async_trait;
 use crate::clock::UnixMillis;
 use crate::codec::Sha256Hex;
 use crate::error::{Cause, Retryable};
+use crate::file::ArchivedFile;
 use crate::keys::ClusterName;
 use crate::provider::Provider;
 use crate::retry::TimedOut;
-use crate::wal::WalFileName;
 
 pub use dynamo::DynamoCatalog;
 pub use faulty::FaultyCatalog;
@@ -36,7 +36,7 @@ pub enum CreateOutcome {
 pub struct RecordPage {
     pub records: Vec<CatalogRecord>,
     /// Pass back as `after` to read the next page; `None` at the end.
-    pub next: Option<WalFileName>,
+    pub next: Option<ArchivedFile>,
 }
 
 /// Which record a write is for, and the raw content it must still
@@ -44,7 +44,7 @@ pub struct RecordPage {
 #[derive(Debug, Clone, Copy)]
 pub struct RecordRef<'a> {
     pub cluster: &'a ClusterName,
-    pub file: &'a WalFileName,
+    pub file: &'a ArchivedFile,
     pub raw_sha256: &'a Sha256Hex,
 }
 
@@ -63,7 +63,7 @@ pub trait Catalog: Send + Sync {
     async fn get(
         &self,
         cluster: &ClusterName,
-        file: &WalFileName,
+        file: &ArchivedFile,
     ) -> Result<Option<CatalogRecord>, CatalogError>;
 
     /// Creates the record unless one exists for the name.
@@ -96,7 +96,7 @@ pub trait Catalog: Send + Sync {
     async fn record_conflict(
         &self,
         cluster: &ClusterName,
-        file: &WalFileName,
+        file: &ArchivedFile,
         detail: &str,
         at: UnixMillis,
     ) -> Result<(), CatalogError>;
@@ -105,23 +105,35 @@ pub trait Catalog: Send + Sync {
     /// removing one already gone is success.
     async fn delete(&self, record: RecordRef<'_>) -> Result<(), CatalogError>;
 
-    /// Records of a cluster in WAL order, a page at a time.
+    /// Records of a cluster whose name starts with `prefix` (all of them
+    /// for `""`), in name order: WAL files in WAL order, then backup parts.
+    /// A page at a time.
     async fn list_page(
         &self,
         cluster: &ClusterName,
-        after: Option<&WalFileName>,
+        prefix: &str,
+        after: Option<&ArchivedFile>,
     ) -> Result<RecordPage, CatalogError>;
 }
 
-/// Every record of a cluster, in WAL order, following pages.
+/// Every record of a cluster, in name order, following pages.
 pub async fn list_all(
     catalog: &dyn Catalog,
     cluster: &ClusterName,
 ) -> Result<Vec<CatalogRecord>, CatalogError> {
+    list_prefix(catalog, cluster, "").await
+}
+
+/// Every record of a cluster whose name starts with `prefix`.
+pub async fn list_prefix(
+    catalog: &dyn Catalog,
+    cluster: &ClusterName,
+    prefix: &str,
+) -> Result<Vec<CatalogRecord>, CatalogError> {
     let mut records = Vec::new();
     let mut after = None;
     loop {
-        let page = catalog.list_page(cluster, after.as_ref()).await?;
+        let page = catalog.list_page(cluster, prefix, after.as_ref()).await?;
         records.extend(page.records);
         match page.next {
             Some(next) => after = Some(next),

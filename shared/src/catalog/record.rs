@@ -9,9 +9,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::CatalogError;
 use crate::clock::UnixMillis;
 use crate::codec::Sha256Hex;
+use crate::file::ArchivedFile;
 use crate::keys::ClusterName;
 use crate::provider::Provider;
-use crate::wal::{WalFileKind, WalFileName};
 
 /// The item's attribute names: the table's key schema and every attribute
 /// walvault writes (the infra reads them from the contract, see
@@ -126,7 +126,7 @@ pub struct TargetState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogRecord {
     pub cluster: ClusterName,
-    pub file: WalFileName,
+    pub file: ArchivedFile,
     pub raw_size: u64,
     pub raw_sha256: Sha256Hex,
     /// From the WAL header; segments and `.partial` files only.
@@ -153,7 +153,7 @@ impl CatalogRecord {
     /// A new record for a file whose replicas are about to be written.
     pub fn replicating(
         cluster: ClusterName,
-        file: WalFileName,
+        file: ArchivedFile,
         raw_size: u64,
         raw_sha256: Sha256Hex,
         staged_at: UnixMillis,
@@ -204,7 +204,6 @@ impl CatalogRecord {
             (attr::CLUSTER, s(self.cluster.as_str())),
             (attr::FILE_NAME, s(&self.file.to_string())),
             (attr::KIND, s(self.file.kind().as_str())),
-            (attr::TIMELINE, n(u64::from(self.file.timeline()))),
             (attr::RAW_SIZE, n(self.raw_size)),
             (attr::RAW_SHA256, s(self.raw_sha256.as_str())),
             (attr::STATUS, s(self.status.as_str())),
@@ -217,6 +216,10 @@ impl CatalogRecord {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let optional = [
+            (
+                attr::TIMELINE,
+                self.file.wal().map(|name| n(u64::from(name.timeline()))),
+            ),
             (
                 attr::SYSTEM_IDENTIFIER,
                 self.system_identifier.map(|v| s(&v.to_string())),
@@ -248,10 +251,9 @@ impl CatalogRecord {
             .string(attr::CLUSTER)?
             .parse()
             .map_err(|e: crate::keys::KeyError| fields.malformed(attr::CLUSTER, e.to_string()))?;
-        let file: WalFileName = fields
-            .string(attr::FILE_NAME)?
-            .parse()
-            .map_err(|e: crate::wal::NameError| fields.malformed(attr::FILE_NAME, e.to_string()))?;
+        let file: ArchivedFile = fields.string(attr::FILE_NAME)?.parse().map_err(
+            |e: crate::file::NotArchivedFile| fields.malformed(attr::FILE_NAME, e.to_string()),
+        )?;
         fields.check_kind(&file)?;
         let sha = |name: &str, v: String| {
             Sha256Hex::parse(&v).map_err(|e| fields.malformed(name, e.to_string()))
@@ -336,14 +338,11 @@ impl Fields<'_> {
     }
 
     /// The `kind` attribute, if present, must agree with the file name.
-    fn check_kind(&self, file: &WalFileName) -> Result<(), CatalogError> {
+    fn check_kind(&self, file: &ArchivedFile) -> Result<(), CatalogError> {
         let Some(kind) = self.opt_string(attr::KIND)? else {
             return Ok(());
         };
-        let kind: WalFileKind = kind
-            .parse()
-            .map_err(|e: crate::wal::NameError| self.malformed(attr::KIND, e.to_string()))?;
-        if kind == file.kind() {
+        if kind == file.kind().as_str() {
             Ok(())
         } else {
             Err(self.malformed(

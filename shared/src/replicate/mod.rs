@@ -23,12 +23,12 @@ use crate::catalog::CatalogError;
 use crate::codec::{CodecError, CompressionLevel};
 use crate::error::{chain, Retryable};
 use crate::events::ObjectRef;
+use crate::file::ArchivedFile;
 use crate::keys::{parse_staging_key, ClusterName};
 use crate::metrics::MetricRecord;
 use crate::provider::Provider;
 use crate::retry::{Budget, RequestLimits};
 use crate::store::StoreError;
-use crate::wal::WalFileName;
 
 pub use redrive::RedriveReport;
 pub use write::ReplicaError;
@@ -73,14 +73,14 @@ pub enum ReplicateError {
     /// A catalog request failed.
     #[error("{file}: catalog")]
     Catalog {
-        file: WalFileName,
+        file: ArchivedFile,
         #[source]
         source: CatalogError,
     },
     /// The staged bytes could not be compressed.
     #[error("{file}: compressing")]
     Compress {
-        file: WalFileName,
+        file: ArchivedFile,
         #[source]
         source: CodecError,
     },
@@ -88,18 +88,18 @@ pub enum ReplicateError {
     /// retry redoes only what is missing.
     #[error("{file}: replication incomplete: {}", failures.iter().map(|(p, e)| format!("{p}: {}", chain(e))).collect::<Vec<_>>().join("; "))]
     Partial {
-        file: WalFileName,
+        file: ArchivedFile,
         failures: Vec<(Provider, ReplicaError)>,
     },
     /// Every replica is recorded, but the record then changed in a way no
     /// delivery of this content makes (another content, a status gone).
     #[error("{file}: the catalog record changed under this delivery")]
-    RecordChanged { file: WalFileName },
+    RecordChanged { file: ArchivedFile },
     /// Replicated and recorded, but the staging copy could not be removed;
     /// the re-drive removes it later.
     #[error("{file}: replicated, but removing the staging copy failed")]
     StagingCleanup {
-        file: WalFileName,
+        file: ArchivedFile,
         #[source]
         source: StoreError,
     },
@@ -194,7 +194,7 @@ impl Replicator {
 
     /// The file named by an announced object, if it is one of this
     /// cluster's staging objects; otherwise why it is ignored.
-    fn own_staging_file(&self, object: &ObjectRef) -> Result<WalFileName, String> {
+    fn own_staging_file(&self, object: &ObjectRef) -> Result<ArchivedFile, String> {
         if object.bucket != self.staging_bucket {
             return Err("object outside the staging bucket".into());
         }
@@ -212,7 +212,7 @@ impl Replicator {
 /// One delivery of one file, step by step.
 struct Run<'a> {
     replicator: &'a Replicator,
-    file: WalFileName,
+    file: ArchivedFile,
     staging_key: &'a str,
     budget: &'a Budget,
     report: &'a mut MetricRecord,

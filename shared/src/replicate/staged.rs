@@ -10,10 +10,11 @@ use super::{elapsed_ms, Outcome, ReplicateError, Run};
 use crate::catalog::{CatalogRecord, RecordStatus};
 use crate::clock::{now_millis, unix_millis, UnixMillis};
 use crate::codec::{self, Sha256Hex};
+use crate::file::ArchivedFile;
 use crate::keys::meta;
 use crate::metrics::Metric;
 use crate::store::{Object, StoreError};
-use crate::wal::{WalFileKind, WalFileName, WalHeader};
+use crate::wal::{WalFileKind, WalHeader};
 
 /// A staging object that passed verification.
 pub(super) struct Staged {
@@ -130,7 +131,7 @@ impl Run<'_> {
 /// segments, against the WAL header. Returns the header, if any, or what
 /// is wrong.
 fn verify(
-    file: &WalFileName,
+    file: &ArchivedFile,
     staged: &Object,
     sha: &Sha256Hex,
 ) -> Result<Option<WalHeader>, String> {
@@ -151,10 +152,13 @@ fn verify(
             ));
         }
     }
-    if !matches!(file.kind(), WalFileKind::Segment | WalFileKind::Partial) {
+    let Some(name) = file
+        .wal()
+        .filter(|name| matches!(name.kind(), WalFileKind::Segment | WalFileKind::Partial))
+    else {
         return Ok(None);
-    }
-    let header = WalHeader::parse_file(file, &staged.body).map_err(|e| e.to_string())?;
+    };
+    let header = WalHeader::parse_file(&name, &staged.body).map_err(|e| e.to_string())?;
     if let Some(claimed) = staged.info.metadata.get(meta::SYSTEM_IDENTIFIER) {
         if claimed != &header.system_identifier.to_string() {
             return Err(format!(

@@ -82,7 +82,7 @@ impl Run<'_> {
             .replicas
             .get(provider)
             .expect("a replicator has every provider's replica");
-        let key = archive_key(&record.cluster, &record.file);
+        let key = archive_key(&record.cluster, record.file);
         let metadata = Metadata::from([(meta::RAW_SIZE.to_owned(), record.raw_size.to_string())]);
         let put = self
             .budget

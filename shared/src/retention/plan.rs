@@ -17,6 +17,24 @@ use crate::catalog::CatalogRecord;
 use crate::clock::UnixMillis;
 use crate::wal::{Segment, SegmentSize, WalFileKind, WalFileName};
 
+/// What the planner needs of an archived WAL file's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalEntry {
+    pub file: WalFileName,
+    /// When it reached staging: its age.
+    pub staged_at: UnixMillis,
+}
+
+impl WalEntry {
+    /// The entry of a WAL file's record; `None` for other records.
+    pub fn of(record: &CatalogRecord) -> Option<WalEntry> {
+        Some(WalEntry {
+            file: record.file.wal()?,
+            staged_at: record.staged_at,
+        })
+    }
+}
+
 /// One timeline switch from a `.history` file: `parent` ended at byte
 /// `switch_offset` of the segment at `switch_position` (see [`position`])
 /// and the child timeline continued from there.
@@ -142,7 +160,7 @@ type ProtectedLine = (Vec<Stretch>, Option<Position>);
 
 /// Plans the sweep of one cluster's `records` at `now`.
 pub fn plan(
-    records: &[CatalogRecord],
+    records: &[WalEntry],
     histories: &Histories,
     now: UnixMillis,
     rules: &Rules,
@@ -195,7 +213,7 @@ pub fn plan(
 /// History files and files staged inside the window are kept; the rest are
 /// candidates for deletion.
 fn split_by_age(
-    records: &[CatalogRecord],
+    records: &[WalEntry],
     window_start: UnixMillis,
 ) -> (BTreeMap<WalFileName, KeepReason>, BTreeSet<WalFileName>) {
     let mut kept = BTreeMap::new();
@@ -216,7 +234,7 @@ fn split_by_age(
 /// one), its line and the newest backup on it that finished before the
 /// window started.
 fn anchor_lines(
-    records: &[CatalogRecord],
+    records: &[WalEntry],
     histories: &Histories,
     backups: &[Backup],
     window_start: UnixMillis,
@@ -306,21 +324,13 @@ pub fn parse_history(text: &str, segment_size: SegmentSize) -> Result<Vec<Switch
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Sha256Hex;
     use proptest::prelude::*;
 
     const HOUR: u64 = 3_600_000;
     const DAY: u64 = 24 * HOUR;
 
-    fn record(file: WalFileName, staged_at: UnixMillis) -> CatalogRecord {
-        CatalogRecord::replicating(
-            "c".parse().unwrap(),
-            file,
-            SegmentSize::DEFAULT.bytes(),
-            Sha256Hex::of(file.to_string().as_bytes()),
-            staged_at,
-            staged_at,
-        )
+    fn record(file: WalFileName, staged_at: UnixMillis) -> WalEntry {
+        WalEntry { file, staged_at }
     }
 
     fn seg(timeline: u32, seg: u32) -> Segment {
@@ -388,7 +398,7 @@ mod tests {
         );
     }
 
-    fn plan_at(records: &[CatalogRecord], now: u64) -> RetentionPlan {
+    fn plan_at(records: &[WalEntry], now: u64) -> RetentionPlan {
         plan(records, &Histories::new(), now, &rules(30 * DAY))
     }
 
@@ -483,7 +493,7 @@ mod tests {
     /// timeline 2's line, so timeline 2 stays anchored on the older backup.
     #[test]
     fn a_parent_backup_started_after_the_fork_does_not_anchor_the_child() {
-        let mut records: Vec<CatalogRecord> = (0..20)
+        let mut records: Vec<WalEntry> = (0..20)
             .map(|i| record(WalFileName::Segment(seg(1, i)), u64::from(i) * HOUR))
             .collect();
         records.push(record(WalFileName::Segment(seg(2, 15)), 30 * HOUR));
@@ -554,7 +564,7 @@ mod tests {
     /// so that proptest shrinks a failure to the fewest steps.
     #[derive(Debug)]
     struct Simulation {
-        records: Vec<CatalogRecord>,
+        records: Vec<WalEntry>,
         histories: Histories,
         timelines: BTreeMap<u32, SimTimeline>,
         now: u64,

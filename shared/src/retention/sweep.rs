@@ -10,12 +10,13 @@ use futures_util::future::join_all;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::plan::{parse_history, plan, Histories, Rules};
+use super::plan::{parse_history, plan, Histories, Rules, WalEntry};
 use crate::backends::Replicas;
 use crate::catalog::{list_all, Catalog, CatalogError, CatalogRecord, RecordRef, RecordStatus};
 use crate::clock::UnixMillis;
 use crate::codec::decompress_verified;
 use crate::error::chain;
+use crate::file::{ArchivedFile, FileKind};
 use crate::keys::{archive_key, ClusterName};
 use crate::metrics::{Metric, MetricRecord};
 use crate::provider::Provider;
@@ -68,7 +69,7 @@ pub enum SweepError {
     /// Without every timeline's history the planner cannot tell which
     /// files other timelines need: nothing is deleted.
     #[error("cannot read timeline history {file}: {detail}")]
-    History { file: WalFileName, detail: String },
+    History { file: ArchivedFile, detail: String },
     /// The replicated segments do not agree on one segment size, which
     /// reading the histories needs: nothing is deleted.
     #[error("the catalog's replicated segments have no single segment size: {0}")]
@@ -91,7 +92,8 @@ impl Sweeper {
             })
             .await?;
         let histories = self.histories(&records, &budget).await?;
-        let plan = plan(&records, &histories, now, &self.rules);
+        let entries: Vec<WalEntry> = records.iter().filter_map(WalEntry::of).collect();
+        let plan = plan(&entries, &histories, now, &self.rules);
         let mut report = SweepReport {
             dry_run,
             records: records.len(),
@@ -111,8 +113,10 @@ impl Sweeper {
             tracing::error!(cluster = %self.cluster, age_only = self.rules.age_only_without_backups, "NO BASE BACKUP in the archive: retention deletes nothing (unless WALVAULT_RETENTION_AGE_ONLY chose deleting by age alone, which cannot guarantee point-in-time recovery)");
         }
         if !dry_run {
-            let by_name: BTreeMap<WalFileName, &CatalogRecord> =
-                records.iter().map(|r| (r.file, r)).collect();
+            let by_name: BTreeMap<WalFileName, &CatalogRecord> = records
+                .iter()
+                .filter_map(|r| Some((r.file.wal()?, r)))
+                .collect();
             let allowed = plan.delete.len().min(self.max_deletes);
             let mut attempted = 0;
             for batch in plan.delete[..allowed].chunks(DELETE_BATCH) {
@@ -137,7 +141,7 @@ impl Sweeper {
     async fn expire(&self, batch: &[&CatalogRecord], budget: &Budget, report: &mut SweepReport) {
         let keys: Vec<String> = batch
             .iter()
-            .map(|r| archive_key(&r.cluster, &r.file))
+            .map(|r| archive_key(&r.cluster, r.file))
             .collect();
         let deletes = self.replicas.iter().map(|replica| async {
             match tokio::time::timeout(budget.left(), replica.store.delete_many(&keys)).await {
@@ -212,14 +216,14 @@ impl Sweeper {
         let mut histories = Histories::new();
         let history_records: Vec<&CatalogRecord> = records
             .iter()
-            .filter(|r| r.file.kind() == WalFileKind::History)
+            .filter(|r| r.file.kind() == FileKind::Wal(WalFileKind::History))
             .collect();
         if history_records.is_empty() {
             return Ok(histories);
         }
         let segment_size = segment_size(records).map_err(SweepError::SegmentSize)?;
         for record in history_records {
-            let WalFileName::History { timeline } = record.file else {
+            let ArchivedFile::Wal(WalFileName::History { timeline }) = record.file else {
                 continue;
             };
             let text = self.read_verified(record, budget).await?;
@@ -238,7 +242,7 @@ impl Sweeper {
         record: &CatalogRecord,
         budget: &Budget,
     ) -> Result<String, SweepError> {
-        let key = archive_key(&record.cluster, &record.file);
+        let key = archive_key(&record.cluster, record.file);
         let mut problems = Vec::new();
         for replica in self.replicas.iter() {
             let got = budget
@@ -282,7 +286,10 @@ impl Sweeper {
 fn segment_size(records: &[CatalogRecord]) -> Result<SegmentSize, String> {
     let mut sizes = records
         .iter()
-        .filter(|r| r.file.kind() == WalFileKind::Segment && r.status == RecordStatus::Replicated)
+        .filter(|r| {
+            r.file.kind() == FileKind::Wal(WalFileKind::Segment)
+                && r.status == RecordStatus::Replicated
+        })
         .map(|r| r.raw_size);
     let Some(first) = sizes.next() else {
         return Err("no replicated segment to take it from".into());
