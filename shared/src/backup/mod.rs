@@ -1,4 +1,8 @@
 //! Base backups: `walvault backup` streams PostgreSQL's base backup into
-//! chunks that travel the WAL's road; `restore` and `drill` bring one back.
+//! chunks that travel the WAL's road (staging, the compress function, R2
+//! and B2, the catalog), then a descriptor; `restore` and `drill` bring one
+//! back.
 
+pub mod descriptor;
 pub mod name;
+pub mod tar;
