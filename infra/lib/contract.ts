@@ -9,7 +9,7 @@ import * as path from 'path';
 export interface Contract {
   metrics: { namespace: string; dimension: string; names: string[] };
   catalog: { partition_key: string; sort_key: string; attributes: string[]; replica_attributes: string[]; statuses: string[] };
-  layout: { staging_prefix: string; identity_key: string; archive_prefix: string };
+  layout: { staging_prefix: string; staging_backup_prefix: string; identity_key: string; archive_prefix: string };
   providers: { name: string; setting_infix: string }[];
   settings: string[];
 }

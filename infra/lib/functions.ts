@@ -13,7 +13,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { Catalog } from './catalog';
-import { CONTRACT, setting } from './contract';
+import { CONTRACT, layout, setting } from './contract';
 import { ReplicaKeys } from './replica-keys';
 import { Staging } from './staging';
 
@@ -116,9 +116,20 @@ export class Functions extends Construct {
     props.key.grantEncryptDecrypt(this.compress);
   }
 
-  /** Retention reads, queries and deletes catalog items; R2 and B2 are not AWS. */
+  /**
+   * Retention reads, queries and deletes catalog items (R2 and B2 are not
+   * AWS), and lists and deletes the staged parts of base backups that never
+   * finished: the one staging prefix it may touch.
+   */
   private grantRetention(props: FunctionsProps, keys: ReplicaKeys): void {
+    const backupParts = layout('staging_backup_prefix', props.cluster);
     this.retention.addToRolePolicy(new iam.PolicyStatement({ actions: ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:DeleteItem'], resources: [props.catalog.table.tableArn] }));
+    this.retention.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:DeleteObject'], resources: [props.staging.bucket.arnForObjects(`${backupParts}*`)] }));
+    this.retention.addToRolePolicy(new iam.PolicyStatement({
+      actions: ['s3:ListBucket'],
+      resources: [props.staging.bucket.bucketArn],
+      conditions: { StringLike: { 's3:prefix': [`${backupParts}*`] } },
+    }));
     keys.grantRead(this.retention);
     props.key.grantDecrypt(this.retention);
   }

@@ -53,6 +53,12 @@ pub const SETTINGS: &[&str] = &[
     "RETENTION_AGE_ONLY",
     "RETENTION_MAX_DELETES",
     "IMMUTABLE_DAYS",
+    "INCOMPLETE_BACKUP_DAYS",
+    "PG_BINDIR",
+    "BACKUP_CHUNK_MIB",
+    "BACKUP_CONCURRENCY",
+    "BACKUP_WAL_WAIT_SECS",
+    "RESTORE_READ_AHEAD",
 ];
 
 /// A value that must never reach a log line or an error message.
@@ -154,6 +160,20 @@ pub struct Config {
     /// Lock), set up on the providers; shorter than the retention window,
     /// so that the sweep only meets files whose lock has expired.
     pub immutable: Option<Duration>,
+    /// Age after which the sweep removes the parts of a base backup that
+    /// never finished (no descriptor): from staging, R2, B2 and the catalog.
+    pub incomplete_backup_age: Duration,
+    /// PostgreSQL's programs (`pg_basebackup`, `pg_verifybackup`, `pg_ctl`,
+    /// `psql`); found by version, then on `PATH`, when unset.
+    pub pg_bindir: Option<PathBuf>,
+    /// Bytes per base backup chunk.
+    pub backup_chunk_size: usize,
+    /// Chunks `walvault backup` uploads at once.
+    pub backup_concurrency: usize,
+    /// How long `walvault backup` waits for the WAL its backup needs.
+    pub backup_wal_wait: Duration,
+    /// Chunks `walvault restore` fetches ahead of the one it writes.
+    pub restore_read_ahead: usize,
 }
 
 impl Config {
@@ -204,6 +224,14 @@ impl Config {
             retention_age_only: settings.boolean("RETENTION_AGE_ONLY", false)?,
             retention_max_deletes: settings.positive("RETENTION_MAX_DELETES", 100_000)? as usize,
             immutable: settings.immutable()?,
+            incomplete_backup_age: Duration::from_secs(
+                settings.positive("INCOMPLETE_BACKUP_DAYS", 2)? * 86_400,
+            ),
+            pg_bindir: settings.absolute_path("PG_BINDIR")?,
+            backup_chunk_size: (settings.whole("BACKUP_CHUNK_MIB", 32, 1..=64)? as usize) << 20,
+            backup_concurrency: settings.whole("BACKUP_CONCURRENCY", 4, 1..=16)? as usize,
+            backup_wal_wait: settings.seconds("BACKUP_WAL_WAIT_SECS", 300)?,
+            restore_read_ahead: settings.whole("RESTORE_READ_AHEAD", 4, 1..=32)? as usize,
         })
     }
 
@@ -421,6 +449,15 @@ impl Settings<'_> {
             Ok(dir)
         } else {
             Err(self.invalid("SPOOL_DIR", "must be an absolute path"))
+        }
+    }
+
+    fn absolute_path(&self, name: &str) -> Result<Option<PathBuf>, ConfigError> {
+        match self.get(name).map(PathBuf::from) {
+            Some(path) if !path.is_absolute() => {
+                Err(self.invalid(name, "must be an absolute path"))
+            }
+            other => Ok(other),
         }
     }
 

@@ -138,6 +138,14 @@ pub async fn check_identity(
     }
 }
 
+/// The identity recorded in staging, if any host has pushed a segment yet.
+pub async fn recorded_identity(
+    staging: &dyn ObjectStore,
+    cluster: &ClusterName,
+) -> Result<Option<ClusterIdentity>, IdentityError> {
+    read(staging, &identity_key(cluster)).await
+}
+
 async fn read(
     staging: &dyn ObjectStore,
     key: &str,

@@ -4,6 +4,7 @@
 //! staging bucket   <cluster>/staging/<wal file name>        raw bytes, as pushed
 //!                  <cluster>/staging/backup/<id>/<part>     base backup chunks and descriptor
 //!                  <cluster>/identity.json                  the cluster's pinned identity
+//!                  <cluster>/drills/<ms>.json               recovery drill reports
 //! R2 and B2        <cluster>/wal/<wal file name>.zst        zstd frame
 //!                  <cluster>/backup/<id>/<part>.zst         zstd frame
 //! ```
@@ -14,12 +15,14 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::backup::name::BackupFile;
 use crate::file::ArchivedFile;
 
 const STAGING_DIR: &str = "staging";
 const ARCHIVE_DIR: &str = "wal";
 const ARCHIVE_SUFFIX: &str = ".zst";
 const IDENTITY_FILE: &str = "identity.json";
+const DRILL_DIR: &str = "drills";
 
 /// The name of a PostgreSQL cluster in walvault: the first component of
 /// every key. Lower-case letters, digits, `-` and `_`, at most 63 bytes,
@@ -98,10 +101,14 @@ fn identity_key_of(cluster: &str) -> String {
 
 /// The layout with `{cluster}` for the cluster name: what the infra's
 /// bucket rules and policies are written against ([`crate::contract`]).
-pub fn layout_templates() -> [(&'static str, String); 3] {
+pub fn layout_templates() -> [(&'static str, String); 4] {
     let cluster = "{cluster}";
     [
         ("staging_prefix", staging_prefix_of(cluster)),
+        (
+            "staging_backup_prefix",
+            format!("{}{}", staging_prefix_of(cluster), BackupFile::all_prefix()),
+        ),
         ("identity_key", identity_key_of(cluster)),
         ("archive_prefix", archive_prefix_of(cluster)),
     ]
@@ -116,6 +123,17 @@ pub fn archive_key(cluster: &ClusterName, file: impl Into<ArchivedFile>) -> Stri
         // Backup parts are named `backup/<id>/<part>` already.
         ArchivedFile::Backup(part) => format!("{cluster}/{part}{ARCHIVE_SUFFIX}"),
     }
+}
+
+/// Where `walvault drill` stores its report: `<cluster>/drills/<ms>.json`
+/// in the staging bucket, outside `staging/` so that the compress function
+/// leaves it alone.
+pub fn drill_report_key(cluster: &ClusterName, started_at_ms: u64) -> String {
+    format!("{}{started_at_ms:013}.json", drill_prefix(cluster))
+}
+
+pub fn drill_prefix(cluster: &ClusterName) -> String {
+    format!("{cluster}/{DRILL_DIR}/")
 }
 
 pub fn identity_key(cluster: &ClusterName) -> String {

@@ -100,6 +100,7 @@ fn sweeper(world: &MemoryWorld, max_deletes: usize) -> Sweeper {
     Sweeper {
         cluster: cluster(),
         catalog: backends.catalog,
+        staging: backends.staging,
         replicas: backends.replicas,
         rules: Rules {
             window_ms: 30 * DAY,
@@ -107,6 +108,7 @@ fn sweeper(world: &MemoryWorld, max_deletes: usize) -> Sweeper {
         },
         max_deletes,
         limits: limits(),
+        abandoned_after: Duration::from_secs(2 * 86_400),
     }
 }
 

@@ -8,6 +8,8 @@
 
 use shared::archive::fetch::FetchError;
 use shared::archive::push::{PushError, PushOutcome};
+use shared::backup::restore::RestoreError;
+use shared::backup::take::BackupError;
 use shared::error::Retryable;
 use shared::identity::IdentityError;
 
@@ -23,6 +25,32 @@ pub const FETCH_STORE_ERROR: u8 = 150;
 pub const FETCH_NO_VERIFIED_COPY: u8 = 151;
 pub const FETCH_DISAGREEMENT: u8 = 152;
 pub const FETCH_LOCAL_ERROR: u8 = 153;
+
+pub const BACKUP_USAGE: u8 = 2;
+/// pg_basebackup could not run or failed.
+pub const BACKUP_POSTGRES: u8 = 3;
+/// Not a backup walvault can keep: another cluster, tablespaces, no
+/// archiving, a stream that is not a base backup.
+pub const BACKUP_REFUSED: u8 = 4;
+/// Staging or the catalog was unavailable, the WAL was not archived in
+/// time, or another backup started in the same second: run it again.
+pub const BACKUP_UNAVAILABLE: u8 = 5;
+/// Staging or the catalog refused (rights, configuration).
+pub const BACKUP_FAILED: u8 = 6;
+
+pub const RESTORE_USAGE: u8 = 2;
+/// Refused before anything was downloaded: no backup reaches the target,
+/// the directory is not empty, the WAL is not continuous.
+pub const RESTORE_REFUSED: u8 = 3;
+/// A chunk could not be fetched verified from any provider.
+pub const RESTORE_UNAVAILABLE: u8 = 4;
+/// pg_verifybackup found the restored directory wrong.
+pub const RESTORE_VERIFY_FAILED: u8 = 5;
+/// Writing the directory, or a local configuration problem.
+pub const RESTORE_LOCAL: u8 = 6;
+
+pub const DRILL_FAILED: u8 = 1;
+pub const DRILL_USAGE: u8 = 2;
 
 // PostgreSQL reads fetch codes above 125 as "abort recovery", and push
 // codes above 125 as a crashed archiver: checked at compile time.
@@ -73,6 +101,41 @@ pub fn fetch_exit(error: &FetchError) -> u8 {
     }
 }
 
+pub fn backup_exit(error: &BackupError) -> u8 {
+    match error {
+        BackupError::Read(_) => BACKUP_POSTGRES,
+        BackupError::Tar(_)
+        | BackupError::Truncated
+        | BackupError::MissingMember(_)
+        | BackupError::Tablespaces(_)
+        | BackupError::Facts(_)
+        | BackupError::WrongCluster { .. }
+        | BackupError::NoArchiving(_)
+        | BackupError::TooManyChunks => BACKUP_REFUSED,
+        BackupError::WalNotArchived { .. } | BackupError::Exists(_) => BACKUP_UNAVAILABLE,
+        BackupError::Store { .. } | BackupError::Catalog(_) | BackupError::Identity(_) => {
+            if error.is_permanent() {
+                BACKUP_FAILED
+            } else {
+                BACKUP_UNAVAILABLE
+            }
+        }
+    }
+}
+
+pub fn restore_exit(error: &RestoreError) -> u8 {
+    match error {
+        RestoreError::NotEmpty(_)
+        | RestoreError::NoBackup { .. }
+        | RestoreError::RequestedBackup { .. }
+        | RestoreError::BackupWalMissing { .. }
+        | RestoreError::WalGap { .. } => RESTORE_REFUSED,
+        RestoreError::Catalog(_) | RestoreError::Fetch { .. } => RESTORE_UNAVAILABLE,
+        RestoreError::Verify(_) => RESTORE_VERIFY_FAILED,
+        RestoreError::Write(_) => RESTORE_LOCAL,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,9 +171,12 @@ mod tests {
 
     #[test]
     fn only_not_found_lets_recovery_end() {
-        assert_eq!(fetch_exit(&FetchError::NotFound(name())), FETCH_NOT_FOUND);
+        assert_eq!(
+            fetch_exit(&FetchError::NotFound(name().into())),
+            FETCH_NOT_FOUND
+        );
         let unavailable = FetchError::Unavailable {
-            name: name(),
+            name: name().into(),
             failures: vec![SourceFailure::Store(
                 shared::archive::fetch::Source::Staging,
                 store_error(false),
@@ -118,13 +184,13 @@ mod tests {
         };
         assert_eq!(fetch_exit(&unavailable), FETCH_STORE_ERROR);
         let corrupt = FetchError::NoVerifiedCopy {
-            name: name(),
+            name: name().into(),
             reason: "every copy found is corrupt",
             failures: vec![],
         };
         assert_eq!(fetch_exit(&corrupt), FETCH_NO_VERIFIED_COPY);
         let disagree = FetchError::Disagreement {
-            name: name(),
+            name: name().into(),
             detail: String::new(),
         };
         assert_eq!(fetch_exit(&disagree), FETCH_DISAGREEMENT);

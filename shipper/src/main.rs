@@ -1,25 +1,24 @@
-//! `walvault`, the on-host shipper: PostgreSQL's archive_command
-//! (`walvault push %p`) and restore_command (`walvault fetch %f %p`).
-//! Parses arguments and configuration, calls `shared`, maps the result to
-//! the documented exit codes.
+//! `walvault`, on the database host: PostgreSQL's archive_command
+//! (`walvault push %p`) and restore_command (`walvault fetch %f %p`), base
+//! backups (`backup`), restores (`restore`) and the recovery drill
+//! (`drill`). Parses arguments and configuration, and hands each command
+//! to its module in `command/`.
 
-use std::path::{Path, PathBuf};
+mod command;
+mod progress;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use shared::archive::fetch::{Fetched, Fetcher, Source};
-use shared::archive::prefetch;
-use shared::archive::push::Pusher;
-use shared::archive::spool::{write_atomically, Spool};
-use shared::backends::{BackendError, Backends};
+use clap::{Args, Parser, Subcommand};
+use shared::backup::name::BackupId;
+use shared::backup::target::{parse_time, Target};
 use shared::config::Config;
-use shared::error::chain;
-use shared::retry::RequestLimits;
-use shared::wal::{SegmentSize, WalFileName};
+use shared::provider::Provider;
+use shared::wal::Lsn;
 
-use walvault::exit::{fetch_exit, push_exit, FETCH_LOCAL_ERROR, PUSH_FAILED, PUSH_USAGE};
+use walvault::exit::{BACKUP_USAGE, DRILL_USAGE, FETCH_LOCAL_ERROR, PUSH_USAGE, RESTORE_USAGE};
 
 const DEFAULT_CONFIG: &str = "/etc/walvault/walvault.toml";
 
@@ -27,7 +26,7 @@ const DEFAULT_CONFIG: &str = "/etc/walvault/walvault.toml";
 #[command(
     name = "walvault",
     version,
-    about = "Continuous PostgreSQL WAL archiving to R2 and B2"
+    about = "Continuous PostgreSQL archiving to R2 and B2: WAL, base backups, restore, drills"
 )]
 struct Cli {
     /// TOML configuration file (default: /etc/walvault/walvault.toml if it exists).
@@ -55,6 +54,113 @@ enum Command {
     /// (started by `fetch` in the background).
     #[command(hide = true)]
     Prefetch { wal_file: String, segment_size: u64 },
+    /// Takes a base backup of the running cluster into the archive.
+    Backup {
+        /// libpq connection string for pg_basebackup (default: the PG*
+        /// environment variables).
+        #[arg(long)]
+        dbname: Option<String>,
+        /// Wait for a spread checkpoint instead of asking for an immediate one.
+        #[arg(long)]
+        spread_checkpoint: bool,
+    },
+    /// Restores a base backup into an empty directory, ready to recover to a target.
+    Restore {
+        /// The data directory to create (empty or absent).
+        #[arg(long = "to")]
+        dir: PathBuf,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Recover along this timeline (default: the latest).
+        #[arg(long)]
+        timeline: Option<u32>,
+        /// The provider to read first (the other is the fallback).
+        #[arg(long = "from", value_parser = parse_provider)]
+        first_provider: Option<Provider>,
+        /// The restore_command to write (default: this walvault's fetch).
+        #[arg(long)]
+        restore_command: Option<String>,
+        /// Choose and explain, download nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Restores, recovers with a throw-away server, checks, cleans up, reports.
+    Drill {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// SQL checks, one query a line, each must return true.
+        #[arg(long)]
+        checks: Option<PathBuf>,
+        /// The database role the checks run as.
+        #[arg(long, default_value = "postgres")]
+        user: String,
+        /// Where the scratch directory goes (default: the spool directory).
+        #[arg(long)]
+        scratch: Option<PathBuf>,
+        /// How long recovery may take, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+        /// Keep the scratch directory for inspection.
+        #[arg(long)]
+        keep: bool,
+        /// The report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// The restore_command the throw-away server uses (default: this walvault's fetch).
+        #[arg(long)]
+        restore_command: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct TargetArgs {
+    /// Recover to this time (RFC 3339, e.g. 2026-11-27T10:15:00Z).
+    #[arg(long, value_parser = parse_time, conflicts_with_all = ["lsn", "latest"])]
+    time: Option<u64>,
+    /// Recover to this WAL position (e.g. 0/3000028).
+    #[arg(long, value_parser = parse_lsn, conflicts_with = "latest")]
+    lsn: Option<Lsn>,
+    /// Recover to the end of the archive (the default).
+    #[arg(long)]
+    latest: bool,
+    /// Use this backup (default: the newest that can reach the target).
+    #[arg(long, value_parser = parse_backup_id)]
+    backup: Option<BackupId>,
+}
+
+impl TargetArgs {
+    fn target(&self) -> Target {
+        match (self.time, self.lsn) {
+            (Some(t), _) => Target::Time(t),
+            (_, Some(lsn)) => Target::Lsn(lsn),
+            _ => Target::Latest,
+        }
+    }
+}
+
+fn parse_provider(s: &str) -> Result<Provider, String> {
+    Provider::parse(s).ok_or_else(|| format!("{s:?} is not a provider (r2, b2)"))
+}
+
+fn parse_lsn(s: &str) -> Result<Lsn, String> {
+    s.parse().map_err(|e: shared::wal::BadLsn| e.to_string())
+}
+
+fn parse_backup_id(s: &str) -> Result<BackupId, String> {
+    s.parse()
+        .map_err(|e: shared::backup::name::BackupNameError| e.to_string())
+}
+
+/// The usage-error exit code of the command named on the command line.
+fn usage_exit() -> u8 {
+    match std::env::args().nth(1).as_deref() {
+        // restore_command: anything but 0 and 1 must stop recovery.
+        Some("fetch") => FETCH_LOCAL_ERROR,
+        Some("backup") => BACKUP_USAGE,
+        Some("restore") => RESTORE_USAGE,
+        Some("drill") => DRILL_USAGE,
+        _ => PUSH_USAGE,
+    }
 }
 
 fn main() -> ExitCode {
@@ -71,14 +177,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if !e.use_stderr() {
-                0
-            } else if std::env::args().nth(1).as_deref() == Some("fetch") {
-                // restore_command: anything but 0 and 1 must stop recovery.
-                FETCH_LOCAL_ERROR
-            } else {
-                PUSH_USAGE
-            });
+            return ExitCode::from(if e.use_stderr() { usage_exit() } else { 0 });
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -97,196 +196,80 @@ fn main() -> ExitCode {
         .clone()
         .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()));
     let code = runtime.block_on(async {
-        let config = Config::load(config_file.as_deref());
+        let config = match Config::load(config_file.as_deref()) {
+            Ok(config) => config,
+            Err(e) => {
+                if matches!(cli.command, Command::Prefetch { .. }) {
+                    return 1;
+                }
+                let code = usage_exit();
+                eprintln!("walvault: configuration: {e} (exit {code})");
+                return code;
+            }
+        };
+        let config_file = config_file.as_deref();
         match cli.command {
-            Command::Push { path } => match config {
-                Ok(config) => push(config, &path).await,
-                Err(e) => {
-                    eprintln!("walvault push: configuration: {e} (exit {PUSH_USAGE})");
-                    PUSH_USAGE
-                }
-            },
-            Command::Fetch { wal_file, dest } => match config {
-                Ok(config) => fetch(config, config_file.as_deref(), &wal_file, &dest).await,
-                Err(e) => {
-                    eprintln!("walvault fetch: configuration: {e} (exit {FETCH_LOCAL_ERROR})");
-                    FETCH_LOCAL_ERROR
-                }
-            },
+            Command::Push { path } => command::push::push(config, &path).await,
+            Command::Fetch { wal_file, dest } => {
+                command::fetch::fetch(config, config_file, &wal_file, &dest).await
+            }
             Command::Prefetch {
                 wal_file,
                 segment_size,
-            } => match config {
-                Ok(config) => prefetch_after(config, &wal_file, segment_size).await,
-                Err(_) => 1,
-            },
+            } => command::fetch::prefetch_after(config, &wal_file, segment_size).await,
+            Command::Backup {
+                dbname,
+                spread_checkpoint,
+            } => {
+                let options = command::backup::BackupOptions {
+                    dbname,
+                    spread_checkpoint,
+                };
+                command::backup::backup(config, options).await
+            }
+            Command::Restore {
+                dir,
+                target,
+                timeline,
+                first_provider,
+                restore_command,
+                dry_run,
+            } => {
+                let options = command::restore::RestoreOptions {
+                    dir,
+                    target: target.target(),
+                    backup: target.backup,
+                    timeline,
+                    first_provider,
+                    restore_command,
+                    dry_run,
+                };
+                command::restore::restore(config, config_file, options).await
+            }
+            Command::Drill {
+                target,
+                checks,
+                user,
+                scratch,
+                timeout,
+                keep,
+                json,
+                restore_command,
+            } => {
+                let options = command::drill::DrillOptions {
+                    target: target.target(),
+                    backup: target.backup,
+                    checks_file: checks,
+                    user,
+                    scratch,
+                    timeout: Duration::from_secs(timeout),
+                    keep,
+                    json,
+                    restore_command,
+                };
+                command::drill::drill(config, config_file, options).await
+            }
         }
     });
     ExitCode::from(code)
-}
-
-async fn push(config: Config, path: &Path) -> u8 {
-    let started = Instant::now();
-    let backends = match Backends::connect(&config).await {
-        Ok(backends) => backends,
-        Err(e) => {
-            eprintln!("walvault push: FAILED (exit {PUSH_FAILED}): {}", chain(&e));
-            return PUSH_FAILED;
-        }
-    };
-    let pusher = Arc::new(Pusher {
-        cluster: config.cluster.clone(),
-        staging: backends.staging,
-        catalog: backends.catalog,
-        pinned_system_identifier: config.system_identifier,
-        host: host_name(),
-        deadline: config.push_deadline,
-        limits: RequestLimits::from_config(&config),
-        spool: Spool::new(&config.spool_dir),
-        concurrency: config.push_concurrency,
-    });
-    let result = pusher.push(path).await;
-    let code = push_exit(&result);
-    match result {
-        Ok(outcome) => eprintln!(
-            "walvault push: {} {outcome:?} in {} ms",
-            path.display(),
-            started.elapsed().as_millis()
-        ),
-        Err(e) => eprintln!("walvault push: FAILED (exit {code}): {}", chain(&e)),
-    }
-    code
-}
-
-/// A fetcher over every configured replica, in the configured order.
-async fn fetcher(config: &Config) -> Result<Fetcher, BackendError> {
-    let backends = Backends::connect(config).await?;
-    Ok(Fetcher::new(
-        config.cluster.clone(),
-        backends.catalog,
-        backends.staging,
-        backends.replicas,
-        RequestLimits::from_config(config),
-    ))
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-async fn fetch(config: Config, config_file: Option<&Path>, wal_file: &str, dest: &Path) -> u8 {
-    let started = Instant::now();
-    let name: WalFileName = match wal_file.parse() {
-        Ok(name) => name,
-        Err(e) => {
-            eprintln!("walvault fetch: {e}");
-            return FETCH_LOCAL_ERROR;
-        }
-    };
-    let spool = Spool::new(&config.spool_dir);
-    let prefetching = config.prefetch > 0 && matches!(name, WalFileName::Segment(_));
-    if prefetching {
-        match prefetch::take(&spool.prefetch_dir(), &name, dest) {
-            Ok(true) => {
-                report_fetch(&name, Source::Prefetched, 0, started);
-                if let Ok(size) = std::fs::metadata(dest).map(|m| m.len()) {
-                    spawn_prefetch(config_file, &name, size);
-                }
-                return 0;
-            }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(file = %name, error = %e, "cannot use the prefetch directory"),
-        }
-    }
-    let fetcher = match fetcher(&config).await {
-        Ok(fetcher) => fetcher,
-        Err(e) => {
-            eprintln!("walvault fetch: {} (exit {FETCH_LOCAL_ERROR})", chain(&e));
-            return FETCH_LOCAL_ERROR;
-        }
-    };
-    match fetcher.fetch(&name).await {
-        Ok(Fetched { bytes, source }) => {
-            if let Err(e) = write_atomically(dest, &bytes) {
-                eprintln!("walvault fetch: {name}: writing {}: {e}", dest.display());
-                return FETCH_LOCAL_ERROR;
-            }
-            report_fetch(&name, source, fetcher.requests(), started);
-            if prefetching {
-                spawn_prefetch(config_file, &name, bytes.len() as u64);
-            }
-            0
-        }
-        Err(e) => {
-            let code = fetch_exit(&e);
-            eprintln!(
-                "walvault fetch: {} (exit {code}, {} store requests)",
-                chain(&e),
-                fetcher.requests()
-            );
-            code
-        }
-    }
-}
-
-fn report_fetch(name: &WalFileName, source: Source, requests: u32, started: Instant) {
-    eprintln!(
-        "walvault fetch: {name} from {source} ({requests} store requests, {} ms)",
-        started.elapsed().as_millis()
-    );
-}
-
-/// Starts `walvault prefetch` detached, so that this process can return to
-/// PostgreSQL at once.
-fn spawn_prefetch(config_file: Option<&Path>, name: &WalFileName, segment_size: u64) {
-    use std::os::unix::process::CommandExt;
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let mut command = std::process::Command::new(exe);
-    if let Some(file) = config_file {
-        command.arg("--config").arg(file);
-    }
-    command
-        .arg("prefetch")
-        .arg(name.to_string())
-        .arg(segment_size.to_string())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0);
-    if let Err(e) = command.spawn() {
-        tracing::warn!(error = %e, "cannot start the prefetcher");
-    }
-}
-
-async fn prefetch_after(config: Config, wal_file: &str, segment_size: u64) -> u8 {
-    let (Ok(WalFileName::Segment(current)), Ok(size)) = (
-        wal_file.parse::<WalFileName>(),
-        SegmentSize::new(segment_size),
-    ) else {
-        return 1;
-    };
-    let dir = Spool::new(&config.spool_dir).prefetch_dir();
-    if std::fs::create_dir_all(&dir).is_err() {
-        return 1;
-    }
-    // One prefetcher at a time; a busy one will be followed by the next fetch's.
-    let Ok(lock) = std::fs::File::create(dir.join(".lock")) else {
-        return 1;
-    };
-    if lock.try_lock().is_err() {
-        return 0;
-    }
-    let Ok(fetcher) = fetcher(&config).await else {
-        return 1;
-    };
-    match prefetch::fill(Arc::new(fetcher), dir, current, size, config.prefetch).await {
-        Ok(_) => 0,
-        Err(_) => 1,
-    }
 }

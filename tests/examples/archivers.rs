@@ -499,14 +499,15 @@ impl PgBackRest {
         let config = self.config_path();
         let repository = match self.repository {
             Repository::Local => format!("repo1-path={}\n", dir.join("repo").display()),
-            // One bucket, a path per configuration (sync and async each
-            // have their stanza).
+            // One bucket, a short path per configuration (sync and async
+            // each have their stanza; s3s-fs turns a multipart upload's
+            // key into a file name, which must stay under 255 bytes).
             Repository::S3 { port } => format!(
-                "repo1-type=s3\nrepo1-path={path}\nrepo1-s3-bucket={PGBACKREST_BUCKET}\n\
+                "repo1-type=s3\nrepo1-path=/{path}\nrepo1-s3-bucket={PGBACKREST_BUCKET}\n\
                  repo1-s3-endpoint=127.0.0.1\nrepo1-storage-port={port}\nrepo1-s3-region={REGION}\n\
                  repo1-s3-key={key}\nrepo1-s3-key-secret={secret}\nrepo1-s3-uri-style=path\n\
                  repo1-storage-verify-tls=n\n",
-                path = dir.display(),
+                path = if self.archive_async { "async" } else { "sync" },
                 key = AWS_KEY.0,
                 secret = AWS_KEY.1,
             ),

@@ -11,9 +11,7 @@ use shared::catalog::RecordStatus;
 use shared::clock::now_millis;
 use shared::keys::archive_key;
 use shared::provider::Provider;
-use shared::retention::plan::Rules;
 use shared::retention::sweep::Sweeper;
-use shared::retry::RequestLimits;
 use shared::wal::WalFileKind;
 use walvault_tests::archive::backends;
 use walvault_tests::pipeline::{
@@ -95,14 +93,7 @@ fn main() {
             .count();
 
         let started = Instant::now();
-        let sweeper = Sweeper {
-            cluster: config.cluster.clone(),
-            catalog: backends.catalog.clone(),
-            replicas: backends.replicas.clone(),
-            rules: Rules::from_config(&config),
-            max_deletes: config.retention_max_deletes,
-            limits: RequestLimits::from_config(&config),
-        };
+        let sweeper = Sweeper::from_config(&config, &backends);
         let dry = sweeper
             .sweep(
                 now_millis(),

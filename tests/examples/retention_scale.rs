@@ -60,7 +60,7 @@ fn main() {
             age_only_without_backups: false,
         };
         let entries: Vec<WalEntry> = all.iter().filter_map(WalEntry::of).collect();
-        let planned = plan(&entries, &Histories::new(), now, &rules);
+        let planned = plan(&entries, &[], &Histories::new(), now, &rules);
         let planner = started.elapsed();
         println!(
             "4. retention sweep: {} catalog records ({} segments over 31 days, {} backups), {} expired",
@@ -97,10 +97,12 @@ fn main() {
                 page_size: page.records.len(),
                 inner: backends.catalog.clone(),
             }),
+            staging: backends.staging.clone(),
             replicas: backends.replicas.clone(),
             rules,
             max_deletes: config.retention_max_deletes,
             limits: RequestLimits::from_config(&config),
+            abandoned_after: config.incomplete_backup_age,
         };
         let started = Instant::now();
         let report = sweeper

@@ -12,7 +12,6 @@ use shared::archive::fetch::{Fetcher, Source};
 use shared::clock::now_millis;
 use shared::keys::archive_key;
 use shared::provider::Provider;
-use shared::retention::plan::Rules;
 use shared::retention::sweep::Sweeper;
 use shared::retry::RequestLimits;
 use shared::wal::WalFileName;
@@ -193,12 +192,8 @@ async fn a_stolen_key_cannot_destroy_the_archive_inside_the_window_and_the_sweep
     b2.advance_clock(Duration::from_millis(40 * DAY));
     let retention = backends_as(Role::Retention, &config).await;
     let sweeper = Sweeper {
-        cluster: config.cluster.clone(),
-        catalog: retention.catalog.clone(),
-        replicas: retention.replicas.clone(),
-        rules: Rules::from_config(&config),
         max_deletes: 1000,
-        limits: RequestLimits::from_config(&config),
+        ..Sweeper::from_config(&config, &retention)
     };
     let report = sweeper
         .sweep(

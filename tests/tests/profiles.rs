@@ -637,7 +637,7 @@ async fn the_swapped_assignment_still_archives_restores_and_frees() {
     use shared::backends::Backends;
     use shared::provider::Provider;
     use shared::replicate::{Outcome, Replicator};
-    use shared::retention::plan::Rules;
+
     use shared::retention::sweep::Sweeper;
     use shared::retry::RequestLimits;
     use shared::wal::WalFileName;
@@ -742,12 +742,8 @@ async fn the_swapped_assignment_still_archives_restores_and_frees() {
     let retention = backends(Role::Retention).await;
     let config = config_as(Role::Retention);
     let report = Sweeper {
-        cluster: config.cluster.clone(),
-        catalog: retention.catalog.clone(),
-        replicas: retention.replicas.clone(),
-        rules: Rules::from_config(&config),
         max_deletes: 100,
-        limits: RequestLimits::from_config(&config),
+        ..Sweeper::from_config(&config, &retention)
     }
     .sweep(
         shared::clock::now_millis() + 40 * 86_400_000,

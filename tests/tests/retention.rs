@@ -13,7 +13,6 @@ use shared::keys::archive_key;
 use shared::provider::Provider;
 use shared::retention::plan::Rules;
 use shared::retention::sweep::Sweeper;
-use shared::retry::RequestLimits;
 use shared::wal::WalFileName;
 use tokio::time::Instant;
 use walvault_tests::archive::{archive_replicated, backends, synthetic_segment};
@@ -39,15 +38,12 @@ async fn a_sweep_deletes_exactly_the_plan_from_both_providers_and_the_catalog() 
 
     let backends = backends(&config).await;
     let sweeper = Sweeper {
-        cluster: config.cluster.clone(),
-        catalog: backends.catalog.clone(),
-        replicas: backends.replicas.clone(),
         rules: Rules {
             window_ms: 30 * DAY,
             age_only_without_backups: false,
         },
         max_deletes: 1000,
-        limits: RequestLimits::from_config(&config),
+        ..Sweeper::from_config(&config, &backends)
     };
     // Forty days on, everything is older than the window: the backup is
     // the anchor, the three segments before it may go.

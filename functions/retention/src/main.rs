@@ -8,9 +8,7 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use shared::backends::Backends;
 use shared::config::Config;
-use shared::retention::plan::Rules;
 use shared::retention::sweep::Sweeper;
-use shared::retry::RequestLimits;
 
 mod handler;
 
@@ -21,14 +19,7 @@ async fn main() -> Result<(), Error> {
     let config = Config::load(None)?;
     let backends = Backends::connect(&config).await?;
     backends.replicas.require_all()?;
-    let sweeper = Arc::new(Sweeper {
-        cluster: config.cluster.clone(),
-        catalog: backends.catalog,
-        replicas: backends.replicas,
-        rules: Rules::from_config(&config),
-        max_deletes: config.retention_max_deletes,
-        limits: RequestLimits::from_config(&config),
-    });
+    let sweeper = Arc::new(Sweeper::from_config(&config, &backends));
     let dry_run = config.retention_dry_run;
     run(service_fn(move |event: LambdaEvent<Value>| {
         let sweeper = Arc::clone(&sweeper);

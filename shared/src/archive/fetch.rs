@@ -75,25 +75,25 @@ fn joined(failures: &[SourceFailure]) -> String {
 pub enum FetchError {
     /// Every store answered "not found" and the catalog has no record.
     #[error("{0} is not in the archive")]
-    NotFound(WalFileName),
+    NotFound(ArchivedFile),
     /// A store (or the catalog) failed, and no verified copy was found:
     /// the file may exist, so recovery must not end here.
     #[error("{name}: no verified copy, and stores failed: {}", joined(failures))]
     Unavailable {
-        name: WalFileName,
+        name: ArchivedFile,
         failures: Vec<SourceFailure>,
     },
     /// Copies exist but none verifies, or the catalog lists the file and
     /// no store has it.
     #[error("{name}: no verified copy: {}", if failures.is_empty() { reason.to_string() } else { joined(failures) })]
     NoVerifiedCopy {
-        name: WalFileName,
+        name: ArchivedFile,
         reason: &'static str,
         failures: Vec<SourceFailure>,
     },
     /// Two stores hold different, each self-consistent, copies.
     #[error("{name}: replicas disagree: {detail}")]
-    Disagreement { name: WalFileName, detail: String },
+    Disagreement { name: ArchivedFile, detail: String },
 }
 
 pub struct Fetcher {
@@ -161,6 +161,11 @@ impl Fetcher {
     /// back to an earlier time, or from a file replicated (and removed from
     /// staging) while we looked.
     pub async fn fetch(&self, name: &WalFileName) -> Result<Fetched, FetchError> {
+        self.fetch_file(&ArchivedFile::Wal(*name)).await
+    }
+
+    /// [`Fetcher::fetch`] for any archived file (a base backup's parts too).
+    pub async fn fetch_file(&self, name: &ArchivedFile) -> Result<Fetched, FetchError> {
         let plan = self.plan(name).await?;
         match self.fetch_planned(name, plan).await {
             Err(FetchError::NotFound(_)) => {
@@ -177,7 +182,7 @@ impl Fetcher {
 
     async fn fetch_planned(
         &self,
-        name: &WalFileName,
+        name: &ArchivedFile,
         plan: Plan<'_>,
     ) -> Result<Fetched, FetchError> {
         let Plan {
@@ -220,14 +225,13 @@ impl Fetcher {
     }
 
     /// Asks the catalog where the file is.
-    async fn plan(&self, name: &WalFileName) -> Result<Plan<'_>, FetchError> {
+    async fn plan(&self, name: &ArchivedFile) -> Result<Plan<'_>, FetchError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let file = ArchivedFile::Wal(*name);
         let lookup = self
             .limits
             .one_request()
             .run(format!("catalog get {name}"), || {
-                self.catalog.get(&self.cluster, &file)
+                self.catalog.get(&self.cluster, name)
             })
             .await;
         Ok(match lookup {
@@ -268,7 +272,7 @@ impl Fetcher {
     /// A verified copy from `candidate`; `Err(None)` when it has none.
     async fn try_candidate(
         &self,
-        name: &WalFileName,
+        name: &ArchivedFile,
         candidate: &Candidate<'_>,
         all: &[Candidate<'_>],
     ) -> Result<Result<Fetched, Option<SourceFailure>>, FetchError> {
@@ -333,7 +337,7 @@ impl Fetcher {
     }
 
     /// Every replica in fetch order, then staging.
-    fn candidates_by_layout(&self, name: &WalFileName) -> Vec<Candidate<'_>> {
+    fn candidates_by_layout(&self, name: &ArchivedFile) -> Vec<Candidate<'_>> {
         let mut candidates: Vec<Candidate<'_>> = self
             .replicas
             .iter()
@@ -345,7 +349,7 @@ impl Fetcher {
                 expected: None,
             })
             .collect();
-        candidates.push(self.staging_candidate(name.into(), None));
+        candidates.push(self.staging_candidate(*name, None));
         candidates
     }
 
@@ -363,7 +367,7 @@ impl Fetcher {
     /// other replica holds a different one before trusting it.
     async fn check_agreement(
         &self,
-        name: &WalFileName,
+        name: &ArchivedFile,
         chosen: &Candidate<'_>,
         sha256: &Sha256Hex,
         all: &[Candidate<'_>],

@@ -312,6 +312,43 @@ impl BackupSummary {
 }
 
 #[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// A descriptor of a backup made of `chunks`.
+    pub(crate) fn descriptor_of(chunks: &[&[u8]]) -> BackupDescriptor {
+        BackupDescriptor {
+            format: DESCRIPTOR_FORMAT,
+            id: "20261127T100203Z".into(),
+            cluster: "main".into(),
+            system_identifier: "7311234567890123456".into(),
+            pg_version: 15,
+            segment_size: 16 << 20,
+            start_timeline: 1,
+            start_lsn: "0/2000028".into(),
+            start_segment: "000000010000000000000002".into(),
+            stop_timeline: 1,
+            stop_lsn: "0/3000100".into(),
+            from_standby: false,
+            started_at_ms: 1,
+            stopped_at_ms: 2,
+            size: chunks.iter().map(|c| c.len() as u64).sum(),
+            chunk_size: 4,
+            chunks: chunks
+                .iter()
+                .map(|c| ChunkEntry {
+                    size: c.len() as u64,
+                    sha256: Sha256Hex::of(c),
+                })
+                .collect(),
+            manifest_checksum: "abc".into(),
+            label: "x".into(),
+            host: "db1".into(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -345,40 +382,9 @@ mod tests {
         assert!(ManifestFacts::parse(br#"{"WAL-Ranges": [], "Manifest-Checksum": "x"}"#).is_err());
     }
 
-    pub(crate) fn descriptor(chunks: &[&[u8]]) -> BackupDescriptor {
-        BackupDescriptor {
-            format: DESCRIPTOR_FORMAT,
-            id: "20261127T100203Z".into(),
-            cluster: "main".into(),
-            system_identifier: "7311234567890123456".into(),
-            pg_version: 15,
-            segment_size: 16 << 20,
-            start_timeline: 1,
-            start_lsn: "0/2000028".into(),
-            start_segment: "000000010000000000000002".into(),
-            stop_timeline: 1,
-            stop_lsn: "0/3000100".into(),
-            from_standby: false,
-            started_at_ms: 1,
-            stopped_at_ms: 2,
-            size: chunks.iter().map(|c| c.len() as u64).sum(),
-            chunk_size: 4,
-            chunks: chunks
-                .iter()
-                .map(|c| ChunkEntry {
-                    size: c.len() as u64,
-                    sha256: Sha256Hex::of(c),
-                })
-                .collect(),
-            manifest_checksum: "abc".into(),
-            label: "x".into(),
-            host: "db1".into(),
-        }
-    }
-
     #[test]
     fn descriptors_round_trip_and_summarise_their_chunks() {
-        let d = descriptor(&[b"abcd", b"ef"]);
+        let d = tests_support::descriptor_of(&[b"abcd", b"ef"]);
         let parsed = BackupDescriptor::parse(&d.to_json()).unwrap();
         assert_eq!(parsed, d);
         let summary = d.summary().unwrap();

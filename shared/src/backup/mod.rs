@@ -3,6 +3,12 @@
 //! and B2, the catalog), then a descriptor; `restore` and `drill` bring one
 //! back.
 
+pub mod catalog;
 pub mod descriptor;
+pub mod drill;
 pub mod name;
+pub mod pg_tools;
+pub mod restore;
+pub mod take;
 pub mod tar;
+pub mod target;

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::CatalogError;
+use crate::backup::descriptor::BackupSummary;
 use crate::clock::UnixMillis;
 use crate::codec::Sha256Hex;
 use crate::file::ArchivedFile;
@@ -38,9 +39,11 @@ pub mod attr {
     pub const CONFLICTS: &str = "conflicts";
     pub const LAST_CONFLICT: &str = "last_conflict";
     pub const DETAIL: &str = "detail";
+    /// Backup descriptors: the backup's summary, as JSON.
+    pub const BACKUP: &str = "backup";
 
     /// Every top-level attribute but the per-provider replica maps.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 19] = [
         CLUSTER,
         FILE_NAME,
         KIND,
@@ -59,6 +62,7 @@ pub mod attr {
         CONFLICTS,
         LAST_CONFLICT,
         DETAIL,
+        BACKUP,
     ];
 
     /// The fields of a replica map.
@@ -147,6 +151,8 @@ pub struct CatalogRecord {
     pub last_conflict: Option<String>,
     /// Why the record is `corrupt` or `partial`, for humans.
     pub detail: Option<String>,
+    /// A backup descriptor's summary (set when the record is created).
+    pub backup: Option<BackupSummary>,
 }
 
 impl CatalogRecord {
@@ -177,6 +183,7 @@ impl CatalogRecord {
             conflicts: 0,
             last_conflict: None,
             detail: None,
+            backup: None,
         }
     }
 
@@ -233,6 +240,13 @@ impl CatalogRecord {
             (attr::REPLICATED_AT, self.replicated_at.map(n)),
             (attr::LAST_CONFLICT, self.last_conflict.as_deref().map(s)),
             (attr::DETAIL, self.detail.as_deref().map(s)),
+            (
+                attr::BACKUP,
+                self.backup
+                    .as_ref()
+                    .and_then(|b| serde_json::to_string(b).ok())
+                    .map(|json| s(&json)),
+            ),
         ];
         for (name, value) in optional {
             if let Some(value) = value {
@@ -301,6 +315,13 @@ impl CatalogRecord {
             conflicts: fields.opt_number(attr::CONFLICTS)?.unwrap_or(0),
             last_conflict: fields.opt_string(attr::LAST_CONFLICT)?,
             detail: fields.opt_string(attr::DETAIL)?,
+            backup: fields
+                .opt_string(attr::BACKUP)?
+                .map(|json| {
+                    serde_json::from_str(&json)
+                        .map_err(|e| fields.malformed(attr::BACKUP, e.to_string()))
+                })
+                .transpose()?,
         })
     }
 }

@@ -33,6 +33,7 @@ impl Run<'_> {
             pg_version: staged.header.map(|h| h.pg_version.0),
             compressed_size: Some(packed.len() as u64),
             compressed_sha256: Some(Sha256Hex::of(packed)),
+            backup: staged.backup.as_deref().cloned(),
             ..CatalogRecord::replicating(
                 self.replicator.cluster.clone(),
                 self.file,

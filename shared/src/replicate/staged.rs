@@ -7,10 +7,11 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::{elapsed_ms, Outcome, ReplicateError, Run};
+use crate::backup::descriptor::{BackupDescriptor, BackupSummary};
 use crate::catalog::{CatalogRecord, RecordStatus};
 use crate::clock::{now_millis, unix_millis, UnixMillis};
 use crate::codec::{self, Sha256Hex};
-use crate::file::ArchivedFile;
+use crate::file::{ArchivedFile, FileKind};
 use crate::keys::meta;
 use crate::metrics::Metric;
 use crate::store::{Object, StoreError};
@@ -21,6 +22,8 @@ pub(super) struct Staged {
     pub raw: Bytes,
     pub sha256: Sha256Hex,
     pub header: Option<WalHeader>,
+    /// A backup descriptor's summary, for its catalog record.
+    pub backup: Option<Box<BackupSummary>>,
     pub staged_at: UnixMillis,
 }
 
@@ -69,10 +72,11 @@ impl Run<'_> {
         let verified = verify(&self.file, &object, &sha256);
         self.steps.verify_ms = elapsed_ms(clock);
         Ok(match verified {
-            Ok(header) => Read::Verified(Staged {
+            Ok(Checked { header, backup }) => Read::Verified(Staged {
                 raw: object.body,
                 sha256,
                 header,
+                backup,
                 staged_at,
             }),
             Err(problem) => Read::Corrupt(Corrupt {
@@ -127,14 +131,16 @@ impl Run<'_> {
     }
 }
 
+/// What verification learnt from the content.
+struct Checked {
+    header: Option<WalHeader>,
+    backup: Option<Box<BackupSummary>>,
+}
+
 /// Checks the staged bytes against what the shipper recorded and, for
-/// segments, against the WAL header. Returns the header, if any, or what
-/// is wrong.
-fn verify(
-    file: &ArchivedFile,
-    staged: &Object,
-    sha: &Sha256Hex,
-) -> Result<Option<WalHeader>, String> {
+/// segments, against the WAL header; a backup descriptor must parse.
+/// Returns what the content says, or what is wrong.
+fn verify(file: &ArchivedFile, staged: &Object, sha: &Sha256Hex) -> Result<Checked, String> {
     match staged.info.sha256() {
         None => return Err("no sha256 metadata: not written by walvault push".into()),
         Some(claimed) if &claimed != sha => {
@@ -152,11 +158,23 @@ fn verify(
             ));
         }
     }
+    if file.kind() == FileKind::BackupDescriptor {
+        let summary = BackupDescriptor::parse(&staged.body)
+            .and_then(|d| d.summary())
+            .map_err(|e| e.to_string())?;
+        return Ok(Checked {
+            header: None,
+            backup: Some(Box::new(summary)),
+        });
+    }
     let Some(name) = file
         .wal()
         .filter(|name| matches!(name.kind(), WalFileKind::Segment | WalFileKind::Partial))
     else {
-        return Ok(None);
+        return Ok(Checked {
+            header: None,
+            backup: None,
+        });
     };
     let header = WalHeader::parse_file(&name, &staged.body).map_err(|e| e.to_string())?;
     if let Some(claimed) = staged.info.metadata.get(meta::SYSTEM_IDENTIFIER) {
@@ -167,5 +185,8 @@ fn verify(
             ));
         }
     }
-    Ok(Some(header))
+    Ok(Checked {
+        header: Some(header),
+        backup: None,
+    })
 }

@@ -1,4 +1,5 @@
 //! Retention: the pure planner and the sweep that carries a plan out.
 
+pub mod abandoned;
 pub mod plan;
 pub mod sweep;

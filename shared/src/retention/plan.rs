@@ -8,11 +8,15 @@
 //! anchors on the newest backup on its line that finished before the window
 //! started, and keeps everything on the line from the anchor's start
 //! segment. Files staged inside the window, `.history` files, and the
-//! backups from each anchor on are always kept. With no usable backup at
-//! all, it falls back to age alone, and says so.
+//! backups from each anchor on are always kept. A backup is a `.backup`
+//! history file or a complete base backup in the catalog (a backup from a
+//! standby leaves only the latter); expired catalog backups are deleted
+//! with all their parts. With no backup at all it deletes nothing, unless
+//! age-only retention was chosen.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::backup::name::BackupId;
 use crate::catalog::CatalogRecord;
 use crate::clock::UnixMillis;
 use crate::wal::{Segment, SegmentSize, WalFileKind, WalFileName};
@@ -66,13 +70,45 @@ pub enum KeepReason {
     NoBaseBackup,
 }
 
+/// A base backup the planner can anchor on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BackupRef {
+    /// A `.backup` history file in the archive.
+    HistoryFile(WalFileName),
+    /// A complete base backup in the catalog.
+    Catalog(BackupId),
+}
+
+impl std::fmt::Display for BackupRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackupRef::HistoryFile(name) => write!(f, "{name}"),
+            BackupRef::Catalog(id) => write!(f, "backup {id}"),
+        }
+    }
+}
+
+/// What the planner needs of a complete base backup in the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupEntry {
+    pub id: BackupId,
+    /// The segment it starts in, and the start's byte offset in it.
+    pub start: Segment,
+    pub offset: u32,
+    /// When it became consistent.
+    pub finished: UnixMillis,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetentionPlan {
     /// Files to delete, in WAL order.
     pub delete: Vec<WalFileName>,
     pub kept: BTreeMap<WalFileName, KeepReason>,
+    /// Catalog backups to delete, every part of them.
+    pub delete_backups: Vec<BackupId>,
+    pub kept_backups: BTreeMap<BackupId, KeepReason>,
     /// The backup each live timeline is anchored on.
-    pub anchors: BTreeMap<u32, WalFileName>,
+    pub anchors: BTreeMap<u32, BackupRef>,
     /// No base backup was known: the plan kept everything, or (if the
     /// rules allow it) deleted by age alone.
     pub no_base_backup: bool,
@@ -152,29 +188,48 @@ impl Rules {
 }
 
 /// A backup: its name, where it starts, and when it finished.
-type Backup = (WalFileName, Segment, u32, UnixMillis);
+#[derive(Debug, Clone, Copy)]
+struct Anchor {
+    name: BackupRef,
+    start: Segment,
+    offset: u32,
+    finished: UnixMillis,
+}
 
 /// A live timeline's line, and the position of its anchor backup (`None`:
 /// no backup on the line, so nothing on it may go).
 type ProtectedLine = (Vec<Stretch>, Option<Position>);
 
-/// Plans the sweep of one cluster's `records` at `now`.
+/// Plans the sweep of one cluster's WAL `records` and complete catalog
+/// `backups` at `now`.
 pub fn plan(
     records: &[WalEntry],
+    backups: &[BackupEntry],
     histories: &Histories,
     now: UnixMillis,
     rules: &Rules,
 ) -> RetentionPlan {
     let window_start = now.saturating_sub(rules.window_ms);
     let (mut kept, candidates) = split_by_age(records, window_start);
-    let backups: Vec<Backup> = records
+    let anchors_known: Vec<Anchor> = records
         .iter()
         .filter_map(|r| match r.file {
-            WalFileName::Backup { segment, offset } => Some((r.file, segment, offset, r.staged_at)),
+            WalFileName::Backup { segment, offset } => Some(Anchor {
+                name: BackupRef::HistoryFile(r.file),
+                start: segment,
+                offset,
+                finished: r.staged_at,
+            }),
             _ => None,
         })
+        .chain(backups.iter().map(|b| Anchor {
+            name: BackupRef::Catalog(b.id),
+            start: b.start,
+            offset: b.offset,
+            finished: b.finished,
+        }))
         .collect();
-    if backups.is_empty() {
+    if anchors_known.is_empty() {
         let delete = if rules.age_only_without_backups {
             candidates.into_iter().collect()
         } else {
@@ -188,11 +243,13 @@ pub fn plan(
         return RetentionPlan {
             delete,
             kept,
+            delete_backups: Vec::new(),
+            kept_backups: BTreeMap::new(),
             anchors: BTreeMap::new(),
             no_base_backup: true,
         };
     }
-    let (anchors, protected) = anchor_lines(records, histories, &backups, window_start);
+    let (anchors, protected) = anchor_lines(records, histories, &anchors_known, window_start);
     let mut delete = Vec::new();
     for file in candidates {
         match reason_to_keep(&file, &protected) {
@@ -202,9 +259,26 @@ pub fn plan(
             None => delete.push(file),
         }
     }
+    let mut delete_backups = Vec::new();
+    let mut kept_backups = BTreeMap::new();
+    for backup in backups {
+        let reason = if backup.finished >= window_start {
+            Some(KeepReason::InWindow)
+        } else {
+            backup_needed(&backup.start, backup.offset, &protected)
+        };
+        match reason {
+            Some(reason) => {
+                kept_backups.insert(backup.id, reason);
+            }
+            None => delete_backups.push(backup.id),
+        }
+    }
     RetentionPlan {
         delete,
         kept,
+        delete_backups,
+        kept_backups,
         anchors,
         no_base_backup: false,
     }
@@ -236,9 +310,9 @@ fn split_by_age(
 fn anchor_lines(
     records: &[WalEntry],
     histories: &Histories,
-    backups: &[Backup],
+    backups: &[Anchor],
     window_start: UnixMillis,
-) -> (BTreeMap<u32, WalFileName>, Vec<ProtectedLine>) {
+) -> (BTreeMap<u32, BackupRef>, Vec<ProtectedLine>) {
     let mut live: BTreeSet<u32> = records
         .iter()
         .filter(|r| r.staged_at >= window_start && r.file.kind() != WalFileKind::History)
@@ -251,28 +325,29 @@ fn anchor_lines(
         let line = line_of(timeline, histories);
         let anchor = backups
             .iter()
-            .filter(|(_, start, offset, finished)| {
-                *finished <= window_start && backup_on_line(&line, start, *offset)
-            })
-            .max_by_key(|(_, _, _, finished)| *finished);
-        if let Some((name, _, _, _)) = anchor {
-            anchors.insert(timeline, *name);
+            .filter(|b| b.finished <= window_start && backup_on_line(&line, &b.start, b.offset))
+            .max_by_key(|b| (b.finished, b.name));
+        if let Some(anchor) = anchor {
+            anchors.insert(timeline, anchor.name);
         }
-        protected.push((line, anchor.map(|(_, start, _, _)| position(start))));
+        protected.push((line, anchor.map(|b| position(&b.start))));
     }
     (anchors, protected)
+}
+
+/// Whether a backup older than the window is still needed: it starts on a
+/// protected line at or after that line's anchor.
+fn backup_needed(start: &Segment, offset: u32, protected: &[ProtectedLine]) -> Option<KeepReason> {
+    let needed = protected.iter().any(|(line, anchor)| {
+        backup_on_line(line, start, offset) && anchor.is_none_or(|a| position(start) >= a)
+    });
+    needed.then_some(KeepReason::Backup)
 }
 
 /// Why a file older than the window must stay, if it must.
 fn reason_to_keep(file: &WalFileName, protected: &[ProtectedLine]) -> Option<KeepReason> {
     match *file {
-        WalFileName::Backup { segment, offset } => {
-            let needed = protected.iter().any(|(line, anchor)| {
-                backup_on_line(line, &segment, offset)
-                    && anchor.is_none_or(|a| position(&segment) >= a)
-            });
-            needed.then_some(KeepReason::Backup)
-        }
+        WalFileName::Backup { segment, offset } => backup_needed(&segment, offset, protected),
         WalFileName::Segment(segment) | WalFileName::Partial(segment) => {
             protected.iter().find_map(|(line, anchor)| {
                 if !on_line(line, segment.timeline, position(&segment)) {
@@ -359,15 +434,15 @@ mod tests {
             ));
         }
         records.push(record(WalFileName::History { timeline: 1 }, 0));
-        let plan = plan(&records, &Histories::new(), 40 * DAY, &rules(30 * DAY));
+        let plan = plan(&records, &[], &Histories::new(), 40 * DAY, &rules(30 * DAY));
         assert!(!plan.no_base_backup);
         // Window starts at day 10; the day-10 backup finished just after.
         assert_eq!(
             plan.anchors[&1],
-            WalFileName::Backup {
+            BackupRef::HistoryFile(WalFileName::Backup {
                 segment: seg(1, 0),
                 offset: 0x28
-            }
+            })
         );
         assert!(
             plan.delete.is_empty(),
@@ -377,10 +452,10 @@ mod tests {
         let later = plan_at(&records, 41 * DAY);
         assert_eq!(
             later.anchors[&1],
-            WalFileName::Backup {
+            BackupRef::HistoryFile(WalFileName::Backup {
                 segment: seg(1, 240),
                 offset: 0x28
-            }
+            })
         );
         assert_eq!(
             later.delete.len(),
@@ -399,7 +474,7 @@ mod tests {
     }
 
     fn plan_at(records: &[WalEntry], now: u64) -> RetentionPlan {
-        plan(records, &Histories::new(), now, &rules(30 * DAY))
+        plan(records, &[], &Histories::new(), now, &rules(30 * DAY))
     }
 
     fn rules(window_ms: u64) -> Rules {
@@ -414,7 +489,7 @@ mod tests {
         let records: Vec<_> = (0..10)
             .map(|i| record(WalFileName::Segment(seg(1, i)), u64::from(i) * DAY))
             .collect();
-        let refused = plan(&records, &Histories::new(), 35 * DAY, &rules(30 * DAY));
+        let refused = plan(&records, &[], &Histories::new(), 35 * DAY, &rules(30 * DAY));
         assert!(refused.no_base_backup);
         assert!(refused.delete.is_empty());
         assert_eq!(
@@ -429,7 +504,7 @@ mod tests {
             age_only_without_backups: true,
             ..rules(30 * DAY)
         };
-        let by_age = plan(&records, &Histories::new(), 35 * DAY, &age_only);
+        let by_age = plan(&records, &[], &Histories::new(), 35 * DAY, &age_only);
         assert!(by_age.no_base_backup);
         assert_eq!(
             by_age.delete.len(),
@@ -468,13 +543,13 @@ mod tests {
                 switch_offset: 0,
             }],
         )]);
-        let plan = plan(&records, &histories, 400 * HOUR, &rules(100 * HOUR));
+        let plan = plan(&records, &[], &histories, 400 * HOUR, &rules(100 * HOUR));
         assert_eq!(
             plan.anchors.get(&2),
-            Some(&WalFileName::Backup {
+            Some(&BackupRef::HistoryFile(WalFileName::Backup {
                 segment: seg(1, 10),
                 offset: 0
-            })
+            }))
         );
         // Timeline 1 from the backup to the switch is on timeline 2's line.
         for i in 10..=60 {
@@ -514,8 +589,14 @@ mod tests {
             switch_offset: 0x100,
         };
         let histories = Histories::from([(2, vec![fork])]);
-        let plan = plan(&records, &histories, 30 * HOUR + 30 * DAY, &rules(30 * DAY));
-        assert_eq!(plan.anchors[&2], old);
+        let plan = plan(
+            &records,
+            &[],
+            &histories,
+            30 * HOUR + 30 * DAY,
+            &rules(30 * DAY),
+        );
+        assert_eq!(plan.anchors[&2], BackupRef::HistoryFile(old));
         for i in 5..15 {
             assert!(
                 !plan.delete.contains(&WalFileName::Segment(seg(1, i))),
@@ -527,9 +608,16 @@ mod tests {
             ..fork
         };
         let histories = Histories::from([(2, vec![before_the_switch])]);
-        let plan = super::plan(&records, &histories, 30 * HOUR + 30 * DAY, &rules(30 * DAY));
+        let plan = super::plan(
+            &records,
+            &[],
+            &histories,
+            30 * HOUR + 30 * DAY,
+            &rules(30 * DAY),
+        );
         assert_eq!(
-            plan.anchors[&2], after_fork,
+            plan.anchors[&2],
+            BackupRef::HistoryFile(after_fork),
             "started before the switch: on the line"
         );
     }
@@ -565,6 +653,8 @@ mod tests {
     #[derive(Debug)]
     struct Simulation {
         records: Vec<WalEntry>,
+        /// Complete backups known only to the catalog (from a standby).
+        backups: Vec<BackupEntry>,
         histories: Histories,
         timelines: BTreeMap<u32, SimTimeline>,
         now: u64,
@@ -585,6 +675,7 @@ mod tests {
         /// switch lies before or after where backups start in a segment.
         Branch(u8, u8, bool),
         Backup(u8),
+        CatalogBackup(u8),
         Gap,
     }
 
@@ -592,7 +683,8 @@ mod tests {
         prop_oneof![
             20 => any::<u8>().prop_map(Op::Write),
             1 => (any::<u8>(), any::<u8>(), any::<bool>()).prop_map(|(t, a, e)| Op::Branch(t, a, e)),
-            3 => any::<u8>().prop_map(Op::Backup),
+            2 => any::<u8>().prop_map(Op::Backup),
+            2 => any::<u8>().prop_map(Op::CatalogBackup),
             1 => Just(Op::Gap),
         ]
     }
@@ -600,6 +692,7 @@ mod tests {
     fn simulate(ops: &[Op], hours_per_op: u64, window_days: u64, idle_days: u64) -> Simulation {
         let mut sim = Simulation {
             records: Vec::new(),
+            backups: Vec::new(),
             histories: Histories::new(),
             timelines: BTreeMap::from([(1, (None, Vec::new()))]),
             now: 0,
@@ -629,6 +722,17 @@ mod tests {
                             offset: BACKUP_OFFSET,
                         };
                         sim.records.push(record(backup, sim.now));
+                    }
+                }
+                Op::CatalogBackup(t) => {
+                    let tli = pick(&sim, t);
+                    if let Some((at, _)) = sim.timelines[&tli].1.last() {
+                        sim.backups.push(BackupEntry {
+                            id: BackupId::started_at(sim.now / 1000),
+                            start: seg(tli, *at),
+                            offset: BACKUP_OFFSET,
+                            finished: sim.now,
+                        });
                     }
                 }
                 Op::Branch(t, a, early) if sim.timelines.len() < 4 => {
@@ -711,12 +815,13 @@ mod tests {
     }
 
     /// Whether a recovery to `t` along `timeline` is possible with the
-    /// `present` files: a base backup that started on the path and finished
-    /// by `t`, and every segment of the path from its start up to the one
-    /// being written at `t`.
+    /// `present` files and `backups`: a base backup that started on the
+    /// path and finished by `t`, and every segment of the path from its
+    /// start up to the one being written at `t`.
     fn recoverable(
         sim: &Simulation,
         present: &BTreeSet<WalFileName>,
+        backups: &[BackupEntry],
         timeline: u32,
         t: u64,
     ) -> bool {
@@ -728,12 +833,16 @@ mod tests {
         else {
             return false;
         };
-        sim.records.iter().any(|r| {
-            let WalFileName::Backup { segment, .. } = r.file else {
-                return false;
-            };
+        let history_files = sim.records.iter().filter_map(|r| match r.file {
+            WalFileName::Backup { segment, .. } if present.contains(&r.file) => {
+                Some((segment, r.staged_at))
+            }
+            _ => None,
+        });
+        let catalog = backups.iter().map(|b| (b.start, b.finished));
+        history_files.chain(catalog).any(|(segment, finished)| {
             match backup_start(sim, timeline, segment.timeline, segment.seg) {
-                Some(start) if r.staged_at <= t && start <= end => path[start..=end]
+                Some(start) if finished <= t && start <= end => path[start..=end]
                     .iter()
                     .all(|(tli, pos, _)| present.contains(&WalFileName::Segment(seg(*tli, *pos)))),
                 _ => false,
@@ -752,17 +861,32 @@ mod tests {
             idle_days in 0u64..10,
         ) {
             let sim = simulate(&ops, hours_per_op, window_days, idle_days);
-            let plan = plan(&sim.records, &sim.histories, sim.now, &rules(sim.window));
+            let plan = plan(&sim.records, &sim.backups, &sim.histories, sim.now, &rules(sim.window));
             let window_start = sim.now.saturating_sub(sim.window);
             let all: BTreeSet<WalFileName> = sim.records.iter().map(|r| r.file).collect();
             let deleted: BTreeSet<WalFileName> = plan.delete.iter().copied().collect();
             let present: BTreeSet<WalFileName> = all.difference(&deleted).copied().collect();
             prop_assert_eq!(deleted.len() + plan.kept.len(), all.len(), "every file planned once");
+            prop_assert_eq!(
+                plan.delete_backups.len() + plan.kept_backups.len(),
+                sim.backups.len(),
+                "every backup planned once"
+            );
             for r in sim.records.iter().filter(|r| deleted.contains(&r.file)) {
                 prop_assert!(r.staged_at < window_start, "deleted {} from inside the window", r.file);
                 prop_assert_ne!(r.file.kind(), WalFileKind::History, "deleted a history file");
             }
+            let kept_backups: Vec<BackupEntry> = sim
+                .backups
+                .iter()
+                .filter(|b| !plan.delete_backups.contains(&b.id))
+                .copied()
+                .collect();
+            for b in sim.backups.iter().filter(|b| plan.delete_backups.contains(&b.id)) {
+                prop_assert!(b.finished < window_start, "deleted backup {} from inside the window", b.id);
+            }
             if plan.no_base_backup {
+                prop_assert!(sim.backups.is_empty());
                 return Ok(());
             }
             let mut live: BTreeSet<u32> = sim
@@ -776,9 +900,9 @@ mod tests {
             targets.extend([window_start, sim.now]);
             for timeline in live {
                 for t in &targets {
-                    if recoverable(&sim, &all, timeline, *t) {
+                    if recoverable(&sim, &all, &sim.backups, timeline, *t) {
                         prop_assert!(
-                            recoverable(&sim, &present, timeline, *t),
+                            recoverable(&sim, &present, &kept_backups, timeline, *t),
                             "recovery to {} along timeline {} lost (window from {})", t, timeline, window_start
                         );
                     }
@@ -799,8 +923,46 @@ mod tests {
             })
             .collect();
         let sim = simulate(&ops, 3, 5, 0);
-        let plan = plan(&sim.records, &sim.histories, sim.now, &rules(sim.window));
+        let plan = plan(
+            &sim.records,
+            &sim.backups,
+            &sim.histories,
+            sim.now,
+            &rules(sim.window),
+        );
         assert!(!plan.no_base_backup);
         assert!(plan.delete.len() > 100, "deleted {}", plan.delete.len());
+    }
+
+    #[test]
+    fn backups_known_only_to_the_catalog_anchor_and_expire() {
+        // A cluster backed up from a standby: no `.backup` history files.
+        let ops: Vec<Op> = (0..200u8)
+            .map(|i| {
+                if i % 25 == 0 {
+                    Op::CatalogBackup(0)
+                } else {
+                    Op::Write(0)
+                }
+            })
+            .collect();
+        let sim = simulate(&ops, 3, 5, 0);
+        let plan = plan(
+            &sim.records,
+            &sim.backups,
+            &sim.histories,
+            sim.now,
+            &rules(sim.window),
+        );
+        assert!(!plan.no_base_backup);
+        assert!(matches!(plan.anchors[&1], BackupRef::Catalog(_)));
+        assert!(plan.delete.len() > 100, "deleted {}", plan.delete.len());
+        assert!(!plan.delete_backups.is_empty());
+        let anchor = match plan.anchors[&1] {
+            BackupRef::Catalog(id) => id,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(plan.kept_backups[&anchor], KeepReason::Backup);
+        assert!(plan.delete_backups.iter().all(|id| *id < anchor));
     }
 }

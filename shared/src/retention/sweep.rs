@@ -5,13 +5,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::plan::{parse_history, plan, Histories, Rules, WalEntry};
+use super::abandoned::{self, Abandoned};
+use super::plan::{parse_history, plan, BackupEntry, Histories, Rules, WalEntry};
 use crate::backends::Replicas;
+use crate::backup::catalog::{group, BackupState};
 use crate::catalog::{list_all, Catalog, CatalogError, CatalogRecord, RecordRef, RecordStatus};
 use crate::clock::UnixMillis;
 use crate::codec::decompress_verified;
@@ -21,6 +24,7 @@ use crate::keys::{archive_key, ClusterName};
 use crate::metrics::{Metric, MetricRecord};
 use crate::provider::Provider;
 use crate::retry::{Budget, RequestLimits};
+use crate::store::{ObjectStore, StoreError};
 use crate::wal::{SegmentSize, WalFileKind, WalFileName};
 
 /// Files expired per round of batched deletes.
@@ -32,6 +36,8 @@ const CATALOG_CONCURRENCY: usize = 16;
 pub struct Sweeper {
     pub cluster: ClusterName,
     pub catalog: Arc<dyn Catalog>,
+    /// For the parts of abandoned base backups, which only this sweep removes.
+    pub staging: Arc<dyn ObjectStore>,
     /// Every provider's replica, with credentials that may delete.
     pub replicas: Replicas,
     pub rules: Rules,
@@ -39,6 +45,9 @@ pub struct Sweeper {
     /// can do, whatever the plan says.
     pub max_deletes: usize,
     pub limits: RequestLimits,
+    /// A base backup with no descriptor and nothing added for this long is
+    /// abandoned (`WALVAULT_INCOMPLETE_BACKUP_DAYS`).
+    pub abandoned_after: Duration,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -54,6 +63,15 @@ pub struct SweepReport {
     pub kept: BTreeMap<String, usize>,
     /// The backup each live timeline is anchored on.
     pub anchors: BTreeMap<u32, String>,
+    /// Complete base backups in the catalog, kept and expired.
+    pub backups_kept: usize,
+    pub backups_planned: usize,
+    /// Expired backups whose every part is gone.
+    pub backups_deleted: usize,
+    /// Backups that never finished, removed.
+    pub abandoned_backups: usize,
+    /// Staging objects of abandoned backups removed.
+    pub staging_removed: usize,
     /// No base backup was known: nothing was deleted, or (age-only
     /// retention chosen) files were deleted by age alone.
     pub no_base_backup: bool,
@@ -74,9 +92,41 @@ pub enum SweepError {
     /// reading the histories needs: nothing is deleted.
     #[error("the catalog's replicated segments have no single segment size: {0}")]
     SegmentSize(String),
+    /// Listing the staging area's backup parts failed: nothing is deleted.
+    #[error("listing staged backup parts")]
+    Staging(#[source] StoreError),
+}
+
+/// What the planner needs of a complete catalog backup.
+fn backup_entry(state: &BackupState) -> Option<BackupEntry> {
+    let summary = state.summary.as_ref().filter(|_| state.is_complete())?;
+    let size = summary.segment_size()?;
+    Some(BackupEntry {
+        id: state.id,
+        start: summary.start_segment()?,
+        offset: summary.start_lsn().offset_in_segment(size) as u32,
+        finished: summary.stopped_at_ms,
+    })
 }
 
 impl Sweeper {
+    /// The sweep a deployment's configuration describes, on its backends.
+    pub fn from_config(
+        config: &crate::config::Config,
+        backends: &crate::backends::Backends,
+    ) -> Self {
+        Sweeper {
+            cluster: config.cluster.clone(),
+            catalog: Arc::clone(&backends.catalog),
+            staging: Arc::clone(&backends.staging),
+            replicas: backends.replicas.clone(),
+            rules: Rules::from_config(config),
+            max_deletes: config.retention_max_deletes,
+            limits: RequestLimits::from_config(config),
+            abandoned_after: config.incomplete_backup_age,
+        }
+    }
+
     /// Plans at `now` and, unless `dry_run`, deletes until done, the cap,
     /// or `deadline`.
     pub async fn sweep(
@@ -93,7 +143,27 @@ impl Sweeper {
             .await?;
         let histories = self.histories(&records, &budget).await?;
         let entries: Vec<WalEntry> = records.iter().filter_map(WalEntry::of).collect();
-        let plan = plan(&entries, &histories, now, &self.rules);
+        let states = group(
+            records
+                .iter()
+                .filter(|r| r.file.backup().is_some())
+                .cloned()
+                .collect(),
+        );
+        let complete: Vec<BackupEntry> = states.iter().filter_map(backup_entry).collect();
+        let plan = plan(&entries, &complete, &histories, now, &self.rules);
+        let abandoned = budget
+            .run("staging list of backup parts", || {
+                abandoned::find(
+                    self.staging.as_ref(),
+                    &self.cluster,
+                    &states,
+                    now,
+                    self.abandoned_after,
+                )
+            })
+            .await
+            .map_err(SweepError::Staging)?;
         let mut report = SweepReport {
             dry_run,
             records: records.len(),
@@ -104,6 +174,8 @@ impl Sweeper {
                 .iter()
                 .map(|(t, b)| (*t, b.to_string()))
                 .collect(),
+            backups_kept: plan.kept_backups.len(),
+            backups_planned: plan.delete_backups.len(),
             ..SweepReport::default()
         };
         for reason in plan.kept.values() {
@@ -130,10 +202,92 @@ impl Sweeper {
                 self.expire(&batch, &budget, &mut report).await;
                 attempted += batch.len();
             }
-            report.stopped_early = attempted < plan.delete.len();
+            let mut stopped_early = attempted < plan.delete.len();
+            for id in &plan.delete_backups {
+                if budget.is_spent() || attempted >= self.max_deletes {
+                    stopped_early = true;
+                    break;
+                }
+                if let Some(state) = states.iter().find(|s| s.id == *id) {
+                    attempted += state.parts.len();
+                    if self.expire_backup(&state.parts, &budget, &mut report).await {
+                        report.backups_deleted += 1;
+                    }
+                }
+            }
+            for backup in &abandoned {
+                if budget.is_spent() || attempted >= self.max_deletes {
+                    stopped_early = true;
+                    break;
+                }
+                attempted += backup.records.len() + backup.staged_keys.len();
+                self.remove_abandoned(backup, &budget, &mut report).await;
+            }
+            report.stopped_early = stopped_early;
         }
         self.emit(&report);
         Ok(report)
+    }
+
+    /// Deletes every part of an expired backup, the descriptor first: a
+    /// backup interrupted half-way no longer looks complete, and the
+    /// abandoned-backup rule finishes it. Whether every part is gone.
+    async fn expire_backup(
+        &self,
+        parts: &[CatalogRecord],
+        budget: &Budget,
+        report: &mut SweepReport,
+    ) -> bool {
+        let (descriptors, chunks): (Vec<&CatalogRecord>, Vec<&CatalogRecord>) = parts
+            .iter()
+            .partition(|r| r.file.kind() == FileKind::BackupDescriptor);
+        let before = report.catalog_removed;
+        self.expire(&descriptors, budget, report).await;
+        for batch in chunks.chunks(DELETE_BATCH) {
+            self.expire(batch, budget, report).await;
+        }
+        report.catalog_removed - before == parts.len()
+    }
+
+    /// Removes an abandoned backup's parts from the providers, the catalog
+    /// and staging.
+    async fn remove_abandoned(
+        &self,
+        backup: &Abandoned,
+        budget: &Budget,
+        report: &mut SweepReport,
+    ) {
+        tracing::warn!(backup = ?backup.id.map(|id| id.to_string()), parts = backup.records.len() + backup.staged_keys.len(), "removing a base backup that never finished");
+        let records: Vec<&CatalogRecord> = backup.records.iter().collect();
+        for batch in records.chunks(DELETE_BATCH) {
+            self.expire(batch, budget, report).await;
+        }
+        let deleted =
+            tokio::time::timeout(budget.left(), self.staging.delete_many(&backup.staged_keys))
+                .await;
+        let mut all_gone = true;
+        match deleted {
+            Ok(results) => {
+                for result in results {
+                    match result {
+                        Ok(()) => report.staging_removed += 1,
+                        Err(e) => {
+                            all_gone = false;
+                            report.errors.push(chain(&e));
+                        }
+                    }
+                }
+            }
+            Err(_) => {
+                all_gone = false;
+                report
+                    .errors
+                    .push("staging deletes cut off at the deadline".into());
+            }
+        }
+        if all_gone {
+            report.abandoned_backups += 1;
+        }
     }
 
     /// Deletes a batch of files from every provider (batched requests),

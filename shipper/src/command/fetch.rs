@@ -1,0 +1,134 @@
+//! `walvault fetch %f %p`: PostgreSQL's restore_command, and the
+//! prefetcher it starts in the background.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use shared::archive::fetch::{Fetched, Source};
+use shared::archive::prefetch;
+use shared::archive::spool::{write_atomically, Spool};
+use shared::config::Config;
+use shared::error::chain;
+use shared::wal::{SegmentSize, WalFileName};
+
+use super::fetcher;
+use walvault::exit::{fetch_exit, FETCH_LOCAL_ERROR};
+
+pub(crate) async fn fetch(
+    config: Config,
+    config_file: Option<&Path>,
+    wal_file: &str,
+    dest: &Path,
+) -> u8 {
+    let started = Instant::now();
+    let name: WalFileName = match wal_file.parse() {
+        Ok(name) => name,
+        Err(e) => {
+            eprintln!("walvault fetch: {e}");
+            return FETCH_LOCAL_ERROR;
+        }
+    };
+    let spool = Spool::new(&config.spool_dir);
+    let prefetching = config.prefetch > 0 && matches!(name, WalFileName::Segment(_));
+    if prefetching {
+        match prefetch::take(&spool.prefetch_dir(), &name, dest) {
+            Ok(true) => {
+                report_fetch(&name, Source::Prefetched, 0, started);
+                if let Ok(size) = std::fs::metadata(dest).map(|m| m.len()) {
+                    spawn_prefetch(config_file, &name, size);
+                }
+                return 0;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(file = %name, error = %e, "cannot use the prefetch directory"),
+        }
+    }
+    let fetcher = match fetcher(&config).await {
+        Ok(fetcher) => fetcher,
+        Err(e) => {
+            eprintln!("walvault fetch: {} (exit {FETCH_LOCAL_ERROR})", chain(&e));
+            return FETCH_LOCAL_ERROR;
+        }
+    };
+    match fetcher.fetch(&name).await {
+        Ok(Fetched { bytes, source }) => {
+            if let Err(e) = write_atomically(dest, &bytes) {
+                eprintln!("walvault fetch: {name}: writing {}: {e}", dest.display());
+                return FETCH_LOCAL_ERROR;
+            }
+            report_fetch(&name, source, fetcher.requests(), started);
+            if prefetching {
+                spawn_prefetch(config_file, &name, bytes.len() as u64);
+            }
+            0
+        }
+        Err(e) => {
+            let code = fetch_exit(&e);
+            eprintln!(
+                "walvault fetch: {} (exit {code}, {} store requests)",
+                chain(&e),
+                fetcher.requests()
+            );
+            code
+        }
+    }
+}
+
+fn report_fetch(name: &WalFileName, source: Source, requests: u32, started: Instant) {
+    eprintln!(
+        "walvault fetch: {name} from {source} ({requests} store requests, {} ms)",
+        started.elapsed().as_millis()
+    );
+}
+
+/// Starts `walvault prefetch` detached, so that this process can return to
+/// PostgreSQL at once.
+fn spawn_prefetch(config_file: Option<&Path>, name: &WalFileName, segment_size: u64) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut command = std::process::Command::new(exe);
+    if let Some(file) = config_file {
+        command.arg("--config").arg(file);
+    }
+    command
+        .arg("prefetch")
+        .arg(name.to_string())
+        .arg(segment_size.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    if let Err(e) = command.spawn() {
+        tracing::warn!(error = %e, "cannot start the prefetcher");
+    }
+}
+
+pub(crate) async fn prefetch_after(config: Config, wal_file: &str, segment_size: u64) -> u8 {
+    let (Ok(WalFileName::Segment(current)), Ok(size)) = (
+        wal_file.parse::<WalFileName>(),
+        SegmentSize::new(segment_size),
+    ) else {
+        return 1;
+    };
+    let dir = Spool::new(&config.spool_dir).prefetch_dir();
+    if std::fs::create_dir_all(&dir).is_err() {
+        return 1;
+    }
+    // One prefetcher at a time; a busy one will be followed by the next fetch's.
+    let Ok(lock) = std::fs::File::create(dir.join(".lock")) else {
+        return 1;
+    };
+    if lock.try_lock().is_err() {
+        return 0;
+    }
+    let Ok(fetcher) = fetcher(&config).await else {
+        return 1;
+    };
+    match prefetch::fill(Arc::new(fetcher), dir, current, size, config.prefetch).await {
+        Ok(_) => 0,
+        Err(_) => 1,
+    }
+}

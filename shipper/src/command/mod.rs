@@ -1,0 +1,51 @@
+//! One module per command, as pgBackRest lays out its commands: each
+//! builds what it needs from the configuration, calls `shared`, and maps
+//! the result to its documented exit codes.
+
+pub(crate) mod backup;
+pub(crate) mod drill;
+pub(crate) mod fetch;
+pub(crate) mod push;
+pub(crate) mod restore;
+
+use shared::archive::fetch::Fetcher;
+use shared::backends::{BackendError, Backends};
+use shared::config::Config;
+use shared::provider::Provider;
+use shared::retry::RequestLimits;
+
+/// A fetcher over every configured replica, in the configured order.
+pub(crate) async fn fetcher(config: &Config) -> Result<Fetcher, BackendError> {
+    fetcher_from(config, None).await
+}
+
+/// A fetcher that asks `first` before the other providers.
+pub(crate) async fn fetcher_from(
+    config: &Config,
+    first: Option<Provider>,
+) -> Result<Fetcher, BackendError> {
+    let backends = Backends::connect(config).await?;
+    let replicas = match first {
+        Some(first) => {
+            let mut order = vec![first];
+            order.extend(Provider::ALL.into_iter().filter(|p| *p != first));
+            backends.replicas.ordered(&order)
+        }
+        None => backends.replicas,
+    };
+    Ok(Fetcher::new(
+        config.cluster.clone(),
+        backends.catalog,
+        backends.staging,
+        replicas,
+        RequestLimits::from_config(config),
+    ))
+}
+
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
