@@ -1,6 +1,9 @@
-// What the database host may do: `walvault push` writes staging and reads
-// the catalog; `walvault fetch` on a recovering host only reads. Neither
-// can delete anything.
+// What the database host may do: `walvault push` and `walvault backup`
+// write staging and read the catalog; `walvault fetch`, `restore` and
+// `drill` on a recovering host only read (a drill also stores its report
+// under the cluster's prefix, with the shipper's policy). Neither can
+// delete anything. Catalog reads include Query: restore and drill list the
+// backups and the WAL of a timeline, by prefix of the sort key.
 //
 // Both may list the staging bucket (it is this cluster's alone): without
 // s3:ListBucket, S3 answers a GET or HEAD of a missing key with 403, not
@@ -23,7 +26,7 @@ export class HostPolicies extends Construct {
     super(scope, id);
     const clusterObjects = props.staging.bucket.arnForObjects(`${props.cluster}/*`);
     const listStaging = new iam.PolicyStatement({ actions: ['s3:ListBucket'], resources: [props.staging.bucket.bucketArn] });
-    const readCatalog = new iam.PolicyStatement({ actions: ['dynamodb:GetItem'], resources: [props.catalog.table.tableArn] });
+    const readCatalog = new iam.PolicyStatement({ actions: ['dynamodb:GetItem', 'dynamodb:Query'], resources: [props.catalog.table.tableArn] });
     const decrypt = new iam.PolicyStatement({ actions: ['kms:Decrypt'], resources: [props.key.keyArn] });
     this.shipper = new iam.ManagedPolicy(this, 'ShipperPolicy', {
       description: `walvault ${props.cluster}: the database host's walvault push (staging writes, catalog reads)`,

@@ -5,6 +5,7 @@ import * as assert from 'node:assert/strict';
 import * as path from 'path';
 import { App } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
+import { layout } from '../lib/contract';
 import { WalvaultStack } from '../lib/walvault-stack';
 import { synth } from './synth';
 
@@ -143,19 +144,25 @@ test('each function reads only its own secrets', () => {
   assert.deepEqual(readable('Retention').map((id) => id.replace(/[0-9A-F]{8}$/, '')).sort(), ['FunctionsRetentionKeysB2', 'FunctionsRetentionKeysR2']);
 });
 
-test('the retention role touches the catalog and its secrets, nothing in staging', () => {
+test('the retention role touches the catalog, its secrets, and in staging only the parts of unfinished base backups', () => {
   const statements = statementsOf('Retention');
   assert.ok(actions(statements).includes('dynamodb:DeleteItem'));
-  assert.ok(!actions(statements).some((a) => a.startsWith('s3:')), 'R2 and B2 are not AWS: no S3 rights needed');
+  const s3 = statements.filter((s) => actions([s]).some((a) => a.startsWith('s3:')));
+  const deletes = s3.filter((s) => actions([s]).includes('s3:DeleteObject'));
+  assert.equal(deletes.length, 1);
+  assert.ok(JSON.stringify(deletes[0].Resource).includes(layout('staging_backup_prefix', 'orders')), JSON.stringify(deletes[0].Resource));
+  const lists = s3.filter((s) => actions([s]).includes('s3:ListBucket'));
+  assert.deepEqual(lists.map((s) => s.Condition), [{ StringLike: { 's3:prefix': [`${layout('staging_backup_prefix', 'orders')}*`] } }]);
+  assert.deepEqual(actions(s3).sort(), ['s3:DeleteObject', 's3:ListBucket'], 'no reads or writes of WAL in staging');
 });
 
-test('the host policies: the shipper writes staging and reads the catalog; restore only reads', () => {
+test('the host policies: the shipper writes staging and reads the catalog; restore only reads (Query: restore lists backups and a timeline\'s WAL)', () => {
   const managed = Object.values(template.findResources('AWS::IAM::ManagedPolicy'));
   const byDescription = (word: string) => managed.find((p) => (p.Properties.Description as string).includes(word))!;
   const shipper = actions(byDescription('walvault push').Properties.PolicyDocument.Statement).sort();
-  assert.deepEqual(shipper, ['dynamodb:GetItem', 'kms:Decrypt', 's3:GetObject', 's3:ListBucket', 's3:PutObject']);
+  assert.deepEqual(shipper, ['dynamodb:GetItem', 'dynamodb:Query', 'kms:Decrypt', 's3:GetObject', 's3:ListBucket', 's3:PutObject']);
   const restore = actions(byDescription('walvault fetch').Properties.PolicyDocument.Statement).sort();
-  assert.deepEqual(restore, ['dynamodb:GetItem', 'kms:Decrypt', 's3:GetObject', 's3:ListBucket']);
+  assert.deepEqual(restore, ['dynamodb:GetItem', 'dynamodb:Query', 'kms:Decrypt', 's3:GetObject', 's3:ListBucket']);
 });
 
 test('hosts may list the staging bucket, so that S3 answers a missing key with 404 and not 403', () => {

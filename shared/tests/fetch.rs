@@ -277,3 +277,36 @@ async fn not_found_needs_every_store_and_a_second_catalog_reading_to_say_so() {
         "two catalog readings and three stores"
     );
 }
+
+#[tokio::test]
+async fn the_end_of_the_archive_is_found_with_one_provider_down_but_not_with_staging_down() {
+    use Fault::*;
+    let world = MemoryWorld::default();
+    archived(&world, FILE).await;
+    let missing = name("000000010000000000000009");
+    for (faults, expected) in [
+        (
+            vec![(Step::Replica(Provider::R2), Transient)],
+            Answer::NotFound,
+        ),
+        (vec![(Step::Replica(Provider::B2), Hang)], Answer::NotFound),
+        (vec![(Step::Staging, Transient)], Answer::Unavailable),
+        (
+            vec![
+                (Step::Replica(Provider::R2), Transient),
+                (Step::Replica(Provider::B2), Refused),
+            ],
+            Answer::Unavailable,
+        ),
+        (vec![(Step::Catalog, Transient)], Answer::Unavailable),
+    ] {
+        for (step, fault) in &faults {
+            inject(&world, (*step, *fault, Times::Always));
+        }
+        tokio::time::pause();
+        let result = fetcher(&world).fetch(&missing).await;
+        tokio::time::resume();
+        world.heal();
+        assert_eq!(answer(&result), expected, "{faults:?}: {result:?}");
+    }
+}

@@ -78,7 +78,13 @@ pub async fn drain_queue(replicator: &Replicator, config: &Config, allow_failure
                 queue.delete(m).await;
             }
         }
-        assert!(Instant::now() < deadline, "the queue did not drain");
+        if Instant::now() >= deadline {
+            let left: Vec<String> = list_all(staging_store.as_ref(), &prefix)
+                .await
+                .map(|objects| objects.into_iter().map(|o| o.key).collect())
+                .unwrap_or_default();
+            panic!("the queue did not drain; left in staging: {left:?}");
+        }
     }
 }
 

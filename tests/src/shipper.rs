@@ -66,6 +66,15 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl Run {
+    fn of(out: &std::process::Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 impl Shipper {
     /// A shipper configured by `env` (a stack's `env(cluster)`, perhaps
     /// changed): `WALVAULT_*` settings go to the config file, `AWS_*` to
@@ -103,18 +112,38 @@ impl Shipper {
 
     /// Runs `walvault --config <file> <args…>` and waits for it.
     pub fn run(&self, args: &[&str]) -> Run {
-        let out = Command::new(walvault_binary())
+        let out = self.command(args).output().expect("running walvault");
+        Run::of(&out)
+    }
+
+    /// [`Shipper::run`] as the `postgres` user (what starts a server: the
+    /// recovery drill), with stdout.
+    pub fn run_as_postgres(&self, args: &[&str]) -> (Run, String) {
+        let mut command = crate::postgres::as_pg_user(&walvault_binary().display().to_string());
+        command
             .arg("--config")
             .arg(&self.config)
             .args(args)
             .env_clear()
             .envs(&self.aws_env)
-            .output()
-            .expect("running walvault");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        let out = command.output().expect("running walvault");
+        (
+            Run::of(&out),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// `walvault --config <file> <args…>`, not started.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(walvault_binary());
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_clear()
+            .envs(&self.aws_env);
+        command
     }
 
     /// The shell command line for archive_command or restore_command, e.g.

@@ -408,14 +408,17 @@ impl StagingQueue {
             .expect("deleting a staging event");
     }
 
-    /// Puts a message straight back, for the test it belongs to.
+    /// Puts a message back, for the test it belongs to, after a second:
+    /// at once, the next receive would return the same first messages
+    /// again, and a test could wait forever behind another's (or behind
+    /// those of a test that failed and never drains).
     pub async fn release(&self, message: &Message) {
         let _ = self
             .sqs
             .change_message_visibility()
             .queue_url(&self.url)
             .receipt_handle(message.receipt_handle().unwrap_or_default())
-            .visibility_timeout(0)
+            .visibility_timeout(1)
             .send()
             .await;
     }

@@ -190,6 +190,8 @@ impl Fetcher {
             listed,
             mut failures,
         } = plan;
+        let catalog_answered = failures.is_empty();
+        let mut not_found = Vec::new();
         for candidate in &candidates {
             match self.try_candidate(name, candidate, &candidates).await? {
                 Ok(fetched) => {
@@ -198,9 +200,26 @@ impl Fetcher {
                     }
                     return Ok(fetched);
                 }
-                Err(None) => {}
+                Err(None) => not_found.push(candidate.source),
                 Err(Some(failure)) => failures.push(failure),
             }
+        }
+        // Staging keeps a file until both replicas hold it, so with no
+        // catalog record, staging's "not found" and one replica's mean the
+        // file is nowhere: the other replica being down does not matter
+        // (a recovery from one provider alone must be able to end).
+        let absent = !listed
+            && catalog_answered
+            && not_found.contains(&Source::Staging)
+            && not_found.iter().any(|s| matches!(s, Source::Replica(_)))
+            && !failures
+                .iter()
+                .any(|f| matches!(f, SourceFailure::Corrupt(..)));
+        if absent {
+            for failure in &failures {
+                tracing::warn!(file = %name, failure = %chain(failure), "not found on the stores that answered; this one did not");
+            }
+            failures.clear();
         }
         let available = failures
             .iter()

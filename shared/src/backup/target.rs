@@ -29,7 +29,9 @@ pub fn parse_time(text: &str) -> Result<UnixMillis, BadTime> {
     let normalised = text.trim().replacen(' ', "T", 1);
     // The offset, if numeric: the time is read as UTC, then moved.
     let (utc, offset_minutes) = match normalised.len().checked_sub(6) {
-        Some(at) if normalised.is_char_boundary(at) && matches!(&normalised[at..at + 1], "+" | "-") => {
+        Some(at)
+            if normalised.is_char_boundary(at) && matches!(&normalised[at..at + 1], "+" | "-") =>
+        {
             let (time, offset) = normalised.split_at(at);
             let (hours, minutes) = offset[1..].split_once(':').ok_or_else(bad)?;
             let hours: i64 = hours.parse().map_err(|_| bad())?;

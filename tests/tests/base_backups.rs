@@ -1,0 +1,363 @@
+//! Base backups, restores and drills end to end, with the real `walvault`
+//! binary, PostgreSQL 15 and its own tools: `walvault backup` streams
+//! `pg_basebackup` into staging, the compress handler replicates the parts
+//! as the event source mapping would, `walvault restore` rebuilds a data
+//! directory that recovers to a time with exactly the rows committed before
+//! it — from both providers, from either alone, past a corrupt chunk — and
+//! `walvault drill` proves the archive unattended, or says why not.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use shared::backup::name::{BackupFile, BackupId};
+use shared::backup::target::postgres_time;
+use shared::catalog::{list_prefix, RecordRef};
+use shared::clock::now_millis;
+use shared::codec::{compress, CompressionLevel};
+use shared::config::Config;
+use shared::file::ArchivedFile;
+use shared::keys::{archive_key, staging_prefix};
+use shared::provider::Provider;
+use shared::retention::sweep::Sweeper;
+use shared::store::{list_all, Metadata};
+use tempfile::TempDir;
+use walvault::exit::{DRILL_FAILED, RESTORE_REFUSED};
+use walvault_tests::archive::{backends, backends_as, tamper};
+use walvault_tests::pipeline::{
+    drain_queue, replicator, start_source, with, write_and_archive, Source, CHECKSUM, DEAD_ENDPOINT,
+};
+use walvault_tests::postgres::{hand_to_postgres_user, Postgres, PG_BIN};
+use walvault_tests::profile::iam::Role;
+use walvault_tests::shipper::{public_tempdir, Run, Shipper};
+
+/// Settings every test here adds: PostgreSQL's programs (the shipper runs
+/// with a bare environment, as under PostgreSQL), and small chunks, so that
+/// a small database makes many.
+fn backup_settings() -> Vec<(&'static str, String)> {
+    vec![
+        ("WALVAULT_PG_BINDIR", PG_BIN.to_owned()),
+        ("WALVAULT_BACKUP_CHUNK_MIB", "1".to_owned()),
+        ("WALVAULT_BACKUP_WAL_WAIT_SECS", "60".to_owned()),
+    ]
+}
+
+fn dbname(pg: &Postgres) -> String {
+    format!(
+        "host={} port={} user=postgres dbname=postgres",
+        pg.socket_dir().display(),
+        pg.port()
+    )
+}
+
+/// `walvault backup` of `source`'s cluster, as its host runs it; the id.
+fn take_backup(source: &Source) -> BackupId {
+    let shipper = Shipper::new(&source.env);
+    let run = shipper.run(&["backup", "--dbname", &dbname(&source.pg)]);
+    assert_eq!(run.code, 0, "walvault backup:\n{}", run.stderr);
+    run.stderr
+        .split("backup ")
+        .filter_map(|rest| rest.split_whitespace().next())
+        .find_map(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no backup id in:\n{}", run.stderr))
+}
+
+/// A recovering host: the restore role's keys, no prefetch.
+fn recovering_host(source: &Source, changes: &[(&str, &str)]) -> Shipper {
+    Shipper::new(&with(&source.env, changes))
+}
+
+/// `walvault restore --to <new dir> <args…>` on `host`; the run and the
+/// directory.
+fn restore(host: &Shipper, args: &[&str]) -> (Run, TempDir, PathBuf) {
+    let dir = public_tempdir("walvault-restore-");
+    let data = dir.path().join("data");
+    let fetch = host.command_line("fetch %f %p");
+    let mut all = vec![
+        "restore",
+        "--to",
+        data.to_str().expect("path"),
+        "--restore-command",
+        &fetch,
+    ];
+    all.extend_from_slice(args);
+    (host.run(&all), dir, data)
+}
+
+/// Starts the restored directory and waits for recovery to end; the
+/// table's checksum.
+fn recover_restored(data: &Path) -> String {
+    hand_to_postgres_user(data);
+    let pg = Postgres::start_copy(data, &["archive_mode = off".to_owned()]);
+    pg.wait_promoted(Duration::from_secs(120));
+    pg.sql(CHECKSUM)
+}
+
+fn now_rfc3339() -> String {
+    postgres_time(now_millis())
+        .replacen(' ', "T", 1)
+        .replace("+00", "Z")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restores_to_a_time_from_either_provider_and_past_a_corrupt_chunk() {
+    let source = start_source("backup", &backup_settings());
+    source.pg.pgbench(2, 0);
+    write_and_archive(&source.pg, 1, 1000);
+    let id = take_backup(&source);
+    let at_target = write_and_archive(&source.pg, 1001, 3000);
+    std::thread::sleep(Duration::from_millis(1100));
+    let target = now_rfc3339();
+    std::thread::sleep(Duration::from_millis(1100));
+    let latest = write_and_archive(&source.pg, 3001, 6000);
+    drain_queue(&replicator(&source.config).await, &source.config, false).await;
+
+    let parts = list_prefix(
+        backends(&source.config).await.catalog.as_ref(),
+        &source.config.cluster,
+        &BackupFile::prefix_of(id),
+    )
+    .await
+    .expect("catalog");
+    assert!(
+        parts.len() > 20,
+        "a pgbench database in 1 MiB chunks: {}",
+        parts.len()
+    );
+
+    let host = recovering_host(&source, &[]);
+    let (run, _dir, data) = restore(&host, &["--time", &target]);
+    assert_eq!(run.code, 0, "restore:\n{}", run.stderr);
+    assert!(run.stderr.contains(&id.to_string()), "{}", run.stderr);
+    assert!(run.stderr.contains("pg_verifybackup"), "{}", run.stderr);
+    assert_eq!(
+        recover_restored(&data),
+        at_target,
+        "rows committed before the target"
+    );
+
+    let (run, _dir, data) = restore(&host, &[]);
+    assert_eq!(run.code, 0, "restore --latest:\n{}", run.stderr);
+    assert_eq!(recover_restored(&data), latest, "the end of the archive");
+
+    for (first, dead) in [
+        (Provider::R2, "WALVAULT_B2_ENDPOINT"),
+        (Provider::B2, "WALVAULT_R2_ENDPOINT"),
+    ] {
+        let alone = recovering_host(&source, &[(dead, DEAD_ENDPOINT)]);
+        let (run, _dir, data) = restore(&alone, &["--time", &target, "--from", first.as_str()]);
+        assert_eq!(run.code, 0, "restore from {first} alone:\n{}", run.stderr);
+        assert_eq!(recover_restored(&data), at_target, "{first} alone");
+    }
+
+    // R2's copy of chunk 3 replaced by a valid zstd frame of other bytes.
+    let chunk = ArchivedFile::Backup(BackupFile::chunk(id, 3));
+    let record = parts
+        .iter()
+        .find(|r| r.file == chunk)
+        .expect("chunk 3's record");
+    let key = archive_key(&source.config.cluster, chunk);
+    let r2 = tamper(Provider::R2).await;
+    r2.delete(&key).await.expect("delete");
+    let forged = compress(
+        &vec![1u8; record.raw_size as usize],
+        CompressionLevel::default(),
+    )
+    .expect("compress");
+    r2.put_if_absent(
+        &key,
+        Bytes::from(forged),
+        &record.raw_sha256,
+        &Metadata::from([("raw-size".to_owned(), record.raw_size.to_string())]),
+    )
+    .await
+    .expect("forge");
+    let (run, _dir, data) = restore(&host, &["--time", &target, "--from", "r2"]);
+    assert_eq!(run.code, 0, "restore past a corrupt chunk:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("CORRUPT") && run.stderr.contains("second provider"),
+        "the corrupt copy is reported:\n{}",
+        run.stderr
+    );
+    assert_eq!(recover_restored(&data), at_target, "served from B2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_refuses_before_downloading_and_the_drill_passes_then_fails_on_a_broken_archive() {
+    let source = start_source("drill", &backup_settings());
+    write_and_archive(&source.pg, 1, 500);
+    let host = recovering_host(&source, &[]);
+
+    // No backup yet: refused, with the way out.
+    let (run, _dir, data) = restore(&host, &[]);
+    assert_eq!(run.code, i32::from(RESTORE_REFUSED), "{}", run.stderr);
+    assert!(run.stderr.contains("walvault backup"), "{}", run.stderr);
+    assert!(!data.exists(), "nothing written");
+
+    let before_backup = now_rfc3339();
+    std::thread::sleep(Duration::from_millis(1100));
+    take_backup(&source);
+    write_and_archive(&source.pg, 501, 2000);
+    drain_queue(&replicator(&source.config).await, &source.config, false).await;
+
+    let (run, _dir, _data) = restore(&host, &["--time", &before_backup]);
+    assert_eq!(run.code, i32::from(RESTORE_REFUSED), "{}", run.stderr);
+    assert!(run.stderr.contains("no backup can reach"), "{}", run.stderr);
+
+    let occupied = public_tempdir("walvault-occupied-");
+    std::fs::write(occupied.path().join("PG_VERSION"), "15").expect("write");
+    let run = host.run(&["restore", "--to", occupied.path().to_str().expect("path")]);
+    assert_eq!(run.code, i32::from(RESTORE_REFUSED), "{}", run.stderr);
+    assert!(run.stderr.contains("not empty"), "{}", run.stderr);
+
+    let checks = host.spool_dir().join("checks.sql");
+    std::fs::write(
+        &checks,
+        "-- the drill's own checks\nSELECT count(*) = 2000 FROM proof\nSELECT NOT pg_is_in_recovery()\n",
+    )
+    .expect("checks");
+    hand_to_postgres_user(&checks);
+    let checks = checks.display().to_string();
+    let (run, report) = host.run_as_postgres(&["drill", "--json", "--checks", &checks]);
+    assert_eq!(run.code, 0, "drill:\n{}\n{report}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(&report).expect("JSON report");
+    assert_eq!(report["passed"], true, "{report}");
+    assert!(report["recovered_to"].is_string(), "{report}");
+    assert!(
+        report["wal_segments_replayed"].as_u64() > Some(0),
+        "{report}"
+    );
+    assert!(
+        report["stages"]["total_seconds"].as_f64() > Some(0.0),
+        "{report}"
+    );
+    assert!(report["scratch"].is_null(), "cleaned up: {report}");
+    let reports = list_all(
+        backends(&source.config).await.staging.as_ref(),
+        &format!("{}/drills/", source.config.cluster),
+    )
+    .await
+    .expect("list");
+    assert_eq!(reports.len(), 1, "the report is stored for walvault status");
+
+    // A segment after the backup lost from the catalog and both providers.
+    let catalog = backends(&source.config).await.catalog;
+    let wal = list_prefix(catalog.as_ref(), &source.config.cluster, "00000001")
+        .await
+        .expect("catalog");
+    let lost = wal
+        .iter()
+        .filter(|r| {
+            r.file
+                .wal()
+                .is_some_and(|w| w.kind() == shared::wal::WalFileKind::Segment)
+        })
+        .last()
+        .expect("a segment");
+    for provider in Provider::ALL {
+        tamper(provider)
+            .await
+            .delete(&archive_key(&source.config.cluster, lost.file))
+            .await
+            .expect("delete");
+    }
+    catalog
+        .delete(RecordRef::of(lost))
+        .await
+        .expect("delete record");
+    // A newer segment, so that the lost one is a gap and not the end.
+    write_and_archive(&source.pg, 2001, 2100);
+    drain_queue(&replicator(&source.config).await, &source.config, false).await;
+    let (run, report) = host.run_as_postgres(&["drill", "--json"]);
+    assert_eq!(
+        run.code,
+        i32::from(DRILL_FAILED),
+        "{}\n{report}",
+        run.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(&report).expect("JSON report");
+    let failure = report["failure"].as_str().unwrap_or_default();
+    assert!(
+        failure.contains("continuity") && failure.contains(&lost.file.to_string()),
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_backup_never_looks_complete_and_the_sweep_removes_it() {
+    let source = start_source("abandoned", &backup_settings());
+    source.pg.pgbench(5, 0);
+    write_and_archive(&source.pg, 1, 100);
+    let shipper = Shipper::new(&source.env);
+    let mut backup = shipper
+        .command(&["backup", "--dbname", &dbname(&source.pg)])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("walvault backup");
+    let staging = backends(&source.config).await.staging;
+    let prefix = format!("{}backup/", staging_prefix(&source.config.cluster));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while list_all(staging.as_ref(), &prefix)
+        .await
+        .expect("list")
+        .len()
+        < 3
+    {
+        assert!(std::time::Instant::now() < deadline, "no chunk was staged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    backup.kill().expect("kill");
+    backup.wait().expect("wait");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let staged = list_all(staging.as_ref(), &prefix).await.expect("list");
+    assert!(
+        staged.iter().all(|o| !o.key.ends_with("backup.json")),
+        "no descriptor: {staged:?}"
+    );
+
+    let host = recovering_host(&source, &[]);
+    let (run, _dir, _data) = restore(&host, &["--dry-run"]);
+    assert_eq!(run.code, i32::from(RESTORE_REFUSED), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no complete base backup"),
+        "{}",
+        run.stderr
+    );
+
+    let config: Config = source.config.clone();
+    let retention = backends_as(Role::Retention, &config).await;
+    let sweeper = Sweeper::from_config(&config, &retention);
+    let soon = sweeper
+        .sweep(
+            now_millis(),
+            false,
+            tokio::time::Instant::now() + Duration::from_secs(60),
+        )
+        .await
+        .expect("sweep");
+    assert_eq!(soon.abandoned_backups, 0, "still young: it may be running");
+    let later = sweeper
+        .sweep(
+            now_millis() + 3 * 86_400_000,
+            false,
+            tokio::time::Instant::now() + Duration::from_secs(60),
+        )
+        .await
+        .expect("sweep");
+    assert_eq!(later.abandoned_backups, 1, "{later:?}");
+    assert_eq!(later.staging_removed, staged.len(), "{later:?}");
+    assert!(list_all(staging.as_ref(), &prefix)
+        .await
+        .expect("list")
+        .is_empty());
+    // The killed backup's events find nothing left to replicate.
+    drain_queue(&replicator(&source.config).await, &source.config, false).await;
+    let parts = list_prefix(
+        backends(&config).await.catalog.as_ref(),
+        &config.cluster,
+        &BackupFile::all_prefix(),
+    )
+    .await
+    .expect("catalog");
+    assert!(parts.is_empty(), "{parts:?}");
+}
