@@ -247,12 +247,11 @@ async fn restore_refuses_before_downloading_and_the_drill_passes_then_fails_on_a
         .expect("catalog");
     let lost = wal
         .iter()
-        .filter(|r| {
+        .rfind(|r| {
             r.file
                 .wal()
                 .is_some_and(|w| w.kind() == shared::wal::WalFileKind::Segment)
         })
-        .last()
         .expect("a segment");
     for provider in Provider::ALL {
         tamper(provider)
