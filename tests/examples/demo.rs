@@ -1,9 +1,11 @@
 //! `make demo`: walvault end to end on local stand-ins, with a short human
 //! summary. Built from the test harness: moto servers for S3, SQS, DynamoDB,
-//! R2 and B2; a PostgreSQL 15 archiving through `walvault push`; the compress
-//! function's handler draining the queue; a retention dry run; and a
-//! point-in-time recovery through `walvault fetch`, checked row for row.
-//! Everything it starts is stopped and removed when it exits.
+//! R2 and B2 behind the behaviour profiles; a PostgreSQL 15 archiving
+//! through `walvault push`; a base backup by `walvault backup`; the compress
+//! function's handler draining the queue; a retention dry run; a
+//! point-in-time recovery by `walvault restore --time`, started and checked
+//! row for row; and a `walvault drill`. Everything it starts is stopped and
+//! removed when it exits.
 
 use std::time::{Duration, Instant};
 
@@ -14,9 +16,10 @@ use shared::provider::Provider;
 use shared::retention::sweep::Sweeper;
 use shared::wal::WalFileKind;
 use walvault_tests::archive::backends;
-use walvault_tests::pipeline::{
-    drain_queue, recover_with, replicator, start_source, with, write_and_archive,
+use walvault_tests::backups::{
+    backup_settings, now_rfc3339, recover_restored, recovering_host, restore, take_backup,
 };
+use walvault_tests::pipeline::{drain_queue, replicator, start_source, write_and_archive};
 use walvault_tests::standins::Stack;
 
 struct Stages(Vec<(&'static str, Duration)>);
@@ -35,11 +38,15 @@ fn main() {
     let mut stages = Stages(Vec::new());
     println!("walvault demo: starting the stand-ins and PostgreSQL 15 …");
     stages.time("start stand-ins", Stack::shared);
-    let source = stages.time("PostgreSQL + base backup", || start_source("demo", &[]));
-
-    let (before, target) = stages.time("workload, archived by walvault push", || {
-        let before = write_and_archive(&source.pg, 1, 20_000);
-        let target = source.pg.sql("SELECT now()::text");
+    let source = stages.time("PostgreSQL", || start_source("demo", &backup_settings(4)));
+    stages.time("workload, archived by walvault push", || {
+        write_and_archive(&source.pg, 1, 10_000)
+    });
+    let backup = stages.time("walvault backup", || take_backup(&source));
+    let (before, target) = stages.time("more workload, archived by walvault push", || {
+        let before = write_and_archive(&source.pg, 10_001, 20_000);
+        source.pg.sql("SELECT pg_sleep(1.1)");
+        let target = now_rfc3339();
         source.pg.sql("SELECT pg_sleep(1.1)");
         write_and_archive(&source.pg, 20_001, 40_000);
         (before, target)
@@ -105,16 +112,18 @@ fn main() {
         stages.0.push(("retention dry run", started.elapsed()));
 
         let started = Instant::now();
-        let settings = vec![
-            format!("recovery_target_time = '{target}'"),
-            "recovery_target_action = 'promote'".to_owned(),
-        ];
-        let (recovered, _) =
-            recover_with(source.backup.clone(), with(&source.env, &[]), settings).await;
+        let host = recovering_host(&source, &[]);
+        let (run, _dir, data) = restore(&host, &["--time", &target]);
+        assert_eq!(run.code, 0, "walvault restore:\n{}", run.stderr);
+        let recovered = recover_restored(&data);
         stages.0.push((
-            "point-in-time recovery via walvault fetch",
+            "walvault restore --time, then recovery through walvault fetch",
             started.elapsed(),
         ));
+
+        let started = Instant::now();
+        let (drill, drill_summary) = host.run_as_postgres(&["drill"]);
+        stages.0.push(("walvault drill", started.elapsed()));
 
         println!();
         println!(
@@ -134,11 +143,12 @@ fn main() {
             records.len()
         );
         println!(
-            "retention dry run   {} planned for deletion, {} kept, anchors {:?}",
-            dry.planned,
+            "retention dry run   {} files planned for deletion, {} files and {} base backups kept",
+            dry.planned + dry.backups_planned,
             dry.kept.values().sum::<usize>(),
-            dry.anchors
+            dry.backups_kept
         );
+        println!("base backup         {backup} (walvault backup, replicated like WAL)");
         println!("recovery target     {target}");
         let verdict = if recovered == before {
             "VERIFIED: the recovered table equals exactly what was committed before the target"
@@ -147,10 +157,16 @@ fn main() {
         };
         println!("recovery result     {verdict}");
         println!();
+        print!("{drill_summary}");
+        if drill.code != 0 {
+            println!("{}", drill.stderr);
+        }
+        println!();
         for (stage, took) in &stages.0 {
             println!("  {:>8.1} s  {stage}", took.as_secs_f64());
         }
         assert_eq!(recovered, before, "recovery must match");
+        assert_eq!(drill.code, 0, "the drill must pass");
     });
     println!("\nstopping the stand-ins and removing PostgreSQL's directories.");
 }

@@ -4,6 +4,7 @@
 //! does (moto into the project venv).
 
 pub mod archive;
+pub mod backups;
 pub mod pipeline;
 pub mod postgres;
 pub mod process;

@@ -6,12 +6,10 @@
 //! it — from both providers, from either alone, past a corrupt chunk — and
 //! `walvault drill` proves the archive unattended, or says why not.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use shared::backup::name::{BackupFile, BackupId};
-use shared::backup::target::postgres_time;
+use shared::backup::name::BackupFile;
 use shared::catalog::{list_prefix, RecordRef};
 use shared::clock::now_millis;
 use shared::codec::{compress, CompressionLevel};
@@ -21,87 +19,21 @@ use shared::keys::{archive_key, staging_prefix};
 use shared::provider::Provider;
 use shared::retention::sweep::Sweeper;
 use shared::store::{list_all, Metadata};
-use tempfile::TempDir;
 use walvault::exit::{DRILL_FAILED, RESTORE_REFUSED};
 use walvault_tests::archive::{backends, backends_as, tamper};
-use walvault_tests::pipeline::{
-    drain_queue, replicator, start_source, with, write_and_archive, Source, CHECKSUM, DEAD_ENDPOINT,
+use walvault_tests::backups::{
+    backup_settings, dbname, now_rfc3339, recover_restored, recovering_host, restore, take_backup,
 };
-use walvault_tests::postgres::{hand_to_postgres_user, Postgres, PG_BIN};
+use walvault_tests::pipeline::{
+    drain_queue, replicator, start_source, write_and_archive, DEAD_ENDPOINT,
+};
+use walvault_tests::postgres::hand_to_postgres_user;
 use walvault_tests::profile::iam::Role;
-use walvault_tests::shipper::{public_tempdir, Run, Shipper};
-
-/// Settings every test here adds: PostgreSQL's programs (the shipper runs
-/// with a bare environment, as under PostgreSQL), and small chunks, so that
-/// a small database makes many.
-fn backup_settings() -> Vec<(&'static str, String)> {
-    vec![
-        ("WALVAULT_PG_BINDIR", PG_BIN.to_owned()),
-        ("WALVAULT_BACKUP_CHUNK_MIB", "1".to_owned()),
-        ("WALVAULT_BACKUP_WAL_WAIT_SECS", "60".to_owned()),
-    ]
-}
-
-fn dbname(pg: &Postgres) -> String {
-    format!(
-        "host={} port={} user=postgres dbname=postgres",
-        pg.socket_dir().display(),
-        pg.port()
-    )
-}
-
-/// `walvault backup` of `source`'s cluster, as its host runs it; the id.
-fn take_backup(source: &Source) -> BackupId {
-    let shipper = Shipper::new(&source.env);
-    let run = shipper.run(&["backup", "--dbname", &dbname(&source.pg)]);
-    assert_eq!(run.code, 0, "walvault backup:\n{}", run.stderr);
-    run.stderr
-        .split("backup ")
-        .filter_map(|rest| rest.split_whitespace().next())
-        .find_map(|id| id.parse().ok())
-        .unwrap_or_else(|| panic!("no backup id in:\n{}", run.stderr))
-}
-
-/// A recovering host: the restore role's keys, no prefetch.
-fn recovering_host(source: &Source, changes: &[(&str, &str)]) -> Shipper {
-    Shipper::new(&with(&source.env, changes))
-}
-
-/// `walvault restore --to <new dir> <args…>` on `host`; the run and the
-/// directory.
-fn restore(host: &Shipper, args: &[&str]) -> (Run, TempDir, PathBuf) {
-    let dir = public_tempdir("walvault-restore-");
-    let data = dir.path().join("data");
-    let fetch = host.command_line("fetch %f %p");
-    let mut all = vec![
-        "restore",
-        "--to",
-        data.to_str().expect("path"),
-        "--restore-command",
-        &fetch,
-    ];
-    all.extend_from_slice(args);
-    (host.run(&all), dir, data)
-}
-
-/// Starts the restored directory and waits for recovery to end; the
-/// table's checksum.
-fn recover_restored(data: &Path) -> String {
-    hand_to_postgres_user(data);
-    let pg = Postgres::start_copy(data, &["archive_mode = off".to_owned()]);
-    pg.wait_promoted(Duration::from_secs(120));
-    pg.sql(CHECKSUM)
-}
-
-fn now_rfc3339() -> String {
-    postgres_time(now_millis())
-        .replacen(' ', "T", 1)
-        .replace("+00", "Z")
-}
+use walvault_tests::shipper::{public_tempdir, Shipper};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_restores_to_a_time_from_either_provider_and_past_a_corrupt_chunk() {
-    let source = start_source("backup", &backup_settings());
+    let source = start_source("backup", &backup_settings(1));
     source.pg.pgbench(2, 0);
     write_and_archive(&source.pg, 1, 1000);
     let id = take_backup(&source);
@@ -184,7 +116,7 @@ async fn a_backup_restores_to_a_time_from_either_provider_and_past_a_corrupt_chu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_refuses_before_downloading_and_the_drill_passes_then_fails_on_a_broken_archive() {
-    let source = start_source("drill", &backup_settings());
+    let source = start_source("drill", &backup_settings(1));
     write_and_archive(&source.pg, 1, 500);
     let host = recovering_host(&source, &[]);
 
@@ -284,7 +216,7 @@ async fn restore_refuses_before_downloading_and_the_drill_passes_then_fails_on_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_backup_never_looks_complete_and_the_sweep_removes_it() {
-    let source = start_source("abandoned", &backup_settings());
+    let source = start_source("abandoned", &backup_settings(1));
     source.pg.pgbench(5, 0);
     write_and_archive(&source.pg, 1, 100);
     let shipper = Shipper::new(&source.env);
