@@ -37,8 +37,14 @@ pub fn dbname(pg: &Postgres) -> String {
 
 /// `walvault backup` of `source`'s cluster, as its host runs it; the id.
 pub fn take_backup(source: &Source) -> BackupId {
+    take_backup_from(source, &source.pg)
+}
+
+/// `walvault backup` of `source`'s cluster taken from `server` (the
+/// primary, or one of its standbys).
+pub fn take_backup_from(source: &Source, server: &Postgres) -> BackupId {
     let shipper = Shipper::new(&source.env);
-    let run = shipper.run(&["backup", "--dbname", &dbname(&source.pg)]);
+    let run = shipper.run(&["backup", "--dbname", &dbname(server)]);
     assert_eq!(run.code, 0, "walvault backup:\n{}", run.stderr);
     run.stderr
         .split("backup ")

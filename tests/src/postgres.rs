@@ -337,6 +337,25 @@ impl Postgres {
         std::fs::read_to_string(dest.join("backup_label")).expect("reading backup_label")
     }
 
+    /// A hot standby of this cluster, streaming from it (`pg_basebackup -R`).
+    pub fn start_standby(&self) -> Postgres {
+        let dest = self.scratch("standby").join("data");
+        let mut backup = as_pg_user(&format!("{PG_BIN}/pg_basebackup"));
+        backup
+            .args(["-U", PG_USER, "-h"])
+            .arg(self.socket_dir())
+            .args(["-p", &self.port.to_string()])
+            .args(["--checkpoint=fast", "--no-sync", "-X", "stream", "-R", "-D"])
+            .arg(&dest);
+        run_checked(&mut backup);
+        Postgres::from_copy(
+            &dest,
+            "walvault standby",
+            &["hot_standby = on".to_owned()],
+            false,
+        )
+    }
+
     /// A directory the `postgres` user may write into, removed with the cluster.
     pub fn scratch(&self, name: &str) -> PathBuf {
         let dir = self.root.path().join("scratch").join(name);

@@ -23,6 +23,7 @@ use walvault::exit::{DRILL_FAILED, RESTORE_REFUSED};
 use walvault_tests::archive::{backends, backends_as, tamper};
 use walvault_tests::backups::{
     backup_settings, dbname, now_rfc3339, recover_restored, recovering_host, restore, take_backup,
+    take_backup_from,
 };
 use walvault_tests::pipeline::{
     drain_queue, replicator, start_source, write_and_archive, DEAD_ENDPOINT,
@@ -291,4 +292,96 @@ async fn an_interrupted_backup_never_looks_complete_and_the_sweep_removes_it() {
     .await
     .expect("catalog");
     assert!(parts.is_empty(), "{parts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_from_a_standby_anchors_retention_and_restores() {
+    let source = start_source("standby", &backup_settings(1));
+    write_and_archive(&source.pg, 1, 500);
+    let standby = source.pg.start_standby();
+    // From a standby, the segment holding the backup's stop point is
+    // archived once the primary switches: as archive_timeout would.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let switching = {
+        let done = std::sync::Arc::clone(&done);
+        let socket = source.pg.socket_dir();
+        let port = source.pg.port();
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(1500));
+                let _ = std::process::Command::new(format!(
+                    "{}/psql",
+                    walvault_tests::postgres::PG_BIN
+                ))
+                .args(["-X", "-q", "-U", "postgres", "-h"])
+                .arg(&socket)
+                .args(["-p", &port.to_string(), "-c", "SELECT pg_switch_wal()"])
+                .output();
+            }
+        })
+    };
+    let id = take_backup_from(&source, &standby);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    switching.join().expect("the switching thread");
+    let expected = write_and_archive(&source.pg, 501, 1500);
+    drain_queue(&replicator(&source.config).await, &source.config, false).await;
+
+    let catalog = backends(&source.config).await.catalog;
+    let summary = list_prefix(
+        catalog.as_ref(),
+        &source.config.cluster,
+        &BackupFile::prefix_of(id),
+    )
+    .await
+    .expect("catalog")
+    .into_iter()
+    .find_map(|r| r.backup)
+    .expect("the descriptor's summary");
+    assert!(summary.from_standby, "{summary:?}");
+    let start = summary.start_segment().expect("start segment");
+
+    // A month later, every file is older than the window: the sweep keeps
+    // what a recovery from the standby's backup needs, anchored on it (the
+    // primary's only .backup file, from the harness's first backup, is
+    // older), and deletes what came before its start.
+    let retention = backends_as(Role::Retention, &source.config).await;
+    let report = Sweeper::from_config(&source.config, &retention)
+        .sweep(
+            now_millis() + 31 * 86_400_000,
+            false,
+            tokio::time::Instant::now() + Duration::from_secs(60),
+        )
+        .await
+        .expect("sweep");
+    assert_eq!(
+        report.anchors.get(&1),
+        Some(&format!("backup {id}")),
+        "{report:?}"
+    );
+    assert!(report.catalog_removed > 0, "{report:?}");
+    assert_eq!(report.backups_kept, 1, "{report:?}");
+    let left = list_prefix(catalog.as_ref(), &source.config.cluster, "00000001")
+        .await
+        .expect("catalog");
+    for record in &left {
+        if let Some(shared::wal::WalFileName::Segment(segment)) = record.file.wal() {
+            assert!(
+                segment >= start,
+                "{} is before the anchor's start {start} and kept",
+                record.file
+            );
+        }
+    }
+    assert!(
+        left.iter()
+            .any(|r| r.file.wal() == Some(shared::wal::WalFileName::Segment(start))),
+        "the anchor's first segment is kept"
+    );
+
+    // And the archive still restores, from that backup.
+    let host = recovering_host(&source, &[]);
+    let (run, _dir, data) = restore(&host, &[]);
+    assert_eq!(run.code, 0, "restore:\n{}", run.stderr);
+    assert!(run.stderr.contains(&id.to_string()), "{}", run.stderr);
+    assert_eq!(recover_restored(&data), expected);
 }

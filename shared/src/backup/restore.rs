@@ -440,8 +440,13 @@ pub struct RecoverySettings<'a> {
 
 /// Appends the recovery settings to `postgresql.auto.conf` (which the
 /// backup carries, and which wins over `postgresql.conf`) and creates
-/// `recovery.signal`.
-pub fn write_recovery_settings(dir: &Path, settings: &RecoverySettings<'_>) -> std::io::Result<()> {
+/// `recovery.signal`. A backup taken from a standby carries that standby's
+/// `standby.signal`, which would keep the server a standby forever (waiting
+/// for more WAL after the target): it is removed. Returns whether it was.
+pub fn write_recovery_settings(
+    dir: &Path,
+    settings: &RecoverySettings<'_>,
+) -> std::io::Result<bool> {
     use std::io::Write;
     let quote = |value: &str| format!("'{}'", value.replace('\'', "''"));
     let mut lines = vec![
@@ -475,7 +480,12 @@ pub fn write_recovery_settings(dir: &Path, settings: &RecoverySettings<'_>) -> s
         .open(dir.join("postgresql.auto.conf"))?;
     conf.write_all((lines.join("\n") + "\n").as_bytes())?;
     conf.sync_all()?;
-    std::fs::File::create(dir.join("recovery.signal"))?.sync_all()
+    std::fs::File::create(dir.join("recovery.signal"))?.sync_all()?;
+    match std::fs::remove_file(dir.join("standby.signal")) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Why a fetch error is worth showing in full.
@@ -647,6 +657,20 @@ mod tests {
         assert!(conf.contains("recovery_target_timeline = 'latest'"));
         assert!(conf.contains("recovery_target_action = 'promote'"));
         assert!(dir.path().join("recovery.signal").exists());
+        std::fs::write(dir.path().join("standby.signal"), "").unwrap();
+        let settings = RecoverySettings {
+            restore_command: "walvault fetch %f %p",
+            target: Target::Latest,
+            timeline: None,
+            action: "promote",
+            backup: "20261101T000000Z".parse().unwrap(),
+        };
+        assert!(
+            write_recovery_settings(dir.path(), &settings).unwrap(),
+            "a standby's signal removed"
+        );
+        assert!(!dir.path().join("standby.signal").exists());
+        assert!(!write_recovery_settings(dir.path(), &settings).unwrap());
         assert!(check_empty(dir.path()).is_err());
         assert!(check_empty(&dir.path().join("new")).is_ok());
     }

@@ -102,9 +102,13 @@ pub(crate) async fn restore(
         action: "promote",
         backup: plan.backup.id,
     };
-    if let Err(e) = write_recovery_settings(&options.dir, &settings) {
-        eprintln!("walvault restore: writing the recovery settings: {e} (exit {RESTORE_LOCAL})");
-        return RESTORE_LOCAL;
+    match write_recovery_settings(&options.dir, &settings) {
+        Ok(true) => eprintln!("walvault restore: the backup was taken from a standby: its standby.signal is removed, so that the server recovers to the target and promotes"),
+        Ok(false) => {}
+        Err(e) => {
+            eprintln!("walvault restore: writing the recovery settings: {e} (exit {RESTORE_LOCAL})");
+            return RESTORE_LOCAL;
+        }
     }
     eprintln!(
         "walvault restore: ready. Start the server to recover to {}:\n    {} -D {} start",
