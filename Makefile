@@ -88,6 +88,7 @@ demo: deps iam-template
 ## Benchmarks against pgBackRest, barman-cloud and cp, side by side in one
 ## run (release builds); not part of `make test`. Results: BENCHMARKS.md.
 BENCH_SEGMENTS ?= 32
+BENCH_SCALE ?= 100
 bench: deps iam-template
 	scripts/install-bench-deps.sh
 	cargo build --release --locked -p walvault -p walvault-tests --bins --examples
@@ -97,6 +98,7 @@ bench: deps iam-template
 		WALVAULT_BIN=$(CARGO_TARGET_DIR)/release/walvault $(CARGO_TARGET_DIR)/release/examples/archivers $(BENCH_SEGMENTS); \
 		echo; $(CARGO_TARGET_DIR)/release/examples/compress_profile; \
 		echo; $(CARGO_TARGET_DIR)/release/examples/retention_scale 100000; \
+		echo; WALVAULT_BIN=$(CARGO_TARGET_DIR)/release/walvault $(CARGO_TARGET_DIR)/release/examples/backups $(BENCH_SCALE); \
 	} 2>&1 | tee $(CARGO_TARGET_DIR)/bench-output.txt
 
 ## System packages (PostgreSQL 15, zstd, file), the project venv (moto,

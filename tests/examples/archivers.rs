@@ -28,9 +28,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+use walvault_tests::pgbackrest::{PgBackRest, Repository, PGBACKREST_BUCKET, STANZA};
 use walvault_tests::pipeline::replicator;
-use walvault_tests::postgres::{as_pg_user, hand_to_postgres_user, PgOptions, Postgres};
-use walvault_tests::process::run_checked;
+use walvault_tests::postgres::{hand_to_postgres_user, PgOptions, Postgres};
 use walvault_tests::profile::tls::Certificate;
 use walvault_tests::profile::{Link, Profile, ProfileProxy};
 use walvault_tests::s3s::S3sFs;
@@ -39,9 +39,6 @@ use walvault_tests::standins::{config_from_env, Service, Stack, AWS_KEY, REGION}
 use walvault_tests::workspace_root;
 
 const BARMAN_BUCKET: &str = "barman";
-const PGBACKREST_BUCKET: &str = "pgbackrest";
-const STANZA: &str = "bench";
-const PGBACKREST: &str = "/usr/bin/pgbackrest";
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The archive_command for a started copy of the backlog.
@@ -437,97 +434,6 @@ fn ready_segments(pg_wal: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// Where pgBackRest keeps its repository.
-#[derive(Clone, Copy)]
-enum Repository {
-    Local,
-    /// The benchmark's S3 bucket behind the HTTPS proxy on `port`.
-    S3 {
-        port: u16,
-    },
-}
-
-/// pgBackRest with zstd, sync or async.
-struct PgBackRest {
-    dir: TempDir,
-    archive_async: bool,
-    repository: Repository,
-}
-
-impl PgBackRest {
-    fn new(archive_async: bool, repository: Repository) -> PgBackRest {
-        installed(Path::new(PGBACKREST));
-        PgBackRest {
-            dir: postgres_dir("walvault-bench-pgbackrest-"),
-            archive_async,
-            repository,
-        }
-    }
-
-    /// Writes the configuration for `pg`, creates the stanza, and returns
-    /// the archive_command.
-    fn archive_push(&self, pg: &Postgres) -> String {
-        let config = self.write_config(&pg.data_dir(), &pg.socket_dir(), pg.port());
-        let mut stanza = as_pg_user(PGBACKREST);
-        stanza.arg(format!("--config={}", config.display()));
-        stanza.args([&format!("--stanza={STANZA}"), "stanza-create"]);
-        run_checked(&mut stanza);
-        format!(
-            "{PGBACKREST} --config={} --stanza={STANZA} archive-push %p",
-            config.display()
-        )
-    }
-
-    /// restore_command: pg1-path is the recovering cluster's data
-    /// directory, where PostgreSQL runs the command.
-    fn archive_get(&self) -> String {
-        let config = self.config_path();
-        format!(
-            "{PGBACKREST} --config={} --stanza={STANZA} --pg1-path=\"$PWD\" archive-get %f \"%p\"",
-            config.display()
-        )
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("pgbackrest.conf")
-    }
-
-    fn write_config(&self, data: &Path, socket: &Path, port: u16) -> PathBuf {
-        let dir = self.dir.path();
-        let config = self.config_path();
-        let repository = match self.repository {
-            Repository::Local => format!("repo1-path={}\n", dir.join("repo").display()),
-            // One bucket, a short path per configuration (sync and async
-            // each have their stanza; s3s-fs turns a multipart upload's
-            // key into a file name, which must stay under 255 bytes).
-            Repository::S3 { port } => format!(
-                "repo1-type=s3\nrepo1-path=/{path}\nrepo1-s3-bucket={PGBACKREST_BUCKET}\n\
-                 repo1-s3-endpoint=127.0.0.1\nrepo1-storage-port={port}\nrepo1-s3-region={REGION}\n\
-                 repo1-s3-key={key}\nrepo1-s3-key-secret={secret}\nrepo1-s3-uri-style=path\n\
-                 repo1-storage-verify-tls=n\n",
-                path = if self.archive_async { "async" } else { "sync" },
-                key = AWS_KEY.0,
-                secret = AWS_KEY.1,
-            ),
-        };
-        let text = format!(
-            "[global]\n{repository}spool-path={spool}\nlock-path={lock}\nlog-path={log}\n\
-             log-level-console=off\nlog-level-file=warn\ncompress-type=zst\ncompress-level=3\n\
-             archive-async={async_}\nprocess-max=4\nstart-fast=y\n\n\
-             [{STANZA}]\npg1-path={data}\npg1-socket-path={socket}\npg1-port={port}\npg1-user=postgres\n",
-            spool = dir.join("spool").display(),
-            lock = dir.join("lock").display(),
-            log = dir.join("log").display(),
-            async_ = if self.archive_async { "y" } else { "n" },
-            data = data.display(),
-            socket = socket.display(),
-        );
-        std::fs::write(&config, text).expect("writing pgbackrest.conf");
-        hand_to_postgres_user(dir);
-        config
-    }
 }
 
 /// barman-cloud from PyPI (barman 3.19.1 in a venv made with Debian's

@@ -113,9 +113,9 @@ fn main() {
 
         let started = Instant::now();
         let host = recovering_host(&source, &[]);
-        let (run, _dir, data) = restore(&host, &["--time", &target]);
+        let (run, data) = restore(&host, &["--time", &target]);
         assert_eq!(run.code, 0, "walvault restore:\n{}", run.stderr);
-        let recovered = recover_restored(&data);
+        let recovered = recover_restored(data);
         stages.0.push((
             "walvault restore --time, then recovery through walvault fetch",
             started.elapsed(),

@@ -3,17 +3,15 @@
 //! cluster, `walvault restore` on a recovering host, and starting what it
 //! restored.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use shared::backup::name::BackupId;
 use shared::backup::target::postgres_time;
 use shared::clock::now_millis;
-use tempfile::TempDir;
 
 use crate::pipeline::{with, Source, CHECKSUM};
-use crate::postgres::{hand_to_postgres_user, Postgres, PG_BIN};
-use crate::shipper::{public_tempdir, Run, Shipper};
+use crate::postgres::{Postgres, Vacant, PG_BIN};
+use crate::shipper::{Run, Shipper};
 
 /// Settings for a source cluster that takes base backups: PostgreSQL's
 /// programs (the shipper runs with a bare environment, as under
@@ -58,11 +56,11 @@ pub fn recovering_host(source: &Source, changes: &[(&str, &str)]) -> Shipper {
     Shipper::new(&with(&source.env, changes))
 }
 
-/// `walvault restore --to <new dir> <args…>` on `host`; the run, the
-/// directory holding the new data directory, and the data directory.
-pub fn restore(host: &Shipper, args: &[&str]) -> (Run, TempDir, PathBuf) {
-    let dir = public_tempdir("walvault-restore-");
-    let data = dir.path().join("data");
+/// `walvault restore --to <a new cluster's data dir> <args…>` on `host`;
+/// the run, and the cluster to start.
+pub fn restore(host: &Shipper, args: &[&str]) -> (Run, Vacant) {
+    let cluster = Postgres::vacant();
+    let data = cluster.data_dir();
     let fetch = host.command_line("fetch %f %p");
     let mut all = vec![
         "restore",
@@ -72,14 +70,13 @@ pub fn restore(host: &Shipper, args: &[&str]) -> (Run, TempDir, PathBuf) {
         &fetch,
     ];
     all.extend_from_slice(args);
-    (host.run(&all), dir, data)
+    (host.run(&all), cluster)
 }
 
-/// Starts a restored data directory (archiving off) and waits until
-/// recovery ended and it promoted; the proof table's checksum.
-pub fn recover_restored(data: &Path) -> String {
-    hand_to_postgres_user(data);
-    let pg = Postgres::start_copy(data, &["archive_mode = off".to_owned()]);
+/// Starts a restored cluster (archiving off) and waits until recovery
+/// ended and it promoted; the proof table's checksum.
+pub fn recover_restored(cluster: Vacant) -> String {
+    let pg = cluster.start("walvault restored", &["archive_mode = off".to_owned()]);
     pg.wait_promoted(Duration::from_secs(120));
     pg.sql(CHECKSUM)
 }

@@ -120,36 +120,30 @@ impl Postgres {
     }
 
     fn from_copy(source: &Path, heading: &str, conf: &[String], recover: bool) -> Postgres {
-        let root = tempfile::Builder::new()
-            .prefix("walvault-pg-copy-")
-            .tempdir()
-            .expect("temp dir for the copied cluster");
-        std::fs::create_dir(root.path().join("socket")).expect("socket dir");
-        std::fs::create_dir(root.path().join("archive")).expect("archive dir");
+        let vacant = Postgres::vacant();
         run_checked(
             Command::new("cp")
                 .arg("-a")
                 .arg(source)
-                .arg(root.path().join("data")),
+                .arg(vacant.data_dir()),
         );
-        let data = root.path().join("data");
-        let mut lines = vec![format!(
-            "unix_socket_directories = '{}'",
-            root.path().join("socket").display()
-        )];
-        lines.extend(conf.iter().cloned());
-        append_conf(&data, heading, &lines);
         if recover {
-            std::fs::write(data.join("recovery.signal"), "").expect("recovery.signal");
+            std::fs::write(vacant.data_dir().join("recovery.signal"), "").expect("recovery.signal");
         }
+        vacant.start(heading, conf)
+    }
+
+    /// A cluster's directories with no data directory yet: for a tool that
+    /// restores one in place ([`Vacant::data_dir`]), then [`Vacant::start`].
+    pub fn vacant() -> Vacant {
+        let root = tempfile::Builder::new()
+            .prefix("walvault-pg-copy-")
+            .tempdir()
+            .expect("temp dir for the cluster");
+        std::fs::create_dir(root.path().join("socket")).expect("socket dir");
+        std::fs::create_dir(root.path().join("archive")).expect("archive dir");
         hand_to_postgres_user(root.path());
-        let mut pg = Postgres {
-            root,
-            port: 0,
-            process: None,
-        };
-        pg.launch();
-        pg
+        Vacant { root }
     }
 
     /// Waits until recovery has ended and the cluster accepts writes.
@@ -393,6 +387,37 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The directories of a cluster whose data directory is still to come.
+pub struct Vacant {
+    root: TempDir,
+}
+
+impl Vacant {
+    /// Where the data directory goes (absent until something puts it there).
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    /// Starts the cluster in its data directory, with `conf` lines appended
+    /// to postgresql.conf.
+    pub fn start(self, heading: &str, conf: &[String]) -> Postgres {
+        let mut lines = vec![format!(
+            "unix_socket_directories = '{}'",
+            self.root.path().join("socket").display()
+        )];
+        lines.extend(conf.iter().cloned());
+        append_conf(&self.data_dir(), heading, &lines);
+        hand_to_postgres_user(self.root.path());
+        let mut pg = Postgres {
+            root: self.root,
+            port: 0,
+            process: None,
+        };
+        pg.launch();
+        pg
     }
 }
 

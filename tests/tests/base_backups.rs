@@ -59,28 +59,28 @@ async fn a_backup_restores_to_a_time_from_either_provider_and_past_a_corrupt_chu
     );
 
     let host = recovering_host(&source, &[]);
-    let (run, _dir, data) = restore(&host, &["--time", &target]);
+    let (run, data) = restore(&host, &["--time", &target]);
     assert_eq!(run.code, 0, "restore:\n{}", run.stderr);
     assert!(run.stderr.contains(&id.to_string()), "{}", run.stderr);
     assert!(run.stderr.contains("pg_verifybackup"), "{}", run.stderr);
     assert_eq!(
-        recover_restored(&data),
+        recover_restored(data),
         at_target,
         "rows committed before the target"
     );
 
-    let (run, _dir, data) = restore(&host, &[]);
+    let (run, data) = restore(&host, &[]);
     assert_eq!(run.code, 0, "restore --latest:\n{}", run.stderr);
-    assert_eq!(recover_restored(&data), latest, "the end of the archive");
+    assert_eq!(recover_restored(data), latest, "the end of the archive");
 
     for (first, dead) in [
         (Provider::R2, "WALVAULT_B2_ENDPOINT"),
         (Provider::B2, "WALVAULT_R2_ENDPOINT"),
     ] {
         let alone = recovering_host(&source, &[(dead, DEAD_ENDPOINT)]);
-        let (run, _dir, data) = restore(&alone, &["--time", &target, "--from", first.as_str()]);
+        let (run, data) = restore(&alone, &["--time", &target, "--from", first.as_str()]);
         assert_eq!(run.code, 0, "restore from {first} alone:\n{}", run.stderr);
-        assert_eq!(recover_restored(&data), at_target, "{first} alone");
+        assert_eq!(recover_restored(data), at_target, "{first} alone");
     }
 
     // R2's copy of chunk 3 replaced by a valid zstd frame of other bytes.
@@ -105,14 +105,14 @@ async fn a_backup_restores_to_a_time_from_either_provider_and_past_a_corrupt_chu
     )
     .await
     .expect("forge");
-    let (run, _dir, data) = restore(&host, &["--time", &target, "--from", "r2"]);
+    let (run, data) = restore(&host, &["--time", &target, "--from", "r2"]);
     assert_eq!(run.code, 0, "restore past a corrupt chunk:\n{}", run.stderr);
     assert!(
         run.stderr.contains("CORRUPT") && run.stderr.contains("second provider"),
         "the corrupt copy is reported:\n{}",
         run.stderr
     );
-    assert_eq!(recover_restored(&data), at_target, "served from B2");
+    assert_eq!(recover_restored(data), at_target, "served from B2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,10 +122,10 @@ async fn restore_refuses_before_downloading_and_the_drill_passes_then_fails_on_a
     let host = recovering_host(&source, &[]);
 
     // No backup yet: refused, with the way out.
-    let (run, _dir, data) = restore(&host, &[]);
+    let (run, data) = restore(&host, &[]);
     assert_eq!(run.code, i32::from(RESTORE_REFUSED), "{}", run.stderr);
     assert!(run.stderr.contains("walvault backup"), "{}", run.stderr);
-    assert!(!data.exists(), "nothing written");
+    assert!(!data.data_dir().exists(), "nothing written");
 
     let before_backup = now_rfc3339();
     std::thread::sleep(Duration::from_millis(1100));
@@ -133,7 +133,7 @@ async fn restore_refuses_before_downloading_and_the_drill_passes_then_fails_on_a
     write_and_archive(&source.pg, 501, 2000);
     drain_queue(&replicator(&source.config).await, &source.config, false).await;
 
-    let (run, _dir, _data) = restore(&host, &["--time", &before_backup]);
+    let (run, _data) = restore(&host, &["--time", &before_backup]);
     assert_eq!(run.code, i32::from(RESTORE_REFUSED), "{}", run.stderr);
     assert!(run.stderr.contains("no backup can reach"), "{}", run.stderr);
 
@@ -248,7 +248,7 @@ async fn an_interrupted_backup_never_looks_complete_and_the_sweep_removes_it() {
     );
 
     let host = recovering_host(&source, &[]);
-    let (run, _dir, _data) = restore(&host, &["--dry-run"]);
+    let (run, _data) = restore(&host, &["--dry-run"]);
     assert_eq!(run.code, i32::from(RESTORE_REFUSED), "{}", run.stderr);
     assert!(
         run.stderr.contains("no complete base backup"),
@@ -380,8 +380,8 @@ async fn a_backup_from_a_standby_anchors_retention_and_restores() {
 
     // And the archive still restores, from that backup.
     let host = recovering_host(&source, &[]);
-    let (run, _dir, data) = restore(&host, &[]);
+    let (run, data) = restore(&host, &[]);
     assert_eq!(run.code, 0, "restore:\n{}", run.stderr);
     assert!(run.stderr.contains(&id.to_string()), "{}", run.stderr);
-    assert_eq!(recover_restored(&data), expected);
+    assert_eq!(recover_restored(data), expected);
 }
