@@ -19,7 +19,7 @@ use shared::keys::{archive_key, staging_prefix};
 use shared::provider::Provider;
 use shared::retention::sweep::Sweeper;
 use shared::store::{list_all, Metadata};
-use walvault::exit::{DRILL_FAILED, RESTORE_REFUSED};
+use walvault::exit::{BACKUP_REFUSED, DRILL_FAILED, RESTORE_REFUSED};
 use walvault_tests::archive::{backends, backends_as, tamper};
 use walvault_tests::backups::{
     backup_settings, dbname, now_rfc3339, recover_restored, recovering_host, restore, take_backup,
@@ -120,6 +120,14 @@ async fn restore_refuses_before_downloading_and_the_drill_passes_then_fails_on_a
     let source = start_source("drill", &backup_settings(1));
     write_and_archive(&source.pg, 1, 500);
     let host = recovering_host(&source, &[]);
+
+    // Tablespaces outside the data directory: refused, named.
+    let location = source.pg.scratch("tablespace");
+    source.pg.sql(&format!("CREATE TABLESPACE extra LOCATION '{}'", location.display()));
+    let run = Shipper::new(&source.env).run(&["backup", "--dbname", &dbname(&source.pg)]);
+    assert_eq!(run.code, i32::from(BACKUP_REFUSED), "{}", run.stderr);
+    assert!(run.stderr.contains("extra at "), "the tablespace is named: {}", run.stderr);
+    source.pg.sql("DROP TABLESPACE extra");
 
     // No backup yet: refused, with the way out.
     let (run, data) = restore(&host, &[]);

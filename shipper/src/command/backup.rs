@@ -58,7 +58,11 @@ pub(crate) async fn backup(config: Config, options: BackupOptions) -> u8 {
         concurrency: config.backup_concurrency,
         wal_wait: config.backup_wal_wait,
     };
-    let program = PgTools::locate(config.pg_bindir.as_deref(), None).program("pg_basebackup");
+    let tools = PgTools::locate(config.pg_bindir.as_deref(), None);
+    if let Some(tablespaces) = extra_tablespaces(&tools, options.dbname.as_deref()) {
+        return report_error(&BackupError::Tablespaces(tablespaces));
+    }
+    let program = tools.program("pg_basebackup");
     let mut command = tokio::process::Command::new(&program);
     command
         .args([
@@ -154,6 +158,28 @@ pub(crate) async fn backup(config: Config, options: BackupOptions) -> u8 {
         }
         Err(e) => report_error(&e),
     }
+}
+
+/// The cluster's tablespaces outside the data directory, named with their
+/// locations, if `psql` can tell (if it cannot, `pg_basebackup` refuses
+/// them itself, less clearly).
+fn extra_tablespaces(tools: &PgTools, dbname: Option<&str>) -> Option<Vec<String>> {
+    let mut psql = std::process::Command::new(tools.program("psql"));
+    psql.args(["-X", "-A", "-t", "-w", "-c"]).arg(
+        "SELECT spcname || ' at ' || pg_tablespace_location(oid) FROM pg_tablespace \
+         WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY spcname",
+    );
+    if let Some(dbname) = dbname {
+        psql.arg(format!("--dbname={dbname}"));
+    }
+    let output = psql.output().ok().filter(|o| o.status.success())?;
+    let names: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    (!names.is_empty()).then_some(names)
 }
 
 fn report_error(error: &BackupError) -> u8 {
