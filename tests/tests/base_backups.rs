@@ -123,10 +123,17 @@ async fn restore_refuses_before_downloading_and_the_drill_passes_then_fails_on_a
 
     // Tablespaces outside the data directory: refused, named.
     let location = source.pg.scratch("tablespace");
-    source.pg.sql(&format!("CREATE TABLESPACE extra LOCATION '{}'", location.display()));
+    source.pg.sql(&format!(
+        "CREATE TABLESPACE extra LOCATION '{}'",
+        location.display()
+    ));
     let run = Shipper::new(&source.env).run(&["backup", "--dbname", &dbname(&source.pg)]);
     assert_eq!(run.code, i32::from(BACKUP_REFUSED), "{}", run.stderr);
-    assert!(run.stderr.contains("extra at "), "the tablespace is named: {}", run.stderr);
+    assert!(
+        run.stderr.contains("extra at "),
+        "the tablespace is named: {}",
+        run.stderr
+    );
     source.pg.sql("DROP TABLESPACE extra");
 
     // No backup yet: refused, with the way out.

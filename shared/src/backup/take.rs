@@ -147,16 +147,20 @@ impl BackupTaker {
             scanner.feed(&chunk)?;
             size += chunk.len() as u64;
             progress(size);
-            let entry = ChunkEntry {
-                size: chunk.len() as u64,
-                sha256: Sha256Hex::of(&chunk),
-            };
             chunks.push(None);
             while uploads.len() >= self.concurrency.max(1) {
                 self.finish_one(&mut uploads, &mut chunks, id).await?;
             }
-            let upload = self.upload(BackupFile::chunk(id, index), chunk, entry.sha256.clone());
-            uploads.spawn(async move { (index, entry, upload.await) });
+            // Hashed in the upload's task: the next chunk is read meanwhile.
+            let uploader = self.uploader(BackupFile::chunk(id, index));
+            uploads.spawn(async move {
+                let entry = ChunkEntry {
+                    size: chunk.len() as u64,
+                    sha256: Sha256Hex::of(&chunk),
+                };
+                let sha256 = entry.sha256.clone();
+                (index, entry, uploader.put(chunk, sha256).await)
+            });
         }
         while !uploads.is_empty() {
             self.finish_one(&mut uploads, &mut chunks, id).await?;
@@ -206,30 +210,14 @@ impl BackupTaker {
         }
     }
 
-    /// One part's upload, retried until the chunk deadline.
-    fn upload(
-        &self,
-        file: BackupFile,
-        body: Bytes,
-        sha256: Sha256Hex,
-    ) -> impl std::future::Future<Output = Result<PutOutcome, BackupError>> + Send + 'static {
-        let staging = Arc::clone(&self.staging);
-        let key = staging_key(&self.cluster, file);
-        let metadata = Metadata::from([
-            (meta::SIZE.to_owned(), body.len().to_string()),
-            (meta::HOST.to_owned(), self.host.clone()),
-        ]);
-        let budget = Budget::until(Instant::now() + self.chunk_deadline, self.limits.timeout);
-        async move {
-            budget
-                .run(format!("staging put {key}"), || {
-                    staging.put_if_absent(&key, body.clone(), &sha256, &metadata)
-                })
-                .await
-                .map_err(|source| BackupError::Store {
-                    what: format!("put {file}"),
-                    source,
-                })
+    /// The upload of one part, retried until the chunk deadline.
+    fn uploader(&self, file: BackupFile) -> Uploader {
+        Uploader {
+            staging: Arc::clone(&self.staging),
+            key: staging_key(&self.cluster, file),
+            file,
+            host: self.host.clone(),
+            budget: Budget::until(Instant::now() + self.chunk_deadline, self.limits.timeout),
         }
     }
 
@@ -287,7 +275,8 @@ impl BackupTaker {
         descriptor.summary()?;
         let body = Bytes::from(descriptor.to_json());
         let sha = Sha256Hex::of(&body);
-        self.upload(BackupFile::descriptor(id), body, sha)
+        self.uploader(BackupFile::descriptor(id))
+            .put(body, sha)
             .await
             .map_err(|e| match e {
                 BackupError::Store {
@@ -372,6 +361,34 @@ impl BackupTaker {
             }
             tokio::time::sleep(WAL_POLL.min(self.wal_wait)).await;
         }
+    }
+}
+
+/// One part's upload to staging.
+struct Uploader {
+    staging: Arc<dyn ObjectStore>,
+    key: String,
+    file: BackupFile,
+    host: String,
+    budget: Budget,
+}
+
+impl Uploader {
+    async fn put(self, body: Bytes, sha256: Sha256Hex) -> Result<PutOutcome, BackupError> {
+        let metadata = Metadata::from([
+            (meta::SIZE.to_owned(), body.len().to_string()),
+            (meta::HOST.to_owned(), self.host.clone()),
+        ]);
+        self.budget
+            .run(format!("staging put {}", self.key), || {
+                self.staging
+                    .put_if_absent(&self.key, body.clone(), &sha256, &metadata)
+            })
+            .await
+            .map_err(|source| BackupError::Store {
+                what: format!("put {}", self.file),
+                source,
+            })
     }
 }
 

@@ -42,6 +42,9 @@ pub struct S3Options {
     /// remove every version, and a key that reads as missing is looked for
     /// among its versions, so that a hidden object is still served.
     pub keeps_versions: bool,
+    /// PUTs carry `Content-MD5` (B2 requires it with Object Lock, and it
+    /// guards the bytes where the SDK's CRC trailers are not sent).
+    pub content_md5: bool,
 }
 
 impl Default for S3Options {
@@ -50,6 +53,7 @@ impl Default for S3Options {
             conditional: ConditionalPut::IfNoneMatch,
             batch_delete: true,
             keeps_versions: false,
+            content_md5: true,
         }
     }
 }
@@ -62,6 +66,7 @@ pub struct S3Store {
     /// Cleared for good the first time the store refuses `DeleteObjects`.
     batch_delete: AtomicBool,
     keeps_versions: bool,
+    content_md5: bool,
 }
 
 /// Keys per `DeleteObjects` request: S3's limit.
@@ -77,6 +82,7 @@ impl S3Store {
             if_none_match: AtomicBool::new(options.conditional == ConditionalPut::IfNoneMatch),
             batch_delete: AtomicBool::new(options.batch_delete && !options.keeps_versions),
             keeps_versions: options.keeps_versions,
+            content_md5: options.content_md5,
         }
     }
 
@@ -153,15 +159,16 @@ impl S3Store {
         metadata: &Metadata,
         if_none_match: bool,
     ) -> Result<Option<String>, PutFailure> {
-        // Content-MD5 guards the bytes in transit, and B2 requires it on
-        // uploads to a bucket with Object Lock.
         let mut request = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .content_length(body.len() as i64)
-            .content_md5(content_md5(&body))
+            .content_length(body.len() as i64);
+        if self.content_md5 {
+            request = request.content_md5(content_md5(&body));
+        }
+        let mut request = request
             .body(ByteStream::from(body))
             .metadata(SHA256_METADATA, sha256.as_str());
         for (k, v) in metadata {
