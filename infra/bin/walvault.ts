@@ -33,6 +33,12 @@ const seconds = (key: string) => {
   return value === undefined ? undefined : Duration.seconds(value);
 };
 
+if (optional('stagingExpiryDays') !== undefined) {
+  throw new Error(
+    'setting stagingExpiryDays was removed: no rule may expire a staging object that is not yet on both replicas; ' +
+      'remove it (the OldestStagingAge alarm, stagingAgeAlarmSeconds, reports files waiting too long)',
+  );
+}
 // `r2Endpoint`, `r2Bucket`, `r2Region`, and the same for every provider.
 const replicas: Record<string, ReplicaSettings> = {};
 for (const provider of CONTRACT.providers) {
@@ -57,5 +63,6 @@ new WalvaultStack(app, `walvault-${cluster}`, {
   retentionDays: optionalNumber('retentionDays'),
   immutableDays: optionalNumber('immutableDays'),
   redriveEvery: seconds('redriveEverySeconds'),
-  stagingExpiryDays: optionalNumber('stagingExpiryDays'),
+  stagingAgeAlarm: seconds('stagingAgeAlarmSeconds'),
+  archivingStalledAfter: seconds('archivingStalledSeconds'),
 });

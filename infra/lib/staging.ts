@@ -13,8 +13,6 @@ export interface StagingProps {
   readonly key: kms.IKey;
   /** The compress function's timeout: the queue's visibility is six times it. */
   readonly compressTimeout: Duration;
-  /** Staging objects older than this are expired by S3 itself: a backstop only. */
-  readonly expiryDays: number;
 }
 
 export class Staging extends Construct {
@@ -33,14 +31,13 @@ export class Staging extends Construct {
       enforceSSL: true,
       objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
       removalPolicy: RemovalPolicy.RETAIN,
-      lifecycleRules: [
-        {
-          id: 'backstop-expiry',
-          // Far past any re-drive: only objects nobody could process are expired.
-          expiration: Duration.days(props.expiryDays),
-          abortIncompleteMultipartUploadAfter: Duration.days(1),
-        },
-      ],
+      // No expiration rule: a staging object may be the only copy of its
+      // bytes (push has returned 0 and PostgreSQL recycled the segment), so
+      // only the compress function removes it, once both replicas hold it;
+      // the re-drive's OldestStagingAge alarm calls a human while it waits.
+      // Unfinished multipart uploads are not objects and hold nothing
+      // walvault acknowledged.
+      lifecycleRules: [{ id: 'abort-incomplete-uploads', abortIncompleteMultipartUploadAfter: Duration.days(1) }],
     });
     this.deadLetterQueue = new sqs.Queue(this, 'EventsDlq', {
       retentionPeriod: Duration.days(14),

@@ -32,8 +32,10 @@ export interface WalvaultStackProps extends StackProps {
   readonly immutableDays?: number;
   /** How often the compress function re-drives stuck staging objects. */
   readonly redriveEvery?: Duration;
-  /** Staging objects older than this are expired by S3 itself: a backstop only. */
-  readonly stagingExpiryDays?: number;
+  /** The OldestStagingAge alarm fires when a file has waited in staging longer than this. */
+  readonly stagingAgeAlarm?: Duration;
+  /** The ArchivingStalled alarm fires when no file was archived for this long; zero turns it off. */
+  readonly archivingStalledAfter?: Duration;
 }
 
 export class WalvaultStack extends Stack {
@@ -48,12 +50,12 @@ export class WalvaultStack extends Stack {
     super(scope, id, props);
     const cluster = props.clusterName;
     const compressTimeout = props.compressTimeout ?? Duration.seconds(60);
+    const redriveEvery = props.redriveEvery ?? Duration.minutes(15);
     this.key = this.encryptionKey(cluster);
     this.staging = new Staging(this, 'Staging', {
       cluster,
       key: this.key,
       compressTimeout,
-      expiryDays: props.stagingExpiryDays ?? 14,
     });
     this.catalog = new Catalog(this, 'Catalog', { key: this.key });
     this.functions = new Functions(this, 'Functions', {
@@ -71,10 +73,18 @@ export class WalvaultStack extends Stack {
       zstdLevel: props.zstdLevel ?? 3,
       retentionDays: props.retentionDays ?? 30,
       immutableDays: props.immutableDays,
-      redriveEvery: props.redriveEvery ?? Duration.minutes(15),
+      redriveEvery,
     });
     this.hostPolicies = new HostPolicies(this, 'Hosts', { cluster, key: this.key, staging: this.staging, catalog: this.catalog });
-    this.alarms = new Alarms(this, 'Alarms', { cluster, key: this.key, staging: this.staging, functions: this.functions });
+    this.alarms = new Alarms(this, 'Alarms', {
+      cluster,
+      key: this.key,
+      staging: this.staging,
+      functions: this.functions,
+      stagingAgeAlarm: props.stagingAgeAlarm ?? Duration.hours(1),
+      redriveEvery,
+      archivingStalledAfter: props.archivingStalledAfter ?? Duration.hours(1),
+    });
     Aspects.of(this).add(new CheckovJustifications());
   }
 
@@ -98,6 +108,12 @@ export class WalvaultStack extends Stack {
         principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
         actions: ['kms:Decrypt', 'kms:GenerateDataKey*'],
         resources: ['*'],
+        // Only this account's alarms (the confused-deputy guard the SNS
+        // docs give for CloudWatch publishing to an encrypted topic).
+        conditions: {
+          StringEquals: { 'aws:SourceAccount': this.account },
+          ArnLike: { 'aws:SourceArn': `arn:${this.partition}:cloudwatch:${this.region}:${this.account}:alarm:*` },
+        },
       }),
     );
     return key;

@@ -3,7 +3,8 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as path from 'path';
-import { App } from 'aws-cdk-lib';
+import { spawnSync } from 'child_process';
+import { App, Duration } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { layout } from '../lib/contract';
 import { WalvaultStack } from '../lib/walvault-stack';
@@ -28,12 +29,21 @@ function actions(statements: Statement[]): string[] {
   return statements.flatMap((s) => (Array.isArray(s.Action) ? s.Action : [s.Action]));
 }
 
-test('the staging bucket is encrypted, private, TLS-only, with a backstop lifecycle rule', () => {
+test('the staging bucket is encrypted, private, TLS-only, and no rule ever expires an object in it', () => {
   template.hasResourceProperties('AWS::S3::Bucket', {
     BucketEncryption: { ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }] },
     PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
-    LifecycleConfiguration: { Rules: [Match.objectLike({ ExpirationInDays: 14, Status: 'Enabled' })] },
+    LifecycleConfiguration: { Rules: [{ Id: 'abort-incomplete-uploads', AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 }, Status: 'Enabled' }] },
   });
+  // A staging object may be the only copy of a segment PostgreSQL has
+  // recycled, and `<cluster>/identity.json` lives there too: no expiry,
+  // transition or noncurrent-version rule of any kind, on any bucket.
+  for (const bucket of Object.values(template.findResources('AWS::S3::Bucket'))) {
+    for (const rule of bucket.Properties.LifecycleConfiguration?.Rules ?? []) {
+      const removing = Object.keys(rule).filter((k) => /Expiration|Transition|Noncurrent/.test(k));
+      assert.deepEqual(removing, [], `lifecycle rule ${rule.Id} may remove objects`);
+    }
+  }
   template.hasResourceProperties('AWS::S3::BucketPolicy', {
     PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]) },
   });
@@ -182,14 +192,66 @@ test('hosts may list the staging bucket, so that S3 answers a missing key with 4
 
 test('alarms go to one SNS topic, and a dashboard shows the metrics', () => {
   const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm'));
-  assert.equal(alarms.length, 12);
+  assert.equal(alarms.length, 15);
   for (const alarm of alarms) {
     assert.equal(alarm.Properties.AlarmActions.length, 1);
   }
   const metricNames = alarms.map((a) => a.Properties.MetricName).filter(Boolean);
-  for (const name of ['ApproximateNumberOfMessagesVisible', 'ApproximateAgeOfOldestMessage', 'Errors', 'Throttles', 'ReplicationLag', 'Conflicts', 'CorruptInputs', 'RetentionErrors', 'RetentionNoBaseBackup']) {
+  for (const name of ['ApproximateNumberOfMessagesVisible', 'ApproximateAgeOfOldestMessage', 'Errors', 'Throttles', 'ReplicationLag', 'Conflicts', 'CorruptInputs', 'VanishedFiles', 'OldestStagingAge', 'RetentionErrors', 'RetentionNoBaseBackup']) {
     assert.ok(metricNames.includes(name), `no alarm on ${name}`);
   }
   template.resourceCountIs('AWS::SNS::Topic', 1);
   template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
+});
+
+test('a file waiting in staging over an hour pages, and so does a re-drive that stopped reporting', () => {
+  template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+    MetricName: 'OldestStagingAge',
+    Statistic: 'Maximum',
+    Threshold: 3600 * 1000,
+    Period: 1800,
+    TreatMissingData: 'breaching',
+  });
+  template.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: 'VanishedFiles', Statistic: 'Sum', Threshold: 0 });
+});
+
+test('the key lets CloudWatch publish alarms only for this account', () => {
+  const keys = Object.values(template.findResources('AWS::KMS::Key'));
+  const statements = keys.flatMap((k) => k.Properties.KeyPolicy.Statement as Statement[]);
+  const cloudwatch = statements.filter((s) => JSON.stringify(s).includes('cloudwatch.amazonaws.com'));
+  assert.equal(cloudwatch.length, 1);
+  const condition = JSON.stringify(cloudwatch[0].Condition);
+  assert.ok(condition.includes('aws:SourceAccount') && condition.includes(':alarm:*'), condition);
+});
+
+test('no file archived for an hour pages (push failing on the host), unless turned off', () => {
+  template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+    MetricName: 'FilesArchived',
+    Statistic: 'Sum',
+    Period: 3600,
+    Threshold: 1,
+    ComparisonOperator: 'LessThanThreshold',
+    TreatMissingData: 'breaching',
+  });
+  const app = new App();
+  const quiet = new WalvaultStack(app, 'walvault-quiet', {
+    clusterName: 'orders',
+    lambdaCodeDir: path.join(__dirname, '..', '..', 'test', 'fixtures', 'lambda'),
+    replicas: {
+      r2: { endpoint: 'https://acct.r2.cloudflarestorage.com', bucket: 'wal-r2' },
+      b2: { endpoint: 'https://s3.eu-central-003.backblazeb2.com', bucket: 'wal-b2', region: 'eu-central-003' },
+    },
+    archivingStalledAfter: Duration.seconds(0),
+  });
+  const alarms = Object.values(Template.fromStack(quiet).findResources('AWS::CloudWatch::Alarm'));
+  assert.ok(!alarms.some((a) => a.Properties.MetricName === 'FilesArchived'));
+});
+
+test('the removed stagingExpiryDays setting is refused with the reason, not ignored', () => {
+  const run = spawnSync(process.execPath, [path.join(__dirname, '..', 'bin', 'walvault.js')], {
+    env: { ...process.env, CDK_CONTEXT_JSON: JSON.stringify({ stagingExpiryDays: '14' }) },
+    encoding: 'utf8',
+  });
+  assert.notEqual(run.status, 0);
+  assert.match(run.stderr, /stagingExpiryDays was removed: no rule may expire a staging object/);
 });

@@ -45,6 +45,17 @@ pub enum Metric {
     Conflicts,
     /// Staging objects that failed verification.
     CorruptInputs,
+    /// Compress: an announced staging object was gone before any
+    /// delivery replicated it (deleted by hand, or by a rule): its bytes
+    /// may exist nowhere.
+    VanishedFiles,
+    /// Re-drive: this cluster's staging objects still waiting after it ran.
+    StagingBacklog,
+    /// Re-drive: the age of the oldest of them (0 when none waits). Only
+    /// replication removes a staging object, so this grows for as long as
+    /// replication fails: the alarm calls a human long before anything is
+    /// at risk.
+    OldestStagingAge,
     RetentionDeleted,
     RetentionBytesFreed,
     RetentionErrors,
@@ -53,7 +64,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 12] = [
+    pub const ALL: [Metric; 15] = [
         Metric::FilesArchived,
         Metric::RawBytes,
         Metric::CompressedBytes,
@@ -62,6 +73,9 @@ impl Metric {
         Metric::B2Failures,
         Metric::Conflicts,
         Metric::CorruptInputs,
+        Metric::VanishedFiles,
+        Metric::StagingBacklog,
+        Metric::OldestStagingAge,
         Metric::RetentionDeleted,
         Metric::RetentionBytesFreed,
         Metric::RetentionErrors,
@@ -78,6 +92,9 @@ impl Metric {
             Metric::B2Failures => "B2Failures",
             Metric::Conflicts => "Conflicts",
             Metric::CorruptInputs => "CorruptInputs",
+            Metric::VanishedFiles => "VanishedFiles",
+            Metric::StagingBacklog => "StagingBacklog",
+            Metric::OldestStagingAge => "OldestStagingAge",
             Metric::RetentionDeleted => "RetentionDeleted",
             Metric::RetentionBytesFreed => "RetentionBytesFreed",
             Metric::RetentionErrors => "RetentionErrors",
@@ -88,7 +105,7 @@ impl Metric {
     pub fn unit(&self) -> Unit {
         match self {
             Metric::RawBytes | Metric::CompressedBytes | Metric::RetentionBytesFreed => Unit::Bytes,
-            Metric::ReplicationLag => Unit::Milliseconds,
+            Metric::ReplicationLag | Metric::OldestStagingAge => Unit::Milliseconds,
             _ => Unit::Count,
         }
     }

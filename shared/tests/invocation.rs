@@ -15,7 +15,7 @@ use shared::keys::{archive_key, meta, staging_key};
 use shared::provider::Provider;
 use shared::replicate::invocation::handle_invocation;
 use shared::replicate::Outcome;
-use shared::store::{Metadata, Operation, SHA256_METADATA};
+use shared::store::{Metadata, ObjectStore, Operation, SHA256_METADATA};
 use shared::testing::{synthetic_segment, MemoryWorld};
 use shared::wal::WalFileName;
 use tokio::time::Instant;
@@ -172,6 +172,11 @@ async fn a_lost_event_is_found_by_the_redrive_once_old_enough() {
     .unwrap();
     assert_eq!(report["replicated"], 1, "{report}");
     assert_eq!(report["too_young"], 1, "{report}");
+    assert_eq!(report["backlog"], 1, "the young file still waits: {report}");
+    assert!(
+        report["oldest_backlog_age_ms"].as_u64().unwrap() < 60_000,
+        "{report}"
+    );
     for (file, status) in [(old, Some(RecordStatus::Replicated)), (young, None)] {
         let record = world.catalog.get(&cluster(), &file.into()).await.unwrap();
         assert_eq!(record.map(|r| r.status), status, "{file}");
@@ -202,4 +207,55 @@ async fn the_redrive_stops_when_its_budget_is_spent_and_reports_it() {
     tokio::time::resume();
     assert!(report.stopped_at_deadline, "{report:?}");
     assert!(report.failed >= 1 && report.failed < 3, "{report:?}");
+}
+
+/// Replication failing for days (a revoked key, secrets never filled in):
+/// no rule expires the staging copy, the re-drive keeps trying, and the
+/// backlog's age, which the `OldestStagingAge` alarm watches, grows with it.
+#[tokio::test]
+async fn replication_failing_for_days_keeps_the_staging_copy_and_reports_its_age() {
+    let world = MemoryWorld::default();
+    let three_days = Duration::from_secs(3 * 24 * 3600);
+    world
+        .staging
+        .inner()
+        .set_now(SystemTime::now() - three_days);
+    let (stuck, _) = staged(&world, "000000010000000000000009").await;
+    world.staging.inner().set_now(SystemTime::now());
+    world
+        .replica(Provider::B2)
+        .fail_always(Operation::Put, Fault::Refused);
+    let report = replicator(&world)
+        .redrive(Duration::from_secs(900), &limits().until(deadline()))
+        .await
+        .unwrap();
+    assert_eq!((report.failed, report.backlog), (1, 1), "{report:?}");
+    assert!(
+        report.oldest_backlog_age_ms >= three_days.as_millis() as u64,
+        "{report:?}"
+    );
+    let line: serde_json::Value =
+        serde_json::from_str(&report.metrics(&cluster()).to_line(0)).unwrap();
+    assert_eq!(line["StagingBacklog"], 1.0);
+    assert!(line["OldestStagingAge"].as_f64().unwrap() >= three_days.as_millis() as f64);
+    let record = world.catalog.get(&cluster(), &stuck.into()).await.unwrap();
+    assert_eq!(record.map(|r| r.status), Some(RecordStatus::Partial));
+    assert!(
+        world
+            .staging
+            .inner()
+            .get(&staging_key(&cluster(), stuck))
+            .await
+            .is_ok(),
+        "a file stuck `partial` keeps its staging copy"
+    );
+
+    // The provider is back: the next run replicates it, and nothing waits.
+    world.replica(Provider::B2).heal();
+    let report = replicator(&world)
+        .redrive(Duration::from_secs(900), &limits().until(deadline()))
+        .await
+        .unwrap();
+    assert_eq!((report.replicated, report.backlog), (1, 0), "{report:?}");
+    assert_eq!(report.oldest_backlog_age_ms, 0);
 }

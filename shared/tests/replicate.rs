@@ -116,7 +116,7 @@ fn table() -> Vec<(Step, Fault, Times, Expect)> {
     use Times::*;
     let (r2, b2) = (ReplicaPut(Provider::R2), ReplicaPut(Provider::B2));
     let mut rows = vec![
-        (StagingGet, NotFound, Always, expect("vanished", None, true, NONE, None)),
+        (StagingGet, NotFound, Always, expect("vanished", None, true, NONE, Some(Metric::VanishedFiles))),
         (StagingGet, PreconditionFailed, Always, expect("failed-permanent", None, true, NONE, None)),
         (StagingGet, Refused, Always, expect("failed-permanent", None, true, NONE, None)),
         (StagingGet, Hang, Always, expect("failed-transient", None, true, NONE, None)),

@@ -76,12 +76,12 @@ fn main() {
         .parse()
         .unwrap_or(0);
     println!(
-        "5. base backups of a pgbench database, scale {scale}: {:.2} GiB (built in {:.0} s)",
+        "6. base backups of a pgbench database, scale {scale}: {:.2} GiB (built in {:.0} s)",
         size as f64 / (1u64 << 30) as f64,
         started.elapsed().as_secs_f64()
     );
 
-    println!("\n5a. backup");
+    println!("\n6a. backup");
     println!(
         "{:<44} {:>10} {:>12} {:>10}",
         "tool", "seconds", "MiB/s", "vs floor"
@@ -152,7 +152,7 @@ fn main() {
         replication.1.as_secs_f64()
     );
 
-    println!("\n5b. restore to {target}: download and lay-out, then WAL replay to the target");
+    println!("\n6b. restore to {target}: download and lay-out, then WAL replay to the target");
     println!(
         "{:<44} {:>10} {:>10} {:>10} {:>10}",
         "tool", "restore s", "replay s", "total s", "vs walvault"
@@ -166,7 +166,7 @@ fn main() {
         walvault,
     );
 
-    println!("\n5c. walvault drill (restore, recover to the end, check, clean up)");
+    println!("\n6c. walvault drill (restore, recover to the end, check, clean up)");
     let (run, report) = shipper.run_as_postgres(&["drill"]);
     print!("{report}");
     assert_eq!(run.code, 0, "walvault drill:\n{}", run.stderr);

@@ -70,7 +70,7 @@ pub async fn handle_invocation(
                 .redrive(redrive_after, &budget)
                 .await
                 .map_err(InvocationError::Redrive)?;
-            tracing::info!(?report, "re-drive finished");
+            report.metrics(&replicator.cluster).emit();
             Ok(serde_json::to_value(report).unwrap_or(Value::Null))
         }
     }

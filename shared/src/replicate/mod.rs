@@ -25,7 +25,7 @@ use crate::error::{chain, Retryable};
 use crate::events::ObjectRef;
 use crate::file::ArchivedFile;
 use crate::keys::{parse_staging_key, ClusterName};
-use crate::metrics::MetricRecord;
+use crate::metrics::{Metric, MetricRecord};
 use crate::provider::Provider;
 use crate::retry::{Budget, RequestLimits};
 use crate::store::StoreError;
@@ -181,6 +181,9 @@ impl Replicator {
         let result = run.replicate().await;
         let steps = run.steps;
         steps.log_into(&mut report);
+        if matches!(result, Ok(Outcome::Vanished)) {
+            report.add(Metric::VanishedFiles, 1.0);
+        }
         report
             .property("outcome", outcome_label(&result))
             .property("total_ms", started.elapsed().as_millis() as u64);

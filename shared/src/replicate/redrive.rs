@@ -1,6 +1,9 @@
 //! The scheduled re-drive: staging objects older than a threshold were
 //! missed (their event lost) or are stuck `partial` (a provider was
-//! down); each is processed again, until the budget runs out.
+//! down); each is processed again, until the budget runs out. It is
+//! also the one place that sees the whole staging backlog, so it reports
+//! how many files still wait and for how long: no rule expires staging
+//! objects, and this age is what calls a human when replication fails.
 
 use std::time::{Duration, SystemTime};
 
@@ -8,7 +11,8 @@ use serde::Serialize;
 
 use super::{Outcome, ReplicateError, Replicator};
 use crate::events::ObjectRef;
-use crate::keys::{parse_staging_key, staging_prefix};
+use crate::keys::{parse_staging_key, staging_prefix, ClusterName};
+use crate::metrics::{Metric, MetricRecord};
 use crate::retry::Budget;
 use crate::store::list_all;
 
@@ -21,6 +25,31 @@ pub struct RedriveReport {
     pub settled: u64,
     pub failed: u64,
     pub stopped_at_deadline: bool,
+    /// Files still waiting for replication when the run ended: too young,
+    /// failed, or not reached. Corrupt and conflicting objects are not
+    /// counted: they are recorded, alarmed, and left for a human.
+    pub backlog: u64,
+    /// The age of the oldest of them, in milliseconds (0 when none waits).
+    pub oldest_backlog_age_ms: u64,
+}
+
+impl RedriveReport {
+    fn still_waiting(&mut self, age: Option<Duration>) {
+        self.backlog += 1;
+        let age_ms = age.map_or(0, |a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX));
+        self.oldest_backlog_age_ms = self.oldest_backlog_age_ms.max(age_ms);
+    }
+
+    /// The EMF line of this run: the backlog and its age, emitted on every
+    /// run (zeros included) so that the alarm sees a steady series.
+    pub fn metrics(&self, cluster: &ClusterName) -> MetricRecord {
+        let mut record = MetricRecord::new(cluster.as_str());
+        record
+            .add(Metric::StagingBacklog, self.backlog as f64)
+            .add(Metric::OldestStagingAge, self.oldest_backlog_age_ms as f64)
+            .property("redrive", serde_json::to_value(self).unwrap_or_default());
+        record
+    }
 }
 
 impl Replicator {
@@ -48,17 +77,18 @@ impl Replicator {
                 continue;
             }
             report.scanned += 1;
-            let young = object
+            let age = object
                 .last_modified
-                .and_then(|t| now.duration_since(t).ok())
-                .is_none_or(|age| age < older_than);
-            if young {
+                .and_then(|t| now.duration_since(t).ok());
+            if age.is_none_or(|age| age < older_than) {
                 report.too_young += 1;
+                report.still_waiting(age);
                 continue;
             }
             if budget.is_spent() {
                 report.stopped_at_deadline = true;
-                break;
+                report.still_waiting(age);
+                continue;
             }
             let reference = ObjectRef {
                 bucket: self.staging_bucket.clone(),
@@ -67,7 +97,10 @@ impl Replicator {
             match self.process(&reference, budget).await {
                 Ok(Outcome::Replicated) => report.replicated += 1,
                 Ok(_) => report.settled += 1,
-                Err(_) => report.failed += 1,
+                Err(_) => {
+                    report.failed += 1;
+                    report.still_waiting(age);
+                }
             }
         }
         Ok(report)
