@@ -103,6 +103,14 @@ fn archived_rows() -> Vec<Row> {
             ));
         }
     }
+    // Except a hang of the first provider: the hedged read asks the second
+    // before the hung attempt times out, and the second answers first.
+    rows.retain(|(_, faults, _)| !matches!(faults[..], [(Replica(Provider::R2), Hang, Once)]));
+    rows.push((
+        "r2 hangs once: hedged to b2",
+        vec![(r2, Hang, Once)],
+        Served(Source::Replica(Provider::B2)),
+    ));
     rows
 }
 
@@ -309,4 +317,55 @@ async fn the_end_of_the_archive_is_found_with_one_provider_down_but_not_with_sta
         world.heal();
         assert_eq!(answer(&result), expected, "{faults:?}: {result:?}");
     }
+}
+
+/// R2 accepts requests and never answers. Each read would otherwise wait
+/// for every attempt's timeout before turning to B2; hedged, the first read
+/// waits the initial hedge delay and, once B2's speed is known, the next
+/// ones a fraction of it.
+#[tokio::test]
+async fn a_hung_provider_costs_a_hedge_delay_not_the_timeouts() {
+    let world = MemoryWorld::default();
+    let mut files = Vec::new();
+    for seg in 1..=10 {
+        files.push(archived(&world, &format!("0000000100000000000000{seg:02X}")).await);
+    }
+    world
+        .replica(Provider::R2)
+        .fail_always(Operation::Get, Fault::Hang);
+    let fetcher = fetcher(&world);
+    tokio::time::pause();
+    let started = tokio::time::Instant::now();
+    for (file, bytes) in &files {
+        let fetched = fetcher.fetch(file).await.unwrap();
+        assert_eq!(fetched.source, Source::Replica(Provider::B2));
+        assert_eq!(&fetched.bytes, bytes);
+    }
+    let took = started.elapsed();
+    tokio::time::resume();
+    assert_eq!(fetcher.hedges(), 10);
+    // 1 s for the first, 200 ms (the floor) for each of the others.
+    let unhedged = limits().timeout * limits().attempts * 10;
+    assert!(
+        took <= std::time::Duration::from_millis(2900),
+        "10 reads took {took:?} with R2 hung; unhedged they would wait {unhedged:?}"
+    );
+}
+
+/// A healthy first provider is never doubled: no hedge while it answers.
+#[tokio::test]
+async fn healthy_reads_are_not_hedged() {
+    let world = MemoryWorld::default();
+    let (file, _) = archived(&world, FILE).await;
+    let fetcher = fetcher(&world);
+    for _ in 0..5 {
+        let fetched = fetcher.fetch(&file).await.unwrap();
+        assert_eq!(fetched.source, Source::Replica(Provider::R2));
+    }
+    assert_eq!(fetcher.hedges(), 0);
+    assert_eq!(
+        fetcher.requests(),
+        10,
+        "a catalog read and one GET per file"
+    );
 }

@@ -31,6 +31,7 @@ use tempfile::TempDir;
 use walvault_tests::pgbackrest::{PgBackRest, Repository, PGBACKREST_BUCKET, STANZA};
 use walvault_tests::pipeline::replicator;
 use walvault_tests::postgres::{hand_to_postgres_user, PgOptions, Postgres};
+use walvault_tests::profile::faults::NetFault;
 use walvault_tests::profile::tls::Certificate;
 use walvault_tests::profile::{Link, Profile, ProfileProxy};
 use walvault_tests::s3s::S3sFs;
@@ -240,14 +241,36 @@ fn main() {
             pgbackrest_s3_async.archive_get(),
         ),
     ];
+    let mut healthy_prefetch = None;
     for (label, command) in &shaped_restores {
         let requests = shaped.requests();
         let elapsed = backlog.restore(command);
+        if command == &shaped_prefetch.command_line("fetch %f %p") {
+            healthy_prefetch = Some(elapsed);
+        }
         print_rate_and_requests(
             label,
             elapsed,
             backlog.after_backup(),
             shaped.requests() - requests,
+        );
+    }
+    // The same recovery with R2, the first provider asked, accepting every
+    // request and never answering.
+    shaped.r2.faults().on(NetFault::Hang, None, None);
+    let requests = shaped.requests();
+    let hung = backlog.restore(&shaped_prefetch.command_line("fetch %f %p"));
+    shaped.r2.faults().clear();
+    print_rate_and_requests(
+        "walvault fetch, prefetch 8, R2 hung",
+        hung,
+        backlog.after_backup(),
+        shaped.requests() - requests,
+    );
+    if let Some(healthy) = healthy_prefetch {
+        println!(
+            "recovery with R2 hung / with both healthy (prefetch 8): {:.2}×",
+            hung.as_secs_f64() / healthy.as_secs_f64()
         );
     }
 }

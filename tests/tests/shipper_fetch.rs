@@ -17,6 +17,7 @@ use walvault::exit::{
 };
 use walvault_tests::archive::{archive_replicated, stage, synthetic_segment, tamper};
 use walvault_tests::postgres::{PgOptions, Postgres};
+use walvault_tests::profile::faults::NetFault;
 use walvault_tests::profile::iam::Role;
 use walvault_tests::shipper::{public_tempdir, Run, Shipper};
 use walvault_tests::standins::Stack;
@@ -316,6 +317,102 @@ async fn prefetched_segments_are_served_without_store_calls() {
         );
         assert_eq!(&std::fs::read(&dest).unwrap(), raw, "{file}");
     }
+}
+
+/// R2 accepts every request and never answers. Each fetch asks B2 too
+/// after the hedge delay, so it is served in about a second, not after
+/// every attempt's timeout (3 × 10 s here) as before hedged reads.
+#[tokio::test]
+async fn a_hung_provider_is_hedged_not_waited_out() {
+    let s = setup("r2-hung");
+    let stack = Stack::shared();
+    let r2 = stack.private_proxy(walvault_tests::standins::Service::R2);
+    r2.faults().on(NetFault::Hang, None, None);
+    let files: Vec<WalFileName> = (0x40..0x43u8)
+        .map(|i| name(&format!("0000000100000000000000{i:02X}")))
+        .collect();
+    for file in &files {
+        archive_replicated(&s.config, file, &segment(&file.to_string())).await;
+    }
+    let shipper = Shipper::new(&with(
+        &s.env,
+        &[
+            ("WALVAULT_R2_ENDPOINT", &r2.endpoint()),
+            ("WALVAULT_PREFETCH", "0"),
+        ],
+    ));
+    let dir = public_tempdir("walvault-fetch-");
+    let dest = dir.path().join("RECOVERYXLOG");
+    for file in &files {
+        let started = Instant::now();
+        let run = fetch(&shipper, &file.to_string(), &dest);
+        let took = started.elapsed();
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!("{file} from b2")),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(std::fs::read(&dest).unwrap(), segment(&file.to_string()));
+        // A bound on behaviour, not a speed claim: less than one attempt's
+        // timeout, which the unhedged read waited three times.
+        assert!(took < Duration::from_secs(10), "{file}: {took:?}");
+    }
+    assert!(r2.faults().injected().get("hang").copied().unwrap_or(0) >= 3);
+}
+
+/// A spool PostgreSQL's user cannot write: recovery still works, and the
+/// person reading PostgreSQL's log is told once, with the fix, without
+/// the directory's path (a configuration value).
+#[tokio::test]
+async fn an_unusable_spool_turns_prefetch_off_with_one_loud_warning() {
+    let s = setup("spool-off");
+    let file = name("000000010000000000000031");
+    let raw = segment(&file.to_string());
+    archive_replicated(&s.config, &file, &raw).await;
+    let dir = public_tempdir("walvault-fetch-");
+    let blocker = dir.path().join("not-a-directory");
+    std::fs::write(&blocker, b"").unwrap();
+    let spool = blocker.join("spool");
+    let shipper = Shipper::new(&with(
+        &s.env,
+        &[
+            ("WALVAULT_SPOOL_DIR", spool.to_str().unwrap()),
+            ("WALVAULT_PREFETCH", "4"),
+        ],
+    ));
+    let dest = dir.path().join("RECOVERYXLOG");
+    let warning = "WARNING: prefetch is off";
+    let first = fetch(&shipper, &file.to_string(), &dest);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(std::fs::read(&dest).unwrap(), raw);
+    assert!(first.stderr.contains(warning), "{}", first.stderr);
+    assert!(
+        first.stderr.contains("WALVAULT_SPOOL_DIR"),
+        "{}",
+        first.stderr
+    );
+    assert!(
+        !first.stderr.contains(dir.path().to_str().unwrap()),
+        "{}",
+        first.stderr
+    );
+    let second = fetch(&shipper, &file.to_string(), &dest);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(
+        !second.stderr.contains(warning),
+        "said once: {}",
+        second.stderr
+    );
+
+    // Fixed, then broken again: said again.
+    std::fs::remove_file(&blocker).unwrap();
+    let fixed = fetch(&shipper, &file.to_string(), &dest);
+    assert!(!fixed.stderr.contains(warning), "{}", fixed.stderr);
+    std::fs::remove_dir_all(&blocker).unwrap();
+    std::fs::write(&blocker, b"").unwrap();
+    let broken = fetch(&shipper, &file.to_string(), &dest);
+    assert!(broken.stderr.contains(warning), "{}", broken.stderr);
 }
 
 #[test]

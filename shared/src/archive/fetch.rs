@@ -2,8 +2,12 @@
 //! catalog, fetches it from the first provider with a verified copy, and
 //! only ever hands back bytes whose size and sha256 check out.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::time::Instant;
 
 use crate::backends::Replicas;
 use crate::catalog::{Catalog, CatalogError, CatalogRecord, RecordStatus};
@@ -104,6 +108,44 @@ pub struct Fetcher {
     pub replicas: Replicas,
     pub limits: RequestLimits,
     requests: AtomicU32,
+    hedges: AtomicU32,
+    hedge: HedgeDelay,
+}
+
+/// How long a read may go unanswered before the next store is asked too:
+/// [`HedgeDelay::FACTOR`] times the typical time of a verified read in this
+/// process (an average that follows the recent reads), within
+/// [`HedgeDelay::MIN`] and [`HedgeDelay::MAX`]; [`HedgeDelay::FIRST`] before
+/// any read has been seen.
+#[derive(Debug, Default)]
+struct HedgeDelay {
+    /// Microseconds; 0 until the first verified read.
+    typical_us: AtomicU64,
+}
+
+impl HedgeDelay {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MIN: Duration = Duration::from_millis(200);
+    const MAX: Duration = Duration::from_secs(5);
+    const FACTOR: u32 = 4;
+
+    fn delay(&self) -> Duration {
+        match self.typical_us.load(Ordering::Relaxed) {
+            0 => Self::FIRST,
+            us => (Duration::from_micros(us) * Self::FACTOR).clamp(Self::MIN, Self::MAX),
+        }
+    }
+
+    fn observe(&self, took: Duration) {
+        let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        // An average weighing the newest read by a quarter; updates racing
+        // each other lose one sample, which an average can afford.
+        let typical = match self.typical_us.load(Ordering::Relaxed) {
+            0 => took,
+            old => (old.saturating_mul(3) / 4).saturating_add(took / 4).max(1),
+        };
+        self.typical_us.store(typical, Ordering::Relaxed);
+    }
 }
 
 /// What a copy must decompress or hash to.
@@ -146,12 +188,19 @@ impl Fetcher {
             replicas,
             limits,
             requests: AtomicU32::new(0),
+            hedges: AtomicU32::new(0),
+            hedge: HedgeDelay::default(),
         }
     }
 
     /// Requests made to stores and the catalog so far.
     pub fn requests(&self) -> u32 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Reads that asked a second store because the first was slow.
+    pub fn hedges(&self) -> u32 {
+        self.hedges.load(Ordering::Relaxed)
     }
 
     /// A verified copy of `name`. "Not found" is answered only when the
@@ -191,19 +240,18 @@ impl Fetcher {
             mut failures,
         } = plan;
         let catalog_answered = failures.is_empty();
-        let mut not_found = Vec::new();
-        for candidate in &candidates {
-            match self.try_candidate(name, candidate, &candidates).await? {
-                Ok(fetched) => {
-                    if !listed && candidate.source != Source::Staging {
-                        tracing::warn!(file = %name, source = %candidate.source, "served a replica the catalog has no record of (a catalog restored to an earlier time?); `walvault verify` lists such files");
-                    }
-                    return Ok(fetched);
+        let not_found = match self
+            .first_verified(name, &candidates, &mut failures)
+            .await?
+        {
+            Ok(fetched) => {
+                if !listed && fetched.source != Source::Staging {
+                    tracing::warn!(file = %name, source = %fetched.source, "served a replica the catalog has no record of (a catalog restored to an earlier time?); `walvault verify` lists such files");
                 }
-                Err(None) => not_found.push(candidate.source),
-                Err(Some(failure)) => failures.push(failure),
+                return Ok(fetched);
             }
-        }
+            Err(not_found) => not_found,
+        };
         // Staging keeps a file until both replicas hold it, so with no
         // catalog record, staging's "not found" and one replica's mean the
         // file is nowhere: the other replica being down does not matter
@@ -241,6 +289,54 @@ impl Fetcher {
             }),
             (true, true, false) => Err(FetchError::NotFound(*name)),
         }
+    }
+
+    /// The first verified copy among `candidates`, tried in order; a
+    /// candidate that has not answered within the hedge delay gets
+    /// company: the next one starts too, the first verified copy wins and
+    /// the others are dropped (cancelled). A hung provider then costs a
+    /// recovery the hedge delay per file, not every attempt's timeout.
+    /// With no copy, the sources that answered "not found" (the failures
+    /// of the others are added to `failures`).
+    async fn first_verified(
+        &self,
+        name: &ArchivedFile,
+        candidates: &[Candidate<'_>],
+        failures: &mut Vec<SourceFailure>,
+    ) -> Result<Result<Fetched, Vec<Source>>, FetchError> {
+        let start = |index: usize| {
+            let began = Instant::now();
+            let candidate = &candidates[index];
+            let attempt = self.try_candidate(name, candidate, candidates);
+            async move { (candidate.source, began, attempt.await) }
+        };
+        let mut waiting = 0..candidates.len();
+        let mut running = FuturesUnordered::new();
+        let mut not_found = Vec::new();
+        while let Some(first) = waiting.next() {
+            running.push(start(first));
+            while !running.is_empty() {
+                let hedge = tokio::time::sleep(self.hedge.delay());
+                tokio::select! {
+                    Some((source, began, answer)) = running.next() => match answer? {
+                        Ok(fetched) => {
+                            self.hedge.observe(began.elapsed());
+                            return Ok(Ok(fetched));
+                        }
+                        Err(None) => not_found.push(source),
+                        Err(Some(failure)) => failures.push(failure),
+                    },
+                    () = hedge, if !waiting.is_empty() => {
+                        if let Some(next) = waiting.next() {
+                            tracing::info!(file = %name, after_ms = self.hedge.delay().as_millis() as u64, also = %candidates[next].source, "no answer yet; asking the next store too");
+                            self.hedges.fetch_add(1, Ordering::Relaxed);
+                            running.push(start(next));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Err(not_found))
     }
 
     /// Asks the catalog where the file is.

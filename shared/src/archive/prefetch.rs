@@ -2,8 +2,10 @@
 //! next ones are fetched, verified and renamed into a directory outside
 //! pg_wal, so that its next requests are served without any store call.
 
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::fetch::{FetchError, Fetcher};
 use super::spool::{is_temporary, write_atomically};
@@ -16,6 +18,97 @@ pub struct FillReport {
     pub not_in_archive: usize,
     pub failed: usize,
     pub removed_stale: usize,
+}
+
+/// Held by the one prefetcher running for a spool.
+const LOCK: &str = ".lock";
+
+/// Becomes the spool's prefetcher: `None` when another one is running
+/// (the next fetch will start one again).
+pub fn lock(dir: &Path) -> std::io::Result<Option<File>> {
+    std::fs::create_dir_all(dir)?;
+    let lock = open_lock(dir)?;
+    match lock.try_lock() {
+        Ok(()) => Ok(Some(lock)),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Whether this user can create the prefetch directory and its lock file.
+pub fn lock_file_writable(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    open_lock(dir).map(drop)
+}
+
+fn open_lock(dir: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK))
+}
+
+/// Whether a prefetcher holds the spool's lock now.
+fn prefetcher_running(dir: &Path) -> bool {
+    File::open(dir.join(LOCK))
+        .is_ok_and(|file| matches!(file.try_lock(), Err(TryLockError::WouldBlock)))
+}
+
+/// Kept by the prefetcher while it downloads `name` (a temporary file
+/// name, so that [`remove_stale`] clears what a killed prefetcher left).
+fn in_flight_marker(dir: &Path, name: &WalFileName) -> PathBuf {
+    dir.join(format!(".{name}.walvault-fetching.tmp"))
+}
+
+/// Removes its marker when the download it marks is over, however it ended.
+struct InFlight(PathBuf);
+
+impl InFlight {
+    fn mark(dir: &Path, name: &WalFileName) -> std::io::Result<Self> {
+        let marker = in_flight_marker(dir, name);
+        File::create(&marker)?;
+        Ok(InFlight(marker))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// PostgreSQL asks for `name` while the running prefetcher is still
+/// downloading it: waits for that download (up to `limit`) and takes its
+/// result, instead of starting a second download of the same file. `false`
+/// when nothing was in flight, or it did not land in time: the caller
+/// fetches the file itself.
+pub async fn join_in_flight(
+    dir: &Path,
+    name: &WalFileName,
+    dest: &Path,
+    limit: Duration,
+) -> std::io::Result<bool> {
+    let marker = in_flight_marker(dir, name);
+    if !marker.exists() || !prefetcher_running(dir) {
+        return Ok(false);
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    while marker.exists() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    take(dir, name, dest)
+}
+
+/// Serves `name` from the prefetch directory: already there, or being
+/// downloaded by the running prefetcher (see [`join_in_flight`]).
+pub async fn take_or_join(
+    dir: &Path,
+    name: &WalFileName,
+    dest: &Path,
+    limit: Duration,
+) -> std::io::Result<bool> {
+    Ok(take(dir, name, dest)? || join_in_flight(dir, name, dest, limit).await?)
 }
 
 /// Moves a prefetched `name` to `dest` if there is one. Files in the
@@ -70,15 +163,18 @@ pub async fn fill(
     }
     let mut fetches = tokio::task::JoinSet::new();
     for segment in wanted {
+        let name = WalFileName::Segment(segment);
+        let marker = InFlight::mark(&dir, &name)?;
         let fetcher = Arc::clone(&fetcher);
-        fetches
-            .spawn(async move { (segment, fetcher.fetch(&WalFileName::Segment(segment)).await) });
+        fetches.spawn(async move { (segment, marker, fetcher.fetch(&name).await) });
     }
     while let Some(joined) = fetches.join_next().await {
-        let Ok((segment, result)) = joined else {
+        let Ok((segment, _marker, result)) = joined else {
             report.failed += 1;
             continue;
         };
+        // `_marker` goes after the file is in place: a fetch waiting on it
+        // then finds the file.
         match result {
             Ok(fetched) => {
                 write_atomically(&dir.join(segment.to_string()), &fetched.bytes)?;
@@ -166,6 +262,59 @@ mod tests {
                 "unrelated"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_fetch_joins_the_download_the_running_prefetcher_has_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let name: WalFileName = "000000010000000000000006".parse().unwrap();
+        let dest = dir.path().join("RECOVERYXLOG");
+        let prefetcher = lock(dir.path()).unwrap().expect("the lock is free");
+        let marker = InFlight::mark(dir.path(), &name).unwrap();
+        let landing = {
+            let file = dir.path().join(name.to_string());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                write_atomically(&file, b"verified bytes").unwrap();
+                drop(marker);
+            })
+        };
+        let joined = take_or_join(dir.path(), &name, &dest, Duration::from_secs(10))
+            .await
+            .unwrap();
+        landing.await.unwrap();
+        assert!(joined);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"verified bytes");
+        assert!(
+            lock(dir.path()).unwrap().is_none(),
+            "the prefetcher still holds it"
+        );
+        drop(prefetcher);
+    }
+
+    #[tokio::test]
+    async fn a_marker_without_a_running_prefetcher_or_past_the_limit_is_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let name: WalFileName = "000000010000000000000006".parse().unwrap();
+        let dest = dir.path().join("RECOVERYXLOG");
+        let _marker = InFlight::mark(dir.path(), &name).unwrap();
+        // Left by a killed prefetcher: nobody holds the lock.
+        let started = std::time::Instant::now();
+        assert!(
+            !take_or_join(dir.path(), &name, &dest, Duration::from_secs(10))
+                .await
+                .unwrap()
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // A running prefetcher whose download does not land in time.
+        let _prefetcher = lock(dir.path()).unwrap().expect("the lock is free");
+        let started = std::time::Instant::now();
+        assert!(
+            !take_or_join(dir.path(), &name, &dest, Duration::from_millis(100))
+                .await
+                .unwrap()
+        );
+        assert!(started.elapsed() >= Duration::from_millis(100));
     }
 
     #[test]

@@ -29,10 +29,12 @@ pub(crate) async fn fetch(
             return FETCH_LOCAL_ERROR;
         }
     };
-    let spool = Spool::new(&config.spool_dir);
-    let prefetching = config.prefetch > 0 && matches!(name, WalFileName::Segment(_));
+    let prefetch_dir = Spool::new(&config.spool_dir).prefetch_dir();
+    let prefetching = config.prefetch > 0
+        && matches!(name, WalFileName::Segment(_))
+        && prefetch_usable(&prefetch_dir);
     if prefetching {
-        match prefetch::take(&spool.prefetch_dir(), &name, dest) {
+        match prefetch::take_or_join(&prefetch_dir, &name, dest, config.request_timeout).await {
             Ok(true) => {
                 report_fetch(&name, Source::Prefetched, 0, started);
                 if let Ok(size) = std::fs::metadata(dest).map(|m| m.len()) {
@@ -71,6 +73,35 @@ pub(crate) async fn fetch(
                 fetcher.requests()
             );
             code
+        }
+    }
+}
+
+/// Whether the prefetcher can work in `dir`. When it cannot, recovery
+/// still works, one store round trip slower per segment: said once (per
+/// spool, until it works again), loudly, with the fix, in PostgreSQL's log.
+fn prefetch_usable(dir: &Path) -> bool {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut spool = DefaultHasher::new();
+    dir.hash(&mut spool);
+    let reported =
+        std::env::temp_dir().join(format!("walvault-prefetch-off-{:016x}", spool.finish()));
+    match prefetch::lock_file_writable(dir) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&reported);
+            true
+        }
+        Err(e) => {
+            if std::fs::File::create_new(&reported).is_ok() {
+                eprintln!(
+                    "walvault fetch: WARNING: prefetch is off: its directory under the spool directory \
+                     (WALVAULT_SPOOL_DIR) is not writable by this user ({e}). Recovery works, but \
+                     each segment waits for a store round trip. Fix: make the spool directory \
+                     writable by the user PostgreSQL runs as, or set WALVAULT_PREFETCH=0. \
+                     (Said once until it works again.)"
+                );
+            }
+            false
         }
     }
 }
@@ -114,16 +145,12 @@ pub(crate) async fn prefetch_after(config: Config, wal_file: &str, segment_size:
         return 1;
     };
     let dir = Spool::new(&config.spool_dir).prefetch_dir();
-    if std::fs::create_dir_all(&dir).is_err() {
-        return 1;
-    }
     // One prefetcher at a time; a busy one will be followed by the next fetch's.
-    let Ok(lock) = std::fs::File::create(dir.join(".lock")) else {
-        return 1;
+    let _lock = match prefetch::lock(&dir) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => return 0,
+        Err(_) => return 1,
     };
-    if lock.try_lock().is_err() {
-        return 0;
-    }
     let Ok(fetcher) = fetcher(&config).await else {
         return 1;
     };
