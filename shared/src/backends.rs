@@ -1,7 +1,9 @@
 //! The one place that turns configuration into clients: the staging store,
 //! the catalog and the replicas, with replica keys read from Secrets
-//! Manager once, at start-up, where configured that way. Logic receives a
-//! [`Backends`] (or its parts) and never builds a client itself.
+//! Manager at start-up, where configured that way, and read again when a
+//! provider stops accepting the key (a rotation while a warm function
+//! runs). Logic receives a [`Backends`] (or its parts) and never builds a
+//! client itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +17,10 @@ use aws_sdk_s3::config::{
 
 use crate::catalog::{Catalog, DynamoCatalog};
 use crate::config::{Config, ReplicaConfig, ReplicaCredentials};
+use crate::error::{cause, Cause};
 use crate::provider::Provider;
 use crate::secrets::{read_access_key, AccessKey, SecretsError};
-use crate::store::{ObjectStore, S3Options, S3Store};
+use crate::store::{ObjectStore, Rekey, RotatingStore, S3Options, S3Store};
 
 /// The stores and the catalog one process works with.
 #[derive(Clone)]
@@ -109,10 +112,25 @@ impl Backends {
     pub async fn connect_with(sdk: &SdkConfig, config: &Config) -> Result<Self, BackendError> {
         let mut replicas = Vec::new();
         for replica in config.replicas.values() {
-            let key = access_key(sdk, config, replica).await?;
+            let store: Arc<dyn ObjectStore> = match &replica.credentials {
+                ReplicaCredentials::Keys {
+                    access_key_id,
+                    secret_access_key,
+                } => {
+                    let key = AccessKey {
+                        access_key_id: access_key_id.clone(),
+                        secret_access_key: secret_access_key.clone(),
+                    };
+                    Arc::new(replica_store(sdk, replica, &key))
+                }
+                ReplicaCredentials::SecretArn(arn) => {
+                    let (store, rekey) = SecretKey::read(sdk, config, replica, arn).await?;
+                    Arc::new(RotatingStore::new(store, Box::new(rekey)))
+                }
+            };
             replicas.push(Replica {
                 provider: replica.provider,
-                store: Arc::new(replica_store(sdk, replica, &key)),
+                store,
             });
         }
         Ok(Backends {
@@ -166,28 +184,64 @@ fn catalog(sdk: &SdkConfig, config: &Config) -> DynamoCatalog {
     )
 }
 
-async fn access_key(
-    sdk: &SdkConfig,
-    config: &Config,
-    replica: &ReplicaConfig,
-) -> Result<AccessKey, SecretsError> {
-    match &replica.credentials {
-        ReplicaCredentials::Keys {
-            access_key_id,
-            secret_access_key,
-        } => Ok(AccessKey {
-            access_key_id: access_key_id.clone(),
-            secret_access_key: secret_access_key.clone(),
-        }),
-        ReplicaCredentials::SecretArn(arn) => {
-            let mut builder = aws_sdk_secretsmanager::config::Builder::from(sdk);
-            if let Some(endpoint) = &config.secrets_endpoint {
-                builder = builder.endpoint_url(endpoint);
-            }
-            let client = aws_sdk_secretsmanager::Client::from_conf(builder.build());
-            let setting = format!("WALVAULT_{}_SECRET_ARN", replica.provider.setting_infix());
-            read_access_key(&client, arn, &setting).await
+/// A replica's key kept in Secrets Manager, and the store using it.
+struct SecretKey {
+    sdk: SdkConfig,
+    replica: ReplicaConfig,
+    secrets: aws_sdk_secretsmanager::Client,
+    arn: String,
+    /// `WALVAULT_<PROVIDER>_SECRET_ARN`: what errors and logs name.
+    setting: String,
+    in_use: std::sync::Mutex<AccessKey>,
+}
+
+impl SecretKey {
+    async fn read(
+        sdk: &SdkConfig,
+        config: &Config,
+        replica: &ReplicaConfig,
+        arn: &str,
+    ) -> Result<(Arc<dyn ObjectStore>, SecretKey), SecretsError> {
+        let mut builder = aws_sdk_secretsmanager::config::Builder::from(sdk);
+        if let Some(endpoint) = &config.secrets_endpoint {
+            builder = builder.endpoint_url(endpoint);
         }
+        let secrets = aws_sdk_secretsmanager::Client::from_conf(builder.build());
+        let setting = format!("WALVAULT_{}_SECRET_ARN", replica.provider.setting_infix());
+        let key = read_access_key(&secrets, arn, &setting).await?;
+        let store = Arc::new(replica_store(sdk, replica, &key));
+        let this = SecretKey {
+            sdk: sdk.clone(),
+            replica: replica.clone(),
+            secrets,
+            arn: arn.to_owned(),
+            setting,
+            in_use: std::sync::Mutex::new(key),
+        };
+        Ok((store, this))
+    }
+}
+
+#[async_trait::async_trait]
+impl Rekey for SecretKey {
+    async fn rekey(&self) -> Result<Option<Arc<dyn ObjectStore>>, Cause> {
+        let key = read_access_key(&self.secrets, &self.arn, &self.setting)
+            .await
+            .map_err(cause)?;
+        let mut in_use = match self.in_use.lock() {
+            Ok(in_use) => in_use,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if *in_use == key {
+            return Ok(None);
+        }
+        let store = replica_store(&self.sdk, &self.replica, &key);
+        *in_use = key;
+        Ok(Some(Arc::new(store)))
+    }
+
+    fn setting(&self) -> &str {
+        &self.setting
     }
 }
 

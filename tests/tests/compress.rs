@@ -324,3 +324,94 @@ async fn replica_keys_are_read_from_secrets_manager_once_and_never_shown() {
     );
     assert_replicated(&config, &file, &raw).await;
 }
+
+/// A warm function keeps its clients for hours. When the R2 key it read at
+/// start-up is revoked by a rotation, R2 answers `InvalidAccessKeyId`: the
+/// function reads the secret again, once, and carries on with the new key.
+/// A key the secret still holds is not retried, and nothing printed shows
+/// a key.
+#[tokio::test]
+async fn a_rotated_replica_key_is_read_again_from_its_secret() {
+    let stack = Stack::shared();
+    let cluster = unique_cluster("rotation");
+    let sdk = walvault_sdk_config(Role::Compress, &stack.config(&cluster)).await;
+    let secrets = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(&sdk)
+            .endpoint_url(stack.moto.staging.endpoint())
+            .build(),
+    );
+    let (_, r2_key, _) = standins::keys(Role::Compress, &cluster);
+    let key_json =
+        |id: &str| json!({"access_key_id": id, "secret_access_key": standins::SECRET}).to_string();
+    let revoked = "R2REVOKEDKEY0000";
+    let arn = secrets
+        .create_secret()
+        .name(format!("{cluster}-r2"))
+        .secret_string(key_json(revoked))
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
+    let mut env: std::collections::BTreeMap<String, String> = stack
+        .env(&cluster)
+        .into_iter()
+        .filter(|(k, _)| {
+            k.starts_with("WALVAULT_")
+                && !k.starts_with("WALVAULT_R2_ACCESS")
+                && !k.starts_with("WALVAULT_R2_SECRET")
+        })
+        .collect();
+    env.insert("WALVAULT_R2_SECRET_ARN".into(), arn.clone());
+    let config = Config::from_sources(&env, &Default::default()).unwrap();
+    let replicator = replicator(&config).await;
+
+    // Rotated after start-up: the key in use is gone, the secret holds the new one.
+    secrets
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string(key_json(&r2_key))
+        .send()
+        .await
+        .unwrap();
+    let (file, raw) = staged_segment(&config, "000000010000000000000011").await;
+    let outcome = replicator
+        .process(&object(&config, &file), &budget(&config))
+        .await;
+    assert_eq!(outcome.unwrap(), Outcome::Replicated);
+    assert_replicated(&config, &file, &raw).await;
+
+    // Revoked and not replaced: the error says the key is not accepted,
+    // the secret is not read again within the interval, no key is shown.
+    let other = replicator_with_revoked_secret(&config, &secrets, &arn, &key_json(revoked)).await;
+    let (file, _) = staged_segment(&config, "000000010000000000000012").await;
+    let err = other
+        .process(&object(&config, &file), &budget(&config))
+        .await
+        .unwrap_err();
+    let printed = shared::error::chain(&err);
+    assert!(printed.contains("access key is not accepted"), "{printed}");
+    assert!(
+        !printed.contains(revoked)
+            && !printed.contains(standins::SECRET)
+            && !printed.contains(&arn),
+        "{printed}"
+    );
+}
+
+/// A replicator that read the revoked key from the secret at start-up.
+async fn replicator_with_revoked_secret(
+    config: &Config,
+    secrets: &aws_sdk_secretsmanager::Client,
+    arn: &str,
+    revoked: &str,
+) -> shared::replicate::Replicator {
+    secrets
+        .put_secret_value()
+        .secret_id(arn)
+        .secret_string(revoked)
+        .send()
+        .await
+        .unwrap();
+    replicator(config).await
+}

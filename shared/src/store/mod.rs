@@ -5,6 +5,7 @@
 
 mod faulty;
 mod memory;
+mod rotating;
 mod s3;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use crate::retry::TimedOut;
 
 pub use faulty::FaultyStore;
 pub use memory::MemoryStore;
+pub use rotating::{Rekey, RotatingStore};
 pub use s3::{ConditionalPut, S3Options, S3Store};
 
 /// User metadata on every object walvault writes: the sha256 of the raw WAL
@@ -182,6 +184,18 @@ pub enum StoreError {
         #[source]
         source: Cause,
     },
+    /// The store does not accept the access key (unknown, deleted, or a
+    /// signature made with another secret): the key was rotated or
+    /// revoked. The same request will fail again; re-reading the key from
+    /// its secret may help ([`RotatingStore`] does, once).
+    #[error("{store}: {operation} {key}: the access key is not accepted")]
+    Unauthorized {
+        store: String,
+        operation: Operation,
+        key: String,
+        #[source]
+        source: Cause,
+    },
     /// The service asks to slow down (429, `SlowDown`; R2 allows one write
     /// a second to a key): the same request may succeed after a pause.
     #[error("{store}: {operation} {key} throttled")]
@@ -213,7 +227,8 @@ impl Retryable for StoreError {
         match self {
             StoreError::NotFound { .. }
             | StoreError::PreconditionFailed { .. }
-            | StoreError::Refused { .. } => true,
+            | StoreError::Refused { .. }
+            | StoreError::Unauthorized { .. } => true,
             StoreError::Throttled { .. }
             | StoreError::Transient { .. }
             | StoreError::TimedOut(_) => false,

@@ -148,6 +148,12 @@ impl S3Store {
                 key,
                 source,
             },
+            Class::Unauthorized => StoreError::Unauthorized {
+                store,
+                operation,
+                key,
+                source,
+            },
         }
     }
 
@@ -468,6 +474,7 @@ enum Class {
     Throttled,
     Transient,
     Refused,
+    Unauthorized,
 }
 
 fn classify<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Class
@@ -498,6 +505,13 @@ fn classify_response(status: Option<u16>, code: Option<&str>) -> Class {
     match (status, code) {
         // A missing bucket is a configuration error, not a missing object.
         (_, Some("NoSuchBucket")) => Class::Refused,
+        // The key itself is not accepted (S3's codes, which R2 and B2 use
+        // for an unknown or deleted key): a rotated key, not a missing right.
+        (Some(401), _)
+        | (
+            _,
+            Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "InvalidToken"),
+        ) => Class::Unauthorized,
         (Some(404), _) | (_, Some("NoSuchKey" | "NotFound")) => Class::NotFound,
         (Some(412), _) | (_, Some("PreconditionFailed")) => Class::PreconditionFailed,
         (_, Some("SlowDown" | "Throttling" | "ThrottlingException" | "TooManyRequests")) => {
@@ -735,7 +749,19 @@ mod tests {
                 "{code}"
             );
         }
-        for status in [400, 401, 403, 405, 501] {
+        for code in [
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "ExpiredToken",
+        ] {
+            assert_eq!(
+                classify_response(Some(403), Some(code)),
+                Class::Unauthorized,
+                "{code}"
+            );
+        }
+        assert_eq!(classify_response(Some(401), None), Class::Unauthorized);
+        for status in [400, 403, 405, 501] {
             assert_eq!(
                 classify_response(Some(status), None),
                 Class::Refused,
