@@ -119,7 +119,11 @@ impl Budget {
     /// Runs `attempt` until it succeeds, fails permanently, runs out of
     /// attempts, or the next try could not finish by the deadline; the last
     /// error is returned then. Each attempt is cut off at
-    /// [`Budget::attempt_limit`]. Backoff doubles from 100 ms up to 5 s.
+    /// [`Budget::attempt_limit`]. Backoff doubles from 100 ms up to 5 s. A
+    /// throttled answer (the service asked for a pause) does not use up an
+    /// attempt, only time: the pause it asks for, plus up to half as much
+    /// again at random, so that writers throttled together do not all come
+    /// back at the same instant.
     pub async fn run<T, E, F, Fut>(&self, what: impl fmt::Display, mut attempt: F) -> Result<T, E>
     where
         E: Retryable + From<TimedOut> + std::error::Error,
@@ -144,13 +148,24 @@ impl Budget {
                     after: limit,
                 })),
             };
+            let throttled = result
+                .as_ref()
+                .err()
+                .map(|e| e.retry_after())
+                .filter(|p| !p.is_zero());
+            if throttled.is_some() {
+                tries -= 1;
+            }
             match result {
                 Err(e)
                     if !e.is_permanent()
                         && tries < self.max_attempts
                         && Instant::now() + backoff.max(e.retry_after()) < self.deadline =>
                 {
-                    let pause = backoff.max(e.retry_after());
+                    let pause = match throttled {
+                        Some(asked) => asked + jitter(asked / 2),
+                        None => backoff,
+                    };
                     tracing::warn!(%what, tries, error = %chain(&e), retry_in_ms = pause.as_millis() as u64, "transient failure, retrying");
                     tokio::time::sleep(pause).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -159,6 +174,14 @@ impl Budget {
             }
         }
     }
+}
+
+/// A random duration up to `at_most` (the standard library's per-instance
+/// random hash keys are randomness enough for spreading retries).
+fn jitter(at_most: Duration) -> Duration {
+    use std::hash::{BuildHasher, RandomState};
+    let random = RandomState::new().hash_one(0u8);
+    at_most.mul_f64((random % 1024) as f64 / 1024.0)
 }
 
 /// The backoff slept between `attempts` attempts.
@@ -217,6 +240,52 @@ mod tests {
             })
             .await;
         assert_eq!(result, Ok(4));
+    }
+
+    #[derive(Debug, PartialEq, thiserror::Error)]
+    #[error("slow down")]
+    struct SlowDown;
+
+    impl From<TimedOut> for SlowDown {
+        fn from(_: TimedOut) -> Self {
+            SlowDown
+        }
+    }
+
+    impl Retryable for SlowDown {
+        fn is_permanent(&self) -> bool {
+            false
+        }
+        fn retry_after(&self) -> Duration {
+            Duration::from_secs(1)
+        }
+    }
+
+    /// Five writers throttled together (R2: one write a second to a key)
+    /// get through one by one: throttling costs time, not attempts.
+    #[tokio::test(start_paused = true)]
+    async fn throttled_answers_cost_time_not_attempts() {
+        let start = Instant::now();
+        let calls = Cell::new(0);
+        let result = Budget::attempts(3, Duration::from_secs(30))
+            .run("throttled", || {
+                calls.set(calls.get() + 1);
+                let n = calls.get();
+                async move {
+                    if n <= 5 {
+                        Err(SlowDown)
+                    } else {
+                        Ok(n)
+                    }
+                }
+            })
+            .await;
+        assert_eq!(result, Ok(6));
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(5) && waited <= Duration::from_millis(7_500),
+            "{waited:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -140,6 +140,8 @@ fn table() -> Vec<(Step, Fault, Times, Expect)> {
         (CatalogSetStatus, Transient, Always, expect("failed-transient", Some(Replicating), true, BOTH, None)),
         (StagingDelete, Refused, Always, expect("failed-permanent", Some(Replicated), true, BOTH, None)),
         (StagingDelete, Hang, Always, expect("failed-transient", Some(Replicated), true, BOTH, None)),
+        // The key holds another object than the one replicated: left for its own delivery.
+        (StagingDelete, PreconditionFailed, Always, expect("replicated", Some(Replicated), true, BOTH, Some(Metric::FilesArchived))),
     ];
     // A fault that strikes once is retried within the budget, whatever it
     // is: a lost answer included (the write landed; its retry finds it).

@@ -17,6 +17,7 @@ use shared::store::{
     StoreError,
 };
 use walvault_tests::archive::backends;
+use walvault_tests::profile::iam::Role;
 use walvault_tests::standins::{self, aws_sdk_config, s3_client, Stack, B2_BUCKET, STAGING_BUCKET};
 use walvault_tests::unique_cluster;
 
@@ -433,4 +434,49 @@ async fn deletes_remove_every_key_and_missing_ones_are_fine() {
         versions.versions().is_empty() && versions.delete_markers().is_empty(),
         "{versions:?}"
     );
+}
+
+/// `key` held A, was cleared, and now holds B: a delete conditioned on A's
+/// ETag leaves B alone; one on B's removes it; a missing key is fine.
+async fn delete_if_etag_contract(writer: &dyn ObjectStore, deleter: &dyn ObjectStore, key: &str) {
+    let put = |body: &'static [u8]| {
+        let body = Bytes::from_static(body);
+        async move {
+            writer
+                .put_if_absent(key, body.clone(), &Sha256Hex::of(&body), &Metadata::new())
+                .await
+                .unwrap()
+        }
+    };
+    put(b"first object").await;
+    let first = deleter.head(key).await.unwrap().etag.expect("an ETag");
+    deleter.delete(key).await.unwrap();
+    put(b"second object").await;
+    let second = deleter.head(key).await.unwrap().etag.expect("an ETag");
+    assert_ne!(first, second);
+    let err = deleter.delete_if_etag(key, &first).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::PreconditionFailed { .. }),
+        "{err:?}"
+    );
+    assert_eq!(&deleter.get(key).await.unwrap().body[..], b"second object");
+    deleter.delete_if_etag(key, &second).await.unwrap();
+    assert!(deleter.head(key).await.unwrap_err().is_not_found());
+    deleter.delete_if_etag(key, &second).await.unwrap();
+}
+
+#[tokio::test]
+async fn conditional_deletes_remove_only_the_object_that_was_read() {
+    let config = Stack::shared().config(&unique_cluster("delete-if"));
+    let key = format!("{}/staging/000000010000000000000001", config.cluster);
+    // The host writes staging; the compress function deletes from it.
+    let compress = staging(&standins::as_role(Role::Compress, &config)).await;
+    delete_if_etag_contract(staging(&config).await.as_ref(), compress.as_ref(), &key).await;
+    // B2 keeps versions: compared, then every version removed.
+    let admin = standins::as_role(Role::Admin, &config);
+    let b2 = replica(&admin, Provider::B2).await;
+    let key = format!("{}/wal/000000010000000000000001.zst", config.cluster);
+    delete_if_etag_contract(b2.as_ref(), b2.as_ref(), &key).await;
+    let memory = MemoryStore::new("memory");
+    delete_if_etag_contract(&memory, &memory, &key).await;
 }

@@ -11,6 +11,7 @@ use super::{elapsed_ms, Outcome, ReplicateError, Run};
 use crate::catalog::{CatalogError, CatalogRecord, RecordRef, RecordStatus};
 use crate::clock::now_millis;
 use crate::metrics::Metric;
+use crate::store::StoreError;
 
 impl Run<'_> {
     /// Marks the record replicated (a concurrent delivery may have done
@@ -62,16 +63,36 @@ impl Run<'_> {
         }
     }
 
+    /// Removes the staging object this delivery replicated. Another object
+    /// put under the key since (a re-push after an operator cleared a
+    /// conflict) is left for its own delivery.
     pub(super) async fn delete_staging(&self) -> Result<(), ReplicateError> {
         let staging = &self.replicator.backends.staging;
         let key = self.staging_key;
-        self.budget
-            .run(format!("staging delete {key}"), || staging.delete(key))
-            .await
-            .map_err(|source| ReplicateError::StagingCleanup {
+        let deleted = match self.staged_etag.as_deref() {
+            Some(etag) => {
+                self.budget
+                    .run(format!("staging delete {key}"), || {
+                        staging.delete_if_etag(key, etag)
+                    })
+                    .await
+            }
+            None => {
+                self.budget
+                    .run(format!("staging delete {key}"), || staging.delete(key))
+                    .await
+            }
+        };
+        match deleted {
+            Err(StoreError::PreconditionFailed { .. }) => {
+                tracing::warn!(file = %self.file, "the staging key holds another object than the one replicated; left for its own delivery");
+                Ok(())
+            }
+            other => other.map_err(|source| ReplicateError::StagingCleanup {
                 file: self.file,
                 source,
-            })
+            }),
+        }
     }
 
     /// The staging object is gone: replicated by another delivery, or

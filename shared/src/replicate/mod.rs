@@ -177,6 +177,7 @@ impl Replicator {
             budget,
             report: &mut report,
             steps: Steps::default(),
+            staged_etag: None,
         };
         let result = run.replicate().await;
         let steps = run.steps;
@@ -220,6 +221,9 @@ struct Run<'a> {
     budget: &'a Budget,
     report: &'a mut MetricRecord,
     steps: Steps,
+    /// The ETag of the staging object this delivery read: only that object
+    /// is removed once replicated, never one put under the key since.
+    staged_etag: Option<String>,
 }
 
 impl Run<'_> {

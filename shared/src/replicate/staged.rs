@@ -62,6 +62,7 @@ impl Run<'_> {
             }
         };
         self.steps.get_ms = elapsed_ms(clock);
+        self.staged_etag = object.info.etag.clone();
         let clock = Instant::now();
         let sha256 = Sha256Hex::of(&object.body);
         let staged_at = object

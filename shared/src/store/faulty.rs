@@ -139,6 +139,11 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
             .await
     }
 
+    async fn delete_if_etag(&self, key: &str, etag: &str) -> Result<(), StoreError> {
+        self.call(Operation::Delete, key, self.inner.delete_if_etag(key, etag))
+            .await
+    }
+
     async fn list_page(
         &self,
         prefix: &str,

@@ -172,6 +172,22 @@ impl ObjectStore for MemoryStore {
         Ok(())
     }
 
+    async fn delete_if_etag(&self, key: &str, etag: &str) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        match state.objects.get(key) {
+            None => Ok(()),
+            Some(object) if object.info.etag.as_deref() == Some(etag) => {
+                state.objects.remove(key);
+                Ok(())
+            }
+            Some(_) => Err(StoreError::PreconditionFailed {
+                store: self.name.clone(),
+                key: key.to_owned(),
+                detail: format!("its ETag is no longer {etag}"),
+            }),
+        }
+    }
+
     async fn list_page(
         &self,
         prefix: &str,

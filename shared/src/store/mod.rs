@@ -104,6 +104,12 @@ pub trait ObjectStore: Send + Sync {
     /// Deleting a missing key is success: deletes are retried.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 
+    /// Deletes `key` only if it still holds the object whose ETag is
+    /// `etag` (S3's conditional delete, `If-Match`): another object put
+    /// under the key since it was read is left alone
+    /// ([`StoreError::PreconditionFailed`]). A missing key is success.
+    async fn delete_if_etag(&self, key: &str, etag: &str) -> Result<(), StoreError>;
+
     /// Deletes many keys, in batches where the store accepts them; the
     /// result of each key, in order. By default one request per key.
     async fn delete_many(&self, keys: &[String]) -> Vec<Result<(), StoreError>> {

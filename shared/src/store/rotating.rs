@@ -143,6 +143,11 @@ impl ObjectStore for RotatingStore {
             .await
     }
 
+    async fn delete_if_etag(&self, key: &str, etag: &str) -> Result<(), StoreError> {
+        self.with_valid_key(|store| async move { store.delete_if_etag(key, etag).await })
+            .await
+    }
+
     async fn delete_many(&self, keys: &[String]) -> Vec<Result<(), StoreError>> {
         let store = self.current();
         let mut results = store.delete_many(keys).await;

@@ -157,6 +157,14 @@ impl S3Store {
         }
     }
 
+    fn etag_changed(&self, key: &str, etag: &str) -> StoreError {
+        StoreError::PreconditionFailed {
+            store: self.name.clone(),
+            key: key.to_owned(),
+            detail: format!("its ETag is no longer {etag}"),
+        }
+    }
+
     async fn put(
         &self,
         key: &str,
@@ -658,6 +666,33 @@ impl ObjectStore for S3Store {
             self.remove_versions(key).await
         } else {
             Ok(())
+        }
+    }
+
+    async fn delete_if_etag(&self, key: &str, etag: &str) -> Result<(), StoreError> {
+        if self.keeps_versions {
+            // Versions are removed by id, which a condition cannot guard:
+            // compare first (a narrow race, on stores walvault never
+            // deletes conditionally from: staging keeps no versions).
+            return match self.head(key).await {
+                Ok(info) if info.etag.as_deref() == Some(etag) => self.delete(key).await,
+                Ok(_) => Err(self.etag_changed(key, etag)),
+                Err(StoreError::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            };
+        }
+        let sent = self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_match(etag)
+            .send()
+            .await;
+        match sent.map_err(|e| self.error(Operation::Delete, key, e)) {
+            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(StoreError::PreconditionFailed { .. }) => Err(self.etag_changed(key, etag)),
+            Err(other) => Err(other),
         }
     }
 
