@@ -34,6 +34,13 @@ export class Alarms extends Construct {
     const { staging, functions } = props;
     const emf = (name: string, statistic: string, period?: Duration) => this.emf(name, statistic, period);
     this.alarm('DlqNotEmpty', staging.deadLetterQueue.metricApproximateNumberOfMessagesVisible(), 0, 'messages in the dead-letter queue');
+    // Scheduled runs (re-drive, retention) that failed every retry Lambda gives them.
+    this.alarm(
+      'FunctionsDlqNotEmpty',
+      functions.deadLetterQueue.metricApproximateNumberOfMessagesVisible(),
+      0,
+      'a scheduled run (re-drive or retention) failed all its retries',
+    );
     this.alarm('OldestQueuedMessage', staging.queue.metricApproximateAgeOfOldestMessage(), 1800, 'staging events waiting over 30 minutes');
     this.alarm('CompressErrors', functions.compress.metricErrors(), 0, 'compress function errors');
     this.alarm('CompressThrottles', functions.compress.metricThrottles(), 0, 'compress function throttled');

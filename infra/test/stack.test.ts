@@ -192,7 +192,7 @@ test('hosts may list the staging bucket, so that S3 answers a missing key with 4
 
 test('alarms go to one SNS topic, and a dashboard shows the metrics', () => {
   const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm'));
-  assert.equal(alarms.length, 15);
+  assert.equal(alarms.length, 16);
   for (const alarm of alarms) {
     assert.equal(alarm.Properties.AlarmActions.length, 1);
   }
@@ -202,6 +202,19 @@ test('alarms go to one SNS topic, and a dashboard shows the metrics', () => {
   }
   template.resourceCountIs('AWS::SNS::Topic', 1);
   template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
+});
+
+test('both dead-letter queues page: staging events and failed scheduled runs', () => {
+  const queues = template.findResources('AWS::SQS::Queue');
+  const dlqs = Object.keys(queues).filter((id) => /Dlq/.test(id));
+  assert.equal(dlqs.length, 2, dlqs.join(', '));
+  const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm'));
+  for (const dlq of dlqs) {
+    assert.ok(
+      alarms.some((a) => a.Properties.MetricName === 'ApproximateNumberOfMessagesVisible' && JSON.stringify(a.Properties.Dimensions).includes(dlq)),
+      `no alarm on ${dlq}`,
+    );
+  }
 });
 
 test('a file waiting in staging over an hour pages, and so does a re-drive that stopped reporting', () => {
