@@ -15,7 +15,7 @@ LAMBDA_PROFILE ?= release
 # bootstraps are passed (as `make test` does after building them).
 LAMBDA_CODE_DIR ?= $(CURDIR)/infra/test/fixtures/lambda
 
-.PHONY: test check demo bench deps system-deps lint rust-build rust-test iam-template unit lambda-local lambda-build infra-test contract summary
+.PHONY: test check demo soak bench deps system-deps lint rust-build rust-test iam-template unit lambda-local lambda-build infra-test contract summary
 
 ## Installs what is missing, then runs every check and every test.
 test: deps lint rust-build rust-test lambda-local
@@ -84,6 +84,15 @@ summary:
 demo: deps iam-template
 	cargo build --workspace --bins --examples --locked --quiet
 	$(CARGO_TARGET_DIR)/debug/examples/demo
+
+## The chaos run for SOAK_MINUTES (not part of `make test`, which runs one
+## round): figures on stderr and in $(CARGO_TARGET_DIR)/soak-report.txt.
+SOAK_MINUTES ?= 30
+soak: deps iam-template
+	cargo build --workspace --bins --examples --locked --quiet
+	@mkdir -p $(CARGO_TARGET_DIR)
+	set -o pipefail; $(CARGO_TARGET_DIR)/debug/examples/soak $(SOAK_MINUTES) \
+		2>&1 >$(CARGO_TARGET_DIR)/soak-emf.log | tee $(CARGO_TARGET_DIR)/soak-report.txt
 
 ## Benchmarks against pgBackRest, barman-cloud and cp, side by side in one
 ## run (release builds); not part of `make test`. Results: BENCHMARKS.md.

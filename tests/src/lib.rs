@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod backups;
+pub mod chaos;
 pub mod pgbackrest;
 pub mod pipeline;
 pub mod postgres;

@@ -135,6 +135,9 @@ pub struct Stack {
     pub b2: ProfileProxy,
     pub queue_url: String,
     pub policies: Arc<Policies>,
+    /// Staging endpoints of the tests' private proxies, which answer by
+    /// the same profiles (and so take the roles' keys).
+    private_staging: std::sync::Mutex<Vec<String>>,
 }
 
 /// Which service a profile proxy plays.
@@ -198,6 +201,7 @@ impl Stack {
             moto,
             queue_url,
             policies,
+            private_staging: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -205,10 +209,16 @@ impl Stack {
     /// test that injects faults or changes the rules without disturbing the
     /// other tests of its binary.
     pub fn private_proxy(&self, service: Service) -> ProfileProxy {
-        ProfileProxy::start(
+        let proxy = ProfileProxy::start(
             profile(service, &self.policies),
             moto_port(&self.moto, service),
-        )
+        );
+        if service == Service::Staging {
+            if let Ok(mut endpoints) = self.private_staging.lock() {
+                endpoints.push(proxy.endpoint());
+            }
+        }
+        proxy
     }
 
     /// The `WALVAULT_*` and `AWS_*` environment of the database host
@@ -447,7 +457,14 @@ pub async fn aws_sdk_config() -> SdkConfig {
 /// say, at the benchmarks' s3s-fs, which knows one key only).
 fn on_profiles(config: &Config) -> bool {
     SHARED.get().is_some_and(|stack| {
-        config.staging.endpoint.as_deref() == Some(stack.staging.endpoint().as_str())
+        let Some(endpoint) = config.staging.endpoint.as_deref() else {
+            return false;
+        };
+        endpoint == stack.staging.endpoint()
+            || stack
+                .private_staging
+                .lock()
+                .is_ok_and(|private| private.iter().any(|e| e == endpoint))
     })
 }
 
