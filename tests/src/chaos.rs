@@ -171,20 +171,22 @@ impl Run {
         self.report.failed_deliveries += drain_queue(&self.replicator, &self.clean, true).await;
     }
 
+    /// One scheduled re-drive, of every staging object whatever its age.
+    async fn redrive(&mut self) -> shared::replicate::RedriveReport {
+        self.report.redrives += 1;
+        let budget = RequestLimits::from_config(&self.source.config)
+            .until(tokio::time::Instant::now() + Duration::from_secs(120));
+        self.replicator
+            .redrive(Duration::ZERO, &budget)
+            .await
+            .expect("re-drive")
+    }
+
     /// Re-drives until staging is empty, healed.
     async fn settle(&mut self) {
         self.proxies.heal();
         for _ in 0..5 {
-            self.report.redrives += 1;
-            let report = self
-                .replicator
-                .redrive(
-                    Duration::ZERO,
-                    &RequestLimits::from_config(&self.source.config)
-                        .until(tokio::time::Instant::now() + Duration::from_secs(120)),
-                )
-                .await
-                .expect("re-drive");
+            let report = self.redrive().await;
             if report.backlog == 0 {
                 return;
             }
@@ -232,16 +234,7 @@ impl Run {
             self.write();
             self.deliver().await;
         }
-        let during = self
-            .replicator
-            .redrive(
-                Duration::ZERO,
-                &RequestLimits::from_config(&self.source.config)
-                    .until(tokio::time::Instant::now() + Duration::from_secs(60)),
-            )
-            .await
-            .expect("re-drive");
-        self.report.redrives += 1;
+        let during = self.redrive().await;
         assert!(
             during.backlog > 0,
             "B2 down: files wait in staging: {during:?}"

@@ -241,16 +241,24 @@ async fn five_concurrent_duplicate_deliveries_converge() {
     );
 }
 
-#[tokio::test]
-async fn replica_keys_are_read_from_secrets_manager_once_and_never_shown() {
+/// The compress role's SDK settings for `cluster`, and a Secrets Manager
+/// client on the stand-in.
+async fn secrets_manager(cluster: &str) -> (aws_config::SdkConfig, aws_sdk_secretsmanager::Client) {
     let stack = Stack::shared();
-    let cluster = unique_cluster("secrets");
-    let sdk = walvault_sdk_config(Role::Compress, &stack.config(&cluster)).await;
+    let sdk = walvault_sdk_config(Role::Compress, &stack.config(cluster)).await;
     let secrets = aws_sdk_secretsmanager::Client::from_conf(
         aws_sdk_secretsmanager::config::Builder::from(&sdk)
             .endpoint_url(stack.moto.staging.endpoint())
             .build(),
     );
+    (sdk, secrets)
+}
+
+#[tokio::test]
+async fn replica_keys_are_read_from_secrets_manager_once_and_never_shown() {
+    let stack = Stack::shared();
+    let cluster = unique_cluster("secrets");
+    let (sdk, secrets) = secrets_manager(&cluster).await;
     let (_, r2_key, b2_key) = standins::keys(Role::Compress, &cluster);
     let create = |name: String, value: String| {
         let secrets = secrets.clone();
@@ -334,12 +342,7 @@ async fn replica_keys_are_read_from_secrets_manager_once_and_never_shown() {
 async fn a_rotated_replica_key_is_read_again_from_its_secret() {
     let stack = Stack::shared();
     let cluster = unique_cluster("rotation");
-    let sdk = walvault_sdk_config(Role::Compress, &stack.config(&cluster)).await;
-    let secrets = aws_sdk_secretsmanager::Client::from_conf(
-        aws_sdk_secretsmanager::config::Builder::from(&sdk)
-            .endpoint_url(stack.moto.staging.endpoint())
-            .build(),
-    );
+    let (_, secrets) = secrets_manager(&cluster).await;
     let (_, r2_key, _) = standins::keys(Role::Compress, &cluster);
     let key_json =
         |id: &str| json!({"access_key_id": id, "secret_access_key": standins::SECRET}).to_string();
