@@ -12,6 +12,7 @@ export interface Contract {
   layout: { staging_prefix: string; staging_backup_prefix: string; identity_key: string; archive_prefix: string };
   providers: { name: string; setting_infix: string }[];
   settings: string[];
+  budgets: { answer_margin_secs: number; default_request_timeout_secs: number };
 }
 
 export const CONTRACT: Contract = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'contract.json'), 'utf8'));
@@ -36,4 +37,23 @@ export function setting(name: string): string {
 /** A layout template (`{cluster}/staging/`) for one cluster. */
 export function layout(key: keyof Contract['layout'], cluster: string): string {
   return CONTRACT.layout[key].replace('{cluster}', cluster);
+}
+
+/**
+ * The per-attempt request timeout for a function that runs at most
+ * `timeoutSeconds`: walvault stops its work `answer_margin_secs` before the
+ * deadline, and within that work a request must be able to make at least
+ * two attempts (a hung first attempt cut off, then a retry). Throws when
+ * the timeout is too short for two attempts of five seconds.
+ */
+export function requestTimeoutFor(functionName: string, timeoutSeconds: number): number {
+  const work = timeoutSeconds - CONTRACT.budgets.answer_margin_secs;
+  const perAttempt = Math.min(CONTRACT.budgets.default_request_timeout_secs, Math.floor(work / 2));
+  if (perAttempt < 5) {
+    throw new Error(
+      `${functionName}: a ${timeoutSeconds} s timeout leaves ${work} s of work after walvault's ${CONTRACT.budgets.answer_margin_secs} s answer margin, ` +
+        'too little for two request attempts of 5 s; raise it',
+    );
+  }
+  return perAttempt;
 }

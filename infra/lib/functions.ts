@@ -13,7 +13,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { Catalog } from './catalog';
-import { CONTRACT, layout, setting } from './contract';
+import { CONTRACT, layout, requestTimeoutFor, setting } from './contract';
 import { ReplicaKeys } from './replica-keys';
 import { Staging } from './staging';
 
@@ -71,7 +71,12 @@ export class Functions extends Construct {
       memorySize: props.compressMemoryMb,
       reservedConcurrentExecutions: props.compressConcurrency,
       timeout: props.compressTimeout,
-      environment: { ...common, ...compressKeys.environment(), [setting('WALVAULT_ZSTD_LEVEL')]: String(props.zstdLevel) },
+      environment: {
+        ...common,
+        ...compressKeys.environment(),
+        [setting('WALVAULT_ZSTD_LEVEL')]: String(props.zstdLevel),
+        [setting('WALVAULT_REQUEST_TIMEOUT_SECS')]: String(requestTimeoutFor('compressTimeout', props.compressTimeout.toSeconds())),
+      },
     });
     this.compress.addEventSource(new SqsEventSource(props.staging.queue, { batchSize: 10, reportBatchItemFailures: true }));
     new events.Rule(this, 'Redrive', {
@@ -89,6 +94,7 @@ export class Functions extends Construct {
         ...common,
         ...retentionKeys.environment(),
         [setting('WALVAULT_RETENTION_DAYS')]: String(props.retentionDays),
+        [setting('WALVAULT_REQUEST_TIMEOUT_SECS')]: String(requestTimeoutFor('retentionTimeout', props.retentionTimeout.toSeconds())),
         ...(props.immutableDays === undefined ? {} : { [setting('WALVAULT_IMMUTABLE_DAYS')]: String(props.immutableDays) }),
       },
     });

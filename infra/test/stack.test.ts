@@ -6,7 +6,7 @@ import * as path from 'path';
 import { spawnSync } from 'child_process';
 import { App, Duration } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
-import { layout } from '../lib/contract';
+import { CONTRACT, layout } from '../lib/contract';
 import { WalvaultStack } from '../lib/walvault-stack';
 import { synth } from './synth';
 
@@ -267,4 +267,33 @@ test('the removed stagingExpiryDays setting is refused with the reason, not igno
   });
   assert.notEqual(run.status, 0);
   assert.match(run.stderr, /stagingExpiryDays was removed: no rule may expire a staging object/);
+});
+
+test("the functions' timeouts, the queue's visibility and walvault's request budgets agree", () => {
+  const stackWith = (compressTimeout: number) =>
+    new WalvaultStack(new App(), 'walvault-budgets', {
+      clusterName: 'orders',
+      lambdaCodeDir: path.join(__dirname, '..', '..', 'test', 'fixtures', 'lambda'),
+      replicas: {
+        r2: { endpoint: 'https://acct.r2.cloudflarestorage.com', bucket: 'wal-r2' },
+        b2: { endpoint: 'https://s3.eu-central-003.backblazeb2.com', bucket: 'wal-b2', region: 'eu-central-003' },
+      },
+      compressTimeout: Duration.seconds(compressTimeout),
+    });
+  const margin = CONTRACT.budgets.answer_margin_secs;
+  for (const timeout of [90, 60, 30, 20]) {
+    const t = Template.fromStack(stackWith(timeout));
+    const functions = Object.values(t.findResources('AWS::Lambda::Function', { Properties: { Runtime: 'provided.al2023' } }));
+    assert.equal(functions.length, 2);
+    for (const fn of functions) {
+      const seconds = fn.Properties.Timeout as number;
+      const perAttempt = Number(fn.Properties.Environment.Variables.WALVAULT_REQUEST_TIMEOUT_SECS);
+      // Two attempts fit in the work walvault does before its answer margin.
+      assert.ok(2 * perAttempt <= seconds - margin, `${seconds} s function, ${perAttempt} s attempts`);
+      assert.ok(perAttempt >= 5 && perAttempt <= CONTRACT.budgets.default_request_timeout_secs);
+    }
+    // SQS redelivers a batch only after the function surely ended.
+    t.hasResourceProperties('AWS::SQS::Queue', { VisibilityTimeout: 6 * timeout });
+  }
+  assert.throws(() => stackWith(15), /compressTimeout: a 15 s timeout leaves 5 s of work/);
 });

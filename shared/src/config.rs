@@ -18,6 +18,10 @@ use crate::provider::{Provider, RegionError};
 
 pub const ENV_PREFIX: &str = "WALVAULT_";
 
+/// How long one request attempt may take unless `WALVAULT_REQUEST_TIMEOUT_SECS`
+/// says otherwise (the CDK app lowers it for short function timeouts).
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+
 /// Every setting walvault reads, for error messages, docs and the file check.
 pub const SETTINGS: &[&str] = &[
     "CLUSTER",
@@ -211,7 +215,8 @@ impl Config {
             },
             replicas: settings.replicas()?,
             zstd_level: settings.zstd_level()?,
-            request_timeout: settings.seconds("REQUEST_TIMEOUT_SECS", 30)?,
+            request_timeout: settings
+                .seconds("REQUEST_TIMEOUT_SECS", DEFAULT_REQUEST_TIMEOUT_SECS)?,
             max_attempts: settings.whole("MAX_ATTEMPTS", 3, 1..=100)? as u32,
             system_identifier: settings.system_identifier()?,
             push_concurrency: settings.whole("PUSH_CONCURRENCY", 4, 1..=64)? as usize,

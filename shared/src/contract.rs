@@ -8,7 +8,8 @@
 use serde_json::{json, Value};
 
 use crate::catalog::{attr, RecordStatus};
-use crate::config::{ENV_PREFIX, SETTINGS};
+use crate::config::{DEFAULT_REQUEST_TIMEOUT_SECS, ENV_PREFIX, SETTINGS};
+use crate::events::ANSWER_MARGIN;
 use crate::keys::layout_templates;
 use crate::metrics::{Metric, DIMENSION, NAMESPACE};
 use crate::provider::Provider;
@@ -37,6 +38,12 @@ pub fn contract() -> Value {
             "setting_infix": p.setting_infix(),
         })).collect::<Vec<_>>(),
         "settings": SETTINGS.iter().map(|s| format!("{ENV_PREFIX}{s}")).collect::<Vec<_>>(),
+        // What the functions' timeouts must leave room for: the answer
+        // margin after the work, and request attempts within the work.
+        "budgets": {
+            "answer_margin_secs": ANSWER_MARGIN.as_secs(),
+            "default_request_timeout_secs": DEFAULT_REQUEST_TIMEOUT_SECS,
+        },
     })
 }
 
