@@ -345,7 +345,8 @@ fn direct_event(objects: &[shared::events::ObjectRef]) -> serde_json::Value {
 
 /// Runs rounds until `rounds` are done (or, with `for_at_least`, until that
 /// much time has passed, whichever is later), then checks every segment and
-/// recovers to a time mid-run from R2 alone and from B2 alone.
+/// recovers to the time after the last round from R2 alone and from B2
+/// alone (one more write follows it).
 pub async fn run(rounds: u32, for_at_least: Duration) -> ChaosReport {
     let started = Instant::now();
     let proxies = Proxies::start();
@@ -374,21 +375,20 @@ pub async fn run(rounds: u32, for_at_least: Duration) -> ChaosReport {
         next_row: 1,
         report: ChaosReport::default(),
     };
-    let mut target = None;
+    let mut target: Option<(String, String)> = None;
     while run.report.rounds < rounds || started.elapsed() < for_at_least {
         run.wire_round().await;
         run.outage_round().await;
         run.duplicate_round().await;
         run.killed_round().await;
         run.report.rounds += 1;
-        if target.is_none() {
-            // A moment after every row so far, before any later one.
-            let pg = &run.source.pg;
-            let expected = pg.sql(CHECKSUM);
-            let at = pg.sql("SELECT now()::text");
-            pg.sql("SELECT pg_sleep(1.1)");
-            target = Some((at, expected));
-        }
+        // A moment after every row so far, before any later one: the last
+        // round's, so that the recoveries replay every round's WAL.
+        let pg = &run.source.pg;
+        let expected = pg.sql(CHECKSUM);
+        let at = pg.sql("SELECT now()::text");
+        pg.sql("SELECT pg_sleep(1.1)");
+        target = Some((at, expected));
     }
     // The last rows, so that the target lies inside the archive.
     run.write();

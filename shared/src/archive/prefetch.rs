@@ -134,15 +134,23 @@ pub fn take(dir: &Path, name: &WalFileName, dest: &Path) -> std::io::Result<bool
     }
 }
 
-/// Fetches the `count` segments after `current` on its timeline into `dir`,
-/// and removes what recovery has moved past.
-pub async fn fill(
-    fetcher: Arc<Fetcher>,
+/// A prefetch run's work, each segment already marked in flight: marked
+/// before the prefetcher connects to anything, so that a fetch arriving
+/// meanwhile waits for this run instead of downloading the segment too.
+pub struct Planned {
+    dir: PathBuf,
+    wanted: Vec<(Segment, InFlight)>,
+    report: FillReport,
+}
+
+/// Plans the fetch of the `count` segments after `current` on its timeline
+/// into `dir`, and removes what recovery has moved past.
+pub fn plan(
     dir: PathBuf,
     current: Segment,
     size: SegmentSize,
     count: usize,
-) -> std::io::Result<FillReport> {
+) -> std::io::Result<Planned> {
     std::fs::create_dir_all(&dir)?;
     let mut report = FillReport {
         removed_stale: remove_stale(&dir, &current)?,
@@ -158,37 +166,55 @@ pub async fn fill(
         if dir.join(next.to_string()).exists() {
             report.already_there += 1;
         } else {
-            wanted.push(next);
+            wanted.push((next, InFlight::mark(&dir, &WalFileName::Segment(next))?));
         }
     }
-    let mut fetches = tokio::task::JoinSet::new();
-    for segment in wanted {
-        let name = WalFileName::Segment(segment);
-        let marker = InFlight::mark(&dir, &name)?;
-        let fetcher = Arc::clone(&fetcher);
-        fetches.spawn(async move { (segment, marker, fetcher.fetch(&name).await) });
-    }
-    while let Some(joined) = fetches.join_next().await {
-        let Ok((segment, _marker, result)) = joined else {
-            report.failed += 1;
-            continue;
-        };
-        // `_marker` goes after the file is in place: a fetch waiting on it
-        // then finds the file.
-        match result {
-            Ok(fetched) => {
-                write_atomically(&dir.join(segment.to_string()), &fetched.bytes)?;
-                report.fetched += 1;
-            }
-            Err(FetchError::NotFound(_)) => report.not_in_archive += 1,
-            Err(e) => {
-                // PostgreSQL's own request will meet this error, and abort.
-                tracing::warn!(file = %segment, error = %crate::error::chain(&e), "prefetch failed");
+    Ok(Planned {
+        dir,
+        wanted,
+        report,
+    })
+}
+
+impl Planned {
+    /// Fetches the planned segments in parallel, verified, into the
+    /// directory.
+    pub async fn fetch(self, fetcher: Arc<Fetcher>) -> std::io::Result<FillReport> {
+        let Planned {
+            dir,
+            wanted,
+            mut report,
+        } = self;
+        let mut fetches = tokio::task::JoinSet::new();
+        for (segment, marker) in wanted {
+            let fetcher = Arc::clone(&fetcher);
+            fetches.spawn(async move {
+                let result = fetcher.fetch(&WalFileName::Segment(segment)).await;
+                (segment, marker, result)
+            });
+        }
+        while let Some(joined) = fetches.join_next().await {
+            let Ok((segment, _marker, result)) = joined else {
                 report.failed += 1;
+                continue;
+            };
+            // `_marker` goes after the file is in place: a fetch waiting on
+            // it then finds the file.
+            match result {
+                Ok(fetched) => {
+                    write_atomically(&dir.join(segment.to_string()), &fetched.bytes)?;
+                    report.fetched += 1;
+                }
+                Err(FetchError::NotFound(_)) => report.not_in_archive += 1,
+                Err(e) => {
+                    // PostgreSQL's own request will meet this error, and abort.
+                    tracing::warn!(file = %segment, error = %crate::error::chain(&e), "prefetch failed");
+                    report.failed += 1;
+                }
             }
         }
+        Ok(report)
     }
-    Ok(report)
 }
 
 /// Removes segments at or before `current`, segments of other timelines

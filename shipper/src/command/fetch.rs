@@ -151,10 +151,13 @@ pub(crate) async fn prefetch_after(config: Config, wal_file: &str, segment_size:
         Ok(None) => return 0,
         Err(_) => return 1,
     };
+    let Ok(planned) = prefetch::plan(dir, current, size, config.prefetch) else {
+        return 1;
+    };
     let Ok(fetcher) = fetcher(&config).await else {
         return 1;
     };
-    match prefetch::fill(Arc::new(fetcher), dir, current, size, config.prefetch).await {
+    match planned.fetch(Arc::new(fetcher)).await {
         Ok(_) => 0,
         Err(_) => 1,
     }
