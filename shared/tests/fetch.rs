@@ -369,3 +369,41 @@ async fn healthy_reads_are_not_hedged() {
         "a catalog read and one GET per file"
     );
 }
+
+/// Every fetch is a process of its own: the one that had to hedge past a
+/// hung R2 remembers it in the spool, and the next ones ask B2 first, with
+/// no hedge delay, until the memory expires.
+#[tokio::test]
+async fn a_provider_that_lost_a_hedge_is_asked_last_by_the_next_fetches() {
+    let world = MemoryWorld::default();
+    let (file, _) = archived(&world, FILE).await;
+    world
+        .replica(Provider::R2)
+        .fail_always(Operation::Get, Fault::Hang);
+    let spool = tempfile::tempdir().unwrap();
+    let memory = spool.path().join("slow-provider-test");
+    tokio::time::pause();
+    let first = fetcher(&world).remembering_slow_providers(memory.clone());
+    assert_eq!(
+        first.fetch(&file).await.unwrap().source,
+        Source::Replica(Provider::B2)
+    );
+    assert_eq!(first.hedges(), 1);
+    assert!(std::fs::read_to_string(&memory).unwrap().starts_with("r2 "));
+
+    let next = fetcher(&world).remembering_slow_providers(memory.clone());
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        next.fetch(&file).await.unwrap().source,
+        Source::Replica(Provider::B2)
+    );
+    assert_eq!(next.hedges(), 0, "B2 asked first");
+    assert!(started.elapsed() < std::time::Duration::from_millis(100));
+
+    // Expired: R2 is asked first again (and, still hung, hedged again).
+    std::fs::write(&memory, "r2 1000\n").unwrap();
+    let later = fetcher(&world).remembering_slow_providers(memory.clone());
+    later.fetch(&file).await.unwrap();
+    assert_eq!(later.hedges(), 1);
+    tokio::time::resume();
+}

@@ -2,6 +2,7 @@
 //! catalog, fetches it from the first provider with a verified copy, and
 //! only ever hands back bytes whose size and sha256 check out.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +10,10 @@ use std::time::Duration;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 
+use super::spool::write_atomically;
 use crate::backends::Replicas;
 use crate::catalog::{Catalog, CatalogError, CatalogRecord, RecordStatus};
+use crate::clock::{now_millis, UnixMillis};
 use crate::codec::{self, CodecError, Sha256Hex};
 use crate::error::{chain, Retryable};
 use crate::file::ArchivedFile;
@@ -110,6 +113,22 @@ pub struct Fetcher {
     requests: AtomicU32,
     hedges: AtomicU32,
     hedge: HedgeDelay,
+    /// Where a provider that lost a hedge is remembered across processes.
+    slow_provider_file: Option<PathBuf>,
+}
+
+/// A provider that did not answer while another served the file: asked
+/// last by the fetches that follow, for [`SLOW_PROVIDER_FOR`]. Every fetch
+/// and prefetch is a process of its own, so without this each one would
+/// wait out the first hedge delay on a hung provider again.
+const SLOW_PROVIDER_FOR: Duration = Duration::from_secs(300);
+
+/// `"<provider> <until unix ms>"`, as the spool file holds it.
+fn parse_slow_provider(text: &str, now: UnixMillis) -> Option<Provider> {
+    let (provider, until) = text.trim().split_once(' ')?;
+    let until: UnixMillis = until.parse().ok()?;
+    let provider = Provider::ALL.into_iter().find(|p| p.as_str() == provider)?;
+    (until > now).then_some(provider)
 }
 
 /// How long a read may go unanswered before the next store is asked too:
@@ -190,6 +209,38 @@ impl Fetcher {
             requests: AtomicU32::new(0),
             hedges: AtomicU32::new(0),
             hedge: HedgeDelay::default(),
+            slow_provider_file: None,
+        }
+    }
+
+    /// Remembers in `file` a provider that lost a hedge, and asks a provider
+    /// remembered there (and not yet expired) last.
+    pub fn remembering_slow_providers(mut self, file: PathBuf) -> Self {
+        let slow = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|text| parse_slow_provider(&text, now_millis()));
+        if let Some(slow) = slow {
+            let mut order: Vec<Provider> = self
+                .replicas
+                .providers()
+                .into_iter()
+                .filter(|p| *p != slow)
+                .collect();
+            order.push(slow);
+            self.replicas = self.replicas.ordered(&order);
+            tracing::info!(provider = %slow, "asked last: it did not answer a recent read in time");
+        }
+        self.slow_provider_file = Some(file);
+        self
+    }
+
+    fn remember_slow(&self, provider: Provider) {
+        let Some(file) = &self.slow_provider_file else {
+            return;
+        };
+        let until = now_millis() + SLOW_PROVIDER_FOR.as_millis() as UnixMillis;
+        if let Err(e) = write_atomically(file, format!("{provider} {until}\n").as_bytes()) {
+            tracing::warn!(error = %e, "cannot remember the slow provider in the spool");
         }
     }
 
@@ -313,6 +364,7 @@ impl Fetcher {
         let mut waiting = 0..candidates.len();
         let mut running = FuturesUnordered::new();
         let mut not_found = Vec::new();
+        let mut hedged = false;
         while let Some(first) = waiting.next() {
             running.push(start(first));
             while !running.is_empty() {
@@ -321,6 +373,11 @@ impl Fetcher {
                     Some((source, began, answer)) = running.next() => match answer? {
                         Ok(fetched) => {
                             self.hedge.observe(began.elapsed());
+                            if let Source::Replica(slow) = candidates[0].source {
+                                if hedged && fetched.source != candidates[0].source {
+                                    self.remember_slow(slow);
+                                }
+                            }
                             return Ok(Ok(fetched));
                         }
                         Err(None) => not_found.push(source),
@@ -330,6 +387,7 @@ impl Fetcher {
                         if let Some(next) = waiting.next() {
                             tracing::info!(file = %name, after_ms = self.hedge.delay().as_millis() as u64, also = %candidates[next].source, "no answer yet; asking the next store too");
                             self.hedges.fetch_add(1, Ordering::Relaxed);
+                            hedged = true;
                             running.push(start(next));
                         }
                     }

@@ -50,6 +50,12 @@ impl Spool {
         self.root.join(format!("identity-{cluster}"))
     }
 
+    /// Where fetches remember a provider that was slow enough to be
+    /// hedged, so that the next fetch processes ask the other one first.
+    pub fn slow_provider_path(&self, cluster: &ClusterName) -> PathBuf {
+        self.root.join(format!("slow-provider-{cluster}"))
+    }
+
     /// Verified files fetched ahead of PostgreSQL's requests.
     pub fn prefetch_dir(&self) -> PathBuf {
         self.root.join("prefetch")

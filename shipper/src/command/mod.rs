@@ -9,14 +9,20 @@ pub(crate) mod push;
 pub(crate) mod restore;
 
 use shared::archive::fetch::Fetcher;
+use shared::archive::spool::Spool;
 use shared::backends::{BackendError, Backends};
 use shared::config::Config;
 use shared::provider::Provider;
 use shared::retry::RequestLimits;
 
 /// A fetcher over every configured replica, in the configured order.
+/// The fetcher of `walvault fetch` and its prefetcher: each a short-lived
+/// process, so a provider that lost a hedge is remembered in the spool.
 pub(crate) async fn fetcher(config: &Config) -> Result<Fetcher, BackendError> {
-    fetcher_from(config, None).await
+    let slow = Spool::new(&config.spool_dir).slow_provider_path(&config.cluster);
+    Ok(fetcher_from(config, None)
+        .await?
+        .remembering_slow_providers(slow))
 }
 
 /// A fetcher that asks `first` before the other providers.
