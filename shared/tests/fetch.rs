@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{archived, cluster, limits, name, staged, Times};
+use common::{archived, cluster, limits, name, record_of, staged, Times};
 use shared::archive::fetch::{FetchError, Fetcher, Source};
-use shared::catalog::{Catalog, CatalogOperation};
+use shared::catalog::CatalogOperation;
 use shared::codec::Sha256Hex;
 use shared::fault::Fault;
 use shared::keys::{archive_key, meta};
@@ -246,12 +246,7 @@ async fn not_found_needs_every_store_and_a_second_catalog_reading_to_say_so() {
 
     // A catalog restored to a time before the file: the replicas still
     // serve it (they vouch for themselves, and agree).
-    let record = world
-        .catalog
-        .get(&cluster(), &file.into())
-        .await
-        .unwrap()
-        .unwrap();
+    let record = record_of(&world, file).await.unwrap();
     world.catalog.inner().remove(&cluster(), &file.into());
     let served = fetcher(&world).fetch(&file).await.unwrap();
     assert_eq!(served.source, Source::Replica(Provider::R2));

@@ -6,9 +6,9 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::{announced, cluster, limits, name, replicator, staged, STAGING_BUCKET};
+use common::{announced, cluster, limits, name, record_of, replicator, staged, STAGING_BUCKET};
 use serde_json::json;
-use shared::catalog::{Catalog, RecordStatus};
+use shared::catalog::RecordStatus;
 use shared::codec::Sha256Hex;
 use shared::fault::Fault;
 use shared::keys::{archive_key, meta, staging_key};
@@ -56,12 +56,7 @@ async fn a_batch_reports_exactly_the_failed_messages() {
         response,
         json!({"batchItemFailures": [{"itemIdentifier": "blocked"}, {"itemIdentifier": "malformed"}]})
     );
-    let record = world
-        .catalog
-        .get(&cluster(), &good.into())
-        .await
-        .unwrap()
-        .unwrap();
+    let record = record_of(&world, good).await.unwrap();
     assert_eq!(record.status, RecordStatus::Replicated);
     assert!(
         world
@@ -133,12 +128,7 @@ async fn corrupt_inputs_are_recorded_and_never_replicated() {
             matches!(&outcome, Outcome::Corrupt(p) if p.contains(problem)),
             "{file}: {outcome:?}"
         );
-        let record = world
-            .catalog
-            .get(&cluster(), &file.into())
-            .await
-            .unwrap()
-            .unwrap();
+        let record = record_of(&world, file).await.unwrap();
         assert_eq!(record.status, RecordStatus::Corrupt);
         assert!(record.detail.is_some());
         for provider in Provider::ALL {
@@ -178,7 +168,7 @@ async fn a_lost_event_is_found_by_the_redrive_once_old_enough() {
         "{report}"
     );
     for (file, status) in [(old, Some(RecordStatus::Replicated)), (young, None)] {
-        let record = world.catalog.get(&cluster(), &file.into()).await.unwrap();
+        let record = record_of(&world, file).await;
         assert_eq!(record.map(|r| r.status), status, "{file}");
     }
 }
@@ -238,7 +228,7 @@ async fn replication_failing_for_days_keeps_the_staging_copy_and_reports_its_age
         serde_json::from_str(&report.metrics(&cluster()).to_line(0)).unwrap();
     assert_eq!(line["StagingBacklog"], 1.0);
     assert!(line["OldestStagingAge"].as_f64().unwrap() >= three_days.as_millis() as f64);
-    let record = world.catalog.get(&cluster(), &stuck.into()).await.unwrap();
+    let record = record_of(&world, stuck).await;
     assert_eq!(record.map(|r| r.status), Some(RecordStatus::Partial));
     assert!(
         world

@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{archived, cluster, name, pusher, Times, WalDir};
+use common::{archived, cluster, name, pusher, record_of, Times, WalDir};
 use shared::archive::push::{PushError, PushOutcome};
-use shared::catalog::{Catalog, CatalogOperation};
+use shared::catalog::CatalogOperation;
 use shared::error::Retryable;
 use shared::fault::Fault;
 use shared::identity::IdentityError;
@@ -192,12 +192,7 @@ async fn repushes_are_idempotent_and_different_content_is_refused_before_and_aft
     other[100_000] ^= 1;
     let changed = wal.file(&replicated, &other);
     assert_eq!(answer(&pusher.push_one(&changed).await), Answer::Conflict);
-    let record = world
-        .catalog
-        .get(&cluster(), &replicated.into())
-        .await
-        .unwrap()
-        .unwrap();
+    let record = record_of(&world, replicated).await.unwrap();
     assert_eq!(
         record.raw_sha256,
         shared::codec::Sha256Hex::of(&replicated_bytes)

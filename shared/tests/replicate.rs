@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{announced, archived, cluster, limits, name, replicator, staged, Times};
+use common::{announced, archived, cluster, limits, name, record_of, replicator, staged, Times};
 use shared::catalog::{Catalog, CatalogOperation, RecordStatus};
 use shared::error::Retryable;
 use shared::fault::Fault;
@@ -176,7 +176,7 @@ async fn every_fault_at_every_step_leaves_a_known_state() {
         tokio::time::resume();
         let case = format!("{step:?} {fault:?} {times:?}");
         assert_eq!(label(&result), expected.result, "{case}: {result:?}");
-        let record = world.catalog.get(&cluster(), &file.into()).await.unwrap();
+        let record = record_of(&world, file).await;
         assert_eq!(
             record.as_ref().map(|r| r.status),
             expected.status,
@@ -236,12 +236,7 @@ async fn a_partial_file_is_finished_by_the_next_delivery_without_rewriting_the_o
         r2_puts,
         "R2 not rewritten"
     );
-    let record = world
-        .catalog
-        .get(&cluster(), &file.into())
-        .await
-        .unwrap()
-        .unwrap();
+    let record = record_of(&world, file).await.unwrap();
     assert_eq!(record.status, RecordStatus::Replicated);
     assert_eq!(record.detail, None);
 }
@@ -291,12 +286,7 @@ async fn different_content_under_an_archived_name_is_a_recorded_conflict_counted
         assert!(matches!(result, Ok(Outcome::Conflict(_))), "{result:?}");
         let _ = report;
     }
-    let record = world
-        .catalog
-        .get(&cluster(), &file.into())
-        .await
-        .unwrap()
-        .unwrap();
+    let record = record_of(&world, file).await.unwrap();
     assert_eq!(
         record.conflicts, 1,
         "a re-drive meeting the same object counts it once"

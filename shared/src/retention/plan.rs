@@ -911,25 +911,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_simulation_exercises_deletion() {
+    /// 200 operations on timeline 1, every 25th `backup`, the rest
+    /// writes, and the plan a sweep makes of them.
+    fn plan_with_backups_every_25(backup: Op) -> RetentionPlan {
         let ops: Vec<Op> = (0..200u8)
-            .map(|i| {
-                if i % 25 == 0 {
-                    Op::Backup(0)
-                } else {
-                    Op::Write(0)
-                }
-            })
+            .map(|i| if i % 25 == 0 { backup } else { Op::Write(0) })
             .collect();
         let sim = simulate(&ops, 3, 5, 0);
-        let plan = plan(
+        plan(
             &sim.records,
             &sim.backups,
             &sim.histories,
             sim.now,
             &rules(sim.window),
-        );
+        )
+    }
+
+    #[test]
+    fn the_simulation_exercises_deletion() {
+        let plan = plan_with_backups_every_25(Op::Backup(0));
         assert!(!plan.no_base_backup);
         assert!(plan.delete.len() > 100, "deleted {}", plan.delete.len());
     }
@@ -937,23 +937,7 @@ mod tests {
     #[test]
     fn backups_known_only_to_the_catalog_anchor_and_expire() {
         // A cluster backed up from a standby: no `.backup` history files.
-        let ops: Vec<Op> = (0..200u8)
-            .map(|i| {
-                if i % 25 == 0 {
-                    Op::CatalogBackup(0)
-                } else {
-                    Op::Write(0)
-                }
-            })
-            .collect();
-        let sim = simulate(&ops, 3, 5, 0);
-        let plan = plan(
-            &sim.records,
-            &sim.backups,
-            &sim.histories,
-            sim.now,
-            &rules(sim.window),
-        );
+        let plan = plan_with_backups_every_25(Op::CatalogBackup(0));
         assert!(!plan.no_base_backup);
         assert!(matches!(plan.anchors[&1], BackupRef::Catalog(_)));
         assert!(plan.delete.len() > 100, "deleted {}", plan.delete.len());

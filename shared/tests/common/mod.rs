@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use shared::archive::push::{PushOutcome, Pusher};
 use shared::archive::spool::Spool;
+use shared::catalog::{Catalog, CatalogRecord};
 use shared::codec::{CompressionLevel, Sha256Hex};
 use shared::events::ObjectRef;
 use shared::keys::{staging_key, ClusterName};
@@ -138,4 +139,13 @@ pub async fn archived(world: &MemoryWorld, file: &str) -> (WalFileName, Vec<u8>)
         .await
         .unwrap();
     (name, bytes)
+}
+
+/// The catalog's record of `file`, if any.
+pub async fn record_of(world: &MemoryWorld, file: WalFileName) -> Option<CatalogRecord> {
+    world
+        .catalog
+        .get(&cluster(), &file.into())
+        .await
+        .expect("the in-memory catalog answers")
 }
