@@ -45,7 +45,13 @@ pub struct Sha256Hex(String);
 
 impl Sha256Hex {
     pub fn of(bytes: &[u8]) -> Self {
-        Sha256Hex(hex::encode(Sha256::digest(bytes)))
+        Self::finish(Sha256::new_with_prefix(bytes))
+    }
+
+    /// The digest of everything fed to `hasher`: for bytes hashed as
+    /// they stream by.
+    pub fn finish(hasher: Sha256) -> Self {
+        Sha256Hex(hex::encode(hasher.finalize()))
     }
 
     /// Accepts a digest as stored in object metadata or the catalog.

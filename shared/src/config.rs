@@ -233,7 +233,12 @@ impl Config {
                 settings.positive("INCOMPLETE_BACKUP_DAYS", 2)? * 86_400,
             ),
             pg_bindir: settings.absolute_path("PG_BINDIR")?,
-            backup_chunk_size: (settings.whole("BACKUP_CHUNK_MIB", 32, 1..=64)? as usize) << 20,
+            backup_chunk_size: (settings.whole(
+                "BACKUP_CHUNK_MIB",
+                32,
+                1..=crate::backup::MAX_CHUNK_MIB,
+            )? as usize)
+                << 20,
             backup_concurrency: settings.whole("BACKUP_CONCURRENCY", 4, 1..=16)? as usize,
             backup_wal_wait: settings.seconds("BACKUP_WAL_WAIT_SECS", 300)?,
             restore_read_ahead: settings.whole("RESTORE_READ_AHEAD", 4, 1..=32)? as usize,

@@ -15,15 +15,24 @@ use crate::wal::{SegmentSize, WalFileName, MIN_SEGMENT_SIZE};
 /// `.partial`): the long page header, then record-like bytes that compress
 /// roughly as real WAL does.
 pub fn synthetic_segment(name: &WalFileName, system_identifier: u64) -> Vec<u8> {
-    let segment = name.segment().expect("a segment name");
     let size = SegmentSize::new(MIN_SEGMENT_SIZE).expect("1 MiB is a segment size");
-    let mut bytes = vec![0u8; MIN_SEGMENT_SIZE as usize];
+    synthetic_segment_of(name, system_identifier, size)
+}
+
+/// [`synthetic_segment`] of any segment size (`--wal-segsize`).
+pub fn synthetic_segment_of(
+    name: &WalFileName,
+    system_identifier: u64,
+    size: SegmentSize,
+) -> Vec<u8> {
+    let segment = name.segment().expect("a segment name");
+    let mut bytes = vec![0u8; size.bytes() as usize];
     bytes[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
     bytes[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
     bytes[4..8].copy_from_slice(&segment.timeline.to_le_bytes());
     bytes[8..16].copy_from_slice(&segment.start_lsn(size).to_le_bytes());
     bytes[24..32].copy_from_slice(&system_identifier.to_le_bytes());
-    bytes[32..36].copy_from_slice(&(MIN_SEGMENT_SIZE as u32).to_le_bytes());
+    bytes[32..36].copy_from_slice(&(size.bytes() as u32).to_le_bytes());
     bytes[36..40].copy_from_slice(&8192u32.to_le_bytes());
     let mut state = (system_identifier as u32) ^ segment.seg ^ 0x9E37_79B9;
     for record in bytes[64..].chunks_mut(128) {

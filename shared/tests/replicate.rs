@@ -6,15 +6,18 @@ mod common;
 use std::time::Duration;
 
 use common::{announced, archived, cluster, limits, name, record_of, replicator, staged, Times};
+use shared::backup::name::BackupFile;
 use shared::catalog::{Catalog, CatalogOperation, RecordStatus};
 use shared::error::Retryable;
 use shared::fault::Fault;
+use shared::file::ArchivedFile;
 use shared::keys::{archive_key, staging_key};
 use shared::metrics::Metric;
 use shared::provider::Provider;
 use shared::replicate::{Outcome, ReplicateError};
 use shared::store::{ObjectStore, Operation};
-use shared::testing::MemoryWorld;
+use shared::testing::{synthetic_segment_of, MemoryWorld};
+use shared::wal::{SegmentSize, WalFileName};
 use tokio::time::Instant;
 
 const FILE: &str = "000000010000000000000007";
@@ -339,4 +342,223 @@ async fn objects_of_other_clusters_buckets_or_shapes_are_ignored_untouched() {
         .await
         .unwrap()
         .is_none());
+}
+
+// Files too large to hold whole: streamed in equal parts.
+
+/// A synthetic segment of `mib` MiB pushed through `walvault push`'s code.
+async fn staged_of(world: &MemoryWorld, file: &str, mib: u64) -> (WalFileName, Vec<u8>) {
+    let (wal, spool) = (common::WalDir::default(), tempfile::tempdir().unwrap());
+    let name = name(file);
+    let size = SegmentSize::new(mib << 20).unwrap();
+    let bytes = synthetic_segment_of(&name, common::SYSID, size);
+    let path = wal.file(&name, &bytes);
+    let (outcome, _) = common::pusher(world, &spool, 1)
+        .push_one(&path)
+        .await
+        .unwrap();
+    assert_eq!(outcome, shared::archive::push::PushOutcome::Stored);
+    (name, bytes)
+}
+
+fn replica_bytes(world: &MemoryWorld, provider: Provider, file: WalFileName) -> Option<Vec<u8>> {
+    let object = world
+        .replica(provider)
+        .inner()
+        .object(&archive_key(&cluster(), file))?;
+    Some(shared::codec::decompress(&object.body, 1 << 30).unwrap())
+}
+
+fn no_upload_left(world: &MemoryWorld) {
+    for provider in Provider::ALL {
+        assert_eq!(
+            world.replica(provider).inner().pending_uploads(),
+            0,
+            "{provider}: an upload left behind"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_64_mib_segment_is_streamed_to_both_providers_in_parts_and_verified() {
+    let world = MemoryWorld::default();
+    let (file, raw) = staged_of(&world, FILE, 64).await;
+    let result = replicator(&world)
+        .process(&announced(&file), &limits().one_request())
+        .await;
+    assert_eq!(result.unwrap(), Outcome::Replicated);
+    for provider in Provider::ALL {
+        assert!(
+            replica_bytes(&world, provider, file).as_deref() == Some(&raw[..]),
+            "{provider}: the replica decompresses to the staged bytes"
+        );
+        // create, at least two parts of 8 MiB, complete
+        assert!(world.replica(provider).calls(Operation::Put) >= 4);
+    }
+    let record = record_of(&world, file).await.unwrap();
+    assert_eq!(record.status, RecordStatus::Replicated);
+    assert_eq!(record.raw_size, 64 << 20);
+    assert_eq!(record.raw_sha256, shared::codec::Sha256Hex::of(&raw));
+    assert!(world
+        .staging
+        .inner()
+        .object(&staging_key(&cluster(), file))
+        .is_none());
+    no_upload_left(&world);
+}
+
+#[tokio::test]
+async fn a_streamed_file_whose_bytes_differ_from_the_shippers_digest_is_recorded_corrupt_and_nothing_stays(
+) {
+    let world = MemoryWorld::default();
+    let (file, raw) = staged_of(&world, FILE, 32).await;
+    let key = staging_key(&cluster(), file);
+    let staged = world.staging.inner().object(&key).unwrap();
+    let mut flipped = raw.clone();
+    flipped[20 << 20] ^= 0xFF;
+    world
+        .staging
+        .inner()
+        .plant(&key, flipped, staged.info.metadata.clone());
+    let result = replicator(&world)
+        .process(&announced(&file), &limits().one_request())
+        .await;
+    assert!(matches!(result, Ok(Outcome::Corrupt(_))), "{result:?}");
+    let record = record_of(&world, file).await.unwrap();
+    assert_eq!(record.status, RecordStatus::Corrupt);
+    for provider in Provider::ALL {
+        assert_eq!(replica_bytes(&world, provider, file), None, "{provider}");
+    }
+    no_upload_left(&world);
+    assert!(
+        world.staging.inner().object(&key).is_some(),
+        "the staging copy is kept for the operator"
+    );
+}
+
+#[tokio::test]
+async fn an_object_larger_than_any_file_of_its_kind_is_refused_with_a_record_not_retried() {
+    let world = MemoryWorld::default();
+    let id: shared::backup::name::BackupId = "20261127T101500Z".parse().unwrap();
+    let chunk = ArchivedFile::Backup(BackupFile::chunk(id, 0));
+    let key = staging_key(&cluster(), chunk);
+    let body = vec![7u8; (shared::backup::MAX_CHUNK_SIZE + 1) as usize];
+    let sha = shared::codec::Sha256Hex::of(&body);
+    world
+        .staging
+        .put_if_absent(&key, body.into(), &sha, &Default::default())
+        .await
+        .unwrap();
+    let object = shared::events::ObjectRef {
+        bucket: common::STAGING_BUCKET.into(),
+        key: key.clone(),
+    };
+    let (result, report) = replicator(&world)
+        .process_with_report(&object, &limits().one_request())
+        .await;
+    let Ok(Outcome::Corrupt(problem)) = result else {
+        panic!("{result:?}")
+    };
+    assert!(
+        problem.contains("larger than any backup-chunk"),
+        "{problem}"
+    );
+    assert_eq!(
+        report.unwrap().value(Metric::CorruptInputs),
+        Some(1.0),
+        "counted where the CorruptInputs alarm sees it"
+    );
+    let record = world
+        .catalog
+        .get(&cluster(), &chunk)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, RecordStatus::Corrupt);
+    assert_eq!(world.replica(Provider::R2).calls(Operation::Put), 0);
+}
+
+#[tokio::test]
+async fn a_provider_refusing_a_streamed_file_leaves_it_partial_and_the_next_delivery_sends_only_that_one(
+) {
+    let world = MemoryWorld::default();
+    let (file, raw) = staged_of(&world, FILE, 32).await;
+    world
+        .replica(Provider::B2)
+        .fail_always(Operation::Put, Fault::Refused);
+    let replicator = replicator(&world);
+    let first = replicator
+        .process(&announced(&file), &limits().one_request())
+        .await;
+    assert!(
+        matches!(&first, Err(ReplicateError::Partial { failures, .. }) if failures.len() == 1),
+        "{first:?}"
+    );
+    assert_eq!(
+        record_of(&world, file).await.unwrap().status,
+        RecordStatus::Partial
+    );
+    let r2_puts = world.replica(Provider::R2).calls(Operation::Put);
+    world.heal();
+    let second = replicator
+        .process(&announced(&file), &limits().one_request())
+        .await;
+    assert_eq!(second.unwrap(), Outcome::Replicated);
+    assert_eq!(world.replica(Provider::R2).calls(Operation::Put), r2_puts);
+    assert_eq!(replica_bytes(&world, Provider::B2, file).unwrap(), raw);
+    no_upload_left(&world);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_provider_hanging_on_parts_costs_the_budget_not_the_other_replica() {
+    let world = MemoryWorld::default();
+    let (file, _) = staged_of(&world, FILE, 32).await;
+    world
+        .replica(Provider::R2)
+        .fail_key(Operation::Put, "", Fault::Hang);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let budget = limits().until(deadline);
+    let result = replicator(&world).process(&announced(&file), &budget).await;
+    assert!(Instant::now() <= deadline, "finished within its budget");
+    assert!(
+        matches!(&result, Err(ReplicateError::Partial { failures, .. }) if failures.iter().all(|(p, e)| *p == Provider::R2 && !e.is_permanent())),
+        "{result:?}"
+    );
+    let record = record_of(&world, file).await.unwrap();
+    assert!(record.target(Provider::B2).is_some(), "B2 recorded");
+    assert!(replica_bytes(&world, Provider::B2, file).is_some());
+}
+
+#[tokio::test]
+async fn a_staging_read_failing_midway_aborts_every_upload_and_a_retry_completes() {
+    let world = MemoryWorld::default();
+    let (file, raw) = staged_of(&world, FILE, 32).await;
+    // The answer lost midway: the body breaks off after half of it.
+    world
+        .staging
+        .fail_next(Operation::Get, Fault::LostAnswer, 1);
+    let replicator = replicator(&world);
+    let first = replicator
+        .process(&announced(&file), &limits().one_request())
+        .await;
+    assert!(
+        matches!(&first, Err(e @ ReplicateError::Staging { .. }) if !e.is_permanent()),
+        "{first:?}"
+    );
+    for provider in Provider::ALL {
+        assert!(
+            world.replica(provider).calls(Operation::Put) >= 1,
+            "{provider}: the upload was begun"
+        );
+    }
+    no_upload_left(&world);
+    assert_eq!(
+        record_of(&world, file).await.unwrap().status,
+        RecordStatus::Replicating
+    );
+    let second = replicator
+        .process(&announced(&file), &limits().one_request())
+        .await;
+    assert_eq!(second.unwrap(), Outcome::Replicated);
+    assert_eq!(replica_bytes(&world, Provider::R2, file).unwrap(), raw);
 }

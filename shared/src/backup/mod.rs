@@ -3,6 +3,10 @@
 //! and B2, the catalog), then a descriptor; `restore` and `drill` bring one
 //! back.
 
+/// The largest base-backup chunk `WALVAULT_BACKUP_CHUNK_MIB` allows.
+pub const MAX_CHUNK_MIB: u64 = 64;
+pub const MAX_CHUNK_SIZE: u64 = MAX_CHUNK_MIB << 20;
+
 pub mod catalog;
 pub mod descriptor;
 pub mod drill;

@@ -22,22 +22,24 @@ pub(super) enum Claim {
 }
 
 impl Run<'_> {
+    /// `packed`: the compressed bytes, when compressed before the claim
+    /// (a file streamed is compressed as it is written).
     pub(super) async fn claim(
         &mut self,
         staged: &Staged,
-        packed: &Bytes,
+        packed: Option<&Bytes>,
     ) -> Result<Claim, ReplicateError> {
         let clock = Instant::now();
         let record = CatalogRecord {
             system_identifier: staged.header.map(|h| h.system_identifier),
             pg_version: staged.header.map(|h| h.pg_version.0),
-            compressed_size: Some(packed.len() as u64),
-            compressed_sha256: Some(Sha256Hex::of(packed)),
+            compressed_size: packed.map(|p| p.len() as u64),
+            compressed_sha256: packed.map(|p| Sha256Hex::of(p)),
             backup: staged.backup.as_deref().cloned(),
             ..CatalogRecord::replicating(
                 self.replicator.cluster.clone(),
                 self.file,
-                staged.raw.len() as u64,
+                staged.raw_size,
                 staged.sha256.clone(),
                 staged.staged_at,
                 now_millis(),

@@ -4,8 +4,6 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use super::staged::Staged;
 use super::{elapsed_ms, Outcome, ReplicateError, Run};
 use crate::catalog::{CatalogError, CatalogRecord, RecordRef, RecordStatus};
@@ -114,8 +112,8 @@ impl Run<'_> {
         }
     }
 
-    pub(super) fn count_archived(&mut self, staged: &Staged, packed: &Bytes) {
-        let (raw, packed) = (staged.raw.len(), packed.len());
+    pub(super) fn count_archived(&mut self, staged: &Staged, packed: u64) {
+        let raw = staged.raw_size;
         self.report
             .add(Metric::FilesArchived, 1.0)
             .add(Metric::RawBytes, raw as f64)
@@ -124,8 +122,8 @@ impl Run<'_> {
                 Metric::ReplicationLag,
                 now_millis().saturating_sub(staged.staged_at) as f64,
             )
-            .property("raw_bytes", raw as u64)
-            .property("compressed_bytes", packed as u64)
+            .property("raw_bytes", raw)
+            .property("compressed_bytes", packed)
             .property("ratio", raw as f64 / packed.max(1) as f64);
     }
 }

@@ -14,6 +14,7 @@ mod finish;
 pub mod invocation;
 mod redrive;
 mod staged;
+mod streamed;
 mod write;
 
 use std::time::Instant;
@@ -228,19 +229,24 @@ struct Run<'a> {
 
 impl Run<'_> {
     async fn replicate(&mut self) -> Result<Outcome, ReplicateError> {
-        let staged = match self.read_staged().await? {
-            staged::Read::Verified(staged) => staged,
-            staged::Read::Gone => return self.after_vanished().await,
+        let object = match self.open_staged().await? {
+            staged::Opened::Whole(object) => object,
+            staged::Opened::Streaming(reader) => return self.replicate_streamed(reader).await,
+            staged::Opened::Gone => return self.after_vanished().await,
+        };
+        let (staged, raw) = match self.verify_whole(object) {
+            staged::Read::Verified(staged, raw) => (staged, raw),
             staged::Read::Corrupt(corrupt) => return self.record_corrupt(corrupt).await,
         };
-        let packed = self.compress(&staged)?;
-        let record = match self.claim(&staged, &packed).await? {
+        let packed = self.compress(&raw)?;
+        drop(raw);
+        let record = match self.claim(&staged, Some(&packed)).await? {
             claim::Claim::Proceed(record) => record,
             claim::Claim::Done(outcome) => return Ok(outcome),
         };
         let record = self.write_missing(&record, &packed).await?;
         self.finish(&record).await?;
-        self.count_archived(&staged, &packed);
+        self.count_archived(&staged, packed.len() as u64);
         Ok(Outcome::Replicated)
     }
 

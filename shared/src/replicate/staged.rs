@@ -1,10 +1,12 @@
 //! Step one: read the staging object and check it against what the
 //! shipper recorded and, for segments, against the WAL header. A file that
-//! fails is recorded `corrupt` and never replicated.
+//! fails is recorded `corrupt` and never replicated. A file larger than
+//! [`IN_MEMORY_LIMIT`] is not read whole: [`super::streamed`] takes it.
 
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 
 use super::{elapsed_ms, Outcome, ReplicateError, Run};
 use crate::backup::descriptor::{BackupDescriptor, BackupSummary};
@@ -14,12 +16,16 @@ use crate::codec::{self, Sha256Hex};
 use crate::file::{ArchivedFile, FileKind};
 use crate::keys::meta;
 use crate::metrics::Metric;
-use crate::store::{Object, StoreError};
+use crate::store::{Object, ObjectInfo, ObjectReader, StoreError};
 use crate::wal::{WalFileKind, WalHeader};
 
-/// A staging object that passed verification.
+/// The largest file read whole into memory (the default segment size):
+/// the function then holds about three times this much.
+pub(crate) const IN_MEMORY_LIMIT: u64 = 16 << 20;
+
+/// What verification established about a staging object.
 pub(super) struct Staged {
-    pub raw: Bytes,
+    pub raw_size: u64,
     pub sha256: Sha256Hex,
     pub header: Option<WalHeader>,
     /// A backup descriptor's summary, for its catalog record.
@@ -29,31 +35,55 @@ pub(super) struct Staged {
 
 /// A staging object that failed verification.
 pub(super) struct Corrupt {
-    raw_size: u64,
-    sha256: Sha256Hex,
-    staged_at: UnixMillis,
-    problem: String,
+    pub raw_size: u64,
+    pub sha256: Sha256Hex,
+    pub staged_at: UnixMillis,
+    pub problem: String,
 }
 
-pub(super) enum Read {
-    Verified(Staged),
-    Corrupt(Corrupt),
+/// The staging object, opened.
+pub(super) enum Opened {
+    /// Small enough to hold: read whole.
+    Whole(Object),
+    /// Too large to hold: to be read as it streams in.
+    Streaming(ObjectReader),
     /// No staging object under the key.
     Gone,
 }
 
+pub(super) enum Read {
+    Verified(Staged, Bytes),
+    Corrupt(Corrupt),
+}
+
 impl Run<'_> {
-    pub(super) async fn read_staged(&mut self) -> Result<Read, ReplicateError> {
+    /// Opens the staging object, and reads it whole unless it is larger
+    /// than [`IN_MEMORY_LIMIT`].
+    pub(super) async fn open_staged(&mut self) -> Result<Opened, ReplicateError> {
         let clock = Instant::now();
         let staging = &self.replicator.backends.staging;
         let key = self.staging_key;
         let got = self
             .budget
-            .run(format!("staging get {key}"), || staging.get(key))
+            .run(format!("staging get {key}"), || async move {
+                let reader = staging.get_stream(key).await?;
+                if reader.info.size > IN_MEMORY_LIMIT {
+                    return Ok(Opened::Streaming(reader));
+                }
+                let mut body = Vec::with_capacity(reader.info.size as usize);
+                let mut pieces = reader.body;
+                while let Some(piece) = pieces.next().await {
+                    body.extend_from_slice(&piece?);
+                }
+                Ok(Opened::Whole(Object {
+                    info: reader.info,
+                    body: Bytes::from(body),
+                }))
+            })
             .await;
-        let object = match got {
-            Ok(object) => object,
-            Err(StoreError::NotFound { .. }) => return Ok(Read::Gone),
+        let opened = match got {
+            Ok(opened) => opened,
+            Err(StoreError::NotFound { .. }) => return Ok(Opened::Gone),
             Err(source) => {
                 return Err(ReplicateError::Staging {
                     file: self.file.to_string(),
@@ -62,36 +92,52 @@ impl Run<'_> {
             }
         };
         self.steps.get_ms = elapsed_ms(clock);
-        self.staged_etag = object.info.etag.clone();
+        if let Opened::Whole(Object { info, .. }) | Opened::Streaming(ObjectReader { info, .. }) =
+            &opened
+        {
+            self.staged_etag = info.etag.clone();
+        }
+        Ok(opened)
+    }
+
+    /// Verifies a staging object read whole.
+    pub(super) fn verify_whole(&mut self, object: Object) -> Read {
         let clock = Instant::now();
         let sha256 = Sha256Hex::of(&object.body);
-        let staged_at = object
-            .info
-            .last_modified
-            .map(unix_millis)
-            .unwrap_or_else(now_millis);
-        let verified = verify(&self.file, &object, &sha256);
+        let staged_at = staged_at(&object.info);
+        let raw_size = object.body.len() as u64;
+        let verified = check_claims(&object.info).and_then(|claimed| {
+            if claimed != sha256 {
+                return Err(format!(
+                    "sha256 of the content is {sha256}, the shipper recorded {claimed}"
+                ));
+            }
+            check_content(&self.file, &object.info, &object.body)
+        });
         self.steps.verify_ms = elapsed_ms(clock);
-        Ok(match verified {
-            Ok(Checked { header, backup }) => Read::Verified(Staged {
-                raw: object.body,
-                sha256,
-                header,
-                backup,
-                staged_at,
-            }),
+        match verified {
+            Ok(Checked { header, backup }) => Read::Verified(
+                Staged {
+                    raw_size,
+                    sha256,
+                    header,
+                    backup,
+                    staged_at,
+                },
+                object.body,
+            ),
             Err(problem) => Read::Corrupt(Corrupt {
-                raw_size: object.body.len() as u64,
+                raw_size,
                 sha256,
                 staged_at,
                 problem,
             }),
-        })
+        }
     }
 
-    pub(super) fn compress(&mut self, staged: &Staged) -> Result<Bytes, ReplicateError> {
+    pub(super) fn compress(&mut self, raw: &Bytes) -> Result<Bytes, ReplicateError> {
         let clock = Instant::now();
-        let packed = codec::compress(&staged.raw, self.replicator.level).map_err(|source| {
+        let packed = codec::compress(raw, self.replicator.level).map_err(|source| {
             ReplicateError::Compress {
                 file: self.file,
                 source,
@@ -133,34 +179,44 @@ impl Run<'_> {
 }
 
 /// What verification learnt from the content.
-struct Checked {
-    header: Option<WalHeader>,
-    backup: Option<Box<BackupSummary>>,
+pub(super) struct Checked {
+    pub header: Option<WalHeader>,
+    pub backup: Option<Box<BackupSummary>>,
 }
 
-/// Checks the staged bytes against what the shipper recorded and, for
-/// segments, against the WAL header; a backup descriptor must parse.
-/// Returns what the content says, or what is wrong.
-fn verify(file: &ArchivedFile, staged: &Object, sha: &Sha256Hex) -> Result<Checked, String> {
-    match staged.info.sha256() {
-        None => return Err("no sha256 metadata: not written by walvault push".into()),
-        Some(claimed) if &claimed != sha => {
-            return Err(format!(
-                "sha256 of the content is {sha}, the shipper recorded {claimed}"
-            ))
-        }
-        Some(_) => {}
-    }
-    if let Some(size) = staged.info.metadata.get(meta::SIZE) {
-        if size != &staged.body.len().to_string() {
-            return Err(format!(
-                "{} bytes, the shipper recorded {size}",
-                staged.body.len()
-            ));
+/// When the shipper staged the object.
+pub(super) fn staged_at(info: &ObjectInfo) -> UnixMillis {
+    info.last_modified
+        .map(unix_millis)
+        .unwrap_or_else(now_millis)
+}
+
+/// Checks what the shipper recorded on the object against its size;
+/// returns the sha256 it recorded, or what is wrong.
+pub(super) fn check_claims(info: &ObjectInfo) -> Result<Sha256Hex, String> {
+    let claimed = info
+        .sha256()
+        .ok_or("no sha256 metadata: not written by walvault push")?;
+    if let Some(size) = info.metadata.get(meta::SIZE) {
+        if size != &info.size.to_string() {
+            return Err(format!("{} bytes, the shipper recorded {size}", info.size));
         }
     }
+    Ok(claimed)
+}
+
+/// Checks the content against its name: for segments, the WAL header in
+/// `start` (the file's first bytes, or all of it), the length and the
+/// system identifier the shipper recorded; a backup
+/// descriptor (given whole) must parse. Returns what the content says, or
+/// what is wrong.
+pub(super) fn check_content(
+    file: &ArchivedFile,
+    info: &ObjectInfo,
+    start: &[u8],
+) -> Result<Checked, String> {
     if file.kind() == FileKind::BackupDescriptor {
-        let summary = BackupDescriptor::parse(&staged.body)
+        let summary = BackupDescriptor::parse(start)
             .and_then(|d| d.summary())
             .map_err(|e| e.to_string())?;
         return Ok(Checked {
@@ -177,8 +233,8 @@ fn verify(file: &ArchivedFile, staged: &Object, sha: &Sha256Hex) -> Result<Check
             backup: None,
         });
     };
-    let header = WalHeader::parse_file(&name, &staged.body).map_err(|e| e.to_string())?;
-    if let Some(claimed) = staged.info.metadata.get(meta::SYSTEM_IDENTIFIER) {
+    let header = WalHeader::parse_start(&name, start, info.size).map_err(|e| e.to_string())?;
+    if let Some(claimed) = info.metadata.get(meta::SYSTEM_IDENTIFIER) {
         if claimed != &header.system_identifier.to_string() {
             return Err(format!(
                 "system identifier {} in the header, the shipper recorded {claimed}",

@@ -14,7 +14,7 @@ use crate::error::{chain, Retryable};
 use crate::keys::{archive_key, meta};
 use crate::metrics::Metric;
 use crate::provider::Provider;
-use crate::store::{Metadata, StoreError};
+use crate::store::{Metadata, PutOutcome, StoreError};
 
 /// Why one provider's replica is not recorded.
 #[derive(Debug, thiserror::Error)]
@@ -52,9 +52,20 @@ impl Run<'_> {
             .map(|provider| self.write_and_record(*provider, record, packed));
         let results = join_all(writes).await;
         self.steps.replicate_ms = elapsed_ms(clock);
+        self.settle(record, missing.into_iter().zip(results).collect())
+            .await
+    }
+
+    /// The record once every write's result is in: every provider listed,
+    /// or marked `partial` with the error saying which are missing.
+    pub(super) async fn settle(
+        &mut self,
+        record: &CatalogRecord,
+        results: Vec<(Provider, Result<CatalogRecord, ReplicaError>)>,
+    ) -> Result<CatalogRecord, ReplicateError> {
         let mut now = record.clone();
         let mut failures = Vec::new();
-        for (provider, result) in missing.into_iter().zip(results) {
+        for (provider, result) in results {
             match result {
                 Ok(updated) => now.targets.extend(updated.targets),
                 Err(e) => failures.push((provider, self.replica_failed(provider, e).await)),
@@ -91,9 +102,22 @@ impl Run<'_> {
             })
             .await
             .map_err(ReplicaError::Write)?;
+        self.record_replica(provider, record, key, packed.len() as u64, &put)
+            .await
+    }
+
+    /// Records `provider`'s replica of `size` bytes under `key`.
+    pub(super) async fn record_replica(
+        &self,
+        provider: Provider,
+        record: &CatalogRecord,
+        key: String,
+        size: u64,
+        put: &PutOutcome,
+    ) -> Result<CatalogRecord, ReplicaError> {
         let target = TargetState {
             key,
-            size: packed.len() as u64,
+            size,
             etag: put.etag().map(str::to_owned),
             at: now_millis(),
         };
@@ -108,7 +132,11 @@ impl Run<'_> {
 
     /// Logs and counts a failed replica; a provider holding a different
     /// object is also a recorded conflict.
-    async fn replica_failed(&mut self, provider: Provider, error: ReplicaError) -> ReplicaError {
+    pub(super) async fn replica_failed(
+        &mut self,
+        provider: Provider,
+        error: ReplicaError,
+    ) -> ReplicaError {
         tracing::warn!(file = %self.file, target = %provider, error = %chain(&error), "replica not recorded");
         self.report.add(Metric::replica_failures(provider), 1.0);
         if let ReplicaError::Write(StoreError::PreconditionFailed { detail, .. }) = &error {

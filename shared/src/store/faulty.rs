@@ -6,8 +6,11 @@ use std::ops::Deref;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use futures_util::StreamExt;
+
 use super::{
-    damaged, ListPage, Metadata, Object, ObjectInfo, ObjectStore, Operation, PutOutcome, StoreError,
+    damaged, ListPage, Metadata, Object, ObjectInfo, ObjectReader, ObjectStore, Operation,
+    PutOutcome, StoreError, UploadId, UploadedPart,
 };
 use crate::codec::Sha256Hex;
 use crate::error::message;
@@ -128,6 +131,95 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
             object.body = damaged(&object.body);
         }
         Ok(object)
+    }
+
+    /// A lost answer is a body that breaks off halfway, as a reset
+    /// connection leaves it.
+    async fn get_stream(&self, key: &str) -> Result<ObjectReader, StoreError> {
+        let fault = self.faults.enter(Operation::Get, key);
+        let opened = match fault {
+            Some(Fault::LostAnswer) => self.inner.get_stream(key).await,
+            _ => {
+                self.apply(fault, Operation::Get, key, self.inner.get_stream(key))
+                    .await
+            }
+        };
+        let mut reader = opened?;
+        if fault == Some(Fault::LostAnswer) {
+            let (half, mut sent) = (reader.info.size / 2, 0u64);
+            let broken = self.error(Operation::Get, key, Fault::LostAnswer);
+            reader.body = Box::pin(
+                reader
+                    .body
+                    .take_while(move |piece| {
+                        let more = sent < half;
+                        sent += piece.as_ref().map_or(0, |p| p.len() as u64);
+                        std::future::ready(more)
+                    })
+                    .chain(futures_util::stream::once(std::future::ready(Err(broken)))),
+            );
+        }
+        if fault == Some(Fault::Corrupt) {
+            let mut first = true;
+            reader.body = Box::pin(reader.body.map(move |piece| {
+                let piece = piece?;
+                Ok(if std::mem::take(&mut first) {
+                    damaged(&piece)
+                } else {
+                    piece
+                })
+            }));
+        }
+        Ok(reader)
+    }
+
+    async fn create_upload(
+        &self,
+        key: &str,
+        sha256: &Sha256Hex,
+        metadata: &Metadata,
+    ) -> Result<UploadId, StoreError> {
+        self.call(
+            Operation::Put,
+            key,
+            self.inner.create_upload(key, sha256, metadata),
+        )
+        .await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        number: u32,
+        body: Bytes,
+    ) -> Result<UploadedPart, StoreError> {
+        self.call(
+            Operation::Put,
+            key,
+            self.inner.upload_part(key, upload, number, body),
+        )
+        .await
+    }
+
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        parts: &[UploadedPart],
+        sha256: &Sha256Hex,
+    ) -> Result<PutOutcome, StoreError> {
+        self.call(
+            Operation::Put,
+            key,
+            self.inner.complete_upload(key, upload, parts, sha256),
+        )
+        .await
+    }
+
+    async fn abort_upload(&self, key: &str, upload: &UploadId) -> Result<(), StoreError> {
+        self.call(Operation::Delete, key, self.inner.abort_upload(key, upload))
+            .await
     }
 
     async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {

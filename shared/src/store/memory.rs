@@ -9,7 +9,10 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{damaged, ListPage, Metadata, Object, ObjectInfo, ObjectStore, PutOutcome, StoreError};
+use super::{
+    damaged, ListPage, Metadata, Object, ObjectInfo, ObjectReader, ObjectStore, PutOutcome,
+    StoreError, UploadId, UploadedPart,
+};
 use crate::codec::Sha256Hex;
 use crate::store::SHA256_METADATA;
 
@@ -21,6 +24,9 @@ pub struct MemoryStore {
 
 struct State {
     objects: BTreeMap<String, Object>,
+    /// Multipart writes begun and neither completed nor aborted, by id.
+    uploads: BTreeMap<String, PendingUpload>,
+    next_upload: u64,
     /// The time new objects are stamped with; the real clock when `None`.
     now: Option<SystemTime>,
 }
@@ -31,6 +37,8 @@ impl MemoryStore {
             name: name.to_owned(),
             state: Mutex::new(State {
                 objects: BTreeMap::new(),
+                uploads: BTreeMap::new(),
+                next_upload: 0,
                 now: None,
             }),
             page_size: 1000,
@@ -64,6 +72,8 @@ impl MemoryStore {
             name: self.name.clone(),
             state: Mutex::new(State {
                 objects: state.objects.clone(),
+                uploads: BTreeMap::new(),
+                next_upload: 0,
                 now: state.now,
             }),
             page_size: self.page_size,
@@ -90,6 +100,48 @@ impl MemoryStore {
         self.lock().objects.get(key).cloned()
     }
 
+    /// Multipart writes begun and neither completed nor aborted: parts a
+    /// real store would keep charging for.
+    pub fn pending_uploads(&self) -> usize {
+        self.lock().uploads.len()
+    }
+
+    /// Stores `body` under `key` unless something is there already: the
+    /// condition of every write.
+    fn insert_if_absent(
+        &self,
+        state: &mut State,
+        key: &str,
+        body: Bytes,
+        sha256: &Sha256Hex,
+        metadata: Metadata,
+    ) -> Result<PutOutcome, StoreError> {
+        if let Some(existing) = state.objects.get(key) {
+            return match existing.info.sha256() {
+                Some(stored) if &stored == sha256 => Ok(PutOutcome::AlreadyPresent {
+                    etag: existing.info.etag.clone(),
+                }),
+                stored => Err(StoreError::different_content(
+                    &self.name,
+                    key,
+                    stored.as_ref(),
+                    sha256,
+                )),
+            };
+        }
+        let info = info(key, &body, metadata, state.now);
+        let etag = info.etag.clone();
+        state.objects.insert(key.to_owned(), Object { info, body });
+        Ok(PutOutcome::Created { etag })
+    }
+
+    fn no_such_upload(&self, key: &str, upload: &UploadId) -> StoreError {
+        StoreError::NotFound {
+            store: self.name.clone(),
+            key: format!("{key} (upload {})", upload.0),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock is a test failure already.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -101,6 +153,12 @@ impl MemoryStore {
             key: key.to_owned(),
         }
     }
+}
+
+struct PendingUpload {
+    key: String,
+    metadata: Metadata,
+    parts: BTreeMap<u32, Bytes>,
 }
 
 /// The object's info as a store would report it: a quoted etag derived
@@ -131,34 +189,107 @@ impl ObjectStore for MemoryStore {
         sha256: &Sha256Hex,
         metadata: &Metadata,
     ) -> Result<PutOutcome, StoreError> {
-        let mut state = self.lock();
-        if let Some(existing) = state.objects.get(key) {
-            return match existing.info.sha256() {
-                Some(stored) if &stored == sha256 => Ok(PutOutcome::AlreadyPresent {
-                    etag: existing.info.etag.clone(),
-                }),
-                stored => Err(StoreError::PreconditionFailed {
-                    store: self.name.clone(),
-                    key: key.to_owned(),
-                    detail: match stored {
-                        Some(stored) => format!("stored sha256 {stored}, ours {sha256}"),
-                        None => {
-                            "stored object has no sha256 metadata: not written by walvault".into()
-                        }
-                    },
-                }),
-            };
-        }
         let mut metadata = metadata.clone();
         metadata.insert(SHA256_METADATA.to_owned(), sha256.as_str().to_owned());
-        let info = info(key, &body, metadata, state.now);
-        let etag = info.etag.clone();
-        state.objects.insert(key.to_owned(), Object { info, body });
-        Ok(PutOutcome::Created { etag })
+        let mut state = self.lock();
+        self.insert_if_absent(&mut state, key, body, sha256, metadata)
     }
 
     async fn get(&self, key: &str) -> Result<Object, StoreError> {
         self.object(key).ok_or_else(|| self.not_found(key))
+    }
+
+    async fn get_stream(&self, key: &str) -> Result<ObjectReader, StoreError> {
+        let object = self.get(key).await?;
+        // In pieces of 1 MiB, as a network would deliver it.
+        let pieces: Vec<Result<Bytes, StoreError>> = (0..object.body.len())
+            .step_by(1 << 20)
+            .map(|at| Ok(object.body.slice(at..object.body.len().min(at + (1 << 20)))))
+            .collect();
+        Ok(ObjectReader {
+            info: object.info,
+            body: Box::pin(futures_util::stream::iter(pieces)),
+        })
+    }
+
+    async fn create_upload(
+        &self,
+        key: &str,
+        sha256: &Sha256Hex,
+        metadata: &Metadata,
+    ) -> Result<UploadId, StoreError> {
+        let mut metadata = metadata.clone();
+        metadata.insert(SHA256_METADATA.to_owned(), sha256.as_str().to_owned());
+        let mut state = self.lock();
+        state.next_upload += 1;
+        let id = format!("upload-{}", state.next_upload);
+        state.uploads.insert(
+            id.clone(),
+            PendingUpload {
+                key: key.to_owned(),
+                metadata,
+                parts: BTreeMap::new(),
+            },
+        );
+        Ok(UploadId(id))
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        number: u32,
+        body: Bytes,
+    ) -> Result<UploadedPart, StoreError> {
+        let mut state = self.lock();
+        let pending = state
+            .uploads
+            .get_mut(&upload.0)
+            .filter(|p| p.key == key)
+            .ok_or_else(|| self.no_such_upload(key, upload))?;
+        let etag = format!("\"{}\"", &Sha256Hex::of(&body).as_str()[..32]);
+        pending.parts.insert(number, body);
+        Ok(UploadedPart {
+            number,
+            etag: Some(etag),
+        })
+    }
+
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        parts: &[UploadedPart],
+        sha256: &Sha256Hex,
+    ) -> Result<PutOutcome, StoreError> {
+        let mut state = self.lock();
+        let pending = state
+            .uploads
+            .remove(&upload.0)
+            .filter(|p| p.key == key)
+            .ok_or_else(|| self.no_such_upload(key, upload))?;
+        let mut body = Vec::new();
+        for part in parts {
+            let piece = pending
+                .parts
+                .get(&part.number)
+                .ok_or_else(|| StoreError::Refused {
+                    store: self.name.clone(),
+                    operation: super::Operation::Put,
+                    key: key.to_owned(),
+                    source: crate::error::message(format!(
+                        "InvalidPart: part {} was never sent",
+                        part.number
+                    )),
+                })?;
+            body.extend_from_slice(piece);
+        }
+        self.insert_if_absent(&mut state, key, Bytes::from(body), sha256, pending.metadata)
+    }
+
+    async fn abort_upload(&self, _key: &str, upload: &UploadId) -> Result<(), StoreError> {
+        self.lock().uploads.remove(&upload.0);
+        Ok(())
     }
 
     async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {

@@ -10,10 +10,12 @@ mod s3;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::pin::Pin;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::Stream;
 
 use crate::codec::Sha256Hex;
 use crate::error::{Cause, Retryable};
@@ -54,6 +56,29 @@ impl ObjectInfo {
 pub struct Object {
     pub info: ObjectInfo,
     pub body: Bytes,
+}
+
+/// A body that arrives piece by piece, as the store sends it: what an
+/// object too large to hold in memory is read through. A body cut short
+/// ends with [`StoreError::Transient`].
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;
+
+/// An object being read: what the store said about it, and its body to come.
+pub struct ObjectReader {
+    pub info: ObjectInfo,
+    pub body: BodyStream,
+}
+
+/// A multipart write in progress, as its store names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadId(pub String);
+
+/// One part a store has accepted: completing the upload names each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadedPart {
+    /// From 1, in the object's order.
+    pub number: u32,
+    pub etag: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +123,47 @@ pub trait ObjectStore: Send + Sync {
     ) -> Result<PutOutcome, StoreError>;
 
     async fn get(&self, key: &str) -> Result<Object, StoreError>;
+
+    /// [`ObjectStore::get`] without holding the body: it is read from the
+    /// returned stream as it arrives.
+    async fn get_stream(&self, key: &str) -> Result<ObjectReader, StoreError>;
+
+    /// Begins a multipart write of `key` that will carry `sha256` and
+    /// `metadata` as [`ObjectStore::put_if_absent`] does; nothing is
+    /// visible under the key until [`ObjectStore::complete_upload`].
+    async fn create_upload(
+        &self,
+        key: &str,
+        sha256: &Sha256Hex,
+        metadata: &Metadata,
+    ) -> Result<UploadId, StoreError>;
+
+    /// Sends part `number` (from 1). Sending a part again replaces it, so
+    /// a retried part is harmless.
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        number: u32,
+        body: Bytes,
+    ) -> Result<UploadedPart, StoreError>;
+
+    /// Makes `parts` the object under `key`, under the condition of
+    /// [`ObjectStore::put_if_absent`]: an object already there with the
+    /// same `sha256` is [`PutOutcome::AlreadyPresent`], any other is
+    /// [`StoreError::PreconditionFailed`]; either way it is left
+    /// untouched and the upload is aborted.
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        parts: &[UploadedPart],
+        sha256: &Sha256Hex,
+    ) -> Result<PutOutcome, StoreError>;
+
+    /// Drops an upload and its parts (stores charge for parts kept). An
+    /// upload already gone is success.
+    async fn abort_upload(&self, key: &str, upload: &UploadId) -> Result<(), StoreError>;
 
     async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError>;
 

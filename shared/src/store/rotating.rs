@@ -12,7 +12,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{ListPage, Metadata, Object, ObjectInfo, ObjectStore, PutOutcome, StoreError};
+use super::{
+    ListPage, Metadata, Object, ObjectInfo, ObjectReader, ObjectStore, PutOutcome, StoreError,
+    UploadId, UploadedPart,
+};
 use crate::codec::Sha256Hex;
 use crate::error::{chain, Cause};
 
@@ -135,6 +138,55 @@ impl ObjectStore for RotatingStore {
 
     async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
         self.with_valid_key(|store| async move { store.head(key).await })
+            .await
+    }
+
+    async fn get_stream(&self, key: &str) -> Result<ObjectReader, StoreError> {
+        self.with_valid_key(|store| async move { store.get_stream(key).await })
+            .await
+    }
+
+    // An upload id belongs to the bucket, not the key that began it: the
+    // parts of an upload may go out under a renewed key.
+    async fn create_upload(
+        &self,
+        key: &str,
+        sha256: &Sha256Hex,
+        metadata: &Metadata,
+    ) -> Result<UploadId, StoreError> {
+        self.with_valid_key(|store| async move { store.create_upload(key, sha256, metadata).await })
+            .await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        number: u32,
+        body: Bytes,
+    ) -> Result<UploadedPart, StoreError> {
+        self.with_valid_key(|store| {
+            let body = body.clone();
+            async move { store.upload_part(key, upload, number, body).await }
+        })
+        .await
+    }
+
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        parts: &[UploadedPart],
+        sha256: &Sha256Hex,
+    ) -> Result<PutOutcome, StoreError> {
+        self.with_valid_key(|store| async move {
+            store.complete_upload(key, upload, parts, sha256).await
+        })
+        .await
+    }
+
+    async fn abort_upload(&self, key: &str, upload: &UploadId) -> Result<(), StoreError> {
+        self.with_valid_key(|store| async move { store.abort_upload(key, upload).await })
             .await
     }
 

@@ -9,13 +9,15 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
+use futures_util::StreamExt;
+
 use super::{
-    delete_each, ListPage, Metadata, Object, ObjectInfo, ObjectStore, Operation, PutOutcome,
-    StoreError, SHA256_METADATA,
+    delete_each, BodyStream, ListPage, Metadata, Object, ObjectInfo, ObjectReader, ObjectStore,
+    Operation, PutOutcome, StoreError, UploadId, UploadedPart, SHA256_METADATA,
 };
 use crate::codec::Sha256Hex;
 use crate::error::{cause, message, Cause};
@@ -68,6 +70,10 @@ pub struct S3Store {
     keeps_versions: bool,
     content_md5: bool,
 }
+
+/// The most a GET reserves before the body arrives: a `Content-Length`
+/// is not trusted with memory.
+const MAX_PREALLOCATION: u64 = 64 << 20;
 
 /// Keys per `DeleteObjects` request: S3's limit.
 const DELETE_BATCH: usize = 1000;
@@ -430,7 +436,12 @@ impl S3Store {
             .map(|(version, _)| version))
     }
 
-    async fn get_version(&self, key: &str, version: Option<&str>) -> Result<Object, StoreError> {
+    /// Opens `key` (a given version of it) for reading.
+    async fn open_version(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<ObjectReader, StoreError> {
         let out = self
             .client
             .get_object()
@@ -447,27 +458,122 @@ impl S3Store {
             out.last_modified(),
             out.metadata(),
         );
-        let transient = |source: Cause| StoreError::Transient {
-            store: self.name.clone(),
-            operation: Operation::Get,
-            key: key.to_owned(),
-            source,
-        };
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| transient(cause(e)))?
-            .into_bytes();
-        if body.len() as u64 != info.size {
-            return Err(transient(message(format!(
-                "body was {} bytes, Content-Length said {}",
-                body.len(),
-                info.size
-            ))));
-        }
-        Ok(Object { info, body })
+        let body = body_stream(&self.name, key, info.size, out.body);
+        Ok(ObjectReader { info, body })
     }
+
+    /// Opens `key`, or on a store that keeps versions the newest version
+    /// of a key that only reads as missing (hidden by a delete).
+    async fn open(&self, key: &str) -> Result<ObjectReader, StoreError> {
+        match self.open_version(key, None).await {
+            Err(StoreError::NotFound { .. }) if self.keeps_versions => {
+                let Some(version) = self.hidden_version(key).await? else {
+                    return Err(StoreError::NotFound {
+                        store: self.name.clone(),
+                        key: key.to_owned(),
+                    });
+                };
+                tracing::warn!(store = %self.name, key, version, "HIDDEN object: serving its newest version (hidden by a delete that kept its bytes)");
+                self.open_version(key, Some(&version)).await
+            }
+            other => other,
+        }
+    }
+
+    /// Completes an upload, `If-None-Match` where the store takes it.
+    async fn complete(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        parts: &[UploadedPart],
+        if_none_match: bool,
+    ) -> Result<Option<String>, PutFailure> {
+        let parts: Vec<CompletedPart> = parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.number as i32)
+                    .set_e_tag(p.etag.clone())
+                    .build()
+            })
+            .collect();
+        let mut request = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&upload.0)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            );
+        if if_none_match {
+            request = request.if_none_match("*");
+        }
+        match request.send().await {
+            Ok(out) => Ok(out.e_tag().map(str::to_owned)),
+            Err(err) if if_none_match && not_implemented(&err) => {
+                Err(PutFailure::ConditionalUnsupported)
+            }
+            Err(err) => Err(PutFailure::Store(self.error(Operation::Put, key, err))),
+        }
+    }
+
+    /// Aborts an upload that is not to complete, keeping `outcome`; a
+    /// failed abort only leaves parts for the bucket's lifecycle rule.
+    async fn abandon<T>(&self, key: &str, upload: &UploadId, outcome: T) -> T {
+        if let Err(e) = self.abort_upload(key, upload).await {
+            tracing::warn!(store = %self.name, key, error = %crate::error::chain(&e), "could not abort the upload; its parts stay until the bucket's lifecycle rule drops them");
+        }
+        outcome
+    }
+}
+
+/// An SDK body as a [`BodyStream`] that ends in an error if it carries
+/// fewer (or more) bytes than the `Content-Length` announced.
+fn body_stream(store: &str, key: &str, size: u64, body: ByteStream) -> BodyStream {
+    let transient = {
+        let (store, key) = (store.to_owned(), key.to_owned());
+        move |source: Cause| StoreError::Transient {
+            store: store.clone(),
+            operation: Operation::Get,
+            key: key.clone(),
+            source,
+        }
+    };
+    let state = (body, 0u64, false);
+    Box::pin(futures_util::stream::unfold(
+        state,
+        move |(mut body, received, done)| {
+            let transient = transient.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                match body.next().await {
+                    Some(Ok(piece)) => {
+                        let received = received + piece.len() as u64;
+                        if received > size {
+                            let error = transient(message(format!(
+                                "body is longer than the {size} bytes Content-Length said"
+                            )));
+                            return Some((Err(error), (body, received, true)));
+                        }
+                        Some((Ok(piece), (body, received, false)))
+                    }
+                    Some(Err(e)) => Some((Err(transient(cause(e))), (body, received, true))),
+                    None if received != size => {
+                        let error = transient(message(format!(
+                            "body was {received} bytes, Content-Length said {size}"
+                        )));
+                        Some((Err(error), (body, received, true)))
+                    }
+                    None => None,
+                }
+            }
+        },
+    ))
 }
 
 enum PutFailure {
@@ -628,18 +734,132 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Object, StoreError> {
-        match self.get_version(key, None).await {
-            Err(StoreError::NotFound { .. }) if self.keeps_versions => {
-                let Some(version) = self.hidden_version(key).await? else {
-                    return Err(StoreError::NotFound {
-                        store: self.name.clone(),
-                        key: key.to_owned(),
-                    });
-                };
-                tracing::warn!(store = %self.name, key, version, "HIDDEN object: serving its newest version (hidden by a delete that kept its bytes)");
-                self.get_version(key, Some(&version)).await
+        let reader = self.open(key).await?;
+        let mut body = Vec::with_capacity(reader.info.size.min(MAX_PREALLOCATION) as usize);
+        let mut pieces = reader.body;
+        while let Some(piece) = pieces.next().await {
+            body.extend_from_slice(&piece?);
+        }
+        Ok(Object {
+            info: reader.info,
+            body: Bytes::from(body),
+        })
+    }
+
+    async fn get_stream(&self, key: &str) -> Result<ObjectReader, StoreError> {
+        self.open(key).await
+    }
+
+    async fn create_upload(
+        &self,
+        key: &str,
+        sha256: &Sha256Hex,
+        metadata: &Metadata,
+    ) -> Result<UploadId, StoreError> {
+        let mut request = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .metadata(SHA256_METADATA, sha256.as_str());
+        for (k, v) in metadata {
+            request = request.metadata(k, v);
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| self.error(Operation::Put, key, e))?;
+        out.upload_id()
+            .map(|id| UploadId(id.to_owned()))
+            .ok_or_else(|| StoreError::Transient {
+                store: self.name.clone(),
+                operation: Operation::Put,
+                key: key.to_owned(),
+                source: message("CreateMultipartUpload answered without an upload id"),
+            })
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        number: u32,
+        body: Bytes,
+    ) -> Result<UploadedPart, StoreError> {
+        let mut request = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&upload.0)
+            .part_number(number as i32)
+            .content_length(body.len() as i64);
+        if self.content_md5 {
+            request = request.content_md5(content_md5(&body));
+        }
+        let out = request
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.error(Operation::Put, key, e))?;
+        Ok(UploadedPart {
+            number,
+            etag: out.e_tag().map(str::to_owned),
+        })
+    }
+
+    /// Looks first whatever the store's conditional writes: an upload is
+    /// large, and a store that ignores `If-None-Match` on completion would
+    /// otherwise replace what is there.
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        parts: &[UploadedPart],
+        sha256: &Sha256Hex,
+    ) -> Result<PutOutcome, StoreError> {
+        match self.compare_existing(key, sha256).await {
+            Err(StoreError::NotFound { .. }) => {}
+            decided => return self.abandon(key, upload, decided).await,
+        }
+        let conditional = self.if_none_match.load(Ordering::Relaxed);
+        let etag = match self.complete(key, upload, parts, conditional).await {
+            Ok(etag) => etag,
+            Err(PutFailure::Store(StoreError::PreconditionFailed { .. })) => {
+                let decided = self.compare_existing(key, sha256).await;
+                return self.abandon(key, upload, decided).await;
             }
-            other => other,
+            Err(PutFailure::Store(e)) => return Err(e),
+            Err(PutFailure::ConditionalUnsupported) => {
+                tracing::warn!(store = %self.name, "store does not implement If-None-Match; using HEAD-and-compare from now on");
+                self.if_none_match.store(false, Ordering::Relaxed);
+                match self.complete(key, upload, parts, false).await {
+                    Ok(etag) => etag,
+                    Err(PutFailure::Store(e)) => return Err(e),
+                    Err(PutFailure::ConditionalUnsupported) => {
+                        unreachable!("a plain completion sends no condition")
+                    }
+                }
+            }
+        };
+        match self.compare_existing(key, sha256).await? {
+            PutOutcome::AlreadyPresent { .. } => Ok(PutOutcome::Created { etag }),
+            created => Ok(created),
+        }
+    }
+
+    async fn abort_upload(&self, key: &str, upload: &UploadId) -> Result<(), StoreError> {
+        let sent = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&upload.0)
+            .send()
+            .await;
+        match sent.map_err(|e| self.error(Operation::Delete, key, e)) {
+            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 

@@ -118,14 +118,25 @@ impl WalHeader {
     /// address the name gives. Only segments and `.partial` files carry a
     /// header; other kinds are refused here.
     pub fn parse_file(name: &WalFileName, contents: &[u8]) -> Result<Self, HeaderError> {
+        Self::parse_start(name, contents, contents.len() as u64)
+    }
+
+    /// [`WalHeader::parse_file`] from the file's first bytes (at least a
+    /// long header's worth) and its whole length: for a file read as it
+    /// streams in.
+    pub fn parse_start(
+        name: &WalFileName,
+        start: &[u8],
+        file_len: u64,
+    ) -> Result<Self, HeaderError> {
         let segment = match name {
             WalFileName::Segment(s) | WalFileName::Partial(s) => *s,
             WalFileName::History { .. } | WalFileName::Backup { .. } => {
                 return Err(HeaderError::NotASegmentName(name.to_string()))
             }
         };
-        let header = WalHeader::parse(contents)?;
-        header.check_belongs_to(&segment, contents.len() as u64)?;
+        let header = WalHeader::parse(start)?;
+        header.check_belongs_to(&segment, file_len)?;
         Ok(header)
     }
 
