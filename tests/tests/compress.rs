@@ -418,3 +418,64 @@ async fn replicator_with_revoked_secret(
         .unwrap();
     replicator(config).await
 }
+
+#[tokio::test]
+async fn a_64_mib_segment_is_streamed_to_r2_and_b2_in_equal_parts_through_their_profiles() {
+    // R2's profile refuses unequal parts; B2's refuses If-None-Match on
+    // the completion (501): both are taken as the real services answer.
+    let config = Stack::shared().config(&unique_cluster("large"));
+    let file = name("000000010000000000000004");
+    let size = shared::wal::SegmentSize::new(64 << 20).unwrap();
+    let raw = shared::testing::synthetic_segment_of(&file, SYSID, size);
+    stage(&config, &file, &raw).await;
+    let concurrent: Vec<_> = (0..2)
+        .map(|_| {
+            let (object, budget) = (object(&config, &file), budget(&config));
+            let config = config.clone();
+            tokio::spawn(async move { replicator(&config).await.process(&object, &budget).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for delivery in concurrent {
+        outcomes.push(delivery.await.unwrap().expect("no error for a duplicate"));
+    }
+    assert!(outcomes.contains(&Outcome::Replicated), "{outcomes:?}");
+    let key = archive_key(&config.cluster, &file);
+    let backends = backends(&config).await;
+    let record = backends
+        .catalog
+        .get(&config.cluster, &file.into())
+        .await
+        .unwrap()
+        .expect("a record");
+    assert_eq!(record.status, RecordStatus::Replicated);
+    assert_eq!(record.raw_sha256, Sha256Hex::of(&raw));
+    for provider in Provider::ALL {
+        let copy = backends
+            .replicas
+            .get(provider)
+            .unwrap()
+            .get(&key)
+            .await
+            .unwrap();
+        assert!(
+            copy.info.etag.as_deref().is_some_and(|e| e.contains('-')),
+            "{provider}: a multipart object"
+        );
+        assert_eq!(
+            record.target(provider).unwrap().size,
+            copy.body.len() as u64,
+            "{provider}: the recorded size"
+        );
+        assert!(
+            zstd_cli_decompress(&copy.body) == raw,
+            "{provider}: the replica decompresses to the staged bytes"
+        );
+    }
+    assert!(backends
+        .staging
+        .head(&staging_key(&config.cluster, &file))
+        .await
+        .unwrap_err()
+        .is_not_found());
+}
