@@ -1,0 +1,125 @@
+//! The compress function's peak memory against segment size: one synthetic
+//! segment per size (`--wal-segsize` 16 MiB up to 1 GiB) through the whole
+//! replicator against the stand-ins, beside the baseline of compressing the
+//! same segment whole in memory (what the function did for every file
+//! before files over 16 MiB were streamed). Peak resident memory is read
+//! from `VmHWM` after resetting it (`/proc/self/clear_refs`) once the
+//! segment is staged, so it is the replication's alone. The stores are
+//! s3s-fs, in its own process (the stand-ins' profile proxies run in this
+//! one and hold whole bodies); the catalog is moto's DynamoDB. Asserts
+//! nothing.
+//!
+//! `cargo run --release -p walvault-tests --example compress_memory [MiB …]`
+
+use std::time::Instant;
+
+use shared::codec::{compress, CompressionLevel};
+use shared::events::ObjectRef;
+use shared::keys::staging_key;
+use shared::retry::RequestLimits;
+use shared::testing::synthetic_segment_of;
+use shared::wal::{SegmentSize, WalFileName};
+use walvault_tests::archive::{replicator, stage};
+use walvault_tests::s3s::S3sFs;
+use walvault_tests::standins::{config_from_env, Stack, STAGING_BUCKET};
+use walvault_tests::unique_cluster;
+
+const SYSID: u64 = 7_301_234_567_890_123_456;
+
+fn main() {
+    let sizes: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("a size in MiB"))
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![16, 64, 256, 1024]
+    } else {
+        sizes
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let s3s = S3sFs::start();
+    runtime.block_on(s3s.create_walvault_buckets());
+    let mut env = Stack::shared().env(&unique_cluster("memory"));
+    s3s.redirect(&mut env);
+    let config = config_from_env(&env);
+    let level = config.zstd_level;
+    println!(
+        "compress function: peak resident memory per segment size (zstd level {}), s3s-fs stores, one process",
+        level.get()
+    );
+    println!(
+        "{:>9} {:>10} {:>14} {:>16} {:>12} {:>22}",
+        "segment", "path", "RSS before", "peak (replicate)", "seconds", "whole in memory: peak"
+    );
+    for (index, mib) in sizes.into_iter().enumerate() {
+        let name: WalFileName = format!("0000000100000000000000{:02X}", index + 1)
+            .parse()
+            .expect("a segment name");
+        let size = SegmentSize::new(mib << 20).expect("a segment size");
+        let raw = synthetic_segment_of(&name, SYSID, size);
+        let baseline = whole_in_memory_peak(&raw, level);
+        runtime.block_on(stage(&config, &name, &raw));
+        drop(raw);
+        let before = reset_peak();
+        let started = Instant::now();
+        runtime.block_on(async {
+            let budget = RequestLimits::from_config(&config).one_request();
+            replicator(&config)
+                .await
+                .process(
+                    &ObjectRef {
+                        bucket: STAGING_BUCKET.into(),
+                        key: staging_key(&config.cluster, name),
+                    },
+                    &budget,
+                )
+                .await
+                .expect("replicated")
+        });
+        let seconds = started.elapsed().as_secs_f64();
+        let path = if mib <= 16 { "whole" } else { "streamed" };
+        println!(
+            "{:>5} MiB {path:>10} {:>10} MiB {:>12} MiB {seconds:>12.1} {:>18} MiB",
+            mib,
+            before / 1024,
+            peak_kib() / 1024,
+            baseline / 1024
+        );
+    }
+}
+
+/// The peak of compressing `raw` whole, as the function did before: the
+/// raw bytes, a copy as the GET delivered them, and the output.
+fn whole_in_memory_peak(raw: &[u8], level: CompressionLevel) -> u64 {
+    reset_peak();
+    let fetched = raw.to_vec();
+    let packed = compress(&fetched, level).expect("compress");
+    let peak = peak_kib();
+    drop((fetched, packed));
+    peak
+}
+
+/// Resets `VmHWM` to the current resident size, and returns that.
+fn reset_peak() -> u64 {
+    std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs (Linux 4.0 and later)");
+    status_kib("VmRSS:")
+}
+
+fn peak_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
