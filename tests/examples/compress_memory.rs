@@ -56,7 +56,8 @@ fn main() {
         "segment", "path", "RSS before", "peak (replicate)", "seconds", "whole in memory: peak"
     );
     for (index, mib) in sizes.into_iter().enumerate() {
-        let name: WalFileName = format!("0000000100000000000000{:02X}", index + 1)
+        // Segment 0 of log `index`: a valid name whatever the segment size.
+        let name: WalFileName = format!("00000001{:08X}00000000", index + 1)
             .parse()
             .expect("a segment name");
         let size = SegmentSize::new(mib << 20).expect("a segment size");
