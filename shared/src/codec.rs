@@ -88,6 +88,11 @@ impl fmt::Display for Sha256Hex {
     }
 }
 
+/// The largest file held whole in memory (the default segment size): the
+/// compress function then holds about three times this much, a fetch two.
+/// Larger files are streamed, in compress and in fetch alike.
+pub const IN_MEMORY_LIMIT: u64 = 16 << 20;
+
 pub fn compress(raw: &[u8], level: CompressionLevel) -> Result<Vec<u8>, CodecError> {
     // bulk::compress writes the content size into the frame header.
     zstd::bulk::compress(raw, level.get()).map_err(|e| CodecError::Compress(e.to_string()))

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{archived, cluster, limits, name, record_of, staged, Times};
-use shared::archive::fetch::{FetchError, Fetcher, Source};
+use shared::archive::fetch::{FetchError, FetchedBody, Fetcher, Source};
 use shared::catalog::CatalogOperation;
 use shared::codec::Sha256Hex;
 use shared::fault::Fault;
@@ -33,6 +33,7 @@ enum Answer {
     Unavailable,
     NoVerifiedCopy,
     Disagreement,
+    LocalDisk,
 }
 
 fn answer(result: &Result<shared::archive::fetch::Fetched, FetchError>) -> Answer {
@@ -42,6 +43,7 @@ fn answer(result: &Result<shared::archive::fetch::Fetched, FetchError>) -> Answe
         Err(FetchError::Unavailable { .. }) => Answer::Unavailable,
         Err(FetchError::NoVerifiedCopy { .. }) => Answer::NoVerifiedCopy,
         Err(FetchError::Disagreement { .. }) => Answer::Disagreement,
+        Err(FetchError::Local { .. }) => Answer::LocalDisk,
     }
 }
 
@@ -125,7 +127,7 @@ async fn run_rows(file: &WalFileName, world: &MemoryWorld, rows: Vec<Row>, origi
         world.heal();
         assert_eq!(answer(&result), expected, "{case}: {result:?}");
         if let Ok(fetched) = result {
-            assert_eq!(fetched.bytes, original, "{case}: bytes");
+            assert_eq!(fetched.into_bytes().unwrap(), original, "{case}: bytes");
         }
     }
 }
@@ -185,7 +187,8 @@ async fn a_file_nobody_has_is_not_found_and_a_partial_is_never_served_for_a_segm
     assert_eq!(answer(&result), Answer::NotFound);
     let served = fetcher(&world).fetch(&partial).await.unwrap();
     assert_eq!(
-        served.bytes, bytes,
+        served.into_bytes().unwrap(),
+        bytes,
         "the .partial itself is served by its own name"
     );
 }
@@ -250,7 +253,7 @@ async fn not_found_needs_every_store_and_a_second_catalog_reading_to_say_so() {
     world.catalog.inner().remove(&cluster(), &file.into());
     let served = fetcher(&world).fetch(&file).await.unwrap();
     assert_eq!(served.source, Source::Replica(Provider::R2));
-    assert_eq!(served.bytes, bytes);
+    assert_eq!(served.into_bytes().unwrap(), bytes);
 
     // The record was missing at the first reading and the replicas
     // answered not found (the file landing while we looked): the second
@@ -334,7 +337,7 @@ async fn a_hung_provider_costs_a_hedge_delay_not_the_timeouts() {
     for (file, bytes) in &files {
         let fetched = fetcher.fetch(file).await.unwrap();
         assert_eq!(fetched.source, Source::Replica(Provider::B2));
-        assert_eq!(&fetched.bytes, bytes);
+        assert_eq!(&fetched.into_bytes().unwrap(), bytes);
     }
     let took = started.elapsed();
     tokio::time::resume();
@@ -401,4 +404,98 @@ async fn a_provider_that_lost_a_hedge_is_asked_last_by_the_next_fetches() {
     later.fetch(&file).await.unwrap();
     assert_eq!(later.hedges(), 1);
     tokio::time::resume();
+}
+
+// Files too large to hold: streamed to a temporary file beside the
+// destination, verified, then renamed into place.
+
+/// A `mib` MiB segment staged and replicated.
+async fn archived_of(world: &MemoryWorld, file: &str, mib: u64) -> (WalFileName, Vec<u8>) {
+    let (name, bytes) = common::staged_of(world, file, mib).await;
+    common::replicator(world)
+        .process(&common::announced(&name), &limits().one_request())
+        .await
+        .unwrap();
+    (name, bytes)
+}
+
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_64_mib_segment_streams_to_a_file_beside_its_destination_and_is_renamed_into_place() {
+    let world = MemoryWorld::default();
+    let (file, raw) = archived_of(&world, FILE, 64).await;
+    let dir = tempfile::tempdir().unwrap();
+    let fetched = fetcher(&world)
+        .streaming_into(dir.path().to_path_buf())
+        .fetch(&file)
+        .await
+        .unwrap();
+    assert_eq!(fetched.source, Source::Replica(Provider::R2));
+    assert!(
+        matches!(fetched.body, FetchedBody::File { len, .. } if len == 64 << 20),
+        "streamed to disk, not held: {:?}",
+        fetched.body
+    );
+    let dest = dir.path().join("RECOVERYXLOG");
+    fetched.persist(&dest).unwrap();
+    assert!(std::fs::read(&dest).unwrap() == raw, "the fetched bytes");
+    assert_eq!(entries(dir.path()), ["RECOVERYXLOG"]);
+
+    // Without a directory to stream to (a base backup's restore), in memory.
+    let fetched = fetcher(&world).fetch(&file).await.unwrap();
+    assert!(matches!(fetched.body, FetchedBody::Memory(_)));
+}
+
+#[tokio::test]
+async fn a_streamed_copy_that_is_corrupt_or_cut_short_is_dropped_and_the_other_provider_serves() {
+    let world = MemoryWorld::default();
+    let (file, raw) = archived_of(&world, FILE, 32).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = archive_key(&cluster(), file);
+    for (case, spoil) in [
+        ("corrupt on R2", Fault::Corrupt),
+        ("R2's body cut short", Fault::LostAnswer),
+    ] {
+        world
+            .replica(Provider::R2)
+            .fail_key(Operation::Get, &key, spoil);
+        let fetched = fetcher(&world)
+            .streaming_into(dir.path().to_path_buf())
+            .fetch(&file)
+            .await
+            .unwrap();
+        assert_eq!(fetched.source, Source::Replica(Provider::B2), "{case}");
+        assert_eq!(entries(dir.path()).len(), 1, "{case}: only the served copy");
+        assert!(fetched.into_bytes().unwrap() == raw, "{case}");
+        assert!(
+            entries(dir.path()).is_empty(),
+            "{case}: nothing left behind"
+        );
+        world.heal();
+    }
+    world.replica(Provider::B2).inner().corrupt(&key);
+    world.replica(Provider::R2).inner().corrupt(&key);
+    let result = fetcher(&world)
+        .streaming_into(dir.path().to_path_buf())
+        .fetch(&file)
+        .await;
+    assert_eq!(answer(&result), Answer::NoVerifiedCopy);
+    assert!(entries(dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn a_directory_that_cannot_take_the_copy_is_a_local_error_not_a_missing_file() {
+    let world = MemoryWorld::default();
+    let (file, _) = archived_of(&world, FILE, 32).await;
+    let gone = tempfile::tempdir().unwrap().path().join("no-such-dir");
+    let result = fetcher(&world).streaming_into(gone).fetch(&file).await;
+    assert_eq!(answer(&result), Answer::LocalDisk);
 }

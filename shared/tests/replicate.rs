@@ -16,8 +16,8 @@ use shared::metrics::Metric;
 use shared::provider::Provider;
 use shared::replicate::{Outcome, ReplicateError};
 use shared::store::{ObjectStore, Operation};
-use shared::testing::{synthetic_segment_of, MemoryWorld};
-use shared::wal::{SegmentSize, WalFileName};
+use shared::testing::MemoryWorld;
+use shared::wal::WalFileName;
 use tokio::time::Instant;
 
 const FILE: &str = "000000010000000000000007";
@@ -346,21 +346,6 @@ async fn objects_of_other_clusters_buckets_or_shapes_are_ignored_untouched() {
 
 // Files too large to hold whole: streamed in equal parts.
 
-/// A synthetic segment of `mib` MiB pushed through `walvault push`'s code.
-async fn staged_of(world: &MemoryWorld, file: &str, mib: u64) -> (WalFileName, Vec<u8>) {
-    let (wal, spool) = (common::WalDir::default(), tempfile::tempdir().unwrap());
-    let name = name(file);
-    let size = SegmentSize::new(mib << 20).unwrap();
-    let bytes = synthetic_segment_of(&name, common::SYSID, size);
-    let path = wal.file(&name, &bytes);
-    let (outcome, _) = common::pusher(world, &spool, 1)
-        .push_one(&path)
-        .await
-        .unwrap();
-    assert_eq!(outcome, shared::archive::push::PushOutcome::Stored);
-    (name, bytes)
-}
-
 fn replica_bytes(world: &MemoryWorld, provider: Provider, file: WalFileName) -> Option<Vec<u8>> {
     let object = world
         .replica(provider)
@@ -382,7 +367,7 @@ fn no_upload_left(world: &MemoryWorld) {
 #[tokio::test]
 async fn a_64_mib_segment_is_streamed_to_both_providers_in_parts_and_verified() {
     let world = MemoryWorld::default();
-    let (file, raw) = staged_of(&world, FILE, 64).await;
+    let (file, raw) = common::staged_of(&world, FILE, 64).await;
     let result = replicator(&world)
         .process(&announced(&file), &limits().one_request())
         .await;
@@ -411,7 +396,7 @@ async fn a_64_mib_segment_is_streamed_to_both_providers_in_parts_and_verified() 
 async fn a_streamed_file_whose_bytes_differ_from_the_shippers_digest_is_recorded_corrupt_and_nothing_stays(
 ) {
     let world = MemoryWorld::default();
-    let (file, raw) = staged_of(&world, FILE, 32).await;
+    let (file, raw) = common::staged_of(&world, FILE, 32).await;
     let key = staging_key(&cluster(), file);
     let staged = world.staging.inner().object(&key).unwrap();
     let mut flipped = raw.clone();
@@ -482,7 +467,7 @@ async fn an_object_larger_than_any_file_of_its_kind_is_refused_with_a_record_not
 async fn a_provider_refusing_a_streamed_file_leaves_it_partial_and_the_next_delivery_sends_only_that_one(
 ) {
     let world = MemoryWorld::default();
-    let (file, raw) = staged_of(&world, FILE, 32).await;
+    let (file, raw) = common::staged_of(&world, FILE, 32).await;
     world
         .replica(Provider::B2)
         .fail_always(Operation::Put, Fault::Refused);
@@ -512,7 +497,7 @@ async fn a_provider_refusing_a_streamed_file_leaves_it_partial_and_the_next_deli
 #[tokio::test(start_paused = true)]
 async fn a_provider_hanging_on_parts_costs_the_budget_not_the_other_replica() {
     let world = MemoryWorld::default();
-    let (file, _) = staged_of(&world, FILE, 32).await;
+    let (file, _) = common::staged_of(&world, FILE, 32).await;
     world
         .replica(Provider::R2)
         .fail_key(Operation::Put, "", Fault::Hang);
@@ -532,7 +517,7 @@ async fn a_provider_hanging_on_parts_costs_the_budget_not_the_other_replica() {
 #[tokio::test]
 async fn a_staging_read_failing_midway_aborts_every_upload_and_a_retry_completes() {
     let world = MemoryWorld::default();
-    let (file, raw) = staged_of(&world, FILE, 32).await;
+    let (file, raw) = common::staged_of(&world, FILE, 32).await;
     // The answer lost midway: the body breaks off after half of it.
     world
         .staging

@@ -98,6 +98,7 @@ pub fn fetch_exit(error: &FetchError) -> u8 {
         FetchError::Unavailable { .. } => FETCH_STORE_ERROR,
         FetchError::NoVerifiedCopy { .. } => FETCH_NO_VERIFIED_COPY,
         FetchError::Disagreement { .. } => FETCH_DISAGREEMENT,
+        FetchError::Local { .. } => FETCH_LOCAL_ERROR,
     }
 }
 

@@ -1,10 +1,12 @@
-//! The compress function's peak memory against segment size: one synthetic
-//! segment per size (`--wal-segsize` 16 MiB up to 1 GiB) through the whole
-//! replicator against the stand-ins, beside the baseline of compressing the
-//! same segment whole in memory (what the function did for every file
-//! before files over 16 MiB were streamed). Peak resident memory is read
-//! from `VmHWM` after resetting it (`/proc/self/clear_refs`) once the
-//! segment is staged, so it is the replication's alone. The stores are
+//! Peak memory against segment size, for the compress function and for
+//! `walvault fetch`: one synthetic segment per size (`--wal-segsize` 16 MiB
+//! up to 1 GiB) through the whole replicator against the stand-ins, then
+//! fetched back as `walvault fetch` does (streamed to a file beside its
+//! destination), beside the baseline of compressing the same segment whole
+//! in memory (what the function did for every file before files over 16 MiB
+//! were streamed; a fetch held the compressed and the raw bytes). Peak
+//! resident memory is read from `VmHWM` after resetting it
+//! (`/proc/self/clear_refs`) before each step, so it is that step's alone. The stores are
 //! s3s-fs, in its own process (the stand-ins' profile proxies run in this
 //! one and hold whole bodies); the catalog is moto's DynamoDB. Asserts
 //! nothing.
@@ -13,13 +15,15 @@
 
 use std::time::Instant;
 
+use shared::archive::fetch::{FetchedBody, Fetcher};
 use shared::codec::{compress, CompressionLevel};
 use shared::events::ObjectRef;
 use shared::keys::staging_key;
 use shared::retry::RequestLimits;
 use shared::testing::synthetic_segment_of;
 use shared::wal::{SegmentSize, WalFileName};
-use walvault_tests::archive::{replicator, stage};
+use walvault_tests::archive::{backends_as, replicator, stage};
+use walvault_tests::profile::iam::Role;
 use walvault_tests::s3s::S3sFs;
 use walvault_tests::standins::{config_from_env, Stack, STAGING_BUCKET};
 use walvault_tests::unique_cluster;
@@ -52,8 +56,15 @@ fn main() {
         level.get()
     );
     println!(
-        "{:>9} {:>10} {:>14} {:>16} {:>12} {:>22}",
-        "segment", "path", "RSS before", "peak (replicate)", "seconds", "whole in memory: peak"
+        "{:>9} {:>9} {:>11} {:>17} {:>8} {:>13} {:>8} {:>18}",
+        "segment",
+        "path",
+        "RSS before",
+        "replicate: peak",
+        "seconds",
+        "fetch: peak",
+        "seconds",
+        "whole: peak"
     );
     for (index, mib) in sizes.into_iter().enumerate() {
         // Segment 0 of log `index`: a valid name whatever the segment size.
@@ -82,15 +93,48 @@ fn main() {
                 .expect("replicated")
         });
         let seconds = started.elapsed().as_secs_f64();
+        let replicate_peak = peak_kib();
+        let dir = tempfile::tempdir().expect("a destination directory");
+        reset_peak();
+
+        let started = Instant::now();
+        runtime.block_on(async {
+            let fetcher = fetcher(&config)
+                .await
+                .streaming_into(dir.path().to_path_buf());
+            let fetched = fetcher.fetch(&name).await.expect("fetched");
+            assert!(
+                matches!(fetched.body, FetchedBody::File { .. }) || mib <= 16,
+                "a large segment streams to disk"
+            );
+            fetched
+                .persist(&dir.path().join("RECOVERYXLOG"))
+                .expect("persisted");
+        });
+        let fetch_seconds = started.elapsed().as_secs_f64();
+        let fetch_peak = peak_kib();
         let path = if mib <= 16 { "whole" } else { "streamed" };
         println!(
-            "{:>5} MiB {path:>10} {:>10} MiB {:>12} MiB {seconds:>12.1} {:>18} MiB",
+            "{:>5} MiB {path:>9} {:>7} MiB {:>13} MiB {seconds:>8.1} {:>9} MiB {fetch_seconds:>8.1} {:>14} MiB",
             mib,
             before / 1024,
-            peak_kib() / 1024,
+            replicate_peak / 1024,
+            fetch_peak / 1024,
             baseline / 1024
         );
     }
+}
+
+/// `walvault fetch`'s fetcher for `config`, as a recovering host signs.
+async fn fetcher(config: &shared::config::Config) -> Fetcher {
+    let backends = backends_as(Role::Restore, config).await;
+    Fetcher::new(
+        config.cluster.clone(),
+        backends.catalog,
+        backends.staging,
+        backends.replicas,
+        RequestLimits::from_config(config),
+    )
 }
 
 /// The peak of compressing `raw` whole, as the function did before: the

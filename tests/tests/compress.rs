@@ -440,7 +440,7 @@ async fn a_64_mib_segment_is_streamed_to_r2_and_b2_in_equal_parts_through_their_
         outcomes.push(delivery.await.unwrap().expect("no error for a duplicate"));
     }
     assert!(outcomes.contains(&Outcome::Replicated), "{outcomes:?}");
-    let key = archive_key(&config.cluster, &file);
+    let key = archive_key(&config.cluster, file);
     let backends = backends(&config).await;
     let record = backends
         .catalog
@@ -474,7 +474,7 @@ async fn a_64_mib_segment_is_streamed_to_r2_and_b2_in_equal_parts_through_their_
     }
     assert!(backends
         .staging
-        .head(&staging_key(&config.cluster, &file))
+        .head(&staging_key(&config.cluster, file))
         .await
         .unwrap_err()
         .is_not_found());

@@ -95,6 +95,49 @@ async fn a_replicated_file_is_restored_verified() {
 }
 
 #[tokio::test]
+async fn a_64_mib_segment_streams_to_disk_verified_and_leaves_nothing_behind() {
+    let s = setup("fetch-large");
+    let file = name("000000010000000000000002");
+    let size = shared::wal::SegmentSize::new(64 << 20).unwrap();
+    let raw = shared::testing::synthetic_segment_of(&file, SYSID, size);
+    archive_replicated(&s.config, &file, &raw).await;
+    let shipper = Shipper::new(&with(&s.env, &[("WALVAULT_PREFETCH", "0")]));
+    let dir = public_tempdir("walvault-fetch-");
+    let dest = dir.path().join("RECOVERYXLOG");
+    let run = fetch(&shipper, "000000010000000000000002", &dest);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(std::fs::read(&dest).unwrap() == raw, "the fetched bytes");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["RECOVERYXLOG"], "no temporary files left");
+
+    // R2's copy a valid zstd frame of other bytes: the streamed copy fails
+    // verification at its end, and B2 serves.
+    let key = archive_key(&s.config.cluster, file);
+    let r2 = tamper(Provider::R2).await;
+    r2.delete(&key).await.unwrap();
+    let mut wrong = raw.clone();
+    wrong[40 << 20] ^= 1;
+    let packed = Bytes::from(compress(&wrong, CompressionLevel::default()).unwrap());
+    r2.put_if_absent(
+        &key,
+        packed,
+        &Sha256Hex::of(&raw),
+        &Metadata::from([(meta::RAW_SIZE.to_owned(), raw.len().to_string())]),
+    )
+    .await
+    .unwrap();
+    std::fs::remove_file(&dest).unwrap();
+    let run = fetch(&shipper, "000000010000000000000002", &dest);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("from b2"), "{}", run.stderr);
+    assert!(run.stderr.contains("CORRUPT"), "{}", run.stderr);
+    assert!(std::fs::read(&dest).unwrap() == raw, "the fetched bytes");
+}
+
+#[tokio::test]
 async fn missing_files_exit_1_fast_and_partials_are_never_served() {
     let s = setup("missing");
     let shipper = Shipper::new(&s.env);

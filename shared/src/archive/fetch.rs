@@ -2,7 +2,7 @@
 //! catalog, fetches it from the first provider with a verified copy, and
 //! only ever hands back bytes whose size and sha256 check out.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,11 +10,14 @@ use std::time::Duration;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 
+use tempfile::TempPath;
+
+use super::download::{self, DownloadError};
 use super::spool::write_atomically;
 use crate::backends::Replicas;
 use crate::catalog::{Catalog, CatalogError, CatalogRecord, RecordStatus};
 use crate::clock::{now_millis, UnixMillis};
-use crate::codec::{self, CodecError, Sha256Hex};
+use crate::codec::{self, CodecError, Sha256Hex, IN_MEMORY_LIMIT};
 use crate::error::{chain, Retryable};
 use crate::file::ArchivedFile;
 use crate::keys::{archive_key, meta, staging_key, ClusterName};
@@ -43,8 +46,57 @@ impl std::fmt::Display for Source {
 
 #[derive(Debug)]
 pub struct Fetched {
-    pub bytes: Vec<u8>,
+    pub body: FetchedBody,
     pub source: Source,
+}
+
+/// A verified copy's raw bytes.
+#[derive(Debug)]
+pub enum FetchedBody {
+    Memory(Vec<u8>),
+    /// A file over [`IN_MEMORY_LIMIT`], fetched by a fetcher
+    /// [streaming into](Fetcher::streaming_into) a directory: a temporary
+    /// file there, removed unless persisted.
+    File {
+        path: TempPath,
+        len: u64,
+    },
+}
+
+impl Fetched {
+    /// The raw file's length.
+    pub fn len(&self) -> u64 {
+        match &self.body {
+            FetchedBody::Memory(bytes) => bytes.len() as u64,
+            FetchedBody::File { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Puts the bytes at `dest`, atomically and durably: a streamed file is
+    /// renamed into place (it was made in `dest`'s directory), bytes in
+    /// memory are written beside it and renamed.
+    pub fn persist(self, dest: &Path) -> std::io::Result<()> {
+        match self.body {
+            FetchedBody::Memory(bytes) => write_atomically(dest, &bytes),
+            FetchedBody::File { path, .. } => {
+                path.persist(dest).map_err(|e| e.error)?;
+                let dir = dest.parent().unwrap_or(Path::new("."));
+                std::fs::File::open(dir)?.sync_all()
+            }
+        }
+    }
+
+    /// The bytes in memory (read back, if they were streamed to a file).
+    pub fn into_bytes(self) -> std::io::Result<Vec<u8>> {
+        match self.body {
+            FetchedBody::Memory(bytes) => Ok(bytes),
+            FetchedBody::File { path, .. } => std::fs::read(&path),
+        }
+    }
 }
 
 /// Why one place could not serve a verified copy.
@@ -101,6 +153,14 @@ pub enum FetchError {
     /// Two stores hold different, each self-consistent, copies.
     #[error("{name}: replicas disagree: {detail}")]
     Disagreement { name: ArchivedFile, detail: String },
+    /// The local disk failed while a copy streamed in: no other copy
+    /// would fare better.
+    #[error("{name}: writing the copy to the local disk")]
+    Local {
+        name: ArchivedFile,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub struct Fetcher {
@@ -115,6 +175,9 @@ pub struct Fetcher {
     hedge: HedgeDelay,
     /// Where a provider that lost a hedge is remembered across processes.
     slow_provider_file: Option<PathBuf>,
+    /// Where files over [`IN_MEMORY_LIMIT`] stream to; held in memory
+    /// when `None`.
+    scratch: Option<PathBuf>,
 }
 
 /// A provider that did not answer while another served the file: asked
@@ -210,7 +273,17 @@ impl Fetcher {
             hedges: AtomicU32::new(0),
             hedge: HedgeDelay::default(),
             slow_provider_file: None,
+            scratch: None,
         }
+    }
+
+    /// Streams a file over [`IN_MEMORY_LIMIT`] that the catalog lists into
+    /// a temporary file in `dir` (the directory of its destination, so
+    /// that [`Fetched::persist`] is a rename), decompressing and verifying
+    /// it on the way, instead of holding it in memory.
+    pub fn streaming_into(mut self, dir: PathBuf) -> Self {
+        self.scratch = Some(dir);
+        self
     }
 
     /// Remembers in `file` a provider that lost a hedge, and asks a provider
@@ -450,6 +523,9 @@ impl Fetcher {
         all: &[Candidate<'_>],
     ) -> Result<Result<Fetched, Option<SourceFailure>>, FetchError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some((dir, expected)) = self.streams(candidate) {
+            return self.stream_candidate(name, candidate, expected, dir).await;
+        }
         let got = self
             .limits
             .one_request()
@@ -472,7 +548,7 @@ impl Fetcher {
                     self.check_agreement(name, candidate, &sha256, all).await?;
                 }
                 Ok(Ok(Fetched {
-                    bytes,
+                    body: FetchedBody::Memory(bytes),
                     source: candidate.source,
                 }))
             }
@@ -480,6 +556,73 @@ impl Fetcher {
                 tracing::error!(file = %name, source = %candidate.source, key = %candidate.key, problem = %chain(&problem), "CORRUPT copy; trying the next");
                 Ok(Err(Some(SourceFailure::Corrupt(candidate.source, problem))))
             }
+        }
+    }
+
+    /// Where `candidate` streams to, if it is too large to hold and its
+    /// size and digest are known before reading.
+    fn streams<'c>(&self, candidate: &'c Candidate<'_>) -> Option<(&Path, &'c Expected)> {
+        let expected = candidate.expected.as_ref()?;
+        let dir = self.scratch.as_deref()?;
+        (expected.size > IN_MEMORY_LIMIT).then_some((dir, expected))
+    }
+
+    /// [`Fetcher::try_candidate`] for a file streamed to disk.
+    async fn stream_candidate(
+        &self,
+        name: &ArchivedFile,
+        candidate: &Candidate<'_>,
+        expected: &Expected,
+        dir: &Path,
+    ) -> Result<Result<Fetched, Option<SourceFailure>>, FetchError> {
+        let opened = self
+            .limits
+            .one_request()
+            .run(
+                format!("{} get {}", candidate.source, candidate.key),
+                || candidate.store.get_stream(&candidate.key),
+            )
+            .await;
+        let reader = match opened {
+            Ok(reader) => reader,
+            Err(StoreError::NotFound { .. }) => return Ok(Err(None)),
+            Err(e) => {
+                tracing::warn!(file = %name, source = %candidate.source, error = %chain(&e), "store failed; trying the next");
+                return Ok(Err(Some(SourceFailure::Store(candidate.source, e))));
+            }
+        };
+        if expected.size > MAX_SEGMENT_SIZE {
+            let problem = CopyProblem::TooLarge(expected.size);
+            return Ok(Err(Some(SourceFailure::Corrupt(candidate.source, problem))));
+        }
+        let expect = download::Expect {
+            size: expected.size,
+            sha256: &expected.sha256,
+            compressed: candidate.compressed,
+        };
+        match download::to_temp_file(reader, expect, dir, self.limits.timeout).await {
+            Ok(path) => Ok(Ok(Fetched {
+                body: FetchedBody::File {
+                    path,
+                    len: expected.size,
+                },
+                source: candidate.source,
+            })),
+            Err(DownloadError::Store(e)) => {
+                tracing::warn!(file = %name, source = %candidate.source, error = %chain(&e), "store failed mid-file; trying the next");
+                Ok(Err(Some(SourceFailure::Store(candidate.source, e))))
+            }
+            Err(DownloadError::Corrupt(problem)) => {
+                tracing::error!(file = %name, source = %candidate.source, key = %candidate.key, problem = %problem, "CORRUPT copy; trying the next");
+                Ok(Err(Some(SourceFailure::Corrupt(
+                    candidate.source,
+                    CopyProblem::Codec(problem),
+                ))))
+            }
+            Err(DownloadError::Local(source)) => Err(FetchError::Local {
+                name: *name,
+                source,
+            }),
         }
     }
 

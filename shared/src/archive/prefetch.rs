@@ -202,7 +202,7 @@ impl Planned {
             // it then finds the file.
             match result {
                 Ok(fetched) => {
-                    write_atomically(&dir.join(segment.to_string()), &fetched.bytes)?;
+                    fetched.persist(&dir.join(segment.to_string()))?;
                     report.fetched += 1;
                 }
                 Err(FetchError::NotFound(_)) => report.not_in_archive += 1,

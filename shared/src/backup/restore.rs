@@ -342,7 +342,7 @@ impl Restorer {
                 }
             };
             report.chunks += 1;
-            report.bytes += fetched.bytes.len() as u64;
+            report.bytes += fetched.len();
             *report
                 .sources
                 .entry(fetched.source.to_string())
@@ -352,7 +352,15 @@ impl Restorer {
                 tracing::warn!(part = %file, source = %fetched.source, "served by a fallback: the first provider's copy failed (see above)");
             }
             progress(report.bytes, total);
-            if sender.send(Bytes::from(fetched.bytes)).await.is_err() {
+            // Chunks are held in memory: this fetcher streams nothing to disk.
+            let bytes = match fetched.into_bytes() {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    failure = Some(RestoreError::Write(e));
+                    break;
+                }
+            };
+            if sender.send(Bytes::from(bytes)).await.is_err() {
                 break;
             }
         }

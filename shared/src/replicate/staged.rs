@@ -12,16 +12,12 @@ use super::{elapsed_ms, Outcome, ReplicateError, Run};
 use crate::backup::descriptor::{BackupDescriptor, BackupSummary};
 use crate::catalog::{CatalogRecord, RecordStatus};
 use crate::clock::{now_millis, unix_millis, UnixMillis};
-use crate::codec::{self, Sha256Hex};
+use crate::codec::{self, Sha256Hex, IN_MEMORY_LIMIT};
 use crate::file::{ArchivedFile, FileKind};
 use crate::keys::meta;
 use crate::metrics::Metric;
 use crate::store::{Object, ObjectInfo, ObjectReader, StoreError};
 use crate::wal::{WalFileKind, WalHeader};
-
-/// The largest file read whole into memory (the default segment size):
-/// the function then holds about three times this much.
-pub(crate) const IN_MEMORY_LIMIT: u64 = 16 << 20;
 
 /// What verification established about a staging object.
 pub(super) struct Staged {

@@ -24,13 +24,13 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::claim::Claim;
-use super::staged::{check_claims, check_content, staged_at, Corrupt, Staged, IN_MEMORY_LIMIT};
+use super::staged::{check_claims, check_content, staged_at, Corrupt, Staged};
 use super::write::ReplicaError;
 use super::{elapsed_ms, Outcome, ReplicateError, Run};
 use crate::backup::MAX_CHUNK_SIZE;
 use crate::catalog::{CatalogRecord, RecordRef, RecordStatus};
 use crate::clock::now_millis;
-use crate::codec::{CodecError, Sha256Hex};
+use crate::codec::{CodecError, Sha256Hex, IN_MEMORY_LIMIT};
 use crate::error::message;
 use crate::file::FileKind;
 use crate::keys::{archive_key, meta};

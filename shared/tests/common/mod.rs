@@ -149,3 +149,15 @@ pub async fn record_of(world: &MemoryWorld, file: WalFileName) -> Option<Catalog
         .await
         .expect("the in-memory catalog answers")
 }
+
+/// A synthetic segment of `mib` MiB pushed through `walvault push`'s code.
+pub async fn staged_of(world: &MemoryWorld, file: &str, mib: u64) -> (WalFileName, Vec<u8>) {
+    let (wal, spool) = (WalDir::default(), tempfile::tempdir().unwrap());
+    let name = name(file);
+    let size = shared::wal::SegmentSize::new(mib << 20).unwrap();
+    let bytes = shared::testing::synthetic_segment_of(&name, SYSID, size);
+    let path = wal.file(&name, &bytes);
+    let (outcome, _) = pusher(world, &spool, 1).push_one(&path).await.unwrap();
+    assert_eq!(outcome, shared::archive::push::PushOutcome::Stored);
+    (name, bytes)
+}

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use shared::archive::fetch::{Fetched, Source};
+use shared::archive::fetch::Source;
 use shared::archive::prefetch;
-use shared::archive::spool::{write_atomically, Spool};
+use shared::archive::spool::Spool;
 use shared::config::Config;
 use shared::error::chain;
 use shared::wal::{SegmentSize, WalFileName};
@@ -47,21 +47,23 @@ pub(crate) async fn fetch(
         }
     }
     let fetcher = match fetcher(&config).await {
-        Ok(fetcher) => fetcher,
+        // A large file streams to a temporary file beside its destination.
+        Ok(fetcher) => fetcher.streaming_into(directory_of(dest).to_path_buf()),
         Err(e) => {
             eprintln!("walvault fetch: {} (exit {FETCH_LOCAL_ERROR})", chain(&e));
             return FETCH_LOCAL_ERROR;
         }
     };
     match fetcher.fetch(&name).await {
-        Ok(Fetched { bytes, source }) => {
-            if let Err(e) = write_atomically(dest, &bytes) {
+        Ok(fetched) => {
+            let (source, len) = (fetched.source, fetched.len());
+            if let Err(e) = fetched.persist(dest) {
                 eprintln!("walvault fetch: {name}: writing {}: {e}", dest.display());
                 return FETCH_LOCAL_ERROR;
             }
             report_fetch(&name, source, fetcher.requests(), started);
             if prefetching {
-                spawn_prefetch(config_file, &name, bytes.len() as u64);
+                spawn_prefetch(config_file, &name, len);
             }
             0
         }
@@ -137,6 +139,13 @@ fn spawn_prefetch(config_file: Option<&Path>, name: &WalFileName, segment_size: 
     }
 }
 
+/// The directory `path` is in (`.` for a bare file name).
+fn directory_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 pub(crate) async fn prefetch_after(config: Config, wal_file: &str, segment_size: u64) -> u8 {
     let (Ok(WalFileName::Segment(current)), Ok(size)) = (
         wal_file.parse::<WalFileName>(),
@@ -151,12 +160,13 @@ pub(crate) async fn prefetch_after(config: Config, wal_file: &str, segment_size:
         Ok(None) => return 0,
         Err(_) => return 1,
     };
-    let Ok(planned) = prefetch::plan(dir, current, size, config.prefetch) else {
+    let Ok(planned) = prefetch::plan(dir.clone(), current, size, config.prefetch) else {
         return 1;
     };
     let Ok(fetcher) = fetcher(&config).await else {
         return 1;
     };
+    let fetcher = fetcher.streaming_into(dir);
     match planned.fetch(Arc::new(fetcher)).await {
         Ok(_) => 0,
         Err(_) => 1,
