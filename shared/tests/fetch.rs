@@ -499,3 +499,24 @@ async fn a_directory_that_cannot_take_the_copy_is_a_local_error_not_a_missing_fi
     let result = fetcher(&world).streaming_into(gone).fetch(&file).await;
     assert_eq!(answer(&result), Answer::LocalDisk);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_large_copy_that_is_arriving_slowly_is_not_hedged_into_a_second_download() {
+    let world = MemoryWorld::default();
+    let (file, raw) = archived_of(&world, FILE, 32).await;
+    // Every piece of R2's copy takes 400 ms: several seconds in all, far
+    // past the first hedge delay (1 s), but R2 is answering all along.
+    world
+        .replica(Provider::R2)
+        .inner()
+        .set_piece_delay(std::time::Duration::from_millis(400));
+    let dir = tempfile::tempdir().unwrap();
+    let fetcher = fetcher(&world).streaming_into(dir.path().to_path_buf());
+    let started = tokio::time::Instant::now();
+    let fetched = fetcher.fetch(&file).await.unwrap();
+    assert!(started.elapsed() > std::time::Duration::from_secs(1));
+    assert_eq!(fetched.source, Source::Replica(Provider::R2));
+    assert_eq!(fetcher.hedges(), 0, "no second download");
+    assert_eq!(world.replica(Provider::B2).calls(Operation::Get), 0);
+    assert!(fetched.into_bytes().unwrap() == raw);
+}

@@ -3,7 +3,7 @@
 //! only ever hands back bytes whose size and sha256 check out.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -245,6 +245,9 @@ struct Candidate<'a> {
     compressed: bool,
     /// From the catalog; `None` means trust the object's own metadata.
     expected: Option<Expected>,
+    /// A streamed copy has begun to arrive: the store is answering, and
+    /// a hedge would only download the file twice.
+    answering: AtomicBool,
 }
 
 /// Where to look for a file, as the catalog lookup decided.
@@ -445,7 +448,10 @@ impl Fetcher {
                 tokio::select! {
                     Some((source, began, answer)) = running.next() => match answer? {
                         Ok(fetched) => {
-                            self.hedge.observe(began.elapsed());
+                            // A streamed file's time is its size's, not the store's answer.
+                            if matches!(fetched.body, FetchedBody::Memory(_)) {
+                                self.hedge.observe(began.elapsed());
+                            }
                             if let Source::Replica(slow) = candidates[0].source {
                                 if hedged && fetched.source != candidates[0].source {
                                     self.remember_slow(slow);
@@ -457,6 +463,9 @@ impl Fetcher {
                         Err(Some(failure)) => failures.push(failure),
                     },
                     () = hedge, if !waiting.is_empty() => {
+                        if candidates.iter().any(|c| c.answering.load(Ordering::Relaxed)) {
+                            continue;
+                        }
                         if let Some(next) = waiting.next() {
                             tracing::info!(file = %name, after_ms = self.hedge.delay().as_millis() as u64, also = %candidates[next].source, "no answer yet; asking the next store too");
                             self.hedges.fetch_add(1, Ordering::Relaxed);
@@ -584,7 +593,10 @@ impl Fetcher {
             )
             .await;
         let reader = match opened {
-            Ok(reader) => reader,
+            Ok(reader) => {
+                candidate.answering.store(true, Ordering::Relaxed);
+                reader
+            }
             Err(StoreError::NotFound { .. }) => return Ok(Err(None)),
             Err(e) => {
                 tracing::warn!(file = %name, source = %candidate.source, error = %chain(&e), "store failed; trying the next");
@@ -642,6 +654,7 @@ impl Fetcher {
                     key: target.key.clone(),
                     compressed: true,
                     expected: Some(expected.clone()),
+                    answering: AtomicBool::new(false),
                 })
             })
             .collect();
@@ -663,6 +676,7 @@ impl Fetcher {
                 key: archive_key(&self.cluster, name),
                 compressed: true,
                 expected: None,
+                answering: AtomicBool::new(false),
             })
             .collect();
         candidates.push(self.staging_candidate(*name, None));
@@ -676,6 +690,7 @@ impl Fetcher {
             key: staging_key(&self.cluster, file),
             compressed: false,
             expected,
+            answering: AtomicBool::new(false),
         }
     }
 

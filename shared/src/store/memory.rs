@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::StreamExt;
 
 use super::{
     damaged, ListPage, Metadata, Object, ObjectInfo, ObjectReader, ObjectStore, PutOutcome,
@@ -29,6 +30,8 @@ struct State {
     next_upload: u64,
     /// The time new objects are stamped with; the real clock when `None`.
     now: Option<SystemTime>,
+    /// How long each piece of a streamed body takes to arrive.
+    piece_delay: std::time::Duration,
 }
 
 impl MemoryStore {
@@ -40,6 +43,7 @@ impl MemoryStore {
                 uploads: BTreeMap::new(),
                 next_upload: 0,
                 now: None,
+                piece_delay: std::time::Duration::ZERO,
             }),
             page_size: 1000,
         }
@@ -49,6 +53,11 @@ impl MemoryStore {
     pub fn with_page_size(mut self, page_size: usize) -> Self {
         self.page_size = page_size.max(1);
         self
+    }
+
+    /// Delivers streamed bodies a piece (1 MiB) per `delay`: a slow link.
+    pub fn set_piece_delay(&self, delay: std::time::Duration) {
+        self.lock().piece_delay = delay;
     }
 
     /// Stamps objects written from now on with `now` (a simulated clock).
@@ -75,6 +84,7 @@ impl MemoryStore {
                 uploads: BTreeMap::new(),
                 next_upload: 0,
                 now: state.now,
+                piece_delay: state.piece_delay,
             }),
             page_size: self.page_size,
         }
@@ -201,14 +211,21 @@ impl ObjectStore for MemoryStore {
 
     async fn get_stream(&self, key: &str) -> Result<ObjectReader, StoreError> {
         let object = self.get(key).await?;
+        let delay = self.lock().piece_delay;
         // In pieces of 1 MiB, as a network would deliver it.
         let pieces: Vec<Result<Bytes, StoreError>> = (0..object.body.len())
             .step_by(1 << 20)
             .map(|at| Ok(object.body.slice(at..object.body.len().min(at + (1 << 20)))))
             .collect();
+        let body = futures_util::stream::iter(pieces).then(move |piece| async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            piece
+        });
         Ok(ObjectReader {
             info: object.info,
-            body: Box::pin(futures_util::stream::iter(pieces)),
+            body: Box::pin(body),
         })
     }
 
