@@ -106,6 +106,7 @@ bench: deps iam-template
 		echo "# make bench, $$(date -u +%Y-%m-%dT%H:%MZ), $$(nproc) cores, $$(uname -m), $$(git rev-parse --short HEAD)"; \
 		WALVAULT_BIN=$(CARGO_TARGET_DIR)/release/walvault $(CARGO_TARGET_DIR)/release/examples/archivers $(BENCH_SEGMENTS); \
 		echo; $(CARGO_TARGET_DIR)/release/examples/compress_profile; \
+		echo; $(CARGO_TARGET_DIR)/release/examples/compress_memory; \
 		echo; $(CARGO_TARGET_DIR)/release/examples/retention_scale 100000; \
 		echo; WALVAULT_BIN=$(CARGO_TARGET_DIR)/release/walvault $(CARGO_TARGET_DIR)/release/examples/backups $(BENCH_SCALE); \
 	} 2>&1 | tee $(CARGO_TARGET_DIR)/bench-output.txt

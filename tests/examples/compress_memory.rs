@@ -52,7 +52,7 @@ fn main() {
     let config = config_from_env(&env);
     let level = config.zstd_level;
     println!(
-        "compress function: peak resident memory per segment size (zstd level {}), s3s-fs stores, one process",
+        "compress function and fetch: peak resident memory per segment size (zstd level {}), s3s-fs stores, one process",
         level.get()
     );
     println!(
