@@ -520,3 +520,40 @@ async fn a_large_copy_that_is_arriving_slowly_is_not_hedged_into_a_second_downlo
     assert_eq!(world.replica(Provider::B2).calls(Operation::Get), 0);
     assert!(fetched.into_bytes().unwrap() == raw);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_end_of_the_archive_with_a_provider_hung_costs_hedge_delays_not_its_timeouts() {
+    let world = MemoryWorld::default();
+    archived(&world, FILE).await;
+    world
+        .replica(Provider::R2)
+        .fail_always(Operation::Get, Fault::Hang);
+    let started = tokio::time::Instant::now();
+    let result = fetcher(&world)
+        .fetch(&name("000000010000000000000009"))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(answer(&result), Answer::NotFound, "{result:?}");
+    // Staging and B2 answered "not found" and the catalog has no record:
+    // R2's answer cannot change that, so it is not waited for.
+    // The first hedge delay (1 s), not R2's three attempts (3.3 s).
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "took {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn without_a_record_a_file_only_b2_still_holds_is_served_not_declared_absent() {
+    let world = MemoryWorld::default();
+    let (file, bytes) = archived(&world, FILE).await;
+    world.catalog.inner().remove(&cluster(), &file.into());
+    world
+        .replica(Provider::R2)
+        .inner()
+        .remove(&archive_key(&cluster(), file));
+    // Staging and R2 answer "not found" first; B2 must still be asked.
+    let fetched = fetcher(&world).fetch(&file).await.unwrap();
+    assert_eq!(fetched.source, Source::Replica(Provider::B2));
+    assert_eq!(fetched.into_bytes().unwrap(), bytes);
+}

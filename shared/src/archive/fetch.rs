@@ -368,7 +368,12 @@ impl Fetcher {
         } = plan;
         let catalog_answered = failures.is_empty();
         let not_found = match self
-            .first_verified(name, &candidates, &mut failures)
+            .first_verified(
+                name,
+                &candidates,
+                !listed && catalog_answered,
+                &mut failures,
+            )
             .await?
         {
             Ok(fetched) => {
@@ -379,17 +384,7 @@ impl Fetcher {
             }
             Err(not_found) => not_found,
         };
-        // Staging keeps a file until both replicas hold it, so with no
-        // catalog record, staging's "not found" and one replica's mean the
-        // file is nowhere: the other replica being down does not matter
-        // (a recovery from one provider alone must be able to end).
-        let absent = !listed
-            && catalog_answered
-            && not_found.contains(&Source::Staging)
-            && not_found.iter().any(|s| matches!(s, Source::Replica(_)))
-            && !failures
-                .iter()
-                .any(|f| matches!(f, SourceFailure::Corrupt(..)));
+        let absent = !listed && catalog_answered && absence_settled(&not_found, &failures);
         if absent {
             for failure in &failures {
                 tracing::warn!(file = %name, failure = %chain(failure), "not found on the stores that answered; this one did not");
@@ -424,11 +419,16 @@ impl Fetcher {
     /// the others are dropped (cancelled). A hung provider then costs a
     /// recovery the hedge delay per file, not every attempt's timeout.
     /// With no copy, the sources that answered "not found" (the failures
-    /// of the others are added to `failures`).
+    /// of the others are added to `failures`). When `absence_decidable`
+    /// (the catalog answered and has no record) and every store has been
+    /// asked, the search stops as soon as the answers in settle that the
+    /// file is nowhere: a hung provider must not hold up the "not found"
+    /// that ends a recovery.
     async fn first_verified(
         &self,
         name: &ArchivedFile,
         candidates: &[Candidate<'_>],
+        absence_decidable: bool,
         failures: &mut Vec<SourceFailure>,
     ) -> Result<Result<Fetched, Vec<Source>>, FetchError> {
         let start = |index: usize| {
@@ -459,7 +459,15 @@ impl Fetcher {
                             }
                             return Ok(Ok(fetched));
                         }
-                        Err(None) => not_found.push(source),
+                        Err(None) => {
+                            not_found.push(source);
+                            // Every store has been asked; those still
+                            // running are slow, and cannot change the answer.
+                            let all_asked = waiting.is_empty();
+                            if absence_decidable && all_asked && absence_settled(&not_found, failures) {
+                                return Ok(Err(not_found));
+                            }
+                        }
                         Err(Some(failure)) => failures.push(failure),
                     },
                     () = hedge, if !waiting.is_empty() => {
@@ -735,6 +743,19 @@ impl Fetcher {
         }
         Ok(())
     }
+}
+
+/// Staging keeps a file until both replicas hold it, so with no catalog
+/// record, staging's "not found" and one replica's mean the file is
+/// nowhere: the other replica being down does not matter (a recovery from
+/// one provider alone must be able to end). A corrupt copy found means it
+/// is somewhere.
+fn absence_settled(not_found: &[Source], failures: &[SourceFailure]) -> bool {
+    not_found.contains(&Source::Staging)
+        && not_found.iter().any(|s| matches!(s, Source::Replica(_)))
+        && !failures
+            .iter()
+            .any(|f| matches!(f, SourceFailure::Corrupt(..)))
 }
 
 impl Retryable for FetchError {
