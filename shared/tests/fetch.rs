@@ -535,8 +535,27 @@ async fn the_end_of_the_archive_with_a_provider_hung_costs_hedge_delays_not_its_
     let took = started.elapsed();
     assert_eq!(answer(&result), Answer::NotFound, "{result:?}");
     // Staging and B2 answered "not found" and the catalog has no record:
-    // R2's answer cannot change that, so it is not waited for.
-    // The first hedge delay (1 s), not R2's three attempts (3.3 s).
+    // R2 gets one hedge delay more, not its whole budget.
+    // Two hedge delays (1 s before asking B2, 1 s more for R2 once B2
+    // said "not found"), not R2's three attempts (3.3 s).
+    assert!(
+        took < std::time::Duration::from_millis(2500),
+        "took {took:?}"
+    );
+
+    // R2 asked last (remembered slow): it gets the one delay.
+    let backends = world.backends();
+    let b2_first = Fetcher::new(
+        cluster(),
+        backends.catalog,
+        backends.staging,
+        backends.replicas.ordered(&[Provider::B2, Provider::R2]),
+        limits(),
+    );
+    let started = tokio::time::Instant::now();
+    let result = b2_first.fetch(&name("000000010000000000000009")).await;
+    let took = started.elapsed();
+    assert_eq!(answer(&result), Answer::NotFound, "{result:?}");
     assert!(
         took < std::time::Duration::from_millis(1500),
         "took {took:?}"

@@ -420,10 +420,11 @@ impl Fetcher {
     /// recovery the hedge delay per file, not every attempt's timeout.
     /// With no copy, the sources that answered "not found" (the failures
     /// of the others are added to `failures`). When `absence_decidable`
-    /// (the catalog answered and has no record) and every store has been
-    /// asked, the search stops as soon as the answers in settle that the
-    /// file is nowhere: a hung provider must not hold up the "not found"
-    /// that ends a recovery.
+    /// (the catalog answered and has no record), every store has been
+    /// asked and the answers in settle that the file is nowhere, a store
+    /// still silent after one more hedge delay is not waited for: a hung
+    /// provider must not hold up, by its whole budget, every "not found"
+    /// that ends a recovery or a prefetch past the end of the archive.
     async fn first_verified(
         &self,
         name: &ArchivedFile,
@@ -444,6 +445,12 @@ impl Fetcher {
         while let Some(first) = waiting.next() {
             running.push(start(first));
             while !running.is_empty() {
+                // Every store asked, and the answers in say the file is
+                // nowhere: the stores still running get one more hedge
+                // delay to answer, not their whole budget.
+                let settled = absence_decidable
+                    && waiting.is_empty()
+                    && absence_settled(&not_found, failures);
                 let hedge = tokio::time::sleep(self.hedge.delay());
                 tokio::select! {
                     Some((source, began, answer)) = running.next() => match answer? {
@@ -459,18 +466,14 @@ impl Fetcher {
                             }
                             return Ok(Ok(fetched));
                         }
-                        Err(None) => {
-                            not_found.push(source);
-                            // Every store has been asked; those still
-                            // running are slow, and cannot change the answer.
-                            let all_asked = waiting.is_empty();
-                            if absence_decidable && all_asked && absence_settled(&not_found, failures) {
-                                return Ok(Err(not_found));
-                            }
-                        }
+                        Err(None) => not_found.push(source),
                         Err(Some(failure)) => failures.push(failure),
                     },
-                    () = hedge, if !waiting.is_empty() => {
+                    () = hedge, if settled || !waiting.is_empty() => {
+                        if settled {
+                            tracing::warn!(file = %name, after_ms = self.hedge.delay().as_millis() as u64, "not found on the stores that answered; not waiting longer for the others");
+                            return Ok(Err(not_found));
+                        }
                         if candidates.iter().any(|c| c.answering.load(Ordering::Relaxed)) {
                             continue;
                         }
