@@ -38,8 +38,8 @@ use crate::metrics::Metric;
 use crate::provider::Provider;
 use crate::retry::{Budget, TimedOut};
 use crate::store::{
-    BodyStream, Metadata, ObjectReader, ObjectStore, Operation, PutOutcome, StoreError, UploadId,
-    UploadedPart,
+    BodyStream, Metadata, ObjectInfo, ObjectReader, ObjectStore, Operation, PutOutcome, StoreError,
+    UploadId, UploadedPart,
 };
 use crate::wal::{LONG_HEADER_SIZE, MAX_SEGMENT_SIZE};
 
@@ -91,24 +91,9 @@ impl Run<'_> {
         reader: ObjectReader,
     ) -> Result<Outcome, ReplicateError> {
         let ObjectReader { info, mut body } = reader;
-        let staged_at = staged_at(&info);
         let limit = largest(self.file.kind());
         if info.size > limit {
-            let problem = format!(
-                "{} bytes: larger than any {} can be ({limit} bytes); not read",
-                info.size,
-                self.file.kind()
-            );
-            // Not hashed (it may be any size): the digest the shipper claims, if any.
-            let sha256 = info.sha256().unwrap_or_else(|| Sha256Hex::of(b""));
-            return self
-                .record_corrupt(Corrupt {
-                    raw_size: info.size,
-                    sha256,
-                    staged_at,
-                    problem,
-                })
-                .await;
+            return self.refuse_oversized(&info, limit).await;
         }
         let clock = Instant::now();
         let start = self.read_start(&mut body).await?;
@@ -116,36 +101,77 @@ impl Run<'_> {
             check_content(&self.file, &info, &start).map(|checked| (claimed, checked))
         });
         self.steps.verify_ms = elapsed_ms(clock);
-        let (claimed, checked) = match checked {
-            Ok(passed) => passed,
+        let staged = match checked {
+            Ok((claimed, checked)) => Staged {
+                raw_size: info.size,
+                sha256: claimed,
+                header: checked.header,
+                backup: checked.backup,
+                staged_at: staged_at(&info),
+            },
             Err(problem) => {
-                let sha256 = self.hash_rest(&start, body).await?;
-                return self
-                    .record_corrupt(Corrupt {
-                        raw_size: info.size,
-                        sha256,
-                        staged_at,
-                        problem,
-                    })
-                    .await;
+                let corrupt = Corrupt {
+                    raw_size: info.size,
+                    sha256: self.hash_rest(&start, body).await?,
+                    staged_at: staged_at(&info),
+                    problem,
+                };
+                return self.record_corrupt(corrupt).await;
             }
-        };
-        let staged = Staged {
-            raw_size: info.size,
-            sha256: claimed,
-            header: checked.header,
-            backup: checked.backup,
-            staged_at,
         };
         let record = match self.claim(&staged, None).await? {
             Claim::Proceed(record) => record,
             Claim::Done(outcome) => return Ok(outcome),
         };
+        let record = match self.write_streamed(&record, &staged, start, body).await? {
+            Ok(record) => record,
+            Err(outcome) => return Ok(outcome),
+        };
+        self.finish(&record).await?;
+        let packed_size = record.targets.values().map(|t| t.size).max();
+        self.count_archived(&staged, packed_size.unwrap_or_default());
+        Ok(Outcome::Replicated)
+    }
+
+    /// A staging object larger than any file of its kind can be: recorded
+    /// `corrupt` with its size, never read, so never retried.
+    async fn refuse_oversized(
+        &mut self,
+        info: &ObjectInfo,
+        limit: u64,
+    ) -> Result<Outcome, ReplicateError> {
+        let problem = format!(
+            "{} bytes: larger than any {} can be ({limit} bytes); not read",
+            info.size,
+            self.file.kind()
+        );
+        // Not hashed (it may be any size): the digest the shipper claims, if any.
+        let sha256 = info.sha256().unwrap_or_else(|| Sha256Hex::of(b""));
+        self.record_corrupt(Corrupt {
+            raw_size: info.size,
+            sha256,
+            staged_at: staged_at(info),
+            problem,
+        })
+        .await
+    }
+
+    /// Writes every replica the record lacks from the body as it streams
+    /// in (`start` is what was read of it already), and records each as it
+    /// lands: the record listing every provider, or the error saying which
+    /// are missing; or the outcome, if the body turned out corrupt.
+    async fn write_streamed(
+        &mut self,
+        record: &CatalogRecord,
+        staged: &Staged,
+        start: Bytes,
+        body: BodyStream,
+    ) -> Result<Result<CatalogRecord, Outcome>, ReplicateError> {
         let clock = Instant::now();
         let mut uploads = Vec::new();
         let mut results = Vec::new();
         for provider in record.missing_targets() {
-            match self.begin_upload(provider, &record).await {
+            match self.begin_upload(provider, record).await {
                 Begun::Upload(upload) => uploads.push(upload),
                 Begun::Settled(result) => results.push((provider, *result)),
             }
@@ -167,19 +193,15 @@ impl Run<'_> {
                 "sha256 of the content is {}, the shipper recorded {}",
                 sent.sha256, staged.sha256
             );
-            return self.corrupt_after_claim(&record, problem).await;
+            return self.corrupt_after_claim(record, problem).await.map(Err);
         }
-        let packed_size_sent = sent.map_or(0, |s| s.packed_size);
+        let packed_size = sent.map_or(0, |s| s.packed_size);
         let completions = uploads
             .into_iter()
-            .map(|upload| self.complete(upload, &record, &staged.sha256, packed_size_sent));
+            .map(|upload| self.complete(upload, record, &staged.sha256, packed_size));
         results.extend(join_all(completions).await);
         self.steps.replicate_ms = elapsed_ms(clock);
-        let record = self.settle(&record, results).await?;
-        self.finish(&record).await?;
-        let packed_size = record.targets.values().map(|t| t.size).max();
-        self.count_archived(&staged, packed_size.unwrap_or(packed_size_sent));
-        Ok(Outcome::Replicated)
+        self.settle(record, results).await.map(Ok)
     }
 
     /// The body's first pieces, at least a WAL long header's worth (less
