@@ -1,7 +1,7 @@
 // One stack per PostgreSQL cluster, made of constructs named for what they
 // hold: the staging buffer, the catalog, the functions (with their keys
 // and rights), the host policies, and the alarms.
-import { Aspects, CfnResource, Duration, IAspect, RemovalPolicy, Stack, StackProps } from 'aws-cdk-lib';
+import { Aspects, CfnResource, Duration, IAspect, Lazy, RemovalPolicy, Stack, StackProps } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import { Construct, IConstruct } from 'constructs';
@@ -57,6 +57,7 @@ export class WalvaultStack extends Stack {
       key: this.key,
       compressTimeout,
     });
+    this.scopeS3KeyGrants(this.key, this.staging.bucket.bucketArn);
     this.catalog = new Catalog(this, 'Catalog', { key: this.key });
     this.functions = new Functions(this, 'Functions', {
       cluster,
@@ -86,6 +87,41 @@ export class WalvaultStack extends Stack {
       archivingStalledAfter: props.archivingStalledAfter ?? Duration.hours(1),
     });
     Aspects.of(this).add(new CheckovJustifications());
+  }
+
+  /**
+   * Gives every grant of the key to S3 this bucket as its only possible
+   * source. CDK's SQS notification destination adds two: one for sending,
+   * conditioned on the bucket's ARN, and one, unconditioned, "since that's
+   * how [S3] verifies that the notification destination configuration is
+   * valid" (aws-s3-notifications/lib/sqs.ts). S3 carries the bucket as
+   * `aws:SourceArn` when it validates a destination queue (sst#5980: an
+   * encrypted queue validates with an `aws:SourceArn`-conditioned policy),
+   * so the second gets the first's condition, and the account's. Not run
+   * against AWS: were it wrong, the deploy would fail at
+   * PutBucketNotificationConfiguration ("Unable to validate the following
+   * destination configurations"), loudly, never silently.
+   */
+  private scopeS3KeyGrants(key: kms.Key, bucketArn: string): void {
+    const cfnKey = key.node.defaultChild as kms.CfnKey;
+    const original = cfnKey.keyPolicy;
+    const account = this.account;
+    const stack = Stack.of(this);
+    cfnKey.keyPolicy = Lazy.any({
+      produce: () => {
+        const policy = stack.resolve(original) as { Statement: Record<string, unknown>[] };
+        for (const statement of policy.Statement) {
+          const principal = JSON.stringify(statement.Principal ?? {});
+          if (principal.includes('s3.amazonaws.com') && statement.Condition === undefined) {
+            statement.Condition = {
+              ArnLike: { 'aws:SourceArn': stack.resolve(bucketArn) },
+              StringEquals: { 'aws:SourceAccount': stack.resolve(account) },
+            };
+          }
+        }
+        return policy;
+      },
+    });
   }
 
   /** One rotating customer-managed key for the queues, catalog, secrets, logs, function environments and the alarm topic. */

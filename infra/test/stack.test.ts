@@ -12,7 +12,7 @@ import { synth } from './synth';
 
 const template = synth();
 
-type Statement = { Effect: string; Action: string | string[]; Resource: unknown; Condition?: unknown };
+type Statement = { Effect: string; Action: string | string[]; Resource: unknown; Principal?: unknown; Condition?: unknown };
 
 /** Every policy statement attached to the role of the function `name` (`Compress`, `Retention`). */
 function statementsOf(name: string): Statement[] {
@@ -235,6 +235,22 @@ test('the key lets CloudWatch publish alarms only for this account', () => {
   assert.equal(cloudwatch.length, 1);
   const condition = JSON.stringify(cloudwatch[0].Condition);
   assert.ok(condition.includes('aws:SourceAccount') && condition.includes(':alarm:*'), condition);
+});
+
+test('every grant of the key to a service names its source: S3 only for the staging bucket of this account', () => {
+  const keys = Object.values(template.findResources('AWS::KMS::Key'));
+  const statements = keys.flatMap((k) => k.Properties.KeyPolicy.Statement as Statement[]);
+  const services = statements.filter((s) => JSON.stringify(s.Principal ?? {}).includes('Service'));
+  assert.ok(services.length >= 4, `${services.length} service grants`);
+  for (const statement of services) {
+    assert.ok(statement.Condition !== undefined, JSON.stringify(statement));
+  }
+  const s3 = services.filter((s) => JSON.stringify(s.Principal).includes('s3.amazonaws.com'));
+  assert.equal(s3.length, 2);
+  for (const statement of s3) {
+    const condition = JSON.stringify(statement.Condition);
+    assert.ok(condition.includes('aws:SourceArn') && condition.includes('StagingBucket'), condition);
+  }
 });
 
 test('no file archived for an hour pages (push failing on the host), unless turned off', () => {
