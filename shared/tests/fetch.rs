@@ -57,12 +57,17 @@ fn inject(world: &MemoryWorld, (step, fault, times): (Step, Fault, Times)) {
 }
 
 fn fetcher(world: &MemoryWorld) -> Fetcher {
+    fetcher_asking(world, &[Provider::R2, Provider::B2])
+}
+
+/// A fetcher asking the providers in `order`.
+fn fetcher_asking(world: &MemoryWorld, order: &[Provider]) -> Fetcher {
     let backends = world.backends();
     Fetcher::new(
         cluster(),
         backends.catalog,
         backends.staging,
-        backends.replicas.ordered(&[Provider::R2, Provider::B2]),
+        backends.replicas.ordered(order),
         limits(),
     )
 }
@@ -228,14 +233,7 @@ async fn without_the_catalog_replicas_that_disagree_stop_recovery() {
 async fn the_fetch_order_decides_which_provider_is_asked_first() {
     let world = MemoryWorld::default();
     let (file, _) = archived(&world, FILE).await;
-    let backends = world.backends();
-    let b2_first = Fetcher::new(
-        cluster(),
-        backends.catalog,
-        backends.staging,
-        backends.replicas.ordered(&[Provider::B2, Provider::R2]),
-        limits(),
-    );
+    let b2_first = fetcher_asking(&world, &[Provider::B2, Provider::R2]);
     let r2_reads = world.replica(Provider::R2).calls(Operation::Get);
     let fetched = b2_first.fetch(&file).await.unwrap();
     assert_eq!(fetched.source, Source::Replica(Provider::B2));
@@ -544,14 +542,7 @@ async fn the_end_of_the_archive_with_a_provider_hung_costs_hedge_delays_not_its_
     );
 
     // R2 asked last (remembered slow): it gets the one delay.
-    let backends = world.backends();
-    let b2_first = Fetcher::new(
-        cluster(),
-        backends.catalog,
-        backends.staging,
-        backends.replicas.ordered(&[Provider::B2, Provider::R2]),
-        limits(),
-    );
+    let b2_first = fetcher_asking(&world, &[Provider::B2, Provider::R2]);
     let started = tokio::time::Instant::now();
     let result = b2_first.fetch(&name("000000010000000000000009")).await;
     let took = started.elapsed();

@@ -218,30 +218,42 @@ async fn every_fault_at_every_step_leaves_a_known_state() {
 
 #[tokio::test]
 async fn a_partial_file_is_finished_by_the_next_delivery_without_rewriting_the_other_replica() {
-    let world = MemoryWorld::default();
-    let (file, _) = staged(&world, FILE).await;
-    world
-        .replica(Provider::B2)
-        .fail_always(Operation::Put, Fault::Refused);
-    let replicator = replicator(&world);
-    let first = replicator
-        .process(&announced(&file), &limits().one_request())
-        .await;
-    assert!(matches!(first, Err(ReplicateError::Partial { .. })));
-    let r2_puts = world.replica(Provider::R2).calls(Operation::Put);
-    world.heal();
-    let second = replicator
-        .process(&announced(&file), &limits().one_request())
-        .await;
-    assert_eq!(second.unwrap(), Outcome::Replicated);
-    assert_eq!(
-        world.replica(Provider::R2).calls(Operation::Put),
-        r2_puts,
-        "R2 not rewritten"
-    );
-    let record = record_of(&world, file).await.unwrap();
-    assert_eq!(record.status, RecordStatus::Replicated);
-    assert_eq!(record.detail, None);
+    // 1 MiB is read whole; 32 MiB is streamed as multipart uploads.
+    for mib in [1, 32] {
+        let world = MemoryWorld::default();
+        let (file, raw) = common::staged_of(&world, FILE, mib).await;
+        world
+            .replica(Provider::B2)
+            .fail_always(Operation::Put, Fault::Refused);
+        let replicator = replicator(&world);
+        let first = replicator
+            .process(&announced(&file), &limits().one_request())
+            .await;
+        assert!(
+            matches!(&first, Err(ReplicateError::Partial { failures, .. }) if failures.len() == 1),
+            "{mib} MiB: {first:?}"
+        );
+        assert_eq!(
+            record_of(&world, file).await.unwrap().status,
+            RecordStatus::Partial
+        );
+        let r2_puts = world.replica(Provider::R2).calls(Operation::Put);
+        world.heal();
+        let second = replicator
+            .process(&announced(&file), &limits().one_request())
+            .await;
+        assert_eq!(second.unwrap(), Outcome::Replicated, "{mib} MiB");
+        assert_eq!(
+            world.replica(Provider::R2).calls(Operation::Put),
+            r2_puts,
+            "{mib} MiB: R2 not rewritten"
+        );
+        let record = record_of(&world, file).await.unwrap();
+        assert_eq!(record.status, RecordStatus::Replicated);
+        assert_eq!(record.detail, None);
+        assert_eq!(replica_bytes(&world, Provider::B2, file).unwrap(), raw);
+        no_upload_left(&world);
+    }
 }
 
 #[tokio::test]
@@ -461,37 +473,6 @@ async fn an_object_larger_than_any_file_of_its_kind_is_refused_with_a_record_not
         .unwrap();
     assert_eq!(record.status, RecordStatus::Corrupt);
     assert_eq!(world.replica(Provider::R2).calls(Operation::Put), 0);
-}
-
-#[tokio::test]
-async fn a_provider_refusing_a_streamed_file_leaves_it_partial_and_the_next_delivery_sends_only_that_one(
-) {
-    let world = MemoryWorld::default();
-    let (file, raw) = common::staged_of(&world, FILE, 32).await;
-    world
-        .replica(Provider::B2)
-        .fail_always(Operation::Put, Fault::Refused);
-    let replicator = replicator(&world);
-    let first = replicator
-        .process(&announced(&file), &limits().one_request())
-        .await;
-    assert!(
-        matches!(&first, Err(ReplicateError::Partial { failures, .. }) if failures.len() == 1),
-        "{first:?}"
-    );
-    assert_eq!(
-        record_of(&world, file).await.unwrap().status,
-        RecordStatus::Partial
-    );
-    let r2_puts = world.replica(Provider::R2).calls(Operation::Put);
-    world.heal();
-    let second = replicator
-        .process(&announced(&file), &limits().one_request())
-        .await;
-    assert_eq!(second.unwrap(), Outcome::Replicated);
-    assert_eq!(world.replica(Provider::R2).calls(Operation::Put), r2_puts);
-    assert_eq!(replica_bytes(&world, Provider::B2, file).unwrap(), raw);
-    no_upload_left(&world);
 }
 
 #[tokio::test(start_paused = true)]

@@ -23,6 +23,7 @@ use shared::retry::RequestLimits;
 use shared::testing::synthetic_segment_of;
 use shared::wal::{SegmentSize, WalFileName};
 use walvault_tests::archive::{backends_as, replicator, stage};
+use walvault_tests::memory::{peak_kib, reset_peak};
 use walvault_tests::profile::iam::Role;
 use walvault_tests::s3s::S3sFs;
 use walvault_tests::standins::{config_from_env, Stack, STAGING_BUCKET};
@@ -146,25 +147,4 @@ fn whole_in_memory_peak(raw: &[u8], level: CompressionLevel) -> u64 {
     let peak = peak_kib();
     drop((fetched, packed));
     peak
-}
-
-/// Resets `VmHWM` to the current resident size, and returns that.
-fn reset_peak() -> u64 {
-    std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs (Linux 4.0 and later)");
-    status_kib("VmRSS:")
-}
-
-fn peak_kib() -> u64 {
-    status_kib("VmHWM:")
-}
-
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -15,6 +15,7 @@ use shared::events::ObjectRef;
 use shared::keys::staging_key;
 use shared::wal::WalFileName;
 use walvault_tests::archive::{replicator, stage};
+use walvault_tests::memory::peak_kib;
 use walvault_tests::postgres::{PgOptions, Postgres};
 use walvault_tests::standins::{Stack, STAGING_BUCKET};
 use walvault_tests::unique_cluster;
@@ -79,7 +80,7 @@ fn replicate_one(file: &std::path::Path) {
             "one segment through the replicator (level {}), EMF line:",
             config.zstd_level.get()
         );
-        let before = peak_rss_kib();
+        let before = peak_kib();
         let budget = shared::retry::RequestLimits::from_config(&config).one_request();
         replicator
             .process(
@@ -94,7 +95,7 @@ fn replicate_one(file: &std::path::Path) {
         println!(
             "peak resident memory (VmHWM): {} MiB before the replicator ran, {} MiB after",
             before / 1024,
-            peak_rss_kib() / 1024
+            peak_kib() / 1024
         );
     });
 }
@@ -165,15 +166,4 @@ fn cli(files: &[PathBuf], level: i32) -> (f64, f64) {
         raw_total as f64 / packed_total as f64,
         elapsed.as_secs_f64() * 1000.0 / files.len() as f64,
     )
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }

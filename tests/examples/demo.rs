@@ -74,7 +74,7 @@ fn main() {
         let (r2, b2) = (replica(Provider::R2), replica(Provider::B2));
         for record in &records {
             raw += record.raw_size;
-            packed += record.compressed_size.unwrap_or(0);
+            packed += record.stored_size().unwrap_or(0);
             let key = archive_key(&record.cluster, record.file);
             let (a, b) = (r2.head(&key).await, b2.head(&key).await);
             if let (Ok(a), Ok(b)) = (a, b) {

@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod backups;
 pub mod chaos;
+pub mod memory;
 pub mod pgbackrest;
 pub mod pipeline;
 pub mod postgres;

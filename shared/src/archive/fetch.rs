@@ -556,11 +556,7 @@ impl Fetcher {
             .await;
         let object = match got {
             Ok(object) => object,
-            Err(StoreError::NotFound { .. }) => return Ok(Err(None)),
-            Err(e) => {
-                tracing::warn!(file = %name, source = %candidate.source, error = %chain(&e), "store failed; trying the next");
-                return Ok(Err(Some(SourceFailure::Store(candidate.source, e))));
-            }
+            Err(e) => return Ok(Err(unanswered(name, candidate, e))),
         };
         match verify(candidate, &object) {
             Ok((bytes, sha256)) => {
@@ -608,11 +604,7 @@ impl Fetcher {
                 candidate.answering.store(true, Ordering::Relaxed);
                 reader
             }
-            Err(StoreError::NotFound { .. }) => return Ok(Err(None)),
-            Err(e) => {
-                tracing::warn!(file = %name, source = %candidate.source, error = %chain(&e), "store failed; trying the next");
-                return Ok(Err(Some(SourceFailure::Store(candidate.source, e))));
-            }
+            Err(e) => return Ok(Err(unanswered(name, candidate, e))),
         };
         if expected.size > MAX_SEGMENT_SIZE {
             let problem = CopyProblem::TooLarge(expected.size);
@@ -746,6 +738,20 @@ impl Fetcher {
         }
         Ok(())
     }
+}
+
+/// What a store's failure to serve `candidate` means: nothing when it has
+/// no copy, otherwise a failure to report (logged; the next is tried).
+fn unanswered(
+    name: &ArchivedFile,
+    candidate: &Candidate<'_>,
+    error: StoreError,
+) -> Option<SourceFailure> {
+    if error.is_not_found() {
+        return None;
+    }
+    tracing::warn!(file = %name, source = %candidate.source, error = %chain(&error), "store failed; trying the next");
+    Some(SourceFailure::Store(candidate.source, error))
 }
 
 /// Staging keeps a file until both replicas hold it, so with no catalog

@@ -32,7 +32,7 @@ impl BackupState {
 
     /// Stored bytes of its parts on one provider (compressed).
     pub fn stored_size(&self) -> u64 {
-        self.parts.iter().filter_map(|r| r.compressed_size).sum()
+        self.parts.iter().filter_map(|r| r.stored_size()).sum()
     }
 }
 

@@ -191,6 +191,13 @@ impl CatalogRecord {
         self.targets.get(&provider)
     }
 
+    /// The compressed size of one replica: recorded at the claim for a
+    /// file compressed whole, by each replica for a file streamed.
+    pub fn stored_size(&self) -> Option<u64> {
+        self.compressed_size
+            .or_else(|| self.targets.values().map(|t| t.size).max())
+    }
+
     /// Whether every provider's replica is recorded.
     pub fn has_every_target(&self) -> bool {
         Provider::ALL.iter().all(|p| self.targets.contains_key(p))

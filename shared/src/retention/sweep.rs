@@ -314,8 +314,8 @@ impl Sweeper {
                 match &results[i] {
                     Ok(()) => {
                         *report.deleted.entry(replica.provider).or_default() += 1;
-                        if record.target(replica.provider).is_some() {
-                            report.bytes_freed += record.compressed_size.unwrap_or(0);
+                        if let Some(target) = record.target(replica.provider) {
+                            report.bytes_freed += target.size;
                         }
                     }
                     Err(e) => {

@@ -197,9 +197,28 @@ impl S3Store {
         if if_none_match {
             request = request.if_none_match("*");
         }
-        match request.send().await {
-            Ok(out) => Ok(out.e_tag().map(str::to_owned)),
-            Err(err) if if_none_match && not_implemented(&err) => {
+        let sent = request.send().await;
+        self.write_answer(
+            key,
+            sent.map(|out| out.e_tag().map(str::to_owned)),
+            if_none_match,
+        )
+    }
+
+    /// A write's answer: its ETag, or why it failed (a store that does not
+    /// implement the condition, when one was sent, apart).
+    fn write_answer<E>(
+        &self,
+        key: &str,
+        sent: Result<Option<String>, SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+        conditional: bool,
+    ) -> Result<Option<String>, PutFailure>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        match sent {
+            Ok(etag) => Ok(etag),
+            Err(err) if conditional && not_implemented(&err) => {
                 Err(PutFailure::ConditionalUnsupported)
             }
             Err(err) => Err(PutFailure::Store(self.error(Operation::Put, key, err))),
@@ -237,13 +256,18 @@ impl S3Store {
             Err(StoreError::NotFound { .. }) => {}
             decided => return decided,
         }
-        let etag = match self.put(key, body, sha256, metadata, false).await {
-            Ok(etag) => etag,
-            Err(PutFailure::Store(e)) => return Err(e),
-            Err(PutFailure::ConditionalUnsupported) => {
-                unreachable!("a plain put sends no condition")
-            }
-        };
+        let etag = unconditional(self.put(key, body, sha256, metadata, false).await)?;
+        self.confirm_created(key, sha256, etag).await
+    }
+
+    /// After a write sent without a condition: the object there now must
+    /// be ours (a different writer may have raced in).
+    async fn confirm_created(
+        &self,
+        key: &str,
+        sha256: &Sha256Hex,
+        etag: Option<String>,
+    ) -> Result<PutOutcome, StoreError> {
         match self.compare_existing(key, sha256).await? {
             PutOutcome::AlreadyPresent { .. } => Ok(PutOutcome::Created { etag }),
             created => Ok(created),
@@ -511,13 +535,12 @@ impl S3Store {
         if if_none_match {
             request = request.if_none_match("*");
         }
-        match request.send().await {
-            Ok(out) => Ok(out.e_tag().map(str::to_owned)),
-            Err(err) if if_none_match && not_implemented(&err) => {
-                Err(PutFailure::ConditionalUnsupported)
-            }
-            Err(err) => Err(PutFailure::Store(self.error(Operation::Put, key, err))),
-        }
+        let sent = request.send().await;
+        self.write_answer(
+            key,
+            sent.map(|out| out.e_tag().map(str::to_owned)),
+            if_none_match,
+        )
     }
 
     /// Aborts an upload that is not to complete, keeping `outcome`; a
@@ -579,6 +602,18 @@ fn body_stream(store: &str, key: &str, size: u64, body: ByteStream) -> BodyStrea
 enum PutFailure {
     ConditionalUnsupported,
     Store(StoreError),
+}
+
+/// The result of a write sent without a condition, which cannot be
+/// refused as unsupported.
+fn unconditional(result: Result<Option<String>, PutFailure>) -> Result<Option<String>, StoreError> {
+    match result {
+        Ok(etag) => Ok(etag),
+        Err(PutFailure::Store(e)) => Err(e),
+        Err(PutFailure::ConditionalUnsupported) => {
+            unreachable!("a write without a condition is never refused for one")
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -823,28 +858,19 @@ impl ObjectStore for S3Store {
             decided => return self.abandon(key, upload, decided).await,
         }
         let conditional = self.if_none_match.load(Ordering::Relaxed);
-        let etag = match self.complete(key, upload, parts, conditional).await {
-            Ok(etag) => etag,
+        match self.complete(key, upload, parts, conditional).await {
+            Ok(etag) => Ok(PutOutcome::Created { etag }),
             Err(PutFailure::Store(StoreError::PreconditionFailed { .. })) => {
                 let decided = self.compare_existing(key, sha256).await;
-                return self.abandon(key, upload, decided).await;
+                self.abandon(key, upload, decided).await
             }
-            Err(PutFailure::Store(e)) => return Err(e),
+            Err(PutFailure::Store(e)) => Err(e),
             Err(PutFailure::ConditionalUnsupported) => {
                 tracing::warn!(store = %self.name, "store does not implement If-None-Match; using HEAD-and-compare from now on");
                 self.if_none_match.store(false, Ordering::Relaxed);
-                match self.complete(key, upload, parts, false).await {
-                    Ok(etag) => etag,
-                    Err(PutFailure::Store(e)) => return Err(e),
-                    Err(PutFailure::ConditionalUnsupported) => {
-                        unreachable!("a plain completion sends no condition")
-                    }
-                }
+                let etag = unconditional(self.complete(key, upload, parts, false).await)?;
+                self.confirm_created(key, sha256, etag).await
             }
-        };
-        match self.compare_existing(key, sha256).await? {
-            PutOutcome::AlreadyPresent { .. } => Ok(PutOutcome::Created { etag }),
-            created => Ok(created),
         }
     }
 
