@@ -12,7 +12,6 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
-
 use futures_util::StreamExt;
 
 use super::{
