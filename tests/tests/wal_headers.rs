@@ -115,11 +115,20 @@ fn a_backup_history_file_names_its_start_segment() {
     assert!(stop.contains("START WAL LOCATION"), "{stop}");
     let last = pg.switch_wal();
     pg.wait_archived(&last, Duration::from_secs(60));
-    let backups: Vec<WalFileName> = archived(&pg)
-        .into_iter()
-        .map(|(n, _)| n)
-        .filter(|n| n.kind() == WalFileKind::Backup)
-        .collect();
+    // The archiver takes ready files in batches, so the backup history
+    // file may be archived after later segments: wait for it too.
+    let backup_files = || -> Vec<WalFileName> {
+        archived(&pg)
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.kind() == WalFileKind::Backup)
+            .collect()
+    };
+    let waited = std::time::Instant::now();
+    while backup_files().is_empty() && waited.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let backups = backup_files();
     assert_eq!(backups.len(), 1, "{backups:?}");
     let WalFileName::Backup { segment, .. } = backups[0] else {
         unreachable!()
