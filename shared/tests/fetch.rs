@@ -404,6 +404,35 @@ async fn a_provider_that_lost_a_hedge_is_asked_last_by_the_next_fetches() {
     tokio::time::resume();
 }
 
+#[tokio::test]
+async fn a_provider_refusing_requests_is_asked_last_by_the_next_fetches() {
+    let world = MemoryWorld::default();
+    let (file, _) = archived(&world, FILE).await;
+    // A refused connection fails at once: never hedged, still worth avoiding.
+    world
+        .replica(Provider::R2)
+        .fail_always(Operation::Get, Fault::Transient);
+    let spool = tempfile::tempdir().unwrap();
+    let memory = spool.path().join("slow-provider-test");
+    let first = fetcher(&world).remembering_slow_providers(memory.clone());
+    assert_eq!(
+        first.fetch(&file).await.unwrap().source,
+        Source::Replica(Provider::B2)
+    );
+    assert!(std::fs::read_to_string(&memory).unwrap().starts_with("r2 "));
+    let r2_reads = world.replica(Provider::R2).calls(Operation::Get);
+    let next = fetcher(&world).remembering_slow_providers(memory.clone());
+    assert_eq!(
+        next.fetch(&file).await.unwrap().source,
+        Source::Replica(Provider::B2)
+    );
+    assert_eq!(
+        world.replica(Provider::R2).calls(Operation::Get),
+        r2_reads,
+        "B2 asked first: R2 not asked at all"
+    );
+}
+
 // Files too large to hold: streamed to a temporary file beside the
 // destination, verified, then renamed into place.
 

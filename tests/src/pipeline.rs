@@ -167,7 +167,9 @@ pub async fn recover_with(
     tokio::task::spawn_blocking(move || {
         let shipper = Shipper::new(&env);
         let restored = Postgres::recover(&backup, &shipper.command_line("fetch %f %p"), &settings);
-        restored.wait_promoted(Duration::from_secs(120));
+        // Room for a soak's WAL (hundreds of segments) with a provider
+        // down; a recovery that finishes returns at once.
+        restored.wait_promoted(Duration::from_secs(600));
         (restored.sql(CHECKSUM), restored.log_tail())
     })
     .await

@@ -442,6 +442,7 @@ impl Fetcher {
         let mut running = FuturesUnordered::new();
         let mut not_found = Vec::new();
         let mut hedged = false;
+        let mut first_failed = false;
         while let Some(first) = waiting.next() {
             running.push(start(first));
             while !running.is_empty() {
@@ -459,15 +460,21 @@ impl Fetcher {
                             if matches!(fetched.body, FetchedBody::Memory(_)) {
                                 self.hedge.observe(began.elapsed());
                             }
+                            // The provider asked first lost a hedge, or
+                            // failed (a refused connection is never hedged):
+                            // the fetches that follow ask it last.
                             if let Source::Replica(slow) = candidates[0].source {
-                                if hedged && fetched.source != candidates[0].source {
+                                if (hedged || first_failed) && fetched.source != candidates[0].source {
                                     self.remember_slow(slow);
                                 }
                             }
                             return Ok(Ok(fetched));
                         }
                         Err(None) => not_found.push(source),
-                        Err(Some(failure)) => failures.push(failure),
+                        Err(Some(failure)) => {
+                            first_failed |= source == candidates[0].source;
+                            failures.push(failure);
+                        }
                     },
                     () = hedge, if settled || !waiting.is_empty() => {
                         if settled {
