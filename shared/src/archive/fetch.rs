@@ -598,6 +598,10 @@ impl Fetcher {
         expected: &Expected,
         dir: &Path,
     ) -> Result<Result<Fetched, Option<SourceFailure>>, FetchError> {
+        if expected.size > MAX_SEGMENT_SIZE {
+            let problem = CopyProblem::TooLarge(expected.size);
+            return Ok(Err(Some(SourceFailure::Corrupt(candidate.source, problem))));
+        }
         let opened = self
             .limits
             .one_request()
@@ -613,10 +617,6 @@ impl Fetcher {
             }
             Err(e) => return Ok(Err(unanswered(name, candidate, e))),
         };
-        if expected.size > MAX_SEGMENT_SIZE {
-            let problem = CopyProblem::TooLarge(expected.size);
-            return Ok(Err(Some(SourceFailure::Corrupt(candidate.source, problem))));
-        }
         let expect = download::Expect {
             size: expected.size,
             sha256: &expected.sha256,
