@@ -175,13 +175,22 @@ test('the host policies: the shipper writes staging and reads the catalog; resto
   assert.deepEqual(restore, ['dynamodb:GetItem', 'dynamodb:Query', 'kms:Decrypt', 's3:GetObject', 's3:ListBucket']);
 });
 
+test('the repair policy updates catalog records and deletes nothing, in no store', () => {
+  const managed = Object.values(template.findResources('AWS::IAM::ManagedPolicy'));
+  const repair = managed.find((p) => (p.Properties.Description as string).includes('verify --repair'))!;
+  const granted = actions(repair.Properties.PolicyDocument.Statement).sort();
+  assert.deepEqual(granted, ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:UpdateItem', 'kms:Decrypt', 'kms:Encrypt', 'kms:GenerateDataKey*']);
+  assert.ok(!granted.some((a) => /Delete|^s3:/.test(a)), granted.join(', '));
+});
+
 test('hosts may list the staging bucket, so that S3 answers a missing key with 404 and not 403', () => {
   // S3 API reference, GetObject "Permissions": without s3:ListBucket on the
   // bucket, a missing key is 403 AccessDenied. walvault push reads a cluster
   // identity that does not exist yet, and walvault fetch probes past the end
   // of the archive: both must see "not found" to work at all.
-  const managed = Object.values(template.findResources('AWS::IAM::ManagedPolicy'));
-  for (const policy of managed) {
+  const hosts = Object.values(template.findResources('AWS::IAM::ManagedPolicy')).filter((p) => !(p.Properties.Description as string).includes('verify --repair'));
+  assert.equal(hosts.length, 2);
+  for (const policy of hosts) {
     const statements = policy.Properties.PolicyDocument.Statement as Statement[];
     const list = statements.find((s) => actions([s]).includes('s3:ListBucket'));
     assert.ok(list, `${policy.Properties.Description} cannot list staging`);

@@ -11,7 +11,8 @@
 //!   (`fault`); `retry` (the one retry loop, with budgets); `error`.
 //! - Commands: `archive/` (`push`, `fetch`, `prefetch`, `spool`),
 //!   `replicate/` (the compress function, step by step, and its event
-//!   dispatch), `retention/` (`plan`, pure; `sweep`), with `identity`,
+//!   dispatch), `retention/` (`plan`, pure; `sweep`), `verify/` (every
+//!   replica against its record, and repair), with `identity`,
 //!   `events`, `metrics` and `logging`; `testing` holds fixtures for tests of the logic.
 
 pub mod archive;
@@ -37,4 +38,5 @@ pub mod retry;
 pub mod secrets;
 pub mod store;
 pub mod testing;
+pub mod verify;
 pub mod wal;

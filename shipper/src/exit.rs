@@ -12,6 +12,7 @@ use shared::backup::restore::RestoreError;
 use shared::backup::take::BackupError;
 use shared::error::Retryable;
 use shared::identity::IdentityError;
+use shared::verify::VerifyReport;
 
 pub const PUSH_USAGE: u8 = 2;
 pub const PUSH_REFUSED_FILE: u8 = 3;
@@ -51,6 +52,16 @@ pub const RESTORE_LOCAL: u8 = 6;
 
 pub const DRILL_FAILED: u8 = 1;
 pub const DRILL_USAGE: u8 = 2;
+
+/// Something is wrong (a copy missing or damaged, an orphan, a break in
+/// WAL continuity, a file recorded corrupt) and was not repaired.
+pub const VERIFY_PROBLEMS: u8 = 1;
+pub const VERIFY_USAGE: u8 = 2;
+/// Not everything could be checked (a provider or the catalog did not
+/// answer, a provider is not configured); nothing checked was wrong.
+pub const VERIFY_INCOMPLETE: u8 = 3;
+/// `--repair` was refused: the configured keys cannot write.
+pub const VERIFY_REPAIR_REFUSED: u8 = 4;
 
 // PostgreSQL reads fetch codes above 125 as "abort recovery", and push
 // codes above 125 as a crashed archiver: checked at compile time.
@@ -134,6 +145,18 @@ pub fn restore_exit(error: &RestoreError) -> u8 {
         RestoreError::Catalog(_) | RestoreError::Fetch { .. } => RESTORE_UNAVAILABLE,
         RestoreError::Verify(_) => RESTORE_VERIFY_FAILED,
         RestoreError::Write(_) => RESTORE_LOCAL,
+    }
+}
+
+pub fn verify_exit(report: &VerifyReport) -> u8 {
+    if report.repair_refused.is_some() {
+        VERIFY_REPAIR_REFUSED
+    } else if report.anything_wrong() {
+        VERIFY_PROBLEMS
+    } else if !report.all_good() {
+        VERIFY_INCOMPLETE
+    } else {
+        0
     }
 }
 

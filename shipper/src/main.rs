@@ -1,7 +1,7 @@
 //! `walvault`, on the database host: PostgreSQL's archive_command
 //! (`walvault push %p`) and restore_command (`walvault fetch %f %p`), base
-//! backups (`backup`), restores (`restore`) and the recovery drill
-//! (`drill`). Parses arguments and configuration, and hands each command
+//! backups (`backup`), restores (`restore`), the recovery drill
+//! (`drill`) and the archive's check (`verify`). Parses arguments and configuration, and hands each command
 //! to its module in `command/`.
 
 mod command;
@@ -18,7 +18,9 @@ use shared::config::Config;
 use shared::provider::Provider;
 use shared::wal::Lsn;
 
-use walvault::exit::{BACKUP_USAGE, DRILL_USAGE, FETCH_LOCAL_ERROR, PUSH_USAGE, RESTORE_USAGE};
+use walvault::exit::{
+    BACKUP_USAGE, DRILL_USAGE, FETCH_LOCAL_ERROR, PUSH_USAGE, RESTORE_USAGE, VERIFY_USAGE,
+};
 
 const DEFAULT_CONFIG: &str = "/etc/walvault/walvault.toml";
 
@@ -110,6 +112,29 @@ enum Command {
         #[arg(long)]
         restore_command: Option<String>,
     },
+    /// Checks every archived file on every provider against the catalog.
+    Verify {
+        /// Download every copy and check the sha256 of its raw bytes
+        /// (default: a HEAD: presence, size and ETag).
+        #[arg(long)]
+        deep: bool,
+        /// Copy missing or damaged replicas from a verified one, and record
+        /// them (needs write keys: not the database host's).
+        #[arg(long)]
+        repair: bool,
+        /// Only files archived since: an age (30m, 12h, 7d) or a time (RFC 3339).
+        #[arg(long, value_parser = command::verify::parse_since)]
+        since: Option<command::verify::Since>,
+        /// Only WAL files of this timeline.
+        #[arg(long)]
+        timeline: Option<u32>,
+        /// Files checked at once (each on every provider at once).
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=512))]
+        jobs: u16,
+        /// The report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -159,6 +184,7 @@ fn usage_exit() -> u8 {
         Some("backup") => BACKUP_USAGE,
         Some("restore") => RESTORE_USAGE,
         Some("drill") => DRILL_USAGE,
+        Some("verify") => VERIFY_USAGE,
         _ => PUSH_USAGE,
     }
 }
@@ -268,6 +294,24 @@ fn main() -> ExitCode {
                     restore_command,
                 };
                 command::drill::drill(config, config_file, options).await
+            }
+            Command::Verify {
+                deep,
+                repair,
+                since,
+                timeline,
+                jobs,
+                json,
+            } => {
+                let args = command::verify::VerifyArgs {
+                    deep,
+                    repair,
+                    since,
+                    timeline,
+                    jobs: usize::from(jobs),
+                    json,
+                };
+                command::verify::verify(config, args).await
             }
         }
     });

@@ -26,19 +26,42 @@ impl Progress {
     }
 
     pub(crate) fn update(&self, done: u64, total: Option<u64>) {
+        if let Some(line) = self.due() {
+            line.show(&self.line(done, total));
+        }
+    }
+
+    /// Where to show a line, if one is due (a redraw every 250 ms on a
+    /// terminal, a log line every ten seconds otherwise).
+    fn due(&self) -> Option<Line> {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let every = if self.terminal { DRAW_EVERY } else { LOG_EVERY };
         if last.is_some_and(|at| at.elapsed() < every) {
-            return;
+            return None;
         }
         *last = Some(Instant::now());
-        let line = self.line(done, total);
-        if self.terminal {
-            eprint!("\r{line}\x1b[K");
-            let _ = std::io::stderr().flush();
-        } else {
-            tracing::info!("{line}");
+        Some(Line {
+            terminal: self.terminal,
+        })
+    }
+
+    /// Progress counted in files (each holding some bytes): what a run of
+    /// many small requests reports.
+    pub(crate) fn update_files(&self, files: u64, total_files: u64, bytes: u64, total_bytes: u64) {
+        let Some(line) = self.due() else { return };
+        let seconds = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = files as f64 / seconds;
+        let mut text = format!(
+            "{}: {files}/{total_files} files, {} of {}, {rate:.0} files/s",
+            self.what,
+            human_bytes(bytes),
+            human_bytes(total_bytes),
+        );
+        if total_files > 0 && files < total_files {
+            let eta = (total_files - files) as f64 / rate.max(0.1);
+            text.push_str(&format!(", ETA {}", duration(eta)));
         }
+        line.show(&text);
     }
 
     pub(crate) fn finish(&self) {
@@ -66,6 +89,21 @@ impl Progress {
             ));
         }
         line
+    }
+}
+
+struct Line {
+    terminal: bool,
+}
+
+impl Line {
+    fn show(&self, text: &str) {
+        if self.terminal {
+            eprint!("\r{text}\x1b[K");
+            let _ = std::io::stderr().flush();
+        } else {
+            tracing::info!("{text}");
+        }
     }
 }
 

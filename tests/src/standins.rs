@@ -50,11 +50,11 @@ pub const B2_REGION: &str = "eu-central-003";
 pub fn keys(role: Role, cluster: &str) -> (String, String, String) {
     let r2 = match role {
         Role::Shipper | Role::Restore | Role::RestoreAndShip => R2Token::ObjectReadOnly,
-        Role::Compress | Role::Retention | Role::Admin => R2Token::ObjectReadWrite,
+        Role::Compress | Role::Retention | Role::Repair | Role::Admin => R2Token::ObjectReadWrite,
     };
     let b2 = match role {
         Role::Shipper | Role::Restore | Role::RestoreAndShip => B2Key::Read,
-        Role::Compress => B2Key::Write,
+        Role::Compress | Role::Repair => B2Key::Write,
         Role::Retention | Role::Admin => B2Key::Delete,
     };
     (

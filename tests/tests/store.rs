@@ -480,3 +480,85 @@ async fn conditional_deletes_remove_only_the_object_that_was_read() {
     let memory = MemoryStore::new("memory");
     delete_if_etag_contract(&memory, &memory, &key).await;
 }
+
+/// `key` holds A: a write naming A's ETag replaces it with B; one naming
+/// A's ETag again (B is there now) is refused and B stays; so is one on a
+/// missing key. Writes to the key a second apart: R2 allows one a second.
+async fn put_replacing_contract(store: &dyn ObjectStore, key: &str) {
+    let pause = || tokio::time::sleep(Duration::from_millis(1100));
+    let sha = Sha256Hex::of(b"raw bytes");
+    store
+        .put_if_absent(
+            key,
+            Bytes::from_static(b"damaged copy"),
+            &sha,
+            &Metadata::new(),
+        )
+        .await
+        .unwrap();
+    let first = store.head(key).await.unwrap().etag.expect("an ETag");
+    pause().await;
+    let replaced = store
+        .put_replacing(
+            key,
+            Bytes::from_static(b"verified copy"),
+            &sha,
+            &Metadata::new(),
+            &first,
+        )
+        .await
+        .unwrap();
+    assert_eq!(&store.get(key).await.unwrap().body[..], b"verified copy");
+    let second = store.head(key).await.unwrap();
+    assert_ne!(second.etag.as_deref(), Some(first.as_str()));
+    assert_eq!(second.sha256(), Some(sha.clone()));
+    if let Some(replaced) = replaced {
+        assert_eq!(Some(replaced), second.etag);
+    }
+    pause().await;
+    let stale = store
+        .put_replacing(
+            key,
+            Bytes::from_static(b"stale"),
+            &sha,
+            &Metadata::new(),
+            &first,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(stale, StoreError::PreconditionFailed { .. }),
+        "{stale:?}"
+    );
+    assert_eq!(&store.get(key).await.unwrap().body[..], b"verified copy");
+    let missing = format!("{key}.missing");
+    let absent = store
+        .put_replacing(
+            &missing,
+            Bytes::from_static(b"x"),
+            &sha,
+            &Metadata::new(),
+            &first,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(absent, StoreError::PreconditionFailed { .. }),
+        "{absent:?}"
+    );
+    assert!(store.head(&missing).await.unwrap_err().is_not_found());
+}
+
+#[tokio::test]
+async fn a_replacing_write_lands_only_over_the_object_it_names() {
+    // R2 takes If-Match on PUT; B2 answers 501 and the store compares the
+    // ETag itself first.
+    let config = Stack::shared().config(&unique_cluster("put-replacing"));
+    let operator = standins::as_role(Role::Repair, &config);
+    for provider in Provider::ALL {
+        let store = replica(&operator, provider).await;
+        let key = format!("{}/wal/000000010000000000000001.zst", config.cluster);
+        put_replacing_contract(store.as_ref(), &key).await;
+    }
+    put_replacing_contract(&MemoryStore::new("memory"), "k").await;
+}

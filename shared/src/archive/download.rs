@@ -12,15 +12,16 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use tempfile::{NamedTempFile, TempPath};
+use tempfile::TempPath;
 
 use crate::codec::{CodecError, Sha256Hex};
+use crate::error::Retryable;
 use crate::retry::TimedOut;
 use crate::store::{ObjectReader, StoreError};
 
 /// Why a streamed copy was not kept.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum DownloadError {
+pub(crate) enum DownloadError {
     /// The store failed before the body was complete.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -32,8 +33,23 @@ pub(super) enum DownloadError {
     Local(#[source] std::io::Error),
 }
 
+impl Retryable for DownloadError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            DownloadError::Store(e) => e.is_permanent(),
+            DownloadError::Corrupt(_) | DownloadError::Local(_) => true,
+        }
+    }
+}
+
+impl From<TimedOut> for DownloadError {
+    fn from(timed_out: TimedOut) -> Self {
+        DownloadError::Store(StoreError::TimedOut(timed_out))
+    }
+}
+
 /// What the copy must decompress (or hash) to.
-pub(super) struct Expect<'a> {
+pub(crate) struct Expect<'a> {
     pub size: u64,
     pub sha256: &'a Sha256Hex,
     pub compressed: bool,
@@ -41,7 +57,7 @@ pub(super) struct Expect<'a> {
 
 /// Streams `reader`'s body into a new temporary file in `dir`, each piece
 /// within `piece_timeout`; the verified file, removed when dropped.
-pub(super) async fn to_temp_file(
+pub(crate) async fn to_temp_file(
     reader: ObjectReader,
     expect: Expect<'_>,
     dir: &Path,
@@ -53,9 +69,38 @@ pub(super) async fn to_temp_file(
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(local)?;
+    let out = BufWriter::with_capacity(1 << 20, file);
+    let out = stream_verified(reader, expect, out, piece_timeout).await?;
+    let file = out
+        .into_inner()
+        .map_err(|e| DownloadError::Local(e.into_error()))?;
+    file.as_file().sync_all().map_err(local)?;
+    Ok(file.into_temp_path())
+}
+
+/// Reads `reader`'s body to its end and checks it, keeping nothing: what
+/// `verify --deep` does with each replica, in constant memory.
+pub(crate) async fn check_stream(
+    reader: ObjectReader,
+    expect: Expect<'_>,
+    piece_timeout: Duration,
+) -> Result<(), DownloadError> {
+    stream_verified(reader, expect, std::io::sink(), piece_timeout)
+        .await
+        .map(drop)
+}
+
+/// Streams the body through zstd (for a replica) and the hash into `out`;
+/// `out` back once the size and sha256 are the expected ones.
+async fn stream_verified<W: Write>(
+    reader: ObjectReader,
+    expect: Expect<'_>,
+    out: W,
+    piece_timeout: Duration,
+) -> Result<W, DownloadError> {
     let key = reader.info.key.clone();
     let mut body = reader.body;
-    let mut sink = Sink::new(file, expect.size, expect.compressed).map_err(local)?;
+    let mut sink = Sink::new(out, expect.size, expect.compressed).map_err(DownloadError::Local)?;
     loop {
         let piece = match tokio::time::timeout(piece_timeout, body.next()).await {
             Ok(Some(piece)) => piece?,
@@ -70,7 +115,7 @@ pub(super) async fn to_temp_file(
         };
         sink.write(&piece)?;
     }
-    let (file, written, sha256) = sink.finish()?;
+    let (out, written, sha256) = sink.finish()?;
     if written != expect.size {
         return Err(CodecError::SizeMismatch {
             expected: expect.size,
@@ -85,21 +130,20 @@ pub(super) async fn to_temp_file(
         }
         .into());
     }
-    file.as_file().sync_all().map_err(local)?;
-    Ok(file.into_temp_path())
+    Ok(out)
 }
 
 /// Where the pieces go: through zstd (for a replica) into the hashing,
 /// size-limited file writer.
-enum Sink {
-    Compressed(zstd::stream::write::Decoder<'static, Verifying>),
-    Raw(Verifying),
+enum Sink<W: Write> {
+    Compressed(zstd::stream::write::Decoder<'static, Verifying<W>>),
+    Raw(Verifying<W>),
 }
 
-impl Sink {
-    fn new(file: NamedTempFile, limit: u64, compressed: bool) -> std::io::Result<Self> {
+impl<W: Write> Sink<W> {
+    fn new(out: W, limit: u64, compressed: bool) -> std::io::Result<Self> {
         let verifying = Verifying {
-            out: BufWriter::with_capacity(1 << 20, file),
+            out,
             hasher: Sha256::new(),
             written: 0,
             limit,
@@ -113,7 +157,7 @@ impl Sink {
         })
     }
 
-    fn verifying(&self) -> &Verifying {
+    fn verifying(&self) -> &Verifying<W> {
         match self {
             Sink::Compressed(decoder) => decoder.get_ref(),
             Sink::Raw(verifying) => verifying,
@@ -128,8 +172,8 @@ impl Sink {
         written.map_err(|e| self.classify(e))
     }
 
-    /// The file, the raw bytes written, and their digest.
-    fn finish(self) -> Result<(NamedTempFile, u64, Sha256Hex), DownloadError> {
+    /// The output, the raw bytes written, and their digest.
+    fn finish(self) -> Result<(W, u64, Sha256Hex), DownloadError> {
         let verifying = match self {
             Sink::Compressed(mut decoder) => {
                 if let Err(e) = decoder.flush() {
@@ -145,10 +189,7 @@ impl Sink {
             written,
             ..
         } = verifying;
-        let file = out
-            .into_inner()
-            .map_err(|e| DownloadError::Local(e.into_error()))?;
-        Ok((file, written, Sha256Hex::finish(hasher)))
+        Ok((out, written, Sha256Hex::finish(hasher)))
     }
 
     /// A write error: the copy's fault (too long, not zstd) or the disk's.
@@ -168,8 +209,8 @@ impl Sink {
 }
 
 /// Hashes and writes raw bytes, refusing more than `limit` of them.
-struct Verifying {
-    out: BufWriter<NamedTempFile>,
+struct Verifying<W> {
+    out: W,
     hasher: Sha256,
     written: u64,
     limit: u64,
@@ -177,7 +218,7 @@ struct Verifying {
     disk_error: bool,
 }
 
-impl Write for Verifying {
+impl<W: Write> Write for Verifying<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.written + buf.len() as u64 > self.limit {
             self.overflowed = true;

@@ -1,7 +1,7 @@
 //! The shipper's commands, one module each (as pgBackRest lays out
 //! `archive/push` and `archive/get`), and the local spool they share.
 
-mod download;
+pub(crate) mod download;
 pub mod fetch;
 pub mod prefetch;
 pub mod push;

@@ -16,9 +16,11 @@ use crate::clock::UnixMillis;
 use crate::codec::Sha256Hex;
 use crate::error::{Cause, Retryable};
 use crate::file::ArchivedFile;
+use crate::file::FileKind;
 use crate::keys::ClusterName;
 use crate::provider::Provider;
 use crate::retry::TimedOut;
+use crate::wal::{SegmentSize, WalFileKind};
 
 pub use dynamo::DynamoCatalog;
 pub use faulty::FaultyCatalog;
@@ -140,6 +142,27 @@ pub async fn list_prefix(
             None => return Ok(records),
         }
     }
+}
+
+/// The cluster's segment size: what every replicated segment's size says.
+/// (A corrupt record's size is that of the bad object, so it does not count.)
+pub fn segment_size<'a>(
+    records: impl IntoIterator<Item = &'a CatalogRecord>,
+) -> Result<SegmentSize, String> {
+    let mut sizes = records
+        .into_iter()
+        .filter(|r| {
+            r.file.kind() == FileKind::Wal(WalFileKind::Segment)
+                && r.status == RecordStatus::Replicated
+        })
+        .map(|r| r.raw_size);
+    let Some(first) = sizes.next() else {
+        return Err("no replicated segment to take it from".into());
+    };
+    if let Some(other) = sizes.find(|s| *s != first) {
+        return Err(format!("both {first} and {other} bytes"));
+    }
+    SegmentSize::new(first).map_err(|e| e.to_string())
 }
 
 /// A catalog request, for errors, logs and fault injection.

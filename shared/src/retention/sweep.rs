@@ -15,7 +15,7 @@ use super::abandoned::{self, Abandoned};
 use super::plan::{parse_history, plan, BackupEntry, Histories, Rules, WalEntry};
 use crate::backends::Replicas;
 use crate::backup::catalog::{group, BackupState};
-use crate::catalog::{list_all, Catalog, CatalogError, CatalogRecord, RecordRef, RecordStatus};
+use crate::catalog::{list_all, segment_size, Catalog, CatalogError, CatalogRecord, RecordRef};
 use crate::clock::UnixMillis;
 use crate::codec::decompress_verified;
 use crate::error::chain;
@@ -25,7 +25,7 @@ use crate::metrics::{Metric, MetricRecord};
 use crate::provider::Provider;
 use crate::retry::{Budget, RequestLimits};
 use crate::store::{ObjectStore, StoreError};
-use crate::wal::{SegmentSize, WalFileKind, WalFileName};
+use crate::wal::{WalFileKind, WalFileName};
 
 /// Files expired per round of batched deletes.
 const DELETE_BATCH: usize = 500;
@@ -427,23 +427,4 @@ impl Sweeper {
             .property("report", serde_json::to_value(report).unwrap_or_default());
         record.emit();
     }
-}
-
-/// The cluster's segment size: what every replicated segment's size says.
-/// (A corrupt record's size is that of the bad object, so it does not count.)
-fn segment_size(records: &[CatalogRecord]) -> Result<SegmentSize, String> {
-    let mut sizes = records
-        .iter()
-        .filter(|r| {
-            r.file.kind() == FileKind::Wal(WalFileKind::Segment)
-                && r.status == RecordStatus::Replicated
-        })
-        .map(|r| r.raw_size);
-    let Some(first) = sizes.next() else {
-        return Err("no replicated segment to take it from".into());
-    };
-    if let Some(other) = sizes.find(|s| *s != first) {
-        return Err(format!("both {first} and {other} bytes"));
-    }
-    SegmentSize::new(first).map_err(|e| e.to_string())
 }

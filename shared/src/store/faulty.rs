@@ -122,6 +122,23 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
         .await
     }
 
+    async fn put_replacing(
+        &self,
+        key: &str,
+        body: Bytes,
+        sha256: &Sha256Hex,
+        metadata: &Metadata,
+        replaced: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.call(
+            Operation::Put,
+            key,
+            self.inner
+                .put_replacing(key, body, sha256, metadata, replaced),
+        )
+        .await
+    }
+
     async fn get(&self, key: &str) -> Result<Object, StoreError> {
         let fault = self.faults.enter(Operation::Get, key);
         let mut object = self

@@ -157,6 +157,14 @@ impl MemoryStore {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn etag_changed(&self, key: &str, etag: &str) -> StoreError {
+        StoreError::PreconditionFailed {
+            store: self.name.clone(),
+            key: key.to_owned(),
+            detail: format!("its ETag is no longer {etag}"),
+        }
+    }
+
     fn not_found(&self, key: &str) -> StoreError {
         StoreError::NotFound {
             store: self.name.clone(),
@@ -203,6 +211,27 @@ impl ObjectStore for MemoryStore {
         metadata.insert(SHA256_METADATA.to_owned(), sha256.as_str().to_owned());
         let mut state = self.lock();
         self.insert_if_absent(&mut state, key, body, sha256, metadata)
+    }
+
+    async fn put_replacing(
+        &self,
+        key: &str,
+        body: Bytes,
+        sha256: &Sha256Hex,
+        metadata: &Metadata,
+        replaced: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let mut metadata = metadata.clone();
+        metadata.insert(SHA256_METADATA.to_owned(), sha256.as_str().to_owned());
+        let mut state = self.lock();
+        match state.objects.get(key) {
+            Some(object) if object.info.etag.as_deref() == Some(replaced) => {}
+            _ => return Err(self.etag_changed(key, replaced)),
+        }
+        let info = info(key, &body, metadata, state.now);
+        let etag = info.etag.clone();
+        state.objects.insert(key.to_owned(), Object { info, body });
+        Ok(etag)
     }
 
     async fn get(&self, key: &str) -> Result<Object, StoreError> {
@@ -328,11 +357,7 @@ impl ObjectStore for MemoryStore {
                 state.objects.remove(key);
                 Ok(())
             }
-            Some(_) => Err(StoreError::PreconditionFailed {
-                store: self.name.clone(),
-                key: key.to_owned(),
-                detail: format!("its ETag is no longer {etag}"),
-            }),
+            Some(_) => Err(self.etag_changed(key, etag)),
         }
     }
 

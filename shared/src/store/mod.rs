@@ -122,6 +122,21 @@ pub trait ObjectStore: Send + Sync {
         metadata: &Metadata,
     ) -> Result<PutOutcome, StoreError>;
 
+    /// Writes `body` over the object under `key` only while that object's
+    /// ETag is `replaced` (`If-Match`): how `verify --repair` replaces a
+    /// replica it found damaged with a verified copy, and never a good
+    /// object, whose ETag would differ. Any other object there, or none,
+    /// is [`StoreError::PreconditionFailed`] and is left untouched.
+    /// Returns the new object's ETag.
+    async fn put_replacing(
+        &self,
+        key: &str,
+        body: Bytes,
+        sha256: &Sha256Hex,
+        metadata: &Metadata,
+        replaced: &str,
+    ) -> Result<Option<String>, StoreError>;
+
     async fn get(&self, key: &str) -> Result<Object, StoreError>;
 
     /// [`ObjectStore::get`] without holding the body: it is read from the

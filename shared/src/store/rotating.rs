@@ -131,6 +131,25 @@ impl ObjectStore for RotatingStore {
         .await
     }
 
+    async fn put_replacing(
+        &self,
+        key: &str,
+        body: Bytes,
+        sha256: &Sha256Hex,
+        metadata: &Metadata,
+        replaced: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.with_valid_key(|store| {
+            let body = body.clone();
+            async move {
+                store
+                    .put_replacing(key, body, sha256, metadata, replaced)
+                    .await
+            }
+        })
+        .await
+    }
+
     async fn get(&self, key: &str) -> Result<Object, StoreError> {
         self.with_valid_key(|store| async move { store.get(key).await })
             .await

@@ -64,6 +64,8 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     if_none_match: AtomicBool,
+    /// Whether PUT takes `If-Match` (until the store answers that it does not).
+    if_match: AtomicBool,
     /// Cleared for good the first time the store refuses `DeleteObjects`.
     batch_delete: AtomicBool,
     keeps_versions: bool,
@@ -85,6 +87,7 @@ impl S3Store {
             client,
             bucket: bucket.to_owned(),
             if_none_match: AtomicBool::new(options.conditional == ConditionalPut::IfNoneMatch),
+            if_match: AtomicBool::new(options.conditional == ConditionalPut::IfNoneMatch),
             batch_delete: AtomicBool::new(options.batch_delete && !options.keeps_versions),
             keeps_versions: options.keeps_versions,
             content_md5: options.content_md5,
@@ -176,7 +179,7 @@ impl S3Store {
         body: Bytes,
         sha256: &Sha256Hex,
         metadata: &Metadata,
-        if_none_match: bool,
+        condition: WriteCondition<'_>,
     ) -> Result<Option<String>, PutFailure> {
         let mut request = self
             .client
@@ -193,14 +196,16 @@ impl S3Store {
         for (k, v) in metadata {
             request = request.metadata(k, v);
         }
-        if if_none_match {
-            request = request.if_none_match("*");
+        match condition {
+            WriteCondition::None => {}
+            WriteCondition::Absent => request = request.if_none_match("*"),
+            WriteCondition::Replacing(etag) => request = request.if_match(etag),
         }
         let sent = request.send().await;
         self.write_answer(
             key,
             sent.map(|out| out.e_tag().map(str::to_owned)),
-            if_none_match,
+            condition != WriteCondition::None,
         )
     }
 
@@ -255,7 +260,10 @@ impl S3Store {
             Err(StoreError::NotFound { .. }) => {}
             decided => return decided,
         }
-        let etag = unconditional(self.put(key, body, sha256, metadata, false).await)?;
+        let etag = unconditional(
+            self.put(key, body, sha256, metadata, WriteCondition::None)
+                .await,
+        )?;
         self.confirm_created(key, sha256, etag).await
     }
 
@@ -598,6 +606,16 @@ fn body_stream(store: &str, key: &str, size: u64, body: ByteStream) -> BodyStrea
     ))
 }
 
+/// What a PUT requires of the object already under its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteCondition<'a> {
+    None,
+    /// `If-None-Match: *`: no object there.
+    Absent,
+    /// `If-Match`: the object with this ETag there.
+    Replacing(&'a str),
+}
+
 enum PutFailure {
     ConditionalUnsupported,
     Store(StoreError),
@@ -753,7 +771,10 @@ impl ObjectStore for S3Store {
         if !self.if_none_match.load(Ordering::Relaxed) {
             return self.put_head_and_compare(key, body, sha256, metadata).await;
         }
-        match self.put(key, body.clone(), sha256, metadata, true).await {
+        match self
+            .put(key, body.clone(), sha256, metadata, WriteCondition::Absent)
+            .await
+        {
             Ok(etag) => Ok(PutOutcome::Created { etag }),
             Err(PutFailure::Store(StoreError::PreconditionFailed { .. })) => {
                 self.compare_existing(key, sha256).await
@@ -765,6 +786,46 @@ impl ObjectStore for S3Store {
                 self.put_head_and_compare(key, body, sha256, metadata).await
             }
         }
+    }
+
+    async fn put_replacing(
+        &self,
+        key: &str,
+        body: Bytes,
+        sha256: &Sha256Hex,
+        metadata: &Metadata,
+        replaced: &str,
+    ) -> Result<Option<String>, StoreError> {
+        if self.if_match.load(Ordering::Relaxed) {
+            let condition = WriteCondition::Replacing(replaced);
+            match self
+                .put(key, body.clone(), sha256, metadata, condition)
+                .await
+            {
+                Ok(etag) => return Ok(etag),
+                Err(PutFailure::Store(StoreError::PreconditionFailed { .. })) => {
+                    return Err(self.etag_changed(key, replaced))
+                }
+                Err(PutFailure::Store(e)) => return Err(e),
+                Err(PutFailure::ConditionalUnsupported) => {
+                    tracing::warn!(store = %self.name, "store does not implement If-Match on PUT; comparing the ETag first from now on");
+                    self.if_match.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        // Not atomic: walvault's other writers never overwrite, so only a
+        // delete or another repair can come between the HEAD and the PUT.
+        match self.head(key).await {
+            Ok(info) if info.etag.as_deref() == Some(replaced) => {}
+            Ok(_) | Err(StoreError::NotFound { .. }) => {
+                return Err(self.etag_changed(key, replaced))
+            }
+            Err(e) => return Err(e),
+        }
+        unconditional(
+            self.put(key, body, sha256, metadata, WriteCondition::None)
+                .await,
+        )
     }
 
     async fn get(&self, key: &str) -> Result<Object, StoreError> {

@@ -35,17 +35,20 @@ pub enum Role {
     Compress,
     /// The retention function's role.
     Retention,
+    /// An operator running `walvault verify --repair`: `RepairPolicy`.
+    Repair,
     /// The harness itself (provisioning, planting faults): not checked.
     Admin,
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Shipper,
         Role::Restore,
         Role::RestoreAndShip,
         Role::Compress,
         Role::Retention,
+        Role::Repair,
         Role::Admin,
     ];
 
@@ -56,6 +59,7 @@ impl Role {
             Role::RestoreAndShip => "RESTORESHIP",
             Role::Compress => "COMPRESS",
             Role::Retention => "RETENTION",
+            Role::Repair => "REPAIR",
             Role::Admin => "ADMIN",
         }
     }
@@ -120,6 +124,7 @@ impl Policies {
             let role = match resource["Type"].as_str() {
                 Some("AWS::IAM::ManagedPolicy") if id.contains("ShipperPolicy") => Role::Shipper,
                 Some("AWS::IAM::ManagedPolicy") if id.contains("RestorePolicy") => Role::Restore,
+                Some("AWS::IAM::ManagedPolicy") if id.contains("RepairPolicy") => Role::Repair,
                 Some("AWS::IAM::Policy")
                     if attached_to(resource, "FunctionsCompressServiceRole") =>
                 {
@@ -144,6 +149,7 @@ impl Policies {
             Role::Restore,
             Role::Compress,
             Role::Retention,
+            Role::Repair,
         ] {
             assert!(
                 by_role.contains_key(&role),

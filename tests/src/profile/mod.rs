@@ -120,6 +120,29 @@ impl Upstream {
         key: &str,
         version: Option<&str>,
     ) -> Option<SystemTime> {
+        let headers = self.head(bucket, key, version).await?;
+        let date = headers.get("last-modified")?.to_str().ok()?;
+        let parsed = aws_sdk_s3::primitives::DateTime::from_str(
+            date,
+            aws_sdk_s3::primitives::DateTimeFormat::HttpDate,
+        )
+        .ok()?;
+        SystemTime::try_from(parsed).ok()
+    }
+
+    /// The ETag of the object under `key`, if it exists.
+    pub async fn etag(&self, bucket: &str, key: &str) -> Option<String> {
+        let headers = self.head(bucket, key, None).await?;
+        Some(headers.get("etag")?.to_str().ok()?.to_owned())
+    }
+
+    /// The headers of a HEAD of `key` (or one of its versions), if it exists.
+    async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> Option<hyper::HeaderMap> {
         let mut uri = format!("http://{}/{bucket}/{key}", self.addr);
         if let Some(version) = version {
             uri.push_str(&format!("?versionId={version}"));
@@ -135,13 +158,7 @@ impl Upstream {
         if !answer.status().is_success() {
             return None;
         }
-        let date = answer.headers().get("last-modified")?.to_str().ok()?;
-        let parsed = aws_sdk_s3::primitives::DateTime::from_str(
-            date,
-            aws_sdk_s3::primitives::DateTimeFormat::HttpDate,
-        )
-        .ok()?;
-        SystemTime::try_from(parsed).ok()
+        Some(answer.into_parts().0.headers)
     }
 
     async fn forward(&self, incoming: &Incoming) -> Result<Answer, String> {

@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | SigV4 region `auto`; empty and `us-east-1` are aliases | else 400 `InvalidRegionName` | developers.cloudflare.com/r2/api/s3/api ("an empty value and us-east-1 will alias to the auto region") |
 //! | `If-None-Match` on PutObject | 412 when the key exists (the stand-in's) | /r2/api/s3/conditional-operations; error 10031 |
+//! | `If-Match` on PutObject | 412 unless the key holds an object with that ETag (a missing key fails) | /r2/api/s3/conditional-operations ("If-Match … If the key does not exist: Fails") |
 //! | Content-MD5 together with an `x-amz-checksum-*` header | 400 `InvalidRequest` "You can only specify one non-default checksum at a time." | reported: vectordotdev/vector#23029 |
 //! | multipart parts | all but the last the same size, 5 MiB–5 GiB, the last no larger; else 400 `InvalidPart` / `EntityTooSmall` | /r2/objects/multipart-objects; errors 10048, 10011 |
 //! | writes to one key more often than once a second | 429 `TooManyRequests` | /r2/platform/limits; error 10058 |
@@ -22,6 +23,7 @@
 //! | rule | answer | source |
 //! |---|---|---|
 //! | `If-None-Match` on PutObject | 501 `NotImplemented` "A header you provided implies functionality that is not implemented" | reported: lance-format/lance#5614, obsidian-s3-sync#78 |
+//! | `If-Match` on PutObject | 501 `NotImplemented`, as `If-None-Match` | assumed from the reports above (B2 documents no conditional writes); walvault falls back to HEAD-and-compare either way |
 //! | `x-amz-checksum-*`, `x-amz-sdk-checksum-algorithm`, `x-amz-checksum-mode`, `x-amz-trailer` | 400 `InvalidArgument` "Unsupported header '…' received for this API call." (switch: 2026 reports say CRC32 is now accepted) | reported: craft-remote-backup#61, home-assistant/core#143995, xen-orchestra#8358; obsidian-s3-sync PR #84 for the change |
 //! | DeleteObject(s) without a version id | hides: a delete marker; the bytes stay as a version (ListObjectVersions shows them) | backblaze.com/apidocs/s3-delete-object |
 //! | deleting a version needs the key's `deleteFiles`; by name, `writeFiles` | else 403 `AccessDenied` | backblaze.com/docs/cloud-storage-s3-compatible-app-keys |
@@ -164,6 +166,16 @@ impl R2 {
         }
         if let Some(answer) = self.multipart(request) {
             return Some(answer);
+        }
+        if let (S3Op::PutObject, Some(wanted)) = (op, request.headers.get("if-match")) {
+            let held = upstream.etag(&request.s3.bucket, &request.s3.key).await;
+            if held.as_deref().map(str::as_bytes) != Some(wanted.as_bytes()) {
+                return refuse(
+                    412,
+                    "PreconditionFailed",
+                    "At least one of the pre-conditions you specified did not hold",
+                );
+            }
         }
         if op.writes_object() && !self.write_slot_free(&request.s3.key) {
             return refuse(
@@ -333,7 +345,10 @@ impl B2 {
         if !capable {
             return refuse(403, "AccessDenied", "not entitled");
         }
-        if op.writes_object() && request.headers.contains_key("if-none-match") {
+        let conditional = ["if-none-match", "if-match"]
+            .iter()
+            .any(|h| request.headers.contains_key(*h));
+        if op.writes_object() && conditional {
             return refuse(
                 501,
                 "NotImplemented",

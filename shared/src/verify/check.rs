@@ -1,0 +1,161 @@
+//! One provider's copy of one file, against its catalog record: a HEAD
+//! for presence, size, ETag and whose content it is; with `deep`, the
+//! body too, streamed, decompressed and hashed, in constant memory.
+
+use crate::archive::download::{check_stream, DownloadError, Expect};
+use crate::catalog::{CatalogRecord, RecordStatus};
+use crate::clock::UnixMillis;
+use crate::error::chain;
+use crate::keys::archive_key;
+use crate::provider::Provider;
+use crate::retry::RequestLimits;
+use crate::store::{ObjectInfo, ObjectStore, StoreError};
+
+use super::report::Problem;
+
+/// A record still `replicating` this recently may simply not be done: its
+/// delivery is within the compress function's timeout and retries.
+pub(super) const IN_FLIGHT_GRACE_MS: u64 = 15 * 60 * 1000;
+
+/// What one copy was found to be.
+#[derive(Debug)]
+pub(super) enum Checked {
+    Good {
+        size: u64,
+    },
+    /// Not there yet, and the record says it is being written.
+    InFlight,
+    Problem {
+        problem: Problem,
+        /// The object found under the key, if any.
+        found: Option<ObjectInfo>,
+    },
+    /// The provider did not answer within the request limits.
+    Unchecked(String),
+}
+
+/// Where a replica of `record` lives on a provider: where the catalog says,
+/// or where compress would have put it.
+pub(super) fn replica_key(record: &CatalogRecord, provider: Provider) -> String {
+    record
+        .target(provider)
+        .map(|t| t.key.clone())
+        .unwrap_or_else(|| archive_key(&record.cluster, record.file))
+}
+
+pub(super) struct Checker {
+    pub limits: RequestLimits,
+    pub deep: bool,
+    pub now: UnixMillis,
+}
+
+impl Checker {
+    pub(super) async fn check(
+        &self,
+        record: &CatalogRecord,
+        provider: Provider,
+        store: &dyn ObjectStore,
+    ) -> Checked {
+        let key = replica_key(record, provider);
+        let recorded = record.target(provider);
+        let head = self
+            .limits
+            .one_request()
+            .run(format!("{provider} head {key}"), || store.head(&key))
+            .await;
+        let info = match head {
+            Ok(info) => info,
+            Err(StoreError::NotFound { .. }) => {
+                return match recorded {
+                    Some(_) => problem(Problem::Missing, None),
+                    None if self.in_flight(record) => Checked::InFlight,
+                    None => problem(Problem::NotReplicated, None),
+                }
+            }
+            Err(e) => return Checked::Unchecked(chain(&e)),
+        };
+        if info.sha256().as_ref() != Some(&record.raw_sha256) {
+            return problem(Problem::OtherContent, Some(info));
+        }
+        let Some(recorded) = recorded else {
+            return problem(Problem::Unrecorded, Some(info));
+        };
+        if info.size != recorded.size {
+            let differs = Problem::SizeDiffers {
+                recorded: recorded.size,
+                found: info.size,
+            };
+            return problem(differs, Some(info));
+        }
+        if let (Some(recorded), Some(found)) = (&recorded.etag, &info.etag) {
+            if bare_etag(recorded) != bare_etag(found) {
+                let differs = Problem::EtagDiffers {
+                    recorded: recorded.clone(),
+                    found: found.clone(),
+                };
+                return problem(differs, Some(info));
+            }
+        }
+        if self.deep {
+            match self.download_verified(record, provider, store, &key).await {
+                Ok(()) => {}
+                Err(DownloadError::Corrupt(e)) => {
+                    let corrupt = Problem::Corrupt {
+                        reason: e.to_string(),
+                    };
+                    return problem(corrupt, Some(info));
+                }
+                Err(e) => return Checked::Unchecked(chain(&e)),
+            }
+        }
+        Checked::Good { size: info.size }
+    }
+
+    /// Downloads the copy and checks that it decompresses to the recorded
+    /// raw bytes; a broken-off body is retried within the request limits.
+    pub(super) async fn download_verified(
+        &self,
+        record: &CatalogRecord,
+        provider: Provider,
+        store: &dyn ObjectStore,
+        key: &str,
+    ) -> Result<(), DownloadError> {
+        self.limits
+            .one_request()
+            .run(format!("{provider} download {key}"), || async {
+                let reader = store.get_stream(key).await?;
+                let expect = Expect {
+                    size: record.raw_size,
+                    sha256: &record.raw_sha256,
+                    compressed: true,
+                };
+                check_stream(reader, expect, self.limits.timeout).await
+            })
+            .await
+    }
+
+    fn in_flight(&self, record: &CatalogRecord) -> bool {
+        record.status == RecordStatus::Replicating
+            && self.now.saturating_sub(record.created_at) < IN_FLIGHT_GRACE_MS
+    }
+}
+
+/// An ETag without its quotes and weak marker: a store may quote it in one
+/// answer and not in another.
+fn bare_etag(etag: &str) -> &str {
+    etag.trim_start_matches("W/").trim_matches('"')
+}
+
+fn problem(problem: Problem, found: Option<ObjectInfo>) -> Checked {
+    Checked::Problem { problem, found }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn etags_compare_without_quotes_or_weak_marker() {
+        assert_eq!(super::bare_etag("\"abc\""), "abc");
+        assert_eq!(super::bare_etag("W/\"abc\""), "abc");
+        assert_eq!(super::bare_etag("abc-3"), "abc-3");
+    }
+}

@@ -1,0 +1,269 @@
+//! `verify --repair`: a replica found missing or damaged gets a copy from a
+//! provider whose copy is verified (downloaded, decompressed, sha256
+//! checked) just before; the copy is written through the same rules as
+//! the compress function (put-if-absent; over a damaged object, only while
+//! that object's ETag is the one found), read back verified, then recorded.
+//! Nothing is deleted, and no object the catalog does not know is
+//! overwritten.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::backends::Replicas;
+use crate::catalog::{Catalog, CatalogError, CatalogRecord, RecordRef, RecordStatus, TargetState};
+use crate::clock::now_millis;
+use crate::codec::decompress_verified;
+use crate::error::chain;
+use crate::keys::meta;
+use crate::provider::Provider;
+use crate::store::{Metadata, ObjectInfo, PutOutcome, StoreError};
+
+use super::check::{replica_key, Checker};
+use super::report::{Problem, Repair};
+
+/// The largest replica repaired, held in memory: a base-backup chunk's
+/// most. A larger one (a WAL segment over 64 MiB compressed) is reported
+/// and left for the compress function's re-drive.
+pub const REPAIR_LIMIT: u64 = 64 << 20;
+
+/// The configured keys or the catalog refused a write: every other repair
+/// would be refused the same way, so repairs stop.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NoWriteAccess(pub String);
+
+pub(super) struct Repairer<'a> {
+    pub checker: &'a Checker,
+    pub replicas: &'a Replicas,
+    pub catalog: &'a Arc<dyn Catalog>,
+}
+
+impl Repairer<'_> {
+    /// Repairs `provider`'s copy of `record`, found with `problem` (and the
+    /// object `found` there, if any), from one of `sources`: providers
+    /// whose copy passed the check.
+    pub(super) async fn repair(
+        &self,
+        record: &CatalogRecord,
+        provider: Provider,
+        problem: &Problem,
+        found: Option<&ObjectInfo>,
+        sources: &[Provider],
+    ) -> Result<Repair, NoWriteAccess> {
+        let Some(store) = self.replicas.get(provider) else {
+            return Ok(failed(format!("no {provider} replica is configured")));
+        };
+        let key = replica_key(record, provider);
+        if matches!(problem, Problem::Unrecorded) {
+            // Compress may have written it and failed to record it.
+            let verified = self
+                .checker
+                .download_verified(record, provider, store.as_ref(), &key)
+                .await;
+            if verified.is_ok() {
+                if let Some(info) = found {
+                    return self.record(record, provider, key, info).await;
+                }
+            }
+        }
+        let copy = match self.verified_copy(record, sources).await {
+            Ok(copy) => copy,
+            Err(reason) => return Ok(failed(reason)),
+        };
+        let metadata = Metadata::from([(meta::RAW_SIZE.to_owned(), record.raw_size.to_string())]);
+        let written = match found {
+            None => self
+                .checker
+                .limits
+                .one_request()
+                .run(format!("{provider} put {key}"), || {
+                    store.put_if_absent(&key, copy.body.clone(), &record.raw_sha256, &metadata)
+                })
+                .await
+                .map(|outcome| match outcome {
+                    PutOutcome::Created { etag } | PutOutcome::AlreadyPresent { etag } => etag,
+                }),
+            Some(ObjectInfo { etag: None, .. }) => {
+                return Ok(failed(format!(
+                    "{provider} gives no ETag for the object found, so it cannot be replaced conditionally"
+                )))
+            }
+            Some(ObjectInfo {
+                etag: Some(replaced),
+                ..
+            }) => {
+                self.checker
+                    .limits
+                    .one_request()
+                    .run(format!("{provider} replace {key}"), || {
+                        store.put_replacing(
+                            &key,
+                            copy.body.clone(),
+                            &record.raw_sha256,
+                            &metadata,
+                            replaced,
+                        )
+                    })
+                    .await
+            }
+        };
+        if let Err(e) = written {
+            return match e {
+                StoreError::Refused { .. } | StoreError::Unauthorized { .. } => {
+                    Err(no_write_access(provider.as_str(), &e))
+                }
+                e => Ok(failed(format!("writing the copy: {}", chain(&e)))),
+            };
+        }
+        let after = self
+            .checker
+            .limits
+            .one_request()
+            .run(format!("{provider} head {key}"), || store.head(&key))
+            .await;
+        let info = match after {
+            Ok(info) => info,
+            Err(e) => return Ok(failed(format!("reading the copy back: {}", chain(&e)))),
+        };
+        if let Err(e) = self
+            .checker
+            .download_verified(record, provider, store.as_ref(), &key)
+            .await
+        {
+            return Ok(failed(format!("the copy read back: {}", chain(&e))));
+        }
+        match self.record(record, provider, key, &info).await? {
+            Repair::Recorded => Ok(Repair::Repaired { from: copy.from }),
+            other => Ok(other),
+        }
+    }
+
+    /// A copy from the first of `sources` that downloads verified.
+    async fn verified_copy(
+        &self,
+        record: &CatalogRecord,
+        sources: &[Provider],
+    ) -> Result<VerifiedCopy, String> {
+        let mut reasons = Vec::new();
+        for &from in sources {
+            let Some(store) = self.replicas.get(from) else {
+                continue;
+            };
+            let key = replica_key(record, from);
+            let got = self
+                .checker
+                .limits
+                .one_request()
+                .run(format!("{from} get {key}"), || async {
+                    let info = store.head(&key).await?;
+                    if info.size > REPAIR_LIMIT {
+                        return Ok(None);
+                    }
+                    store.get(&key).await.map(Some)
+                })
+                .await;
+            match got {
+                Ok(Some(object)) => {
+                    match decompress_verified(&object.body, record.raw_size, &record.raw_sha256) {
+                        Ok(_) => {
+                            return Ok(VerifiedCopy {
+                                from,
+                                body: object.body,
+                            })
+                        }
+                        Err(e) => reasons.push(format!("{from}: {e}")),
+                    }
+                }
+                Ok(None) => reasons.push(format!(
+                    "{from}: over {} MiB, too large to repair in memory",
+                    REPAIR_LIMIT >> 20
+                )),
+                Err(e) => reasons.push(format!("{from}: {}", chain(&e))),
+            }
+        }
+        if reasons.is_empty() {
+            reasons.push("no other provider's copy passed the check".into());
+        }
+        Err(format!(
+            "no verified copy to repair from ({})",
+            reasons.join("; ")
+        ))
+    }
+
+    /// Records `provider`'s copy, described by `info`, and marks the file
+    /// `replicated` once every provider's copy is recorded.
+    async fn record(
+        &self,
+        record: &CatalogRecord,
+        provider: Provider,
+        key: String,
+        info: &ObjectInfo,
+    ) -> Result<Repair, NoWriteAccess> {
+        let target = TargetState {
+            key,
+            size: info.size,
+            etag: info.etag.clone(),
+            at: now_millis(),
+        };
+        let recorded = self
+            .checker
+            .limits
+            .one_request()
+            .run(format!("catalog record {provider} {}", record.file), || {
+                self.catalog
+                    .record_target(RecordRef::of(record), provider, &target, now_millis())
+            })
+            .await;
+        let now = match recorded {
+            Ok(now) => now,
+            Err(e) => return catalog_failed("recording the copy", e),
+        };
+        let unfinished = [RecordStatus::Replicating, RecordStatus::Partial];
+        if now.has_every_target() && unfinished.contains(&now.status) {
+            let marked = self
+                .checker
+                .limits
+                .one_request()
+                .run(format!("catalog mark replicated {}", record.file), || {
+                    self.catalog.set_status(
+                        RecordRef::of(record),
+                        &unfinished,
+                        RecordStatus::Replicated,
+                        None,
+                        now_millis(),
+                    )
+                })
+                .await;
+            if let Err(e) = marked {
+                return catalog_failed("recorded, but marking the file replicated", e);
+            }
+        }
+        Ok(Repair::Recorded)
+    }
+}
+
+struct VerifiedCopy {
+    from: Provider,
+    body: Bytes,
+}
+
+fn failed(reason: String) -> Repair {
+    Repair::Failed { reason }
+}
+
+fn no_write_access(what: &str, error: &dyn std::error::Error) -> NoWriteAccess {
+    NoWriteAccess(format!(
+        "{what} refused a write ({}): repair needs write access to the providers and \
+         the catalog, which the database host's keys do not have by design; run \
+         `walvault verify --repair` where write keys are configured",
+        chain(error)
+    ))
+}
+
+fn catalog_failed(what: &str, error: CatalogError) -> Result<Repair, NoWriteAccess> {
+    match error {
+        CatalogError::Refused { .. } => Err(no_write_access("the catalog", &error)),
+        e => Ok(failed(format!("{what}: {}", chain(&e)))),
+    }
+}
