@@ -87,6 +87,7 @@ export class Alarms extends Construct {
     }
     this.alarm('RetentionSweepErrors', emf('RetentionErrors', 'Sum'), 0, 'retention sweep errors');
     this.alarm('RetentionNoBaseBackup', emf('RetentionNoBaseBackup', 'Maximum'), 0, 'no base backup known: retention deletes nothing (or by age alone, if WALVAULT_RETENTION_AGE_ONLY chose it)');
+    this.alarm('VerifyProblems', emf('VerifyProblems', 'Maximum'), 0, 'the verify after the sweep found copies missing or damaged that it could not repair, orphans, or WAL breaks: run walvault verify');
     this.dashboard(staging);
   }
 
@@ -146,6 +147,10 @@ export class Alarms extends Construct {
             title: 'Retention',
             left: [emf('RetentionDeleted', 'Sum'), emf('RetentionErrors', 'Sum'), emf('RetentionNoBaseBackup', 'Maximum')],
             right: [emf('RetentionBytesFreed', 'Sum')],
+          }),
+          new cloudwatch.GraphWidget({
+            title: 'Verify after the sweep',
+            left: [emf('VerifyProblems', 'Maximum'), emf('VerifyRepaired', 'Sum'), emf('VerifyUnchecked', 'Maximum')],
           }),
         ],
       ],

@@ -129,7 +129,8 @@ export class Functions extends Construct {
    */
   private grantRetention(props: FunctionsProps, keys: ReplicaKeys): void {
     const backupParts = layout('staging_backup_prefix', props.cluster);
-    this.retention.addToRolePolicy(new iam.PolicyStatement({ actions: ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:DeleteItem'], resources: [props.catalog.table.tableArn] }));
+    // UpdateItem: the verify after each sweep records the replicas it repairs.
+    this.retention.addToRolePolicy(new iam.PolicyStatement({ actions: ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'], resources: [props.catalog.table.tableArn] }));
     this.retention.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:DeleteObject'], resources: [props.staging.bucket.arnForObjects(`${backupParts}*`)] }));
     this.retention.addToRolePolicy(new iam.PolicyStatement({
       actions: ['s3:ListBucket'],
@@ -137,7 +138,7 @@ export class Functions extends Construct {
       conditions: { StringLike: { 's3:prefix': [`${backupParts}*`] } },
     }));
     keys.grantRead(this.retention);
-    props.key.grantDecrypt(this.retention);
+    props.key.grantEncryptDecrypt(this.retention);
   }
 
   private rustFunction(id: string, name: string, props: FunctionsProps, options: Partial<lambda.FunctionProps>): lambda.Function {

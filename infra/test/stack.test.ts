@@ -157,6 +157,7 @@ test('each function reads only its own secrets', () => {
 test('the retention role touches the catalog, its secrets, and in staging only the parts of unfinished base backups', () => {
   const statements = statementsOf('Retention');
   assert.ok(actions(statements).includes('dynamodb:DeleteItem'));
+  assert.ok(actions(statements).includes('dynamodb:UpdateItem'), 'the verify after the sweep records its repairs');
   const s3 = statements.filter((s) => actions([s]).some((a) => a.startsWith('s3:')));
   const deletes = s3.filter((s) => actions([s]).includes('s3:DeleteObject'));
   assert.equal(deletes.length, 1);
@@ -201,12 +202,12 @@ test('hosts may list the staging bucket, so that S3 answers a missing key with 4
 
 test('alarms go to one SNS topic, and a dashboard shows the metrics', () => {
   const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm'));
-  assert.equal(alarms.length, 16);
+  assert.equal(alarms.length, 17);
   for (const alarm of alarms) {
     assert.equal(alarm.Properties.AlarmActions.length, 1);
   }
   const metricNames = alarms.map((a) => a.Properties.MetricName).filter(Boolean);
-  for (const name of ['ApproximateNumberOfMessagesVisible', 'ApproximateAgeOfOldestMessage', 'Errors', 'Throttles', 'ReplicationLag', 'Conflicts', 'CorruptInputs', 'VanishedFiles', 'OldestStagingAge', 'RetentionErrors', 'RetentionNoBaseBackup']) {
+  for (const name of ['ApproximateNumberOfMessagesVisible', 'ApproximateAgeOfOldestMessage', 'Errors', 'Throttles', 'ReplicationLag', 'Conflicts', 'CorruptInputs', 'VanishedFiles', 'OldestStagingAge', 'RetentionErrors', 'RetentionNoBaseBackup', 'VerifyProblems']) {
     assert.ok(metricNames.includes(name), `no alarm on ${name}`);
   }
   template.resourceCountIs('AWS::SNS::Topic', 1);

@@ -63,6 +63,8 @@ pub const SETTINGS: &[&str] = &[
     "BACKUP_CONCURRENCY",
     "BACKUP_WAL_WAIT_SECS",
     "RESTORE_READ_AHEAD",
+    "VERIFY_AFTER_SWEEP",
+    "VERIFY_CONCURRENCY",
 ];
 
 /// A value that must never reach a log line or an error message.
@@ -178,6 +180,11 @@ pub struct Config {
     pub backup_wal_wait: Duration,
     /// Chunks `walvault restore` fetches ahead of the one it writes.
     pub restore_read_ahead: usize,
+    /// The retention function verifies (and repairs) the archive after
+    /// each sweep, in the time its invocation has left.
+    pub verify_after_sweep: bool,
+    /// Files `walvault verify` checks at once.
+    pub verify_concurrency: usize,
 }
 
 impl Config {
@@ -242,6 +249,8 @@ impl Config {
             backup_concurrency: settings.whole("BACKUP_CONCURRENCY", 4, 1..=16)? as usize,
             backup_wal_wait: settings.seconds("BACKUP_WAL_WAIT_SECS", 300)?,
             restore_read_ahead: settings.whole("RESTORE_READ_AHEAD", 4, 1..=32)? as usize,
+            verify_after_sweep: settings.boolean("VERIFY_AFTER_SWEEP", true)?,
+            verify_concurrency: settings.whole("VERIFY_CONCURRENCY", 32, 1..=512)? as usize,
         })
     }
 
@@ -665,6 +674,8 @@ mod tests {
         assert_eq!(c.retention, Duration::from_secs(30 * 86_400));
         assert!(!c.retention_dry_run);
         assert_eq!(c.retention_max_deletes, 100_000);
+        assert!(c.verify_after_sweep);
+        assert_eq!(c.verify_concurrency, 32);
         assert!(c.replicas.is_empty());
         assert_eq!(
             c.replica(Provider::B2),

@@ -61,10 +61,18 @@ pub enum Metric {
     RetentionErrors,
     /// Retention found no base backup to anchor on.
     RetentionNoBaseBackup,
+    /// The scheduled verify: things wrong and not repaired (copies
+    /// missing or damaged, orphans, WAL breaks, files recorded corrupt).
+    VerifyProblems,
+    /// The scheduled verify: replicas it copied from the other provider.
+    VerifyRepaired,
+    /// The scheduled verify: copies it could not check (no answer, or the
+    /// run's time ran out).
+    VerifyUnchecked,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 15] = [
+    pub const ALL: [Metric; 18] = [
         Metric::FilesArchived,
         Metric::RawBytes,
         Metric::CompressedBytes,
@@ -80,6 +88,9 @@ impl Metric {
         Metric::RetentionBytesFreed,
         Metric::RetentionErrors,
         Metric::RetentionNoBaseBackup,
+        Metric::VerifyProblems,
+        Metric::VerifyRepaired,
+        Metric::VerifyUnchecked,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -99,6 +110,9 @@ impl Metric {
             Metric::RetentionBytesFreed => "RetentionBytesFreed",
             Metric::RetentionErrors => "RetentionErrors",
             Metric::RetentionNoBaseBackup => "RetentionNoBaseBackup",
+            Metric::VerifyProblems => "VerifyProblems",
+            Metric::VerifyRepaired => "VerifyRepaired",
+            Metric::VerifyUnchecked => "VerifyUnchecked",
         }
     }
 

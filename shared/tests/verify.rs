@@ -46,6 +46,7 @@ fn options(deep: bool, repair: bool) -> VerifyOptions {
         deep,
         repair,
         concurrency: 4,
+        deadline: None,
     }
 }
 
@@ -391,4 +392,49 @@ async fn put_replacing_writes_only_over_the_object_it_names() {
         )
         .await
         .is_err());
+}
+
+#[tokio::test]
+async fn files_not_reached_by_the_deadline_are_counted_not_passed() {
+    let world = world().await;
+    let mut late = options(false, false);
+    late.deadline = Some(tokio::time::Instant::now());
+    let report = verify(&world, late).await;
+    assert_eq!((report.files, report.not_reached), (4, 4));
+    assert!(!report.anything_wrong());
+    assert!(!report.all_good());
+    assert_eq!(report.unchecked_copies(), 8);
+}
+
+#[tokio::test]
+async fn the_scheduled_run_repairs_and_counts() {
+    let world = world().await;
+    world.replica(Provider::B2).inner().remove(&key(FILES[3]));
+    let backends = world.backends();
+    let verifier = Verifier {
+        cluster: cluster(),
+        catalog: backends.catalog,
+        replicas: backends.replicas,
+        limits: limits(),
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let outcome = verifier.scheduled(4, deadline).await;
+    assert_eq!(
+        (
+            outcome.files,
+            outcome.outstanding,
+            outcome.repaired,
+            outcome.unchecked
+        ),
+        (4, 0, 1, 0),
+        "{outcome:?}"
+    );
+    assert!(holds_verified(&world, Provider::B2, FILES[3]).await);
+
+    world
+        .catalog
+        .fail_always(CatalogOperation::List, Fault::Refused);
+    let outcome = verifier.scheduled(4, deadline).await;
+    assert!(outcome.failed.is_some(), "{outcome:?}");
+    assert_eq!(outcome.unchecked, 1);
 }

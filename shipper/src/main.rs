@@ -128,9 +128,10 @@ enum Command {
         /// Only WAL files of this timeline.
         #[arg(long)]
         timeline: Option<u32>,
-        /// Files checked at once (each on every provider at once).
-        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=512))]
-        jobs: u16,
+        /// Files checked at once, each on every provider at once (default:
+        /// WALVAULT_VERIFY_CONCURRENCY, 32).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=512))]
+        jobs: Option<u16>,
         /// The report as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -308,7 +309,7 @@ fn main() -> ExitCode {
                     repair,
                     since,
                     timeline,
-                    jobs: usize::from(jobs),
+                    jobs: jobs.map(usize::from),
                     json,
                 };
                 command::verify::verify(config, args).await

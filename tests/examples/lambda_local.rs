@@ -23,7 +23,9 @@ use shared::keys::{archive_key, staging_key};
 use shared::provider::Provider;
 use shared::store::StoreError;
 use shared::wal::WalFileName;
-use walvault_tests::archive::{archive_replicated, backdate, backends, stage, synthetic_segment};
+use walvault_tests::archive::{
+    archive_replicated, backdate, backends, stage, synthetic_segment, tamper,
+};
 use walvault_tests::process::{free_port, wait_for_port, GuardedProcess};
 use walvault_tests::profile::iam::Role;
 use walvault_tests::standins::Stack;
@@ -339,11 +341,22 @@ async fn run(tap: &mut Tap) {
         dry_run,
     );
 
-    let sweep = match watch.invoke("retention", "retention-schedule.json") {
-        Ok(report)
+    // R2 loses a copy behind walvault's back: the verify after the sweep
+    // puts it back from B2, with the retention function's own rights.
+    let lost = archive_key(&config.cluster, name(SQS_SEGMENT));
+    let lost = match tamper(Provider::R2).await.delete(&lost).await {
+        Ok(()) => Ok(()),
+        Err(e) => Err(format!("deleting R2's copy of {SQS_SEGMENT}: {e}")),
+    };
+    let sweep = match (lost, watch.invoke("retention", "retention-schedule.json")) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Ok(report))
             if report_field(&report["deleted"], "r2") == 1
                 && report_field(&report["deleted"], "b2") == 1
-                && report_field(&report, "catalog_removed") == 1 =>
+                && report_field(&report, "catalog_removed") == 1
+                && report_field(&report["verify"], "repaired") == 1
+                && report_field(&report["verify"], "outstanding") == 0
+                && report_field(&report["verify"], "unchecked") == 0 =>
         {
             let mut outcome = match presence(&config, EXPIRED_SEGMENT).await {
                 Ok([false, false, false]) => Ok(()),
@@ -359,13 +372,14 @@ async fn run(tap: &mut Tap) {
             }
             outcome
         }
-        Ok(report) => Err(format!(
-            "expected one deletion on R2, B2 and the catalog, got {report}"
+        (Ok(()), Ok(report)) => Err(format!(
+            "expected one deletion on R2, B2 and the catalog, and one repair, got {report}"
         )),
-        Err(e) => Err(e),
+        (Ok(()), Err(e)) => Err(e),
     };
     tap.check(
-        "retention: the schedule sample deletes the expired segment everywhere and keeps the rest",
+        "retention: the schedule sample deletes the expired segment everywhere, keeps the rest, \
+         and its verify repairs a copy lost on R2",
         sweep,
     );
 }

@@ -4,11 +4,21 @@ use serde_json::Value;
 use shared::clock::now_millis;
 use shared::events::work_deadline;
 use shared::retention::sweep::Sweeper;
+use shared::verify::Verifier;
 
-/// Runs one sweep. `{"dry_run": true}` in the event's detail forces a dry
-/// run whatever the configuration says.
+/// The verify that follows a sweep (`WALVAULT_VERIFY_AFTER_SWEEP`).
+pub(crate) struct AfterSweep {
+    pub verifier: Verifier,
+    pub concurrency: usize,
+}
+
+/// Runs one sweep, then the verify in the time left (not after a dry run).
+/// `{"dry_run": true}` in the event's detail forces a dry run whatever the
+/// configuration says. The answer is the sweep's report, with the
+/// verify's summary under `verify`.
 pub(crate) async fn handle(
     sweeper: &Sweeper,
+    verify: Option<&AfterSweep>,
     configured_dry_run: bool,
     event: LambdaEvent<Value>,
 ) -> Result<Value, Error> {
@@ -24,7 +34,15 @@ pub(crate) async fn handle(
         dry_run,
         "retention sweep done"
     );
-    Ok(serde_json::to_value(report)?)
+    let mut answer = serde_json::to_value(report)?;
+    if let (Some(verify), false) = (verify, dry_run) {
+        let verified = verify
+            .verifier
+            .scheduled(verify.concurrency, deadline)
+            .await;
+        answer["verify"] = serde_json::to_value(verified)?;
+    }
+    Ok(answer)
 }
 
 fn wants_dry_run(detail: &Value) -> bool {

@@ -1,6 +1,6 @@
 //! The retention function: on its schedule, deletes from every provider
 //! and the catalog what point-in-time recovery inside the window does not
-//! need.
+//! need, then verifies (and repairs) what is kept in the time left.
 
 use std::sync::Arc;
 
@@ -9,6 +9,8 @@ use serde_json::Value;
 use shared::backends::Backends;
 use shared::config::Config;
 use shared::retention::sweep::Sweeper;
+use shared::retry::RequestLimits;
+use shared::verify::Verifier;
 
 mod handler;
 
@@ -20,10 +22,22 @@ async fn main() -> Result<(), Error> {
     let backends = Backends::connect(&config).await?;
     backends.replicas.require_all()?;
     let sweeper = Arc::new(Sweeper::from_config(&config, &backends));
+    let verify = config.verify_after_sweep.then(|| {
+        let verifier = Verifier {
+            cluster: config.cluster.clone(),
+            catalog: Arc::clone(&backends.catalog),
+            replicas: backends.replicas.clone(),
+            limits: RequestLimits::from_config(&config),
+        };
+        Arc::new(handler::AfterSweep {
+            verifier,
+            concurrency: config.verify_concurrency,
+        })
+    });
     let dry_run = config.retention_dry_run;
     run(service_fn(move |event: LambdaEvent<Value>| {
-        let sweeper = Arc::clone(&sweeper);
-        async move { handler::handle(&sweeper, dry_run, event).await }
+        let (sweeper, verify) = (Arc::clone(&sweeper), verify.clone());
+        async move { handler::handle(&sweeper, verify.as_deref(), dry_run, event).await }
     }))
     .await
 }

@@ -8,8 +8,9 @@ use crate::clock::UnixMillis;
 use crate::error::chain;
 use crate::keys::archive_key;
 use crate::provider::Provider;
-use crate::retry::RequestLimits;
+use crate::retry::{Budget, RequestLimits};
 use crate::store::{ObjectInfo, ObjectStore, StoreError};
+use tokio::time::Instant;
 
 use super::report::Problem;
 
@@ -47,9 +48,19 @@ pub(super) struct Checker {
     pub limits: RequestLimits,
     pub deep: bool,
     pub now: UnixMillis,
+    /// When the run must be over (a Lambda invocation's end), if ever.
+    pub deadline: Option<Instant>,
 }
 
 impl Checker {
+    /// One request's budget: the request limits, cut at the deadline.
+    pub(super) fn budget(&self) -> Budget {
+        match self.deadline {
+            Some(deadline) => self.limits.until(deadline),
+            None => self.limits.one_request(),
+        }
+    }
+
     pub(super) async fn check(
         &self,
         record: &CatalogRecord,
@@ -59,8 +70,7 @@ impl Checker {
         let key = replica_key(record, provider);
         let recorded = record.target(provider);
         let head = self
-            .limits
-            .one_request()
+            .budget()
             .run(format!("{provider} head {key}"), || store.head(&key))
             .await;
         let info = match head {
@@ -120,8 +130,7 @@ impl Checker {
         store: &dyn ObjectStore,
         key: &str,
     ) -> Result<(), DownloadError> {
-        self.limits
-            .one_request()
+        self.budget()
             .run(format!("{provider} download {key}"), || async {
                 let reader = store.get_stream(key).await?;
                 let expect = Expect {

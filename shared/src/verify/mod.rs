@@ -2,18 +2,21 @@
 //! provider against its catalog record (`check`); objects no record names
 //! (`orphans`); breaks in WAL continuity (`continuity`); and, with
 //! `--repair`, missing or damaged replicas copied from a verified one
-//! (`repair`). What was found is a [`VerifyReport`] (`report`).
+//! (`repair`). What was found is a [`VerifyReport`] (`report`). The
+//! retention function runs it after each sweep (`scheduled`).
 
 mod check;
 mod continuity;
 mod orphans;
 mod repair;
 mod report;
+mod scheduled;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
+use tokio::time::Instant;
 
 use crate::backends::Replicas;
 use crate::catalog::{list_all, Catalog, CatalogError, CatalogRecord, RecordStatus};
@@ -26,6 +29,7 @@ use check::{Checked, Checker};
 use repair::Repairer;
 pub use repair::{NoWriteAccess, REPAIR_LIMIT};
 pub use report::{Break, Finding, Orphan, Problem, ProviderTally, Repair, Unchecked, VerifyReport};
+pub use scheduled::ScheduledVerify;
 
 /// Which records a run covers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,6 +62,9 @@ pub struct VerifyOptions {
     pub repair: bool,
     /// Files checked at once (each on every provider at once).
     pub concurrency: usize,
+    /// When the run must end (a Lambda invocation's); files not reached by
+    /// then are counted, not checked.
+    pub deadline: Option<Instant>,
 }
 
 /// Progress, as files and stored bytes are checked.
@@ -123,10 +130,12 @@ impl Verifier {
             limits: self.limits,
             deep: options.deep,
             now,
+            deadline: options.deadline,
         };
         self.check_all(&checker, &to_check, options, progress, &mut report)
             .await;
-        if options.range.is_everything() {
+        let in_time = options.deadline.is_none_or(|d| Instant::now() < d);
+        if options.range.is_everything() && in_time {
             let expected: BTreeSet<String> = all
                 .iter()
                 .map(|r| archive_key(&r.cluster, r.file))
@@ -135,7 +144,7 @@ impl Verifier {
                         .flat_map(|r| r.targets.values().map(|t| t.key.clone())),
                 )
                 .collect();
-            let found = orphans::find(&self.cluster, &self.replicas, &expected, self.limits).await;
+            let found = orphans::find(&self.cluster, &self.replicas, &expected, &checker).await;
             report.orphans = Some(found.orphans);
             report.unchecked.extend(found.unlisted);
         }
@@ -158,12 +167,15 @@ impl Verifier {
             .sum();
         let (mut files, mut bytes) = (0u64, 0u64);
         progress.update(0, total_files, 0, total_bytes);
-        let mut results = stream::iter(
-            records
-                .iter()
-                .map(|record| self.check_file(checker, record)),
-        )
-        .buffer_unordered(options.concurrency.max(1));
+        // Files are taken on only while there is time; those in flight
+        // at the deadline finish within their cut-off budgets.
+        let in_time = |_: &&&CatalogRecord| {
+            std::future::ready(options.deadline.is_none_or(|d| Instant::now() < d))
+        };
+        let mut results = stream::iter(records.iter())
+            .take_while(in_time)
+            .map(|record| self.check_file(checker, record))
+            .buffer_unordered(options.concurrency.max(1));
         let repairer = Repairer {
             checker,
             replicas: &self.replicas,
@@ -176,6 +188,7 @@ impl Verifier {
                 .await;
             progress.update(files, total_files, bytes, total_bytes);
         }
+        report.not_reached = total_files - files;
     }
 
     async fn check_file(&self, checker: &Checker, record: &CatalogRecord) -> FileResult {

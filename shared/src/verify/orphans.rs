@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 use crate::backends::Replicas;
 use crate::error::chain;
 use crate::keys::ClusterName;
-use crate::retry::RequestLimits;
 use crate::store::ListPage;
 
+use super::check::Checker;
 use super::report::{Orphan, Unchecked};
 
 pub(super) struct Found {
@@ -25,7 +25,7 @@ pub(super) async fn find(
     cluster: &ClusterName,
     replicas: &Replicas,
     expected: &BTreeSet<String>,
-    limits: RequestLimits,
+    checker: &Checker,
 ) -> Found {
     let prefix = format!("{cluster}/");
     let mut found = Found {
@@ -35,8 +35,8 @@ pub(super) async fn find(
     for replica in replicas.iter() {
         let mut after: Option<String> = None;
         loop {
-            let page = limits
-                .one_request()
+            let page = checker
+                .budget()
                 .run(format!("{} list {prefix}", replica.provider), || {
                     replica.store.list_page(&prefix, after.as_deref())
                 })

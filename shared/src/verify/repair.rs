@@ -75,8 +75,7 @@ impl Repairer<'_> {
         let written = match found {
             None => self
                 .checker
-                .limits
-                .one_request()
+                .budget()
                 .run(format!("{provider} put {key}"), || {
                     store.put_if_absent(&key, copy.body.clone(), &record.raw_sha256, &metadata)
                 })
@@ -94,8 +93,7 @@ impl Repairer<'_> {
                 ..
             }) => {
                 self.checker
-                    .limits
-                    .one_request()
+                    .budget()
                     .run(format!("{provider} replace {key}"), || {
                         store.put_replacing(
                             &key,
@@ -109,8 +107,11 @@ impl Repairer<'_> {
             }
         };
         if let Err(e) = written {
+            // A create refused is the keys' rights; a replacement refused
+            // may be this object's lock (R2 bucket locks, B2 Object Lock).
+            let creating = found.is_none();
             return match e {
-                StoreError::Refused { .. } | StoreError::Unauthorized { .. } => {
+                StoreError::Refused { .. } | StoreError::Unauthorized { .. } if creating => {
                     Err(no_write_access(provider.as_str(), &e))
                 }
                 e => Ok(failed(format!("writing the copy: {}", chain(&e)))),
@@ -118,8 +119,7 @@ impl Repairer<'_> {
         }
         let after = self
             .checker
-            .limits
-            .one_request()
+            .budget()
             .run(format!("{provider} head {key}"), || store.head(&key))
             .await;
         let info = match after {
@@ -153,8 +153,7 @@ impl Repairer<'_> {
             let key = replica_key(record, from);
             let got = self
                 .checker
-                .limits
-                .one_request()
+                .budget()
                 .run(format!("{from} get {key}"), || async {
                     let info = store.head(&key).await?;
                     if info.size > REPAIR_LIMIT {
@@ -208,8 +207,7 @@ impl Repairer<'_> {
         };
         let recorded = self
             .checker
-            .limits
-            .one_request()
+            .budget()
             .run(format!("catalog record {provider} {}", record.file), || {
                 self.catalog
                     .record_target(RecordRef::of(record), provider, &target, now_millis())
@@ -223,8 +221,7 @@ impl Repairer<'_> {
         if now.has_every_target() && unfinished.contains(&now.status) {
             let marked = self
                 .checker
-                .limits
-                .one_request()
+                .budget()
                 .run(format!("catalog mark replicated {}", record.file), || {
                     self.catalog.set_status(
                         RecordRef::of(record),

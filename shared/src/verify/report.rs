@@ -117,7 +117,8 @@ pub struct VerifyReport {
     pub providers: BTreeMap<Provider, ProviderTally>,
     pub problems: Vec<Finding>,
     pub unchecked: Vec<Unchecked>,
-    /// `None` when orphans were not looked for (a partial range).
+    /// `None` when orphans were not looked for (a partial range, or the
+    /// time ran out).
     pub orphans: Option<Vec<Orphan>>,
     pub breaks: Vec<Break>,
     /// Why continuity could not be checked (the segments disagree on
@@ -128,22 +129,42 @@ pub struct VerifyReport {
     pub corrupt_inputs: Vec<String>,
     /// Files whose replicas are still being written (recorded moments ago).
     pub in_flight: u64,
+    /// Files not checked because the run's time ran out.
+    pub not_reached: u64,
     /// Why repairs stopped early, when the configured keys cannot write.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repair_refused: Option<String>,
 }
 
 impl VerifyReport {
+    /// What was wrong and not repaired: copies, orphans, breaks, files
+    /// recorded corrupt.
+    pub fn outstanding(&self) -> u64 {
+        let copies = self.problems.iter().filter(|f| f.outstanding()).count();
+        let orphans = self.orphans.as_ref().map_or(0, Vec::len);
+        (copies + orphans + self.breaks.len() + self.corrupt_inputs.len()) as u64
+    }
+
+    pub fn repaired(&self) -> u64 {
+        self.problems.iter().filter(|f| !f.outstanding()).count() as u64
+    }
+
+    /// Copies not checked: no answer, or not reached in time.
+    pub fn unchecked_copies(&self) -> u64 {
+        let providers = Provider::ALL.len() as u64;
+        self.unchecked.len() as u64 + self.not_reached * providers
+    }
+
     /// Nothing wrong and nothing left unchecked.
     pub fn all_good(&self) -> bool {
-        !self.anything_wrong() && self.unchecked.is_empty() && self.continuity_unknown.is_none()
+        !self.anything_wrong()
+            && self.unchecked.is_empty()
+            && self.continuity_unknown.is_none()
+            && self.not_reached == 0
     }
 
     /// Something found wrong and not repaired in this run.
     pub fn anything_wrong(&self) -> bool {
-        self.problems.iter().any(Finding::outstanding)
-            || self.orphans.as_ref().is_some_and(|o| !o.is_empty())
-            || !self.breaks.is_empty()
-            || !self.corrupt_inputs.is_empty()
+        self.outstanding() > 0
     }
 }

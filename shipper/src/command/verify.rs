@@ -57,7 +57,7 @@ pub(crate) struct VerifyArgs {
     pub repair: bool,
     pub since: Option<Since>,
     pub timeline: Option<u32>,
-    pub jobs: usize,
+    pub jobs: Option<usize>,
     pub json: bool,
 }
 
@@ -86,7 +86,8 @@ pub(crate) async fn verify(config: Config, args: VerifyArgs) -> u8 {
         },
         deep: args.deep,
         repair: args.repair,
-        concurrency: args.jobs,
+        concurrency: args.jobs.unwrap_or(config.verify_concurrency),
+        deadline: None,
     };
     let verifier = Verifier {
         cluster: config.cluster.clone(),
