@@ -108,6 +108,7 @@ bench: deps iam-template
 		echo; $(CARGO_TARGET_DIR)/release/examples/compress_profile; \
 		echo; $(CARGO_TARGET_DIR)/release/examples/compress_memory; \
 		echo; $(CARGO_TARGET_DIR)/release/examples/retention_scale 100000; \
+		echo; $(CARGO_TARGET_DIR)/release/examples/verify_scale 100000 64; \
 		echo; WALVAULT_BIN=$(CARGO_TARGET_DIR)/release/walvault $(CARGO_TARGET_DIR)/release/examples/backups $(BENCH_SCALE); \
 	} 2>&1 | tee $(CARGO_TARGET_DIR)/bench-output.txt
 

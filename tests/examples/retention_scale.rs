@@ -14,13 +14,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use bytes::Bytes;
-use shared::catalog::{
-    Catalog, CatalogError, CatalogRecord, CreateOutcome, RecordPage, RecordRef, RecordStatus,
-    TargetState,
-};
-use shared::clock::UnixMillis;
+use shared::catalog::{CatalogRecord, RecordStatus, TargetState};
 use shared::codec::Sha256Hex;
-use shared::file::ArchivedFile;
 use shared::keys::{archive_key, ClusterName};
 use shared::provider::Provider;
 use shared::retention::plan::{plan, Histories, Rules, WalEntry};
@@ -30,6 +25,7 @@ use shared::store::Metadata;
 use shared::wal::{Segment, WalFileName};
 use walvault_tests::archive::backends;
 use walvault_tests::s3s::S3sFs;
+use walvault_tests::snapshot::SnapshotPages;
 use walvault_tests::standins::{aws_sdk_config, config_from_env, dynamodb_client, Stack};
 
 const DAY: u64 = 24 * 3_600_000;
@@ -87,16 +83,15 @@ fn main() {
         let one_page = started.elapsed();
         let pages = all.len().div_ceil(page.records.len());
 
-        let mut snapshot = all.clone();
-        snapshot.sort_by_key(|r| r.file.to_string());
+        let snapshot = all.clone();
         let sweeper = Sweeper {
             cluster: config.cluster.clone(),
-            catalog: Arc::new(SnapshotPages {
-                cluster: config.cluster.clone(),
-                records: snapshot,
-                page_size: page.records.len(),
-                inner: backends.catalog.clone(),
-            }),
+            catalog: Arc::new(SnapshotPages::new(
+                config.cluster.clone(),
+                snapshot,
+                page.records.len(),
+                backends.catalog.clone(),
+            )),
             staging: backends.staging.clone(),
             replicas: backends.replicas.clone(),
             rules,
@@ -131,99 +126,6 @@ fn main() {
             println!("{label:<44} {:>10.2} {:>14.2}", took.as_secs_f64(), per(took));
         }
     });
-}
-
-/// The catalog with its pages read from a snapshot of the records in it,
-/// and every write (the sweep's conditional deletes) sent to the catalog
-/// itself: moto needs about a second per page of a large partition (it
-/// scans and sorts the whole partition for each), which would measure moto
-/// rather than the sweep. Pages are the size the catalog returns.
-struct SnapshotPages {
-    cluster: ClusterName,
-    /// Sorted by file name as a string, as the catalog's sort key is.
-    records: Vec<CatalogRecord>,
-    page_size: usize,
-    inner: Arc<dyn Catalog>,
-}
-
-#[async_trait::async_trait]
-impl Catalog for SnapshotPages {
-    async fn get(
-        &self,
-        cluster: &ClusterName,
-        file: &ArchivedFile,
-    ) -> Result<Option<CatalogRecord>, CatalogError> {
-        self.inner.get(cluster, file).await
-    }
-
-    async fn create(&self, record: &CatalogRecord) -> Result<CreateOutcome, CatalogError> {
-        self.inner.create(record).await
-    }
-
-    async fn record_target(
-        &self,
-        record: RecordRef<'_>,
-        provider: Provider,
-        target: &TargetState,
-        at: UnixMillis,
-    ) -> Result<CatalogRecord, CatalogError> {
-        self.inner.record_target(record, provider, target, at).await
-    }
-
-    async fn set_status(
-        &self,
-        record: RecordRef<'_>,
-        from: &[RecordStatus],
-        to: RecordStatus,
-        detail: Option<&str>,
-        at: UnixMillis,
-    ) -> Result<CatalogRecord, CatalogError> {
-        self.inner.set_status(record, from, to, detail, at).await
-    }
-
-    async fn record_conflict(
-        &self,
-        cluster: &ClusterName,
-        file: &ArchivedFile,
-        detail: &str,
-        at: UnixMillis,
-    ) -> Result<(), CatalogError> {
-        self.inner.record_conflict(cluster, file, detail, at).await
-    }
-
-    async fn delete(&self, record: RecordRef<'_>) -> Result<(), CatalogError> {
-        self.inner.delete(record).await
-    }
-
-    async fn list_page(
-        &self,
-        cluster: &ClusterName,
-        prefix: &str,
-        after: Option<&ArchivedFile>,
-    ) -> Result<RecordPage, CatalogError> {
-        // The sweep lists everything; a snapshot answers nothing else.
-        if *cluster != self.cluster || !prefix.is_empty() {
-            return Ok(RecordPage {
-                records: Vec::new(),
-                next: None,
-            });
-        }
-        // In the catalog's order: by the file name as a string.
-        let start = match after {
-            Some(after) => {
-                let after = after.to_string();
-                self.records
-                    .partition_point(|r| r.file.to_string() <= after)
-            }
-            None => 0,
-        };
-        let end = (start + self.page_size).min(self.records.len());
-        let records = self.records[start..end].to_vec();
-        let next = (end < self.records.len())
-            .then(|| records.last().map(|r| r.file))
-            .flatten();
-        Ok(RecordPage { records, next })
-    }
 }
 
 /// Writes every record to the catalog in batches, and objects on R2 and B2

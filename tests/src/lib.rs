@@ -14,6 +14,7 @@ pub mod process;
 pub mod profile;
 pub mod s3s;
 pub mod shipper;
+pub mod snapshot;
 pub mod standins;
 
 use std::path::{Path, PathBuf};
