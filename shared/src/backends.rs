@@ -272,6 +272,7 @@ fn replica_store(sdk: &SdkConfig, replica: &ReplicaConfig, key: &AccessKey) -> S
         S3Options {
             batch_delete: !quirks.refuses_checksum_headers,
             keeps_versions: quirks.keeps_versions,
+            replace_if_match: quirks.replaces_if_match,
             ..S3Options::default()
         },
     )

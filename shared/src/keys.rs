@@ -125,6 +125,19 @@ pub fn archive_key(cluster: &ClusterName, file: impl Into<ArchivedFile>) -> Stri
     }
 }
 
+/// The archived file `key` holds under `cluster`'s layout, if it is one:
+/// the inverse of [`archive_key`].
+pub fn parse_archive_key(cluster: &ClusterName, key: &str) -> Option<ArchivedFile> {
+    let name = key
+        .strip_prefix(&format!("{cluster}/"))?
+        .strip_suffix(ARCHIVE_SUFFIX)?;
+    let name = name
+        .strip_prefix(&format!("{ARCHIVE_DIR}/"))
+        .unwrap_or(name);
+    let file: ArchivedFile = name.parse().ok()?;
+    (archive_key(cluster, file) == key).then_some(file)
+}
+
 /// Where `walvault drill` stores its report: `<cluster>/drills/<ms>.json`
 /// in the staging bucket, outside `staging/` so that the compress function
 /// leaves it alone.
@@ -263,6 +276,25 @@ mod tests {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn archive_keys_parse_back_to_their_files_and_nothing_else_does() {
+        for n in ["000000010000000000000001", "00000002.history"] {
+            let key = archive_key(&cluster(), name(n));
+            assert_eq!(parse_archive_key(&cluster(), &key), Some(name(n).into()));
+        }
+        let chunk: ArchivedFile = "backup/20261127T101500Z/000001".parse().unwrap();
+        let key = archive_key(&cluster(), chunk);
+        assert_eq!(parse_archive_key(&cluster(), &key), Some(chunk));
+        for key in [
+            "orders-db/wal/000000010000000000000001",
+            "other/wal/000000010000000000000001.zst",
+            "orders-db/wal/notwal.zst",
+            "orders-db/000000010000000000000001.zst",
+        ] {
+            assert_eq!(parse_archive_key(&cluster(), key), None, "{key}");
+        }
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! 1. Scale: a HEAD of every copy of 100,000 archived files on R2 and B2
 //!    (s3s-fs; 200,000 objects), the catalog's pages read from a snapshot
 //!    as the retention benchmark does (moto scans the whole partition for
-//!    each page, which would measure moto). At two concurrencies.
+//!    each page, which would measure moto). At two concurrencies. The
+//!    search for orphans (a listing of each bucket) is timed apart, one
+//!    page: s3s-fs reads the whole directory for every page, as moto does
+//!    the partition, which R2 and B2 do not.
 //! 2. Deep, side by side with `pgbackrest verify`: the same real WAL
 //!    segments (from pgbench) archived by walvault (push, then the compress
 //!    function's code, into s3s-fs and moto's DynamoDB) and by pgBackRest
@@ -95,8 +98,13 @@ async fn scale(config: &Config, files: usize) {
         "{:<34} {:>10} {:>10} {:>12}",
         "concurrency (files at once)", "seconds", "files/s", "HEADs/s"
     );
+    // Timeline 1 is every file: the same checks, without the orphan search.
+    let every_file = Range {
+        timeline: Some(1),
+        since: None,
+    };
     for concurrency in [32, 128] {
-        let (report, took) = run(&verifier, false, concurrency).await;
+        let (report, took) = run(&verifier, every_file, false, concurrency).await;
         assert!(report.all_good(), "{report:#?}");
         let seconds = took.as_secs_f64();
         println!(
@@ -107,11 +115,30 @@ async fn scale(config: &Config, files: usize) {
             (files * Provider::ALL.len()) as f64 / seconds
         );
     }
+    let r2 = backends.replicas.get(Provider::R2).expect("R2");
+    let started = Instant::now();
+    let page = r2
+        .list_page(&format!("{}/", config.cluster), None)
+        .await
+        .expect("listing");
+    let one_page = started.elapsed().as_secs_f64();
+    let pages = (files * Provider::ALL.len()).div_ceil(page.objects.len().max(1));
+    println!(
+        "orphan search: one listing page of {} keys {:.2} s on s3s-fs; {} pages on R2 and B2",
+        page.objects.len(),
+        one_page,
+        pages
+    );
 }
 
-async fn run(verifier: &Verifier, deep: bool, concurrency: usize) -> (VerifyReport, Duration) {
+async fn run(
+    verifier: &Verifier,
+    range: Range,
+    deep: bool,
+    concurrency: usize,
+) -> (VerifyReport, Duration) {
     let options = VerifyOptions {
-        range: Range::default(),
+        range,
         deep,
         repair: false,
         concurrency,
@@ -236,7 +263,7 @@ fn deep_against_pgbackrest(runtime: &tokio::runtime::Runtime, config: &Config, s
         replicas: backends.replicas.clone(),
         limits: RequestLimits::from_config(config),
     };
-    let (report, took) = runtime.block_on(run(&verifier, true, 32));
+    let (report, took) = runtime.block_on(run(&verifier, Range::default(), true, 32));
     assert!(report.all_good(), "{report:#?}");
     let rate = |d: Duration| raw_bytes as f64 / MIB / d.as_secs_f64();
     println!(

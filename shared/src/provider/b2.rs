@@ -8,6 +8,9 @@ use super::{Quirks, RegionError};
 pub(super) const QUIRKS: Quirks = Quirks {
     refuses_checksum_headers: true,
     keeps_versions: true,
+    // Reported to answer 501 to If-None-Match on PUT; If-Match is not
+    // documented either way, so it is never trusted: HEAD and compare.
+    replaces_if_match: false,
 };
 
 const ENDPOINT_HOST_SUFFIX: &str = ".backblazeb2.com";

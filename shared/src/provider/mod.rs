@@ -89,6 +89,10 @@ pub struct Quirks {
     /// that reads as missing may be hidden, so reads look among its
     /// versions before answering "not found".
     pub keeps_versions: bool,
+    /// A PUT with `If-Match` writes only over the object with that ETag
+    /// (how `verify --repair` replaces a damaged copy); otherwise walvault
+    /// compares the ETag with a HEAD first.
+    pub replaces_if_match: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

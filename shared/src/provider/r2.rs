@@ -7,6 +7,9 @@ use super::{Quirks, RegionError};
 pub(super) const QUIRKS: Quirks = Quirks {
     refuses_checksum_headers: false,
     keeps_versions: false,
+    // developers.cloudflare.com/r2/api/s3/conditional-operations: PutObject
+    // takes If-Match, and fails when the key does not exist.
+    replaces_if_match: true,
 };
 
 /// R2 signs for the region `auto` only.

@@ -46,6 +46,9 @@ pub struct S3Options {
     /// PUTs carry `Content-MD5` (B2 requires it with Object Lock, and it
     /// guards the bytes where the SDK's CRC trailers are not sent).
     pub content_md5: bool,
+    /// [`ObjectStore::put_replacing`] sends `If-Match` (until the store
+    /// answers that it does not implement it); otherwise HEAD and compare.
+    pub replace_if_match: bool,
 }
 
 impl Default for S3Options {
@@ -55,6 +58,7 @@ impl Default for S3Options {
             batch_delete: true,
             keeps_versions: false,
             content_md5: true,
+            replace_if_match: true,
         }
     }
 }
@@ -87,7 +91,7 @@ impl S3Store {
             client,
             bucket: bucket.to_owned(),
             if_none_match: AtomicBool::new(options.conditional == ConditionalPut::IfNoneMatch),
-            if_match: AtomicBool::new(options.conditional == ConditionalPut::IfNoneMatch),
+            if_match: AtomicBool::new(options.replace_if_match),
             batch_delete: AtomicBool::new(options.batch_delete && !options.keeps_versions),
             keeps_versions: options.keeps_versions,
             content_md5: options.content_md5,

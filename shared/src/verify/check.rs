@@ -5,7 +5,7 @@
 use crate::archive::download::{check_stream, DownloadError, Expect};
 use crate::catalog::{CatalogRecord, RecordStatus};
 use crate::clock::UnixMillis;
-use crate::error::chain;
+use crate::error::{chain, Retryable};
 use crate::keys::archive_key;
 use crate::provider::Provider;
 use crate::retry::{Budget, RequestLimits};
@@ -88,6 +88,10 @@ impl Checker {
             return problem(Problem::OtherContent, Some(info));
         }
         let Some(recorded) = recorded else {
+            // Compress writes a copy, then records it.
+            if self.in_flight(record) {
+                return Checked::InFlight;
+            }
             return problem(Problem::Unrecorded, Some(info));
         };
         if info.size != recorded.size {
@@ -122,7 +126,10 @@ impl Checker {
     }
 
     /// Downloads the copy and checks that it decompresses to the recorded
-    /// raw bytes; a broken-off body is retried within the request limits.
+    /// raw bytes. Opening it runs under the request limits; the body then
+    /// has the request timeout per piece, not for the whole (a large copy
+    /// on a shared link takes longer than one request); a body broken off
+    /// is read again while attempts and time are left.
     pub(super) async fn download_verified(
         &self,
         record: &CatalogRecord,
@@ -130,17 +137,29 @@ impl Checker {
         store: &dyn ObjectStore,
         key: &str,
     ) -> Result<(), DownloadError> {
-        self.budget()
-            .run(format!("{provider} download {key}"), || async {
-                let reader = store.get_stream(key).await?;
-                let expect = Expect {
-                    size: record.raw_size,
-                    sha256: &record.raw_sha256,
-                    compressed: true,
-                };
-                check_stream(reader, expect, self.limits.timeout).await
-            })
-            .await
+        let budget = self.budget();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let reader = budget
+                .run(format!("{provider} get {key}"), || store.get_stream(key))
+                .await?;
+            let expect = Expect {
+                size: record.raw_size,
+                sha256: &record.raw_sha256,
+                compressed: true,
+            };
+            match check_stream(reader, expect, self.limits.timeout).await {
+                Err(DownloadError::Store(e))
+                    if !e.is_permanent()
+                        && attempts < self.limits.attempts
+                        && !budget.is_spent() =>
+                {
+                    tracing::debug!(%provider, key, error = %chain(&e), "reading the copy again");
+                }
+                checked => return checked,
+            }
+        }
     }
 
     fn in_flight(&self, record: &CatalogRecord) -> bool {

@@ -3,22 +3,27 @@
 //! (the switch point), so each timeline is checked from its own first
 //! archived segment to its last. Pure: records in, breaks out.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::catalog::{segment_size, CatalogRecord, RecordStatus};
+use crate::clock::UnixMillis;
 use crate::wal::{Segment, WalFileName};
 
 use super::report::Break;
 
 /// The breaks among `records` (any order). A segment recorded `corrupt`
-/// was never archived, so it counts as missing. Fails only when the
-/// replicated segments disagree on the segment size.
-pub(super) fn breaks<'a>(
-    records: impl IntoIterator<Item = &'a CatalogRecord>,
+/// was never archived, so it counts as missing. A gap whose next segment
+/// reached staging at `recent` or later is not reported yet: compress
+/// handles files in any order, and the missing ones may be on their way.
+/// The segment size comes from `all` the cluster's replicated segments;
+/// fails only when they disagree on it.
+pub(super) fn breaks(
+    records: &[&CatalogRecord],
+    all: &[CatalogRecord],
+    recent: UnixMillis,
 ) -> Result<Vec<Break>, String> {
-    let records: Vec<&CatalogRecord> = records.into_iter().collect();
-    let mut by_timeline: BTreeMap<u32, BTreeSet<Segment>> = BTreeMap::new();
-    for record in &records {
+    let mut by_timeline: BTreeMap<u32, BTreeMap<Segment, UnixMillis>> = BTreeMap::new();
+    for record in records {
         if record.status == RecordStatus::Corrupt {
             continue;
         }
@@ -26,20 +31,20 @@ pub(super) fn breaks<'a>(
             by_timeline
                 .entry(segment.timeline)
                 .or_default()
-                .insert(segment);
+                .insert(segment, record.staged_at);
         }
     }
     if by_timeline.is_empty() {
         return Ok(Vec::new());
     }
-    let size = segment_size(records.iter().copied()).map_err(|e| format!("segment size: {e}"))?;
+    let size = segment_size(all).map_err(|e| format!("segment size: {e}"))?;
     let mut breaks = Vec::new();
     for (timeline, segments) in by_timeline {
         let mut previous: Option<Segment> = None;
-        for segment in segments {
+        for (segment, staged_at) in segments {
             if let Some(before) = previous {
                 let (after, now) = (before.segno(size), segment.segno(size));
-                if now > after + 1 {
+                if now > after + 1 && staged_at < recent {
                     let first_missing = before.next(size).map_err(|e| e.to_string())?;
                     breaks.push(Break {
                         timeline,
@@ -59,6 +64,12 @@ pub(super) fn breaks<'a>(
 mod tests {
     use super::*;
     use crate::codec::Sha256Hex;
+
+    /// Breaks among every record, none of them recent.
+    fn breaks_in(records: &[CatalogRecord]) -> Result<Vec<Break>, String> {
+        let refs: Vec<&CatalogRecord> = records.iter().collect();
+        breaks(&refs, records, u64::MAX)
+    }
 
     fn records(names: &[&str]) -> Vec<CatalogRecord> {
         names
@@ -80,7 +91,7 @@ mod tests {
 
     #[test]
     fn the_step_from_one_log_file_to_the_next_is_not_a_break() {
-        let found = breaks(&records(&[
+        let found = breaks_in(&records(&[
             "0000000100000000000000FE",
             "0000000100000000000000FF",
             "000000010000000100000000",
@@ -91,7 +102,7 @@ mod tests {
 
     #[test]
     fn segments_missing_inside_a_timeline_are_named_and_counted() {
-        let found = breaks(&records(&[
+        let found = breaks_in(&records(&[
             "000000010000000000000001",
             "000000010000000000000002",
             "000000010000000000000006",
@@ -126,17 +137,26 @@ mod tests {
             "000000020000000000000003",
             "000000020000000000000004",
         ]);
-        assert_eq!(breaks(&all).unwrap(), vec![]);
+        assert_eq!(breaks_in(&all).unwrap(), vec![]);
         all[1].status = RecordStatus::Corrupt;
-        let found = breaks(&all).unwrap();
+        let found = breaks_in(&all).unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].first_missing, "000000010000000000000002");
+    }
+
+    #[test]
+    fn a_gap_just_before_a_recent_segment_is_not_reported_yet() {
+        let mut all = records(&["000000010000000000000001", "000000010000000000000003"]);
+        all[1].staged_at = 1_000;
+        let refs: Vec<&CatalogRecord> = all.iter().collect();
+        assert_eq!(breaks(&refs, &all, 1_000).unwrap(), vec![]);
+        assert_eq!(breaks(&refs, &all, 1_001).unwrap().len(), 1);
     }
 
     #[test]
     fn disagreeing_segment_sizes_are_refused_not_guessed() {
         let mut all = records(&["000000010000000000000001", "000000010000000000000002"]);
         all[1].raw_size = 1 << 20;
-        assert!(breaks(&all).unwrap_err().contains("segment size"));
+        assert!(breaks_in(&all).unwrap_err().contains("segment size"));
     }
 }

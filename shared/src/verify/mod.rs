@@ -25,7 +25,7 @@ use crate::keys::{archive_key, ClusterName};
 use crate::provider::Provider;
 use crate::retry::RequestLimits;
 
-use check::{Checked, Checker};
+use check::{Checked, Checker, IN_FLIGHT_GRACE_MS};
 use repair::Repairer;
 pub use repair::{NoWriteAccess, REPAIR_LIMIT};
 pub use report::{Break, Finding, Orphan, Problem, ProviderTally, Repair, Unchecked, VerifyReport};
@@ -98,11 +98,26 @@ impl Verifier {
         now: UnixMillis,
         progress: &dyn Progress,
     ) -> Result<VerifyReport, VerifyError> {
-        let all = list_all(self.catalog.as_ref(), &self.cluster)
+        let checker = Checker {
+            limits: self.limits,
+            deep: options.deep,
+            now,
+            deadline: options.deadline,
+        };
+        let all = checker
+            .budget()
+            .run("catalog list", || {
+                list_all(self.catalog.as_ref(), &self.cluster)
+            })
             .await
             .map_err(VerifyError)?;
-        let in_range: Vec<&CatalogRecord> =
-            all.iter().filter(|r| options.range.covers(r)).collect();
+        // Newest first: on a run with a deadline, what was archived last
+        // (and is most at risk) is checked first.
+        let in_range: Vec<&CatalogRecord> = all
+            .iter()
+            .rev()
+            .filter(|r| options.range.covers(r))
+            .collect();
         let (corrupt, to_check): (Vec<&CatalogRecord>, Vec<&CatalogRecord>) = in_range
             .iter()
             .partition(|r| r.status == RecordStatus::Corrupt);
@@ -122,20 +137,14 @@ impl Verifier {
                 });
             }
         }
-        match continuity::breaks(in_range.iter().copied()) {
+        let recent = now.saturating_sub(IN_FLIGHT_GRACE_MS);
+        match continuity::breaks(&in_range, &all, recent) {
             Ok(breaks) => report.breaks = breaks,
             Err(reason) => report.continuity_unknown = Some(reason),
         }
-        let checker = Checker {
-            limits: self.limits,
-            deep: options.deep,
-            now,
-            deadline: options.deadline,
-        };
-        self.check_all(&checker, &to_check, options, progress, &mut report)
-            .await;
-        let in_time = options.deadline.is_none_or(|d| Instant::now() < d);
-        if options.range.is_everything() && in_time {
+        if options.range.is_everything() {
+            // Before the copies: listings are few requests, and a run cut
+            // short by its deadline still looks for orphans.
             let expected: BTreeSet<String> = all
                 .iter()
                 .map(|r| archive_key(&r.cluster, r.file))
@@ -144,10 +153,19 @@ impl Verifier {
                         .flat_map(|r| r.targets.values().map(|t| t.key.clone())),
                 )
                 .collect();
-            let found = orphans::find(&self.cluster, &self.replicas, &expected, &checker).await;
+            let found = orphans::find(
+                &self.cluster,
+                &self.replicas,
+                &expected,
+                self.catalog.as_ref(),
+                &checker,
+            )
+            .await;
             report.orphans = Some(found.orphans);
             report.unchecked.extend(found.unlisted);
         }
+        self.check_all(&checker, &to_check, options, progress, &mut report)
+            .await;
         Ok(report)
     }
 

@@ -6,8 +6,9 @@
 use std::collections::BTreeSet;
 
 use crate::backends::Replicas;
+use crate::catalog::Catalog;
 use crate::error::chain;
-use crate::keys::ClusterName;
+use crate::keys::{parse_archive_key, ClusterName};
 use crate::store::ListPage;
 
 use super::check::Checker;
@@ -20,11 +21,15 @@ pub(super) struct Found {
 }
 
 /// Every object under `<cluster>/` on every replica whose key is not in
-/// `expected`.
+/// `expected` (the catalog as read at the run's start) and whose file has
+/// no record now either: compress records a file before it writes its
+/// copies, so a copy listed may be newer than the catalog read; one
+/// catalog read per such object tells.
 pub(super) async fn find(
     cluster: &ClusterName,
     replicas: &Replicas,
     expected: &BTreeSet<String>,
+    catalog: &dyn Catalog,
     checker: &Checker,
 ) -> Found {
     let prefix = format!("{cluster}/");
@@ -68,5 +73,28 @@ pub(super) async fn find(
             }
         }
     }
+    let mut orphans = Vec::with_capacity(found.orphans.len());
+    for orphan in std::mem::take(&mut found.orphans) {
+        let Some(file) = parse_archive_key(cluster, &orphan.key) else {
+            orphans.push(orphan);
+            continue;
+        };
+        let now = checker
+            .budget()
+            .run(format!("catalog get {file}"), || {
+                catalog.get(cluster, &file)
+            })
+            .await;
+        match now {
+            Ok(None) => orphans.push(orphan),
+            Ok(Some(_)) => {}
+            Err(e) => found.unlisted.push(Unchecked {
+                file: orphan.key,
+                provider: orphan.provider,
+                reason: format!("whether it is an orphan: {}", chain(&e)),
+            }),
+        }
+    }
+    found.orphans = orphans;
     found
 }

@@ -13,11 +13,13 @@ use bytes::Bytes;
 use crate::backends::Replicas;
 use crate::catalog::{Catalog, CatalogError, CatalogRecord, RecordRef, RecordStatus, TargetState};
 use crate::clock::now_millis;
-use crate::codec::decompress_verified;
+use crate::codec::verify_compressed;
 use crate::error::chain;
 use crate::keys::meta;
 use crate::provider::Provider;
-use crate::store::{Metadata, ObjectInfo, PutOutcome, StoreError};
+use crate::store::{Metadata, ObjectInfo, StoreError};
+
+use crate::archive::download::DownloadError;
 
 use super::check::{replica_key, Checker};
 use super::report::{Problem, Repair};
@@ -55,17 +57,23 @@ impl Repairer<'_> {
             return Ok(failed(format!("no {provider} replica is configured")));
         };
         let key = replica_key(record, provider);
-        if matches!(problem, Problem::Unrecorded) {
-            // Compress may have written it and failed to record it.
-            let verified = self
+        // An object whose metadata is this file's but whose size, ETag or
+        // record is not what the catalog says may still be good (written
+        // again by a retried delivery; its record lost): read it first,
+        // and keep it if it is.
+        if let (Some(info), false) = (found, matches!(problem, Problem::Corrupt { .. })) {
+            match self
                 .checker
                 .download_verified(record, provider, store.as_ref(), &key)
-                .await;
-            if verified.is_ok() {
-                if let Some(info) = found {
-                    return self.record(record, provider, key, info).await;
-                }
+                .await
+            {
+                Ok(()) => return self.record(record, provider, key, info).await,
+                Err(DownloadError::Corrupt(_)) => {}
+                Err(e) => return Ok(failed(format!("reading the copy found: {}", chain(&e)))),
             }
+        }
+        if !self.still_archived(record).await {
+            return Ok(Repair::Gone);
         }
         let copy = match self.verified_copy(record, sources).await {
             Ok(copy) => copy,
@@ -80,9 +88,7 @@ impl Repairer<'_> {
                     store.put_if_absent(&key, copy.body.clone(), &record.raw_sha256, &metadata)
                 })
                 .await
-                .map(|outcome| match outcome {
-                    PutOutcome::Created { etag } | PutOutcome::AlreadyPresent { etag } => etag,
-                }),
+                .map(drop),
             Some(ObjectInfo { etag: None, .. }) => {
                 return Ok(failed(format!(
                     "{provider} gives no ETag for the object found, so it cannot be replaced conditionally"
@@ -91,31 +97,33 @@ impl Repairer<'_> {
             Some(ObjectInfo {
                 etag: Some(replaced),
                 ..
-            }) => {
-                self.checker
-                    .budget()
-                    .run(format!("{provider} replace {key}"), || {
-                        store.put_replacing(
-                            &key,
-                            copy.body.clone(),
-                            &record.raw_sha256,
-                            &metadata,
-                            replaced,
-                        )
-                    })
-                    .await
-            }
+            }) => self
+                .checker
+                .budget()
+                .run(format!("{provider} replace {key}"), || {
+                    store.put_replacing(
+                        &key,
+                        copy.body.clone(),
+                        &record.raw_sha256,
+                        &metadata,
+                        replaced,
+                    )
+                })
+                .await
+                .map(drop),
         };
-        if let Err(e) = written {
+        match written {
+            // Another object is there now (another repair, a retried write
+            // whose first answer was lost): what is there is read back below.
+            Ok(()) | Err(StoreError::PreconditionFailed { .. }) => {}
             // A create refused is the keys' rights; a replacement refused
-            // may be this object's lock (R2 bucket locks, B2 Object Lock).
-            let creating = found.is_none();
-            return match e {
-                StoreError::Refused { .. } | StoreError::Unauthorized { .. } if creating => {
-                    Err(no_write_access(provider.as_str(), &e))
-                }
-                e => Ok(failed(format!("writing the copy: {}", chain(&e)))),
-            };
+            // may be this one object's lock (R2 bucket locks).
+            Err(e @ (StoreError::Refused { .. } | StoreError::Unauthorized { .. }))
+                if found.is_none() =>
+            {
+                return Err(no_write_access(provider.as_str(), &e))
+            }
+            Err(e) => return Ok(failed(format!("writing the copy: {}", chain(&e)))),
         }
         let after = self
             .checker
@@ -137,6 +145,21 @@ impl Repairer<'_> {
             Repair::Recorded => Ok(Repair::Repaired { from: copy.from }),
             other => Ok(other),
         }
+    }
+
+    /// Whether the catalog still lists the file: the retention sweep
+    /// deletes a file's replicas before its record, and a copy put back
+    /// in between would be left behind.
+    async fn still_archived(&self, record: &CatalogRecord) -> bool {
+        let read = self
+            .checker
+            .budget()
+            .run(format!("catalog get {}", record.file), || {
+                self.catalog.get(&record.cluster, &record.file)
+            })
+            .await;
+        // Unreadable: the repair goes ahead; the sweep removes it again.
+        !matches!(read, Ok(None))
     }
 
     /// A copy from the first of `sources` that downloads verified.
@@ -164,7 +187,7 @@ impl Repairer<'_> {
                 .await;
             match got {
                 Ok(Some(object)) => {
-                    match decompress_verified(&object.body, record.raw_size, &record.raw_sha256) {
+                    match verify_compressed(&object.body, record.raw_size, &record.raw_sha256) {
                         Ok(_) => {
                             return Ok(VerifiedCopy {
                                 from,
@@ -232,11 +255,28 @@ impl Repairer<'_> {
                     )
                 })
                 .await;
-            if let Err(e) = marked {
-                return catalog_failed("recorded, but marking the file replicated", e);
+            match marked {
+                Ok(_) => {}
+                // Compress may have marked it meanwhile.
+                Err(CatalogError::ConditionFailed { .. })
+                    if self.marked_replicated(record).await => {}
+                Err(e) => return catalog_failed("recorded, but marking the file replicated", e),
             }
         }
         Ok(Repair::Recorded)
+    }
+}
+
+impl Repairer<'_> {
+    async fn marked_replicated(&self, record: &CatalogRecord) -> bool {
+        let read = self
+            .checker
+            .budget()
+            .run(format!("catalog get {}", record.file), || {
+                self.catalog.get(&record.cluster, &record.file)
+            })
+            .await;
+        matches!(read, Ok(Some(now)) if now.status == RecordStatus::Replicated)
     }
 }
 

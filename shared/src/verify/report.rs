@@ -43,6 +43,9 @@ pub enum Repair {
     Repaired { from: Provider },
     /// The object found verified after all; it is now recorded.
     Recorded,
+    /// The file left the catalog while verify ran (the retention sweep
+    /// expired it): nothing to repair.
+    Gone,
     /// Not repaired; why.
     Failed { reason: String },
 }
@@ -61,7 +64,7 @@ impl Finding {
     pub fn outstanding(&self) -> bool {
         !matches!(
             self.repair,
-            Some(Repair::Repaired { .. } | Repair::Recorded)
+            Some(Repair::Repaired { .. } | Repair::Recorded | Repair::Gone)
         )
     }
 }

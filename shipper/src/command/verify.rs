@@ -27,7 +27,9 @@ impl Since {
     fn at(self, now: UnixMillis) -> UnixMillis {
         match self {
             Since::At(t) => t,
-            Since::Age(age) => now.saturating_sub(age.as_millis() as u64),
+            Since::Age(age) => {
+                now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX))
+            }
         }
     }
 }
@@ -249,6 +251,7 @@ fn repair_note(finding: &Finding) -> String {
         None => String::new(),
         Some(Repair::Repaired { from }) => format!(" → repaired from {from}"),
         Some(Repair::Recorded) => " → verified and recorded".into(),
+        Some(Repair::Gone) => " → expired by retention meanwhile".into(),
         Some(Repair::Failed { reason }) => format!(" → not repaired: {reason}"),
     }
 }
