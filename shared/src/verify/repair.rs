@@ -151,15 +151,18 @@ impl Repairer<'_> {
     /// deletes a file's replicas before its record, and a copy put back
     /// in between would be left behind.
     async fn still_archived(&self, record: &CatalogRecord) -> bool {
-        let read = self
-            .checker
+        // Unreadable: the repair goes ahead; the sweep removes it again.
+        !matches!(self.reread(record).await, Ok(None))
+    }
+
+    /// The file's record as it stands now.
+    async fn reread(&self, record: &CatalogRecord) -> Result<Option<CatalogRecord>, CatalogError> {
+        self.checker
             .budget()
             .run(format!("catalog get {}", record.file), || {
                 self.catalog.get(&record.cluster, &record.file)
             })
-            .await;
-        // Unreadable: the repair goes ahead; the sweep removes it again.
-        !matches!(read, Ok(None))
+            .await
     }
 
     /// A copy from the first of `sources` that downloads verified.
@@ -259,24 +262,12 @@ impl Repairer<'_> {
                 Ok(_) => {}
                 // Compress may have marked it meanwhile.
                 Err(CatalogError::ConditionFailed { .. })
-                    if self.marked_replicated(record).await => {}
+                    if matches!(self.reread(record).await,
+                        Ok(Some(now)) if now.status == RecordStatus::Replicated) => {}
                 Err(e) => return catalog_failed("recorded, but marking the file replicated", e),
             }
         }
         Ok(Repair::Recorded)
-    }
-}
-
-impl Repairer<'_> {
-    async fn marked_replicated(&self, record: &CatalogRecord) -> bool {
-        let read = self
-            .checker
-            .budget()
-            .run(format!("catalog get {}", record.file), || {
-                self.catalog.get(&record.cluster, &record.file)
-            })
-            .await;
-        matches!(read, Ok(Some(now)) if now.status == RecordStatus::Replicated)
     }
 }
 
