@@ -26,31 +26,44 @@ impl Progress {
     }
 
     pub(crate) fn update(&self, done: u64, total: Option<u64>) {
-        if let Some(line) = self.due() {
-            line.show(&self.line(done, total));
+        if self.due() {
+            self.show(&self.line(done, total));
         }
     }
 
-    /// Where to show a line, if one is due (a redraw every 250 ms on a
-    /// terminal, a log line every ten seconds otherwise).
-    fn due(&self) -> Option<Line> {
+    /// Whether a line is due (a redraw every 250 ms on a terminal, a log
+    /// line every ten seconds otherwise); if so, it counts as shown.
+    fn due(&self) -> bool {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let every = if self.terminal { DRAW_EVERY } else { LOG_EVERY };
         if last.is_some_and(|at| at.elapsed() < every) {
-            return None;
+            return false;
         }
         *last = Some(Instant::now());
-        Some(Line {
-            terminal: self.terminal,
-        })
+        true
+    }
+
+    fn show(&self, text: &str) {
+        if self.terminal {
+            eprint!("\r{text}\x1b[K");
+            let _ = std::io::stderr().flush();
+        } else {
+            tracing::info!("{text}");
+        }
+    }
+
+    /// `count` since the start, per second.
+    fn per_second(&self, count: u64) -> f64 {
+        count as f64 / self.started.elapsed().as_secs_f64().max(0.001)
     }
 
     /// Progress counted in files (each holding some bytes): what a run of
     /// many small requests reports.
     pub(crate) fn update_files(&self, files: u64, total_files: u64, bytes: u64, total_bytes: u64) {
-        let Some(line) = self.due() else { return };
-        let seconds = self.started.elapsed().as_secs_f64().max(0.001);
-        let rate = files as f64 / seconds;
+        if !self.due() {
+            return;
+        }
+        let rate = self.per_second(files);
         let mut text = format!(
             "{}: {files}/{total_files} files, {} of {}, {rate:.0} files/s",
             self.what,
@@ -61,7 +74,7 @@ impl Progress {
             let eta = (total_files - files) as f64 / rate.max(0.1);
             text.push_str(&format!(", ETA {}", duration(eta)));
         }
-        line.show(&text);
+        self.show(&text);
     }
 
     pub(crate) fn finish(&self) {
@@ -71,8 +84,7 @@ impl Progress {
     }
 
     fn line(&self, done: u64, total: Option<u64>) -> String {
-        let seconds = self.started.elapsed().as_secs_f64().max(0.001);
-        let rate = done as f64 / seconds;
+        let rate = self.per_second(done);
         let mut line = format!(
             "{}: {}, {}/s",
             self.what,
@@ -89,21 +101,6 @@ impl Progress {
             ));
         }
         line
-    }
-}
-
-struct Line {
-    terminal: bool,
-}
-
-impl Line {
-    fn show(&self, text: &str) {
-        if self.terminal {
-            eprint!("\r{text}\x1b[K");
-            let _ = std::io::stderr().flush();
-        } else {
-            tracing::info!("{text}");
-        }
     }
 }
 

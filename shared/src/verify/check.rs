@@ -1,6 +1,7 @@
 //! One provider's copy of one file, against its catalog record: a HEAD
-//! for presence, size, ETag and whose content it is; with `deep`, the
-//! body too, streamed, decompressed and hashed, in constant memory.
+//! for presence, size, ETag and whose content it is; with `deep`, a GET
+//! instead, whose answer says the same and whose body is then streamed,
+//! decompressed and hashed, in constant memory.
 
 use crate::archive::download::{check_stream, DownloadError, Expect};
 use crate::catalog::{CatalogRecord, RecordStatus};
@@ -9,7 +10,7 @@ use crate::error::{chain, Retryable};
 use crate::keys::archive_key;
 use crate::provider::Provider;
 use crate::retry::{Budget, RequestLimits};
-use crate::store::{ObjectInfo, ObjectStore, StoreError};
+use crate::store::{ObjectInfo, ObjectReader, ObjectStore, StoreError};
 use tokio::time::Instant;
 
 use super::report::Problem;
@@ -69,12 +70,19 @@ impl Checker {
     ) -> Checked {
         let key = replica_key(record, provider);
         let recorded = record.target(provider);
-        let head = self
-            .budget()
-            .run(format!("{provider} head {key}"), || store.head(&key))
-            .await;
-        let info = match head {
-            Ok(info) => info,
+        let opened = if self.deep {
+            self.budget()
+                .run(format!("{provider} get {key}"), || store.get_stream(&key))
+                .await
+                .map(|reader| (reader.info.clone(), Some(reader)))
+        } else {
+            self.budget()
+                .run(format!("{provider} head {key}"), || store.head(&key))
+                .await
+                .map(|info| (info, None))
+        };
+        let (info, body) = match opened {
+            Ok(opened) => opened,
             Err(StoreError::NotFound { .. }) => {
                 return match recorded {
                     Some(_) => problem(Problem::Missing, None),
@@ -110,9 +118,12 @@ impl Checker {
                 return problem(differs, Some(info));
             }
         }
-        if self.deep {
-            match self.download_verified(record, provider, store, &key).await {
-                Ok(()) => {}
+        if let Some(body) = body {
+            match self
+                .download_verified(record, provider, store, &key, Some(body))
+                .await
+            {
+                Ok(_) => {}
                 Err(DownloadError::Corrupt(e)) => {
                     let corrupt = Problem::Corrupt {
                         reason: e.to_string(),
@@ -125,25 +136,33 @@ impl Checker {
         Checked::Good { size: info.size }
     }
 
-    /// Downloads the copy and checks that it decompresses to the recorded
-    /// raw bytes. Opening it runs under the request limits; the body then
-    /// has the request timeout per piece, not for the whole (a large copy
-    /// on a shared link takes longer than one request); a body broken off
-    /// is read again while attempts and time are left.
+    /// Downloads the copy (its body from `opened`, if already open) and
+    /// checks that it decompresses to the recorded raw bytes; what the
+    /// store said of the object. Opening it runs under the request limits;
+    /// the body then has the request timeout per piece, not for the whole
+    /// (a large copy on a shared link takes longer than one request); a
+    /// body broken off is read again while attempts and time are left.
     pub(super) async fn download_verified(
         &self,
         record: &CatalogRecord,
         provider: Provider,
         store: &dyn ObjectStore,
         key: &str,
-    ) -> Result<(), DownloadError> {
+        mut opened: Option<ObjectReader>,
+    ) -> Result<ObjectInfo, DownloadError> {
         let budget = self.budget();
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let reader = budget
-                .run(format!("{provider} get {key}"), || store.get_stream(key))
-                .await?;
+            let reader = match opened.take() {
+                Some(reader) => reader,
+                None => {
+                    budget
+                        .run(format!("{provider} get {key}"), || store.get_stream(key))
+                        .await?
+                }
+            };
+            let info = reader.info.clone();
             let expect = Expect {
                 size: record.raw_size,
                 sha256: &record.raw_sha256,
@@ -157,7 +176,7 @@ impl Checker {
                 {
                     tracing::debug!(%provider, key, error = %chain(&e), "reading the copy again");
                 }
-                checked => return checked,
+                checked => return checked.map(|()| info),
             }
         }
     }

@@ -26,8 +26,8 @@ use crate::provider::Provider;
 use crate::retry::RequestLimits;
 
 use check::{Checked, Checker, IN_FLIGHT_GRACE_MS};
+use repair::NoWriteAccess;
 use repair::Repairer;
-pub use repair::{NoWriteAccess, REPAIR_LIMIT};
 pub use report::{Break, Finding, Orphan, Problem, ProviderTally, Repair, Unchecked, VerifyReport};
 pub use scheduled::ScheduledVerify;
 
@@ -86,8 +86,8 @@ pub struct Verifier {
 pub struct VerifyError(#[source] pub CatalogError);
 
 /// One file's result on every provider.
-struct FileResult {
-    record: CatalogRecord,
+struct FileResult<'a> {
+    record: &'a CatalogRecord,
     checks: Vec<(Provider, Checked)>,
 }
 
@@ -209,7 +209,7 @@ impl Verifier {
         report.not_reached = total_files - files;
     }
 
-    async fn check_file(&self, checker: &Checker, record: &CatalogRecord) -> FileResult {
+    async fn check_file<'a>(&self, checker: &Checker, record: &'a CatalogRecord) -> FileResult<'a> {
         let checks = futures_util::future::join_all(self.replicas.iter().map(|replica| async {
             let checked = checker
                 .check(record, replica.provider, replica.store.as_ref())
@@ -217,24 +217,23 @@ impl Verifier {
             (replica.provider, checked)
         }))
         .await;
-        FileResult {
-            record: record.clone(),
-            checks,
-        }
+        FileResult { record, checks }
     }
 
     /// Adds one file's results to the report, repairing what can be.
     async fn settle(
         &self,
-        result: FileResult,
+        result: FileResult<'_>,
         repairer: Option<&Repairer<'_>>,
         report: &mut VerifyReport,
     ) {
-        let good: Vec<Provider> = result
+        let good: Vec<(Provider, u64)> = result
             .checks
             .iter()
-            .filter(|(_, c)| matches!(c, Checked::Good { .. }))
-            .map(|(p, _)| *p)
+            .filter_map(|(p, c)| match c {
+                Checked::Good { size } => Some((*p, *size)),
+                _ => None,
+            })
             .collect();
         let file = result.record.file.to_string();
         for (provider, checked) in result.checks {
@@ -260,7 +259,7 @@ impl Verifier {
                         Some(_) if report.repair_refused.is_some() => None,
                         Some(repairer) if problem.repairable() => {
                             let repaired = repairer
-                                .repair(&result.record, provider, &problem, found.as_ref(), &good)
+                                .repair(result.record, provider, &problem, found.as_ref(), &good)
                                 .await;
                             match repaired {
                                 Ok(repair) => Some(repair),

@@ -25,9 +25,9 @@ use super::check::{replica_key, Checker};
 use super::report::{Problem, Repair};
 
 /// The largest replica repaired, held in memory: a base-backup chunk's
-/// most. A larger one (a WAL segment over 64 MiB compressed) is reported
-/// and left for the compress function's re-drive.
-pub const REPAIR_LIMIT: u64 = 64 << 20;
+/// most. A larger one (a WAL segment over 64 MiB compressed) is reported,
+/// not repaired.
+const REPAIR_LIMIT: u64 = 64 << 20;
 
 /// The configured keys or the catalog refused a write: every other repair
 /// would be refused the same way, so repairs stop.
@@ -44,14 +44,14 @@ pub(super) struct Repairer<'a> {
 impl Repairer<'_> {
     /// Repairs `provider`'s copy of `record`, found with `problem` (and the
     /// object `found` there, if any), from one of `sources`: providers
-    /// whose copy passed the check.
+    /// whose copy passed the check, with the stored size found there.
     pub(super) async fn repair(
         &self,
         record: &CatalogRecord,
         provider: Provider,
         problem: &Problem,
         found: Option<&ObjectInfo>,
-        sources: &[Provider],
+        sources: &[(Provider, u64)],
     ) -> Result<Repair, NoWriteAccess> {
         let Some(store) = self.replicas.get(provider) else {
             return Ok(failed(format!("no {provider} replica is configured")));
@@ -64,10 +64,10 @@ impl Repairer<'_> {
         if let (Some(info), false) = (found, matches!(problem, Problem::Corrupt { .. })) {
             match self
                 .checker
-                .download_verified(record, provider, store.as_ref(), &key)
+                .download_verified(record, provider, store.as_ref(), &key, None)
                 .await
             {
-                Ok(()) => return self.record(record, provider, key, info).await,
+                Ok(_) => return self.record(record, provider, key, info).await,
                 Err(DownloadError::Corrupt(_)) => {}
                 Err(e) => return Ok(failed(format!("reading the copy found: {}", chain(&e)))),
             }
@@ -125,22 +125,14 @@ impl Repairer<'_> {
             }
             Err(e) => return Ok(failed(format!("writing the copy: {}", chain(&e)))),
         }
-        let after = self
+        let read_back = self
             .checker
-            .budget()
-            .run(format!("{provider} head {key}"), || store.head(&key))
+            .download_verified(record, provider, store.as_ref(), &key, None)
             .await;
-        let info = match after {
+        let info = match read_back {
             Ok(info) => info,
-            Err(e) => return Ok(failed(format!("reading the copy back: {}", chain(&e)))),
+            Err(e) => return Ok(failed(format!("the copy read back: {}", chain(&e)))),
         };
-        if let Err(e) = self
-            .checker
-            .download_verified(record, provider, store.as_ref(), &key)
-            .await
-        {
-            return Ok(failed(format!("the copy read back: {}", chain(&e))));
-        }
         match self.record(record, provider, key, &info).await? {
             Repair::Recorded => Ok(Repair::Repaired { from: copy.from }),
             other => Ok(other),
@@ -169,27 +161,28 @@ impl Repairer<'_> {
     async fn verified_copy(
         &self,
         record: &CatalogRecord,
-        sources: &[Provider],
+        sources: &[(Provider, u64)],
     ) -> Result<VerifiedCopy, String> {
         let mut reasons = Vec::new();
-        for &from in sources {
+        for &(from, size) in sources {
             let Some(store) = self.replicas.get(from) else {
                 continue;
             };
+            if size > REPAIR_LIMIT {
+                reasons.push(format!(
+                    "{from}: over {} MiB, too large to repair in memory",
+                    REPAIR_LIMIT >> 20
+                ));
+                continue;
+            }
             let key = replica_key(record, from);
             let got = self
                 .checker
                 .budget()
-                .run(format!("{from} get {key}"), || async {
-                    let info = store.head(&key).await?;
-                    if info.size > REPAIR_LIMIT {
-                        return Ok(None);
-                    }
-                    store.get(&key).await.map(Some)
-                })
+                .run(format!("{from} get {key}"), || store.get(&key))
                 .await;
             match got {
-                Ok(Some(object)) => {
+                Ok(object) => {
                     match verify_compressed(&object.body, record.raw_size, &record.raw_sha256) {
                         Ok(_) => {
                             return Ok(VerifiedCopy {
@@ -200,10 +193,6 @@ impl Repairer<'_> {
                         Err(e) => reasons.push(format!("{from}: {e}")),
                     }
                 }
-                Ok(None) => reasons.push(format!(
-                    "{from}: over {} MiB, too large to repair in memory",
-                    REPAIR_LIMIT >> 20
-                )),
                 Err(e) => reasons.push(format!("{from}: {}", chain(&e))),
             }
         }

@@ -148,8 +148,12 @@ impl VerifyReport {
         (copies + orphans + self.breaks.len() + self.corrupt_inputs.len()) as u64
     }
 
+    /// Copies repaired or found good and recorded in this run.
     pub fn repaired(&self) -> u64 {
-        self.problems.iter().filter(|f| !f.outstanding()).count() as u64
+        self.problems
+            .iter()
+            .filter(|f| matches!(f.repair, Some(Repair::Repaired { .. } | Repair::Recorded)))
+            .count() as u64
     }
 
     /// Copies not checked: no answer, or not reached in time.
