@@ -111,13 +111,14 @@ export class Functions extends Construct {
   /**
    * Compress gets and deletes only its cluster's staging objects, lists the
    * staging bucket (its cluster's alone; without s3:ListBucket a vanished
-   * object would read as 403, not 404), and creates and updates catalog items.
+   * object would read as 403, not 404), creates and updates catalog items,
+   * and queries them after each re-drive to keep the status summary.
    */
   private grantCompress(props: FunctionsProps, keys: ReplicaKeys): void {
     const { staging, catalog } = props;
     this.compress.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:GetObject', 's3:DeleteObject'], resources: [staging.bucket.arnForObjects(`${staging.prefix}*`)] }));
     this.compress.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:ListBucket'], resources: [staging.bucket.bucketArn] }));
-    this.compress.addToRolePolicy(new iam.PolicyStatement({ actions: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], resources: [catalog.table.tableArn] }));
+    this.compress.addToRolePolicy(new iam.PolicyStatement({ actions: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:Query'], resources: [catalog.table.tableArn] }));
     keys.grantRead(this.compress);
     props.key.grantEncryptDecrypt(this.compress);
   }

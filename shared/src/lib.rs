@@ -36,6 +36,7 @@ pub mod replicate;
 pub mod retention;
 pub mod retry;
 pub mod secrets;
+pub mod status;
 pub mod store;
 pub mod testing;
 pub mod verify;

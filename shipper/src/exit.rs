@@ -12,6 +12,7 @@ use shared::backup::restore::RestoreError;
 use shared::backup::take::BackupError;
 use shared::error::Retryable;
 use shared::identity::IdentityError;
+use shared::status::health::Level;
 use shared::verify::VerifyReport;
 
 pub const PUSH_USAGE: u8 = 2;
@@ -62,6 +63,14 @@ pub const VERIFY_USAGE: u8 = 2;
 pub const VERIFY_INCOMPLETE: u8 = 3;
 /// `--repair` was refused: the configured keys cannot write.
 pub const VERIFY_REPAIR_REFUSED: u8 = 4;
+
+/// `walvault status` follows the monitoring-plugin convention: 0 OK,
+/// 1 WARNING, 2 CRITICAL (`shared::status::health::Level`), and this one
+/// when the state could not be read at all (or the command line is wrong).
+pub const STATUS_UNKNOWN: u8 = 3;
+
+// The UNKNOWN the command returns itself is the one its checks return.
+const _: () = assert!(Level::Unknown.exit_code() == STATUS_UNKNOWN);
 
 // PostgreSQL reads fetch codes above 125 as "abort recovery", and push
 // codes above 125 as a crashed archiver: checked at compile time.

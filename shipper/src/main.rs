@@ -1,8 +1,9 @@
 //! `walvault`, on the database host: PostgreSQL's archive_command
 //! (`walvault push %p`) and restore_command (`walvault fetch %f %p`), base
 //! backups (`backup`), restores (`restore`), the recovery drill
-//! (`drill`) and the archive's check (`verify`). Parses arguments and configuration, and hands each command
-//! to its module in `command/`.
+//! (`drill`), the archive's state (`status`) and its check (`verify`).
+//! Parses arguments and configuration, and hands each command to its
+//! module in `command/`.
 
 mod command;
 mod progress;
@@ -16,10 +17,12 @@ use shared::backup::name::BackupId;
 use shared::backup::target::{parse_time, Target};
 use shared::config::Config;
 use shared::provider::Provider;
+use shared::status::health::Thresholds;
 use shared::wal::Lsn;
 
 use walvault::exit::{
-    BACKUP_USAGE, DRILL_USAGE, FETCH_LOCAL_ERROR, PUSH_USAGE, RESTORE_USAGE, VERIFY_USAGE,
+    BACKUP_USAGE, DRILL_USAGE, FETCH_LOCAL_ERROR, PUSH_USAGE, RESTORE_USAGE, STATUS_UNKNOWN,
+    VERIFY_USAGE,
 };
 
 const DEFAULT_CONFIG: &str = "/etc/walvault/walvault.toml";
@@ -112,6 +115,44 @@ enum Command {
         #[arg(long)]
         restore_command: Option<String>,
     },
+    /// The archive's state in one screen: recoverable window, archiving
+    /// health, replication, backups, retention, the last drill. Exits 0 OK,
+    /// 1 WARNING, 2 CRITICAL, 3 UNKNOWN (monitoring-plugin convention).
+    Status {
+        /// WARNING when the newest archived segment is older (the RPO now).
+        #[arg(long, default_value = "1h", value_parser = command::verify::parse_age)]
+        rpo_warn: Duration,
+        /// CRITICAL when the newest archived segment is older.
+        #[arg(long, default_value = "4h", value_parser = command::verify::parse_age)]
+        rpo_crit: Duration,
+        /// WARNING when a file has waited in staging longer.
+        #[arg(long, default_value = "15m", value_parser = command::verify::parse_age)]
+        staging_warn: Duration,
+        /// CRITICAL when a file has waited in staging longer.
+        #[arg(long, default_value = "1h", value_parser = command::verify::parse_age)]
+        staging_crit: Duration,
+        /// WARNING from this many files not on every provider after 15 minutes.
+        #[arg(long, default_value_t = 1)]
+        partial_warn: u64,
+        /// CRITICAL from this many.
+        #[arg(long, default_value_t = 30)]
+        partial_crit: u64,
+        /// WARNING when the newest complete base backup is older.
+        #[arg(long, default_value = "8d", value_parser = command::verify::parse_age)]
+        backup_warn: Duration,
+        /// CRITICAL when it is older.
+        #[arg(long, default_value = "15d", value_parser = command::verify::parse_age)]
+        backup_crit: Duration,
+        /// R2's storage price, USD per GB-month, for the cost estimate.
+        #[arg(long, default_value_t = command::status::R2_PRICE)]
+        r2_price: f64,
+        /// B2's storage price, USD per GB-month.
+        #[arg(long, default_value_t = command::status::B2_PRICE)]
+        b2_price: f64,
+        /// The report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Checks every archived file on every provider against the catalog.
     Verify {
         /// Download every copy and check the sha256 of its raw bytes
@@ -186,6 +227,7 @@ fn usage_exit() -> u8 {
         Some("restore") => RESTORE_USAGE,
         Some("drill") => DRILL_USAGE,
         Some("verify") => VERIFY_USAGE,
+        Some("status") => STATUS_UNKNOWN,
         _ => PUSH_USAGE,
     }
 }
@@ -295,6 +337,35 @@ fn main() -> ExitCode {
                     restore_command,
                 };
                 command::drill::drill(config, config_file, options).await
+            }
+            Command::Status {
+                rpo_warn,
+                rpo_crit,
+                staging_warn,
+                staging_crit,
+                partial_warn,
+                partial_crit,
+                backup_warn,
+                backup_crit,
+                r2_price,
+                b2_price,
+                json,
+            } => {
+                let args = command::status::StatusArgs {
+                    thresholds: Thresholds {
+                        rpo_warn,
+                        rpo_crit,
+                        staging_warn,
+                        staging_crit,
+                        partial_warn,
+                        partial_crit,
+                        backup_warn,
+                        backup_crit,
+                    },
+                    prices: [(Provider::R2, r2_price), (Provider::B2, b2_price)],
+                    json,
+                };
+                command::status::status(config, args).await
             }
             Command::Verify {
                 deep,

@@ -253,6 +253,23 @@ async fn presence(config: &Config, file: &str) -> Result<[bool; 3], String> {
     }
 }
 
+/// The summary item is there, with the re-drive's staging report.
+async fn summary_kept(config: &Config) -> Result<(), String> {
+    let item = backends(config)
+        .await
+        .catalog
+        .get_summary(&config.cluster)
+        .await
+        .map_err(|e| format!("reading the summary item: {e}"))?
+        .ok_or("no summary item")?;
+    let summary: shared::status::keep::StoredSummary = serde_json::from_str(&item.body)
+        .map_err(|e| format!("the summary item does not parse: {e}"))?;
+    match summary.staging {
+        Some(report) if report.backlog == 0 => Ok(()),
+        other => Err(format!("expected an empty staging backlog, got {other:?}")),
+    }
+}
+
 fn report_field(report: &Value, field: &str) -> u64 {
     report
         .get(field)
@@ -317,6 +334,22 @@ async fn run(tap: &mut Tap) {
         );
     }
 
+    // The schedule's event is the re-drive's: nothing is stuck, and the
+    // status summary is kept under the function's own rights.
+    let redrive = match watch.invoke("compress", "retention-schedule.json") {
+        Ok(answer) if answer["summary"] == "kept" && report_field(&answer, "failed") == 0 => {
+            summary_kept(&config).await
+        }
+        Ok(answer) => Err(format!(
+            "expected a re-drive that keeps the summary, got {answer}"
+        )),
+        Err(e) => Err(e),
+    };
+    tap.check(
+        "compress: a scheduled event re-drives staging and keeps the status summary",
+        redrive,
+    );
+
     drop(watch);
     let watch = Watch::start("retention", &stack.env_as(Role::Retention, CLUSTER));
     let dry_run = match watch.invoke("retention", "retention-dry-run.json") {
@@ -356,7 +389,8 @@ async fn run(tap: &mut Tap) {
                 && report_field(&report, "catalog_removed") == 1
                 && report_field(&report["verify"], "repaired") == 1
                 && report_field(&report["verify"], "outstanding") == 0
-                && report_field(&report["verify"], "unchecked") == 0 =>
+                && report_field(&report["verify"], "unchecked") == 0
+                && report["summary"] == "rebuilt" =>
         {
             let mut outcome = match presence(&config, EXPIRED_SEGMENT).await {
                 Ok([false, false, false]) => Ok(()),
@@ -379,7 +413,7 @@ async fn run(tap: &mut Tap) {
     };
     tap.check(
         "retention: the schedule sample deletes the expired segment everywhere, keeps the rest, \
-         and its verify repairs a copy lost on R2",
+         its verify repairs a copy lost on R2, and it rebuilds the status summary",
         sweep,
     );
 }

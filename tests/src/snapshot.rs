@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use shared::catalog::{
     Catalog, CatalogError, CatalogRecord, CreateOutcome, RecordPage, RecordRef, RecordStatus,
-    TargetState,
+    SummaryItem, TargetState,
 };
 use shared::clock::UnixMillis;
 use shared::file::ArchivedFile;
@@ -72,6 +72,22 @@ impl Catalog for SnapshotPages {
 
     async fn delete(&self, record: RecordRef<'_>) -> Result<(), CatalogError> {
         self.inner.delete(record).await
+    }
+
+    async fn get_summary(
+        &self,
+        cluster: &ClusterName,
+    ) -> Result<Option<SummaryItem>, CatalogError> {
+        self.inner.get_summary(cluster).await
+    }
+
+    async fn put_summary(
+        &self,
+        cluster: &ClusterName,
+        expected: Option<u64>,
+        body: &str,
+    ) -> Result<(), CatalogError> {
+        self.inner.put_summary(cluster, expected, body).await
     }
 
     async fn list_page(

@@ -9,7 +9,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_dynamodb::Client;
 
 use super::record::{attr, CatalogRecord, RecordStatus, TargetState};
-use super::{Catalog, CatalogError, CatalogOperation, CreateOutcome, RecordPage, RecordRef};
+use super::{
+    Catalog, CatalogError, CatalogOperation, CreateOutcome, RecordPage, RecordRef, SummaryItem,
+};
 use crate::clock::UnixMillis;
 use crate::error::cause;
 use crate::file::ArchivedFile;
@@ -30,6 +32,22 @@ impl DynamoCatalog {
             client,
             table: table.to_owned(),
         }
+    }
+
+    /// The summary item's key: a partition of its own, `<cluster>#summary`
+    /// (`#` is not allowed in a cluster name), so no cluster's listing
+    /// returns it.
+    fn summary_key(cluster: &ClusterName) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            (
+                attr::CLUSTER.to_owned(),
+                AttributeValue::S(format!("{cluster}#summary")),
+            ),
+            (
+                attr::FILE_NAME.to_owned(),
+                AttributeValue::S("summary".to_owned()),
+            ),
+        ])
     }
 
     fn key(cluster: &ClusterName, file: &ArchivedFile) -> HashMap<String, AttributeValue> {
@@ -347,5 +365,73 @@ impl Catalog for DynamoCatalog {
             None => None,
         };
         Ok(RecordPage { records, next })
+    }
+
+    async fn get_summary(
+        &self,
+        cluster: &ClusterName,
+    ) -> Result<Option<SummaryItem>, CatalogError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::summary_key(cluster)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify(CatalogOperation::GetSummary, &"summary", e))?;
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        let malformed = |attribute: &str| CatalogError::Malformed {
+            file: "summary".into(),
+            attribute: attribute.to_owned(),
+            reason: "missing or not of its type".into(),
+        };
+        let version = item
+            .get(attr::SUMMARY_VERSION)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| malformed(attr::SUMMARY_VERSION))?;
+        let body = item
+            .get(attr::SUMMARY_BODY)
+            .and_then(|v| v.as_s().ok())
+            .ok_or_else(|| malformed(attr::SUMMARY_BODY))?;
+        Ok(Some(SummaryItem {
+            version,
+            body: body.clone(),
+        }))
+    }
+
+    async fn put_summary(
+        &self,
+        cluster: &ClusterName,
+        expected: Option<u64>,
+        body: &str,
+    ) -> Result<(), CatalogError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::summary_key(cluster)))
+            .update_expression("SET #body = :body, #version = :new")
+            .expression_attribute_names("#body", attr::SUMMARY_BODY)
+            .expression_attribute_names("#version", attr::SUMMARY_VERSION)
+            .expression_attribute_values(":body", AttributeValue::S(body.to_owned()))
+            .expression_attribute_values(
+                ":new",
+                AttributeValue::N(expected.map_or(1, |v| v + 1).to_string()),
+            );
+        request = match expected {
+            None => request.condition_expression("attribute_not_exists(#version)"),
+            Some(version) => request
+                .condition_expression("#version = :old")
+                .expression_attribute_values(":old", AttributeValue::N(version.to_string())),
+        };
+        request
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(CatalogOperation::PutSummary, &"summary", e))
     }
 }

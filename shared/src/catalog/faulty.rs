@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::{
     Catalog, CatalogError, CatalogOperation, CatalogRecord, CreateOutcome, RecordPage, RecordRef,
-    RecordStatus, TargetState,
+    RecordStatus, SummaryItem, TargetState,
 };
 use crate::clock::UnixMillis;
 use crate::error::message;
@@ -183,6 +183,32 @@ impl<C: Catalog> Catalog for FaultyCatalog<C> {
             CatalogOperation::List,
             &label,
             self.inner.list_page(cluster, prefix, after),
+        )
+        .await
+    }
+
+    async fn get_summary(
+        &self,
+        cluster: &ClusterName,
+    ) -> Result<Option<SummaryItem>, CatalogError> {
+        self.call(
+            CatalogOperation::GetSummary,
+            &"summary",
+            self.inner.get_summary(cluster),
+        )
+        .await
+    }
+
+    async fn put_summary(
+        &self,
+        cluster: &ClusterName,
+        expected: Option<u64>,
+        body: &str,
+    ) -> Result<(), CatalogError> {
+        self.call(
+            CatalogOperation::PutSummary,
+            &"summary",
+            self.inner.put_summary(cluster, expected, body),
         )
         .await
     }

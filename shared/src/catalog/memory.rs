@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use super::{
     Catalog, CatalogError, CatalogOperation, CatalogRecord, CreateOutcome, RecordPage, RecordRef,
-    RecordStatus, TargetState,
+    RecordStatus, SummaryItem, TargetState,
 };
 use crate::clock::UnixMillis;
 use crate::file::ArchivedFile;
@@ -26,6 +26,7 @@ fn key(cluster: &ClusterName, file: &ArchivedFile) -> Key {
 
 pub struct MemoryCatalog {
     records: Mutex<BTreeMap<Key, CatalogRecord>>,
+    summaries: Mutex<BTreeMap<ClusterName, SummaryItem>>,
     page_size: usize,
 }
 
@@ -33,6 +34,7 @@ impl Default for MemoryCatalog {
     fn default() -> Self {
         MemoryCatalog {
             records: Mutex::new(BTreeMap::new()),
+            summaries: Mutex::new(BTreeMap::new()),
             page_size: 500,
         }
     }
@@ -49,6 +51,7 @@ impl MemoryCatalog {
     pub fn duplicate(&self) -> Self {
         MemoryCatalog {
             records: Mutex::new(self.lock().clone()),
+            summaries: Mutex::new(self.lock_summaries().clone()),
             page_size: self.page_size,
         }
     }
@@ -73,6 +76,10 @@ impl MemoryCatalog {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, CatalogRecord>> {
         // A panic while holding the lock is a test failure already.
         self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_summaries(&self) -> std::sync::MutexGuard<'_, BTreeMap<ClusterName, SummaryItem>> {
+        self.summaries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Applies `change` to the record `reference` names if it describes
@@ -221,6 +228,37 @@ impl Catalog for MemoryCatalog {
             records: page,
             next,
         })
+    }
+
+    async fn get_summary(
+        &self,
+        cluster: &ClusterName,
+    ) -> Result<Option<SummaryItem>, CatalogError> {
+        Ok(self.lock_summaries().get(cluster).cloned())
+    }
+
+    async fn put_summary(
+        &self,
+        cluster: &ClusterName,
+        expected: Option<u64>,
+        body: &str,
+    ) -> Result<(), CatalogError> {
+        let mut summaries = self.lock_summaries();
+        let current = summaries.get(cluster).map(|item| item.version);
+        if current != expected {
+            return Err(CatalogError::ConditionFailed {
+                operation: CatalogOperation::PutSummary,
+                file: "summary".into(),
+            });
+        }
+        summaries.insert(
+            cluster.clone(),
+            SummaryItem {
+                version: expected.map_or(1, |v| v + 1),
+                body: body.to_owned(),
+            },
+        );
+        Ok(())
     }
 }
 

@@ -116,6 +116,29 @@ pub trait Catalog: Send + Sync {
         prefix: &str,
         after: Option<&ArchivedFile>,
     ) -> Result<RecordPage, CatalogError>;
+
+    /// The cluster's summary item (see [`crate::status`]), kept apart from
+    /// the records so that no listing returns it.
+    async fn get_summary(&self, cluster: &ClusterName)
+        -> Result<Option<SummaryItem>, CatalogError>;
+
+    /// Writes the summary item if its version is still `expected` (`None`:
+    /// no item yet); the new item's version is one more. Two writers that
+    /// read the same version cannot both land: the loser sees
+    /// `ConditionFailed` and reads again.
+    async fn put_summary(
+        &self,
+        cluster: &ClusterName,
+        expected: Option<u64>,
+        body: &str,
+    ) -> Result<(), CatalogError>;
+}
+
+/// The summary item as stored: an opaque body under a version number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummaryItem {
+    pub version: u64,
+    pub body: String,
 }
 
 /// Every record of a cluster, in name order, following pages.
@@ -175,6 +198,8 @@ pub enum CatalogOperation {
     RecordConflict,
     Delete,
     List,
+    GetSummary,
+    PutSummary,
 }
 
 impl fmt::Display for CatalogOperation {
@@ -187,6 +212,8 @@ impl fmt::Display for CatalogOperation {
             CatalogOperation::RecordConflict => "record conflict",
             CatalogOperation::Delete => "delete",
             CatalogOperation::List => "list",
+            CatalogOperation::GetSummary => "read summary",
+            CatalogOperation::PutSummary => "write summary",
         })
     }
 }

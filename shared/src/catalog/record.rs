@@ -65,6 +65,10 @@ pub mod attr {
         BACKUP,
     ];
 
+    /// The summary item's attributes (see [`crate::status`]).
+    pub const SUMMARY_VERSION: &str = "version";
+    pub const SUMMARY_BODY: &str = "summary";
+
     /// The fields of a replica map.
     pub const TARGET_ATTRIBUTES: [&str; 4] = ["key", "size", "etag", "at"];
 }

@@ -10,8 +10,10 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::{ReplicateError, Replicator};
+use crate::clock::now_millis;
 use crate::error::{chain, Retryable};
 use crate::events::{parse_invocation, EventError, Invocation, ObjectRef};
+use crate::status::keep::{refresh, StagingReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InvocationError {
@@ -71,7 +73,31 @@ pub async fn handle_invocation(
                 .await
                 .map_err(InvocationError::Redrive)?;
             report.metrics(&replicator.cluster).emit();
-            Ok(serde_json::to_value(report).unwrap_or(Value::Null))
+            let staging = StagingReport {
+                at: now_millis(),
+                backlog: report.backlog,
+                oldest_age_ms: report.oldest_backlog_age_ms,
+            };
+            let mut answer = serde_json::to_value(report).unwrap_or(Value::Null);
+            // The re-drive's work is done whatever happens to the summary;
+            // the next run folds what this one could not.
+            let catalog = replicator.backends.catalog.as_ref();
+            answer["summary"] = match refresh(
+                catalog,
+                &replicator.cluster,
+                Some(staging),
+                staging.at,
+                &budget,
+            )
+            .await
+            {
+                Ok(()) => json!("kept"),
+                Err(e) => {
+                    tracing::warn!(error = %chain(&e), "could not keep the status summary");
+                    json!(format!("not kept: {}", chain(&e)))
+                }
+            };
+            Ok(answer)
         }
     }
 }

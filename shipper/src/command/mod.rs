@@ -7,6 +7,7 @@ pub(crate) mod drill;
 pub(crate) mod fetch;
 pub(crate) mod push;
 pub(crate) mod restore;
+pub(crate) mod status;
 pub(crate) mod verify;
 
 use shared::archive::fetch::Fetcher;

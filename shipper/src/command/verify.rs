@@ -34,20 +34,27 @@ impl Since {
     }
 }
 
+/// `30s`, `30m`, `12h`, `7d`.
+pub(crate) fn parse_age(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let unit = match text.chars().last() {
+        Some('s') => 1,
+        Some('m') => 60,
+        Some('h') => 3600,
+        Some('d') => 86_400,
+        _ => return Err(format!("{text:?} is not an age (30s, 30m, 12h, 7d)")),
+    };
+    text[..text.len() - 1]
+        .parse::<u64>()
+        .map(|n| Duration::from_secs(n.saturating_mul(unit)))
+        .map_err(|_| format!("{text:?} is not an age (30s, 30m, 12h, 7d)"))
+}
+
 /// `30m`, `12h`, `7d`, or an RFC 3339 time.
 pub(crate) fn parse_since(text: &str) -> Result<Since, String> {
     let text = text.trim();
-    let unit = match text.chars().last() {
-        Some('s') => Some(1),
-        Some('m') => Some(60),
-        Some('h') => Some(3600),
-        Some('d') => Some(86_400),
-        _ => None,
-    };
-    if let Some(unit) = unit {
-        if let Ok(n) = text[..text.len() - 1].parse::<u64>() {
-            return Ok(Since::Age(Duration::from_secs(n.saturating_mul(unit))));
-        }
+    if let Ok(age) = parse_age(text) {
+        return Ok(Since::Age(age));
     }
     shared::backup::target::parse_time(text)
         .map(Since::At)

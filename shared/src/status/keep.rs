@@ -1,0 +1,270 @@
+//! The summary item, kept by the functions: after each re-drive (every few
+//! minutes) the compress function folds in the records settled since the
+//! last time and stores the staging backlog it measured; after each sweep
+//! the retention function rebuilds the whole summary from every record
+//! (undoing what it deleted) and stores what the sweep and the verify did.
+//! Writes are conditional on the version read, so two writers never undo
+//! each other: the loser reads again and redoes its part.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::summary::ArchiveSummary;
+use super::StatusError;
+use crate::backup::name::BackupFile;
+use crate::catalog::{Catalog, CatalogError, CatalogRecord};
+use crate::clock::UnixMillis;
+use crate::file::ArchivedFile;
+use crate::keys::ClusterName;
+use crate::retry::Budget;
+
+/// Pages one refresh reads at most per range: at 500 records a page, far
+/// more than a few minutes of archiving; the next run goes on.
+pub const REFRESH_PAGES: usize = 40;
+
+/// The summary item's body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoredSummary {
+    pub archive: ArchiveSummary,
+    pub updated_at: UnixMillis,
+    /// When every record was last read (by the retention function).
+    pub rebuilt_at: Option<UnixMillis>,
+    pub retention: Option<RetentionRun>,
+    pub staging: Option<StagingReport>,
+    pub verify: Option<VerifyRun>,
+}
+
+/// The last retention sweep, as its report gave it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionRun {
+    pub at: UnixMillis,
+    pub window_days: u32,
+    pub dry_run: bool,
+    /// The backup each live timeline is anchored on.
+    pub anchors: BTreeMap<u32, String>,
+    pub files_deleted: usize,
+    pub bytes_freed: u64,
+    pub backups_deleted: usize,
+    pub no_base_backup: bool,
+    pub stopped_early: bool,
+    pub errors: usize,
+}
+
+/// The staging backlog the last re-drive measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagingReport {
+    pub at: UnixMillis,
+    pub backlog: u64,
+    pub oldest_age_ms: u64,
+}
+
+/// The scheduled verify that followed the last sweep.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyRun {
+    pub at: UnixMillis,
+    pub files: u64,
+    pub outstanding: u64,
+    pub repaired: u64,
+    pub unchecked: u64,
+    pub failed: Option<String>,
+}
+
+/// The summary item as read: its version (for the conditional write) and
+/// its body, or why the body could not be read (it is then rebuilt).
+pub struct Loaded {
+    pub version: Option<u64>,
+    pub summary: Result<StoredSummary, String>,
+}
+
+pub async fn load(
+    catalog: &dyn Catalog,
+    cluster: &ClusterName,
+    budget: &Budget,
+) -> Result<Loaded, StatusError> {
+    let item = budget
+        .run("catalog read summary", || catalog.get_summary(cluster))
+        .await?;
+    Ok(match item {
+        None => Loaded {
+            version: None,
+            summary: Ok(StoredSummary::default()),
+        },
+        Some(item) => Loaded {
+            version: Some(item.version),
+            summary: serde_json::from_str(&item.body)
+                .map_err(|e| format!("the summary item does not parse: {e}")),
+        },
+    })
+}
+
+async fn save(
+    catalog: &dyn Catalog,
+    cluster: &ClusterName,
+    expected: Option<u64>,
+    summary: &StoredSummary,
+    budget: &Budget,
+) -> Result<(), StatusError> {
+    let body = serde_json::to_string(summary)
+        .map_err(|e| StatusError::Malformed(format!("summary to JSON: {e}")))?;
+    // A lost answer retried sees its own write as a failed condition: the
+    // caller reads again and redoes the fold, which is harmless.
+    budget
+        .run("catalog write summary", || {
+            catalog.put_summary(cluster, expected, &body)
+        })
+        .await?;
+    Ok(())
+}
+
+/// The two ranges of the catalog's order: WAL files, then backup parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogRange {
+    Wal,
+    Backups,
+}
+
+/// What reading a range showed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RangeRead {
+    pub pages: usize,
+    /// Stopped by `max_pages` with more records to read.
+    pub truncated: bool,
+}
+
+/// Reads `range` after `after`, a page at a time, handing each record to
+/// `visit` until it answers `false`, the range ends or `max_pages` pages
+/// were read.
+pub async fn read_range(
+    catalog: &dyn Catalog,
+    cluster: &ClusterName,
+    range: CatalogRange,
+    after: Option<&str>,
+    max_pages: usize,
+    budget: &Budget,
+    mut visit: impl FnMut(&CatalogRecord) -> bool,
+) -> Result<RangeRead, StatusError> {
+    let prefix = match range {
+        CatalogRange::Wal => String::new(),
+        CatalogRange::Backups => BackupFile::all_prefix(),
+    };
+    let mut after: Option<ArchivedFile> = match after {
+        Some(name) => Some(name.parse().map_err(|_| {
+            StatusError::Malformed(
+                "the summary's position in the catalog is not a file name".into(),
+            )
+        })?),
+        None => None,
+    };
+    let mut read = RangeRead::default();
+    loop {
+        if read.pages == max_pages {
+            read.truncated = true;
+            return Ok(read);
+        }
+        let page = budget
+            .run("catalog list", || {
+                catalog.list_page(cluster, &prefix, after.as_ref())
+            })
+            .await?;
+        read.pages += 1;
+        for record in &page.records {
+            let in_range = match range {
+                CatalogRange::Wal => matches!(record.file, ArchivedFile::Wal(_)),
+                CatalogRange::Backups => matches!(record.file, ArchivedFile::Backup(_)),
+            };
+            if !in_range || !visit(record) {
+                return Ok(read);
+            }
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(read),
+        }
+    }
+}
+
+/// What the re-drive adds: the records settled since the last fold, and
+/// its staging backlog.
+pub async fn refresh(
+    catalog: &dyn Catalog,
+    cluster: &ClusterName,
+    staging: Option<StagingReport>,
+    now: UnixMillis,
+    budget: &Budget,
+) -> Result<(), StatusError> {
+    for _ in 0..3 {
+        let loaded = load(catalog, cluster, budget).await?;
+        // An unreadable body is the retention function's to rebuild.
+        let mut summary = loaded.summary.map_err(StatusError::Malformed)?;
+        for range in [CatalogRange::Wal, CatalogRange::Backups] {
+            let after = match range {
+                CatalogRange::Wal => summary.archive.wal_through.clone(),
+                CatalogRange::Backups => summary.archive.backups_through.clone(),
+            };
+            let archive = &mut summary.archive;
+            read_range(
+                catalog,
+                cluster,
+                range,
+                after.as_deref(),
+                REFRESH_PAGES,
+                budget,
+                |record| !archive.fold_settled([record], now),
+            )
+            .await?;
+        }
+        if staging.is_some() {
+            summary.staging = staging;
+        }
+        summary.updated_at = now;
+        match save(catalog, cluster, loaded.version, &summary, budget).await {
+            Err(StatusError::Catalog(CatalogError::ConditionFailed { .. })) => continue,
+            other => return other,
+        }
+    }
+    Err(StatusError::Contended)
+}
+
+/// What the retention function stores after a sweep: the summary rebuilt
+/// from the records (read anew, after the sweep's deletes), with its own
+/// report and the verify's.
+pub async fn rebuild(
+    catalog: &dyn Catalog,
+    cluster: &ClusterName,
+    retention: RetentionRun,
+    verify: Option<VerifyRun>,
+    now: UnixMillis,
+    budget: &Budget,
+) -> Result<(), StatusError> {
+    let mut archive = ArchiveSummary::default();
+    for range in [CatalogRange::Wal, CatalogRange::Backups] {
+        read_range(
+            catalog,
+            cluster,
+            range,
+            None,
+            usize::MAX,
+            budget,
+            |record| !archive.fold_settled([record], now),
+        )
+        .await?;
+    }
+    for _ in 0..3 {
+        let loaded = load(catalog, cluster, budget).await?;
+        let kept = loaded.summary.unwrap_or_default();
+        let summary = StoredSummary {
+            archive: archive.clone(),
+            updated_at: now,
+            rebuilt_at: Some(now),
+            retention: Some(retention.clone()),
+            staging: kept.staging,
+            verify: verify.clone().or(kept.verify),
+        };
+        match save(catalog, cluster, loaded.version, &summary, budget).await {
+            Err(StatusError::Catalog(CatalogError::ConditionFailed { .. })) => continue,
+            other => return other,
+        }
+    }
+    Err(StatusError::Contended)
+}

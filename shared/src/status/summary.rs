@@ -1,0 +1,385 @@
+//! The archive's figures, folded from catalog records one at a time: what
+//! `walvault status` shows, and what the functions keep in the summary
+//! item so that status need not read every record. Pure: records in,
+//! figures out.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backup::name::{BackupFile, BackupPart};
+use crate::catalog::{CatalogRecord, RecordStatus};
+use crate::clock::UnixMillis;
+use crate::file::ArchivedFile;
+use crate::provider::Provider;
+use crate::wal::{Segment, SegmentSize, WalFileName};
+
+/// A record staged this recently is not folded into the stored summary:
+/// compress handles files in any order, so an older neighbour may still
+/// be on its way, and a gap seen now may close (the same grace as
+/// `walvault verify`'s continuity check).
+pub const SETTLE_GRACE_MS: u64 = 15 * 60 * 1000;
+
+/// Gaps listed per timeline (all are counted), and backups listed: the
+/// item stays far below DynamoDB's 400 KB.
+const GAPS_LISTED: usize = 20;
+const BACKUPS_LISTED: usize = 60;
+const CORRUPT_LISTED: usize = 20;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArchiveSummary {
+    /// Every WAL record up to this name (in the catalog's order) is folded
+    /// in; the next read starts after it.
+    pub wal_through: Option<String>,
+    /// The same for base-backup parts.
+    pub backups_through: Option<String>,
+    /// Records folded in.
+    pub files: u64,
+    pub raw_bytes: u64,
+    /// Copies recorded, per provider (`r2`, `b2`).
+    pub providers: BTreeMap<String, ProviderTotals>,
+    pub segment_size: Option<u64>,
+    pub timelines: BTreeMap<u32, TimelineSpan>,
+    /// Files recorded `corrupt` at archive time: never replicated.
+    pub corrupt: u64,
+    pub corrupt_files: Vec<String>,
+    /// Files under which different content was pushed (and refused).
+    pub conflicted: u64,
+    /// The newest base backups, oldest first.
+    pub backups: Vec<BackupLine>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderTotals {
+    pub files: u64,
+    /// Stored (compressed) bytes.
+    pub bytes: u64,
+}
+
+/// The archived segments of one timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineSpan {
+    pub first: String,
+    pub newest: String,
+    /// When the newest segment reached staging.
+    pub newest_staged_at: UnixMillis,
+    pub segments: u64,
+    /// Segments missing between the first and the newest.
+    pub missing: u64,
+    /// The first gaps, in WAL order.
+    pub gaps: Vec<Gap>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// The last segment before the gap.
+    pub after: String,
+    pub first_missing: String,
+    pub missing: u64,
+    /// When the segment after the gap reached staging: a gap younger than
+    /// [`SETTLE_GRACE_MS`] may still close.
+    pub next_staged_at: UnixMillis,
+}
+
+/// One base backup, as far as its records show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupLine {
+    pub id: String,
+    pub timeline: Option<u32>,
+    pub start_segment: Option<String>,
+    pub started_at_ms: Option<UnixMillis>,
+    pub stopped_at_ms: Option<UnixMillis>,
+    /// The tar stream's size (raw).
+    pub size: Option<u64>,
+    /// Stored bytes of its parts, on one provider.
+    pub stored_bytes: u64,
+    /// From the descriptor; `None` until it is recorded.
+    pub chunk_count: Option<u32>,
+    pub chunks_replicated: u32,
+    pub descriptor_replicated: bool,
+}
+
+impl BackupLine {
+    /// Complete: the descriptor and every chunk it lists replicated.
+    /// (Restore also checks the chunks' digests against the descriptor.)
+    pub fn is_complete(&self) -> bool {
+        self.descriptor_replicated && self.chunk_count == Some(self.chunks_replicated)
+    }
+}
+
+impl ArchiveSummary {
+    /// Adds one record. Records come in the catalog's order (WAL names,
+    /// then backup parts), each once.
+    pub fn add(&mut self, record: &CatalogRecord) {
+        let name = record.file.to_string();
+        self.files += 1;
+        self.raw_bytes += record.raw_size;
+        for (provider, target) in &record.targets {
+            let totals = self
+                .providers
+                .entry(provider.as_str().to_owned())
+                .or_default();
+            totals.files += 1;
+            totals.bytes += target.size;
+        }
+        if record.conflicts > 0 {
+            self.conflicted += 1;
+        }
+        if record.status == RecordStatus::Corrupt {
+            self.corrupt += 1;
+            if self.corrupt_files.len() < CORRUPT_LISTED {
+                self.corrupt_files.push(name.clone());
+            }
+        }
+        match &record.file {
+            ArchivedFile::Wal(wal) => {
+                self.wal_through = Some(name);
+                if let (WalFileName::Segment(segment), false) =
+                    (wal, record.status == RecordStatus::Corrupt)
+                {
+                    self.add_segment(*segment, record);
+                }
+            }
+            ArchivedFile::Backup(part) => {
+                self.backups_through = Some(name);
+                self.add_backup_part(*part, record);
+            }
+        }
+    }
+
+    fn add_segment(&mut self, segment: Segment, record: &CatalogRecord) {
+        let size = *self.segment_size.get_or_insert(record.raw_size);
+        let Ok(size) = SegmentSize::new(size) else {
+            return;
+        };
+        let name = WalFileName::Segment(segment).to_string();
+        let span = self
+            .timelines
+            .entry(segment.timeline)
+            .or_insert_with(|| TimelineSpan {
+                first: name.clone(),
+                newest: name.clone(),
+                newest_staged_at: record.staged_at,
+                segments: 0,
+                missing: 0,
+                gaps: Vec::new(),
+            });
+        span.segments += 1;
+        let Ok(WalFileName::Segment(newest)) = span.newest.parse::<WalFileName>() else {
+            return;
+        };
+        let (before, now) = (newest.segno(size), segment.segno(size));
+        if now <= before {
+            // The span's first segment, or one out of order: nothing to extend.
+            return;
+        }
+        if now > before + 1 {
+            let missing = now - before - 1;
+            span.missing += missing;
+            if span.gaps.len() < GAPS_LISTED {
+                if let Ok(first_missing) = newest.next(size) {
+                    span.gaps.push(Gap {
+                        after: span.newest.clone(),
+                        first_missing: WalFileName::Segment(first_missing).to_string(),
+                        missing,
+                        next_staged_at: record.staged_at,
+                    });
+                }
+            }
+        }
+        span.newest = name;
+        span.newest_staged_at = record.staged_at;
+    }
+
+    fn add_backup_part(&mut self, part: BackupFile, record: &CatalogRecord) {
+        let id = part.backup.to_string();
+        if self.backups.last().is_none_or(|b| b.id != id) {
+            self.backups.push(BackupLine {
+                id: id.clone(),
+                timeline: None,
+                start_segment: None,
+                started_at_ms: None,
+                stopped_at_ms: None,
+                size: None,
+                stored_bytes: 0,
+                chunk_count: None,
+                chunks_replicated: 0,
+                descriptor_replicated: false,
+            });
+            if self.backups.len() > BACKUPS_LISTED {
+                self.backups.remove(0);
+            }
+        }
+        let Some(line) = self.backups.last_mut() else {
+            return;
+        };
+        line.stored_bytes += record.stored_size().unwrap_or(0);
+        let replicated = record.status == RecordStatus::Replicated;
+        match part.part {
+            BackupPart::Chunk(_) => line.chunks_replicated += u32::from(replicated),
+            BackupPart::Descriptor => {
+                line.descriptor_replicated = replicated;
+                if let Some(summary) = &record.backup {
+                    line.timeline = Some(summary.start_timeline);
+                    line.start_segment = Some(summary.start_segment.clone());
+                    line.started_at_ms = Some(summary.started_at_ms);
+                    line.stopped_at_ms = Some(summary.stopped_at_ms);
+                    line.size = Some(summary.size);
+                    line.chunk_count = Some(summary.chunk_count);
+                }
+            }
+        }
+    }
+
+    /// Folds `records` (the catalog's next records, in order) for keeping:
+    /// up to the first one not settled (`replicating`, `partial`) or staged
+    /// after `now - SETTLE_GRACE_MS`, so that what is kept never changes
+    /// again except by retention, which rebuilds it. Returns whether it
+    /// stopped there.
+    pub fn fold_settled<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a CatalogRecord>,
+        now: UnixMillis,
+    ) -> bool {
+        for record in records {
+            if !is_settled(record, now) {
+                return true;
+            }
+            self.add(record);
+        }
+        false
+    }
+
+    /// The copies of every provider a complete archive would hold: for
+    /// `status`, a provider with fewer than the others is missing some.
+    pub fn provider(&self, provider: Provider) -> ProviderTotals {
+        self.providers
+            .get(provider.as_str())
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// Settled: its state will not change by itself (replicated, or recorded
+/// corrupt), and it is past the grace of out-of-order arrivals.
+pub fn is_settled(record: &CatalogRecord, now: UnixMillis) -> bool {
+    matches!(
+        record.status,
+        RecordStatus::Replicated | RecordStatus::Corrupt
+    ) && record.staged_at.saturating_add(SETTLE_GRACE_MS) <= now
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::catalog::TargetState;
+    use crate::codec::Sha256Hex;
+
+    pub(crate) const SEGMENT: u64 = 16 * 1024 * 1024;
+
+    pub(crate) fn segment(
+        name: &str,
+        status: RecordStatus,
+        staged_at: UnixMillis,
+    ) -> CatalogRecord {
+        let mut record = CatalogRecord::replicating(
+            "main".parse().unwrap(),
+            name.parse().unwrap(),
+            SEGMENT,
+            Sha256Hex::of(name.as_bytes()),
+            staged_at,
+            staged_at,
+        );
+        record.status = status;
+        let copies: &[Provider] = match status {
+            RecordStatus::Replicated => &Provider::ALL,
+            RecordStatus::Partial => &[Provider::R2],
+            _ => &[],
+        };
+        for provider in copies {
+            record.targets.insert(
+                *provider,
+                TargetState {
+                    key: name.to_owned(),
+                    size: 1000,
+                    etag: None,
+                    at: staged_at,
+                },
+            );
+        }
+        record
+    }
+
+    fn name(segno: u64) -> String {
+        format!("00000001{:08X}{:08X}", segno >> 8, segno & 0xFF)
+    }
+
+    #[test]
+    fn totals_spans_and_gaps_follow_the_records() {
+        let records: Vec<CatalogRecord> = [1u64, 2, 3, 6, 7, 0x100, 0x101]
+            .iter()
+            .map(|n| segment(&name(*n), RecordStatus::Replicated, 0))
+            .collect();
+        let mut summary = ArchiveSummary::default();
+        for record in &records {
+            summary.add(record);
+        }
+        assert_eq!(summary.files, 7);
+        assert_eq!(summary.raw_bytes, 7 * SEGMENT);
+        assert_eq!(summary.provider(Provider::R2).bytes, 7000);
+        assert_eq!(summary.provider(Provider::B2).files, 7);
+        let span = &summary.timelines[&1];
+        assert_eq!(
+            (span.first.as_str(), span.newest.as_str()),
+            (name(1).as_str(), name(0x101).as_str())
+        );
+        assert_eq!(span.segments, 7);
+        // 4, 5 missing; then 8 ..= 0xFF.
+        assert_eq!(span.missing, 2 + 0xF8);
+        assert_eq!(span.gaps.len(), 2);
+        assert_eq!(span.gaps[0].after, name(3));
+        assert_eq!(span.gaps[0].first_missing, name(4));
+        assert_eq!(span.gaps[1].first_missing, name(8));
+        assert_eq!(summary.wal_through.as_deref(), Some(name(0x101).as_str()));
+    }
+
+    #[test]
+    fn a_corrupt_segment_is_counted_and_leaves_a_gap() {
+        let mut summary = ArchiveSummary::default();
+        summary.add(&segment(&name(1), RecordStatus::Replicated, 0));
+        summary.add(&segment(&name(2), RecordStatus::Corrupt, 0));
+        summary.add(&segment(&name(3), RecordStatus::Replicated, 0));
+        assert_eq!(summary.corrupt, 1);
+        assert_eq!(summary.corrupt_files, vec![name(2)]);
+        assert_eq!(summary.timelines[&1].gaps[0].first_missing, name(2));
+    }
+
+    #[test]
+    fn folding_for_keeping_stops_at_the_first_unsettled_or_recent_record() {
+        let now = 100 * SETTLE_GRACE_MS;
+        let old = now - 2 * SETTLE_GRACE_MS;
+        let records = vec![
+            segment(&name(1), RecordStatus::Replicated, old),
+            segment(&name(2), RecordStatus::Partial, old),
+            segment(&name(3), RecordStatus::Replicated, old),
+        ];
+        let mut summary = ArchiveSummary::default();
+        assert!(summary.fold_settled(&records, now));
+        assert_eq!(summary.wal_through.as_deref(), Some(name(1).as_str()));
+        let recent = vec![segment(&name(2), RecordStatus::Replicated, now - 1)];
+        assert!(summary.fold_settled(&recent, now));
+        assert_eq!(summary.files, 1);
+        let settled = vec![segment(&name(2), RecordStatus::Replicated, old)];
+        assert!(!summary.fold_settled(&settled, now));
+        assert_eq!(summary.wal_through.as_deref(), Some(name(2).as_str()));
+    }
+
+    #[test]
+    fn the_summary_survives_its_json_form() {
+        let mut summary = ArchiveSummary::default();
+        summary.add(&segment(&name(1), RecordStatus::Replicated, 5));
+        let text = serde_json::to_string(&summary).unwrap();
+        let back: ArchiveSummary = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, summary);
+    }
+}

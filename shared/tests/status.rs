@@ -1,0 +1,626 @@
+//! `walvault status`'s logic on in-memory backends: how many requests it
+//! makes on a catalog of 100,000 records, that the summary the functions
+//! keep a little at a time agrees with one rebuilt from every record, two
+//! writers of the summary, a summary that does not parse, a catalog that
+//! hangs or refuses, and the thresholds' verdicts.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{cluster, limits};
+use shared::backup::descriptor::BackupSummary;
+use shared::backup::name::{BackupFile, BackupId};
+use shared::catalog::{Catalog, CatalogOperation, CatalogRecord, RecordStatus, TargetState};
+use shared::clock::UnixMillis;
+use shared::codec::Sha256Hex;
+use shared::fault::Fault;
+use shared::file::ArchivedFile;
+use shared::provider::Provider;
+use shared::retry::Budget;
+use shared::status::health::{checks, verdict, Level, Thresholds};
+use shared::status::keep::{load, rebuild, refresh, RetentionRun, StagingReport, VerifyRun};
+use shared::status::summary::ArchiveSummary;
+use shared::status::view::{read, StatusView};
+use shared::status::StatusError;
+use shared::testing::MemoryWorld;
+
+const MINUTE: u64 = 60_000;
+const DAY: u64 = 86_400_000;
+const SEGMENT: u64 = 16 << 20;
+/// 2026-11-27T10:00:00Z.
+const NOW: UnixMillis = 1_795_773_600_000;
+
+fn segment_name(segno: u64) -> String {
+    format!("00000001{:08X}{:08X}", segno >> 8, segno & 0xFF)
+}
+
+fn record(
+    file: ArchivedFile,
+    raw_size: u64,
+    status: RecordStatus,
+    staged_at: UnixMillis,
+) -> CatalogRecord {
+    let mut record = CatalogRecord::replicating(
+        cluster(),
+        file,
+        raw_size,
+        Sha256Hex::of(file.to_string().as_bytes()),
+        staged_at,
+        staged_at,
+    );
+    set_status(&mut record, status);
+    record
+}
+
+/// The record as it stands in `status`: copies recorded accordingly.
+fn set_status(record: &mut CatalogRecord, status: RecordStatus) {
+    record.status = status;
+    let copies: &[Provider] = match status {
+        RecordStatus::Replicated => &Provider::ALL,
+        RecordStatus::Partial => &[Provider::R2],
+        _ => &[],
+    };
+    record.targets.clear();
+    for provider in copies {
+        record.targets.insert(
+            *provider,
+            TargetState {
+                key: record.file.to_string(),
+                size: record.raw_size / 4,
+                etag: None,
+                at: record.staged_at,
+            },
+        );
+    }
+}
+
+fn segment(segno: u64, status: RecordStatus, staged_at: UnixMillis) -> CatalogRecord {
+    let file: ArchivedFile = segment_name(segno).parse().expect("a segment name");
+    record(file, SEGMENT, status, staged_at)
+}
+
+/// A complete base backup of `chunks` chunks, starting in segment `start`.
+fn backup(started_at: UnixMillis, start: u64, chunks: u32) -> Vec<CatalogRecord> {
+    let id = BackupId::started_at(started_at / 1000);
+    let mut parts: Vec<CatalogRecord> = (0..chunks)
+        .map(|n| {
+            record(
+                ArchivedFile::Backup(BackupFile::chunk(id, n)),
+                1 << 20,
+                RecordStatus::Replicated,
+                started_at,
+            )
+        })
+        .collect();
+    let mut descriptor = record(
+        ArchivedFile::Backup(BackupFile::descriptor(id)),
+        4096,
+        RecordStatus::Replicated,
+        started_at + MINUTE,
+    );
+    descriptor.backup = Some(BackupSummary {
+        id: id.to_string(),
+        system_identifier: "7301234567890123456".into(),
+        pg_version: 170000,
+        segment_size: SEGMENT,
+        start_timeline: 1,
+        start_lsn: format!("0/{:X}", start * SEGMENT + 40),
+        start_segment: segment_name(start),
+        stop_timeline: 1,
+        stop_lsn: format!("0/{:X}", (start + 1) * SEGMENT),
+        from_standby: false,
+        started_at_ms: started_at,
+        stopped_at_ms: started_at + MINUTE,
+        size: u64::from(chunks) << 20,
+        chunk_count: chunks,
+        chunks_sha256: Sha256Hex::of(b"chunks"),
+        manifest_checksum: String::new(),
+        label: "walvault".into(),
+    });
+    parts.push(descriptor);
+    parts
+}
+
+fn put_all(world: &MemoryWorld, records: impl IntoIterator<Item = CatalogRecord>) {
+    for record in records {
+        world.catalog.inner().put(record);
+    }
+}
+
+fn budget() -> Budget {
+    limits().until(tokio::time::Instant::now() + Duration::from_secs(30))
+}
+
+fn retention_run(at: UnixMillis) -> RetentionRun {
+    RetentionRun {
+        at,
+        window_days: 30,
+        ..RetentionRun::default()
+    }
+}
+
+async fn view_at(world: &MemoryWorld, now: UnixMillis) -> StatusView {
+    read(
+        world.catalog.as_ref(),
+        world.staging.as_ref(),
+        &cluster(),
+        now,
+        &budget(),
+    )
+    .await
+    .expect("status reads")
+}
+
+/// Every record folded (in the catalog's order, as status would), none
+/// kept back: what the view must add up to.
+fn folded_whole(world: &MemoryWorld) -> ArchiveSummary {
+    let mut all = ArchiveSummary::default();
+    for record in world.catalog.inner().records() {
+        if record.status != RecordStatus::Replicating {
+            all.add(&record);
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn status_of_100_000_records_makes_a_handful_of_requests() {
+    let world = MemoryWorld::default();
+    let old = NOW - 2 * DAY;
+    put_all(
+        &world,
+        (1..=100_000).map(|n| segment(n, RecordStatus::Replicated, old + n)),
+    );
+    put_all(&world, backup(old, 1, 8));
+    // The retention function's nightly rebuild reads everything once.
+    rebuild(
+        world.catalog.as_ref(),
+        &cluster(),
+        retention_run(old),
+        None,
+        NOW - DAY,
+        &budget(),
+    )
+    .await
+    .unwrap();
+    // Then a day of archiving the summary has not seen; the last two
+    // files are still on their way.
+    put_all(
+        &world,
+        (100_001..=100_300).map(|n| segment(n, RecordStatus::Replicated, NOW - 10 * MINUTE)),
+    );
+    put_all(
+        &world,
+        [segment(100_301, RecordStatus::Partial, NOW - MINUTE)],
+    );
+    put_all(
+        &world,
+        [segment(100_302, RecordStatus::Replicating, NOW - MINUTE)],
+    );
+
+    let calls_before = world.catalog.calls(CatalogOperation::List);
+    let view = view_at(&world, NOW).await;
+    let lists = world.catalog.calls(CatalogOperation::List) - calls_before;
+    assert_eq!(world.catalog.calls(CatalogOperation::GetSummary), 2);
+    // One page of the WAL after the summary, one of the backups after it.
+    assert_eq!(lists, 2, "{lists} list requests");
+    assert_eq!(view.catalog_requests, 3);
+    assert_eq!(view.records_read, 302);
+    assert!(!view.unread);
+
+    assert_eq!(view.archive, folded_whole(&world));
+    assert_eq!(view.archive.files, 100_301 + 9);
+    assert_eq!(view.archive.provider(Provider::R2).files, 100_301 + 9);
+    assert_eq!(view.archive.provider(Provider::B2).files, 100_300 + 9);
+    assert_eq!(view.in_flight_count, 2);
+    assert_eq!(view.in_flight[0].missing, vec!["b2"]);
+    assert_eq!(view.in_flight[1].missing, vec!["r2", "b2"]);
+    let span = &view.archive.timelines[&1];
+    assert_eq!(span.newest, segment_name(100_301));
+    assert_eq!(span.missing, 0);
+    assert!(view.archive.backups[0].is_complete());
+}
+
+#[tokio::test]
+async fn a_summary_kept_a_little_at_a_time_agrees_with_one_rebuilt_from_every_record() {
+    let world = MemoryWorld::default();
+    let mut now = NOW;
+    let mut segno = 0;
+    put_all(&world, backup(NOW - MINUTE, 1, 3));
+    for round in 0..40u64 {
+        now += 5 * MINUTE;
+        for _ in 0..15 {
+            segno += 1;
+            // Every seventh is slow to replicate, every 50th never arrives.
+            let status = if segno % 7 == 0 {
+                RecordStatus::Partial
+            } else {
+                RecordStatus::Replicated
+            };
+            if segno % 50 != 0 {
+                put_all(&world, [segment(segno, status, now - MINUTE)]);
+            }
+        }
+        // Files left partial two rounds ago are replicated now.
+        for mut record in world.catalog.inner().records() {
+            if record.status == RecordStatus::Partial && record.staged_at + 10 * MINUTE <= now {
+                set_status(&mut record, RecordStatus::Replicated);
+                world.catalog.inner().put(record);
+            }
+        }
+        if round == 20 {
+            put_all(&world, backup(now - 2 * MINUTE, segno - 2, 2));
+        }
+        let staging = StagingReport {
+            at: now,
+            backlog: round,
+            oldest_age_ms: 0,
+        };
+        refresh(
+            world.catalog.as_ref(),
+            &cluster(),
+            Some(staging),
+            now,
+            &budget(),
+        )
+        .await
+        .unwrap();
+    }
+    let kept = load(world.catalog.as_ref(), &cluster(), &budget())
+        .await
+        .unwrap();
+    let kept = kept.summary.unwrap();
+    assert_eq!(kept.staging.map(|s| s.backlog), Some(39));
+    let rebuilt_world = world.duplicate();
+    rebuild(
+        rebuilt_world.catalog.as_ref(),
+        &cluster(),
+        retention_run(now),
+        None,
+        now,
+        &budget(),
+    )
+    .await
+    .unwrap();
+    let rebuilt = load(rebuilt_world.catalog.as_ref(), &cluster(), &budget())
+        .await
+        .unwrap();
+    let rebuilt = rebuilt.summary.unwrap();
+    assert_eq!(kept.archive, rebuilt.archive);
+    // The fold stops short of the recent files: the last rounds are read
+    // by status, not kept yet.
+    assert!(kept.archive.files > 400, "{}", kept.archive.files);
+    assert_eq!(kept.archive.timelines[&1].missing, 11);
+    assert_eq!(kept.archive.backups.len(), 2);
+    // The rebuild keeps the re-drive's staging report.
+    assert_eq!(rebuilt.staging, kept.staging);
+    let view = view_at(&world, now).await;
+    assert_eq!(view.archive, folded_whole(&world));
+}
+
+#[tokio::test]
+async fn two_writers_never_undo_each_other() {
+    let world = MemoryWorld::default();
+    put_all(
+        &world,
+        (1..=10).map(|n| segment(n, RecordStatus::Replicated, NOW - DAY)),
+    );
+    // Another writer lands between this one's read and write: it reads again.
+    world
+        .catalog
+        .fail_next(CatalogOperation::PutSummary, Fault::PreconditionFailed, 1);
+    let staging = StagingReport {
+        at: NOW,
+        backlog: 3,
+        oldest_age_ms: 60_000,
+    };
+    refresh(
+        world.catalog.as_ref(),
+        &cluster(),
+        Some(staging),
+        NOW,
+        &budget(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(world.catalog.calls(CatalogOperation::GetSummary), 2);
+    // The rebuild after a sweep keeps the re-drive's report, and adds its own.
+    let verify = VerifyRun {
+        at: NOW,
+        files: 10,
+        ..VerifyRun::default()
+    };
+    rebuild(
+        world.catalog.as_ref(),
+        &cluster(),
+        retention_run(NOW),
+        Some(verify.clone()),
+        NOW,
+        &budget(),
+    )
+    .await
+    .unwrap();
+    let kept = load(world.catalog.as_ref(), &cluster(), &budget())
+        .await
+        .unwrap();
+    assert_eq!(kept.version, Some(2));
+    let kept = kept.summary.unwrap();
+    assert_eq!(kept.staging, Some(staging));
+    assert_eq!(kept.verify, Some(verify));
+    assert_eq!(kept.archive.files, 10);
+    // A writer that loses every time gives up, and says so.
+    world
+        .catalog
+        .fail_always(CatalogOperation::PutSummary, Fault::PreconditionFailed);
+    let err = refresh(world.catalog.as_ref(), &cluster(), None, NOW, &budget())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StatusError::Contended), "{err}");
+}
+
+#[tokio::test]
+async fn a_summary_that_does_not_parse_is_read_around_then_rebuilt() {
+    let world = MemoryWorld::default();
+    put_all(
+        &world,
+        (1..=5).map(|n| segment(n, RecordStatus::Replicated, NOW - DAY)),
+    );
+    world
+        .catalog
+        .put_summary(&cluster(), None, "{not json")
+        .await
+        .unwrap();
+    let view = view_at(&world, NOW).await;
+    assert!(view
+        .summary_problem
+        .as_deref()
+        .unwrap()
+        .contains("does not parse"));
+    assert_eq!(view.archive.files, 5);
+    let verdicts = checks(&view, &Thresholds::default());
+    assert!(verdicts
+        .iter()
+        .any(|c| c.name == "summary" && c.level == Level::Warning));
+    // The re-drive leaves it to the rebuild, which replaces it.
+    let err = refresh(world.catalog.as_ref(), &cluster(), None, NOW, &budget())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StatusError::Malformed(_)), "{err}");
+    rebuild(
+        world.catalog.as_ref(),
+        &cluster(),
+        retention_run(NOW),
+        None,
+        NOW,
+        &budget(),
+    )
+    .await
+    .unwrap();
+    let view = view_at(&world, NOW).await;
+    assert_eq!(view.summary_problem, None);
+    assert_eq!(view.records_read, 0);
+    assert_eq!(view.archive.files, 5);
+}
+
+#[tokio::test]
+async fn a_catalog_that_hangs_or_refuses_gives_no_verdict() {
+    let world = MemoryWorld::default();
+    world
+        .catalog
+        .fail_always(CatalogOperation::GetSummary, Fault::Hang);
+    let short = limits().until(tokio::time::Instant::now() + Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    let err = read(
+        world.catalog.as_ref(),
+        world.staging.as_ref(),
+        &cluster(),
+        NOW,
+        &short,
+    )
+    .await
+    .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(
+        err.to_string().contains("timed out") || err.to_string().contains("no answer"),
+        "{err}"
+    );
+    world.heal();
+    world
+        .catalog
+        .fail_always(CatalogOperation::List, Fault::Refused);
+    let err = read(
+        world.catalog.as_ref(),
+        world.staging.as_ref(),
+        &cluster(),
+        NOW,
+        &budget(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StatusError::Catalog(_)), "{err}");
+    // A drill report that cannot be read is a warning, not a failure.
+    world.heal();
+    world
+        .staging
+        .fail_always(shared::store::Operation::List, Fault::Refused);
+    let view = view_at(&world, NOW).await;
+    assert!(view.drill_problem.is_some());
+}
+
+/// A healthy archive as the functions keep it: WAL up to a minute ago, a
+/// backup a day old, a sweep and a verify last night.
+async fn healthy() -> MemoryWorld {
+    let world = MemoryWorld::default();
+    put_all(&world, backup(NOW - DAY, 1, 2));
+    put_all(
+        &world,
+        (1..=60).map(|n| segment(n, RecordStatus::Replicated, NOW - (61 - n) * MINUTE)),
+    );
+    let verify = VerifyRun {
+        at: NOW - 8 * 3_600_000,
+        files: 40,
+        ..VerifyRun::default()
+    };
+    rebuild(
+        world.catalog.as_ref(),
+        &cluster(),
+        retention_run(NOW - 8 * 3_600_000),
+        Some(verify),
+        NOW,
+        &budget(),
+    )
+    .await
+    .unwrap();
+    world
+}
+
+async fn level_of(world: &MemoryWorld, thresholds: &Thresholds) -> (Level, Vec<String>) {
+    let view = view_at(world, NOW).await;
+    let found = checks(&view, thresholds);
+    let named = found
+        .iter()
+        .filter(|c| c.level != Level::Ok)
+        .map(|c| format!("{} {:?}: {}", c.name, c.level, c.text))
+        .collect();
+    (verdict(&found), named)
+}
+
+#[tokio::test]
+async fn thresholds_give_the_monitoring_exit_codes() {
+    let defaults = Thresholds::default();
+    let world = healthy().await;
+    let (level, named) = level_of(&world, &defaults).await;
+    assert_eq!(level, Level::Ok, "{named:?}");
+    assert_eq!(level.exit_code(), 0);
+
+    // The newest segment is a minute old: past a 30s RPO warning, then
+    // past a 30s critical one.
+    let strict = Thresholds {
+        rpo_warn: Duration::from_secs(30),
+        ..defaults
+    };
+    assert_eq!(level_of(&world, &strict).await.0.exit_code(), 1);
+    let stricter = Thresholds {
+        rpo_crit: Duration::from_secs(30),
+        ..strict
+    };
+    assert_eq!(level_of(&world, &stricter).await.0.exit_code(), 2);
+
+    // A file on R2 only for 20 minutes: a warning; from 1 such file critical.
+    let partial = world.duplicate();
+    put_all(
+        &partial,
+        [segment(61, RecordStatus::Partial, NOW - 20 * MINUTE)],
+    );
+    let (level, named) = level_of(&partial, &defaults).await;
+    assert_eq!(level, Level::Warning, "{named:?}");
+    assert!(
+        named
+            .iter()
+            .any(|n| n.contains("replication") && n.contains("missing on b2")),
+        "{named:?}"
+    );
+    let one_is_too_many = Thresholds {
+        partial_crit: 1,
+        ..defaults
+    };
+    assert_eq!(
+        level_of(&partial, &one_is_too_many).await.0,
+        Level::Critical
+    );
+
+    // A segment missing after the newest backup: recovery to the end fails.
+    let gap = world.duplicate();
+    put_all(
+        &gap,
+        [segment(62, RecordStatus::Replicated, NOW - 20 * MINUTE)],
+    );
+    let (level, named) = level_of(&gap, &defaults).await;
+    assert_eq!(level, Level::Critical, "{named:?}");
+    assert!(
+        named
+            .iter()
+            .any(|n| n.contains("continuity") && n.contains(&segment_name(61))),
+        "{named:?}"
+    );
+    // … unless it is younger than the grace: the file may be on its way.
+    let young_gap = world.duplicate();
+    put_all(
+        &young_gap,
+        [segment(62, RecordStatus::Replicated, NOW - MINUTE)],
+    );
+    assert_eq!(level_of(&young_gap, &defaults).await.0, Level::Ok);
+
+    // No backup at all: nothing can be restored.
+    let no_backup = MemoryWorld::default();
+    put_all(
+        &no_backup,
+        (1..=3).map(|n| segment(n, RecordStatus::Replicated, NOW - MINUTE)),
+    );
+    let (level, named) = level_of(&no_backup, &defaults).await;
+    assert_eq!(level, Level::Critical);
+    assert!(named.iter().any(|n| n.starts_with("backups")), "{named:?}");
+    // … nor any summary kept by the functions: a warning as well.
+    assert!(
+        named.iter().any(|n| n.starts_with("retention")),
+        "{named:?}"
+    );
+
+    // The functions stopped keeping the summary long ago: more records
+    // than status reads, figures partial.
+    let behind = MemoryWorld::default();
+    put_all(&behind, backup(NOW - DAY, 1, 1));
+    put_all(
+        &behind,
+        (1..=10_500).map(|n| segment(n, RecordStatus::Replicated, NOW - MINUTE)),
+    );
+    let view = view_at(&behind, NOW).await;
+    assert!(view.unread);
+    // 20 pages of WAL, then the backup's two parts.
+    assert_eq!(view.records_read, 10_000 + 2);
+    let found = checks(&view, &defaults);
+    assert!(found
+        .iter()
+        .any(|c| c.name == "summary" && c.level == Level::Unknown));
+    assert_eq!(verdict(&found).exit_code(), 3);
+
+    // The scheduled verify found what it could not repair.
+    let unrepaired = MemoryWorld::default();
+    put_all(&unrepaired, backup(NOW - DAY, 1, 1));
+    put_all(
+        &unrepaired,
+        [segment(1, RecordStatus::Replicated, NOW - MINUTE)],
+    );
+    let verify = VerifyRun {
+        at: NOW,
+        files: 1,
+        outstanding: 1,
+        ..VerifyRun::default()
+    };
+    rebuild(
+        unrepaired.catalog.as_ref(),
+        &cluster(),
+        retention_run(NOW),
+        Some(verify),
+        NOW,
+        &budget(),
+    )
+    .await
+    .unwrap();
+    let (level, named) = level_of(&unrepaired, &defaults).await;
+    assert_eq!(level, Level::Critical);
+    assert!(named.iter().any(|n| n.starts_with("verify")), "{named:?}");
+
+    // An old backup: warning at 8 days, critical at 15.
+    let stale = Thresholds {
+        backup_warn: Duration::from_secs(3600),
+        ..defaults
+    };
+    assert_eq!(level_of(&world, &stale).await.0, Level::Warning);
+    let staler = Thresholds {
+        backup_crit: Duration::from_secs(3600),
+        ..stale
+    };
+    assert_eq!(level_of(&world, &staler).await.0, Level::Critical);
+}
