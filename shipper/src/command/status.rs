@@ -221,12 +221,18 @@ fn human(view: &StatusView, checks: &[Check], level: Level, providers: &[Provide
     }
     line(String::new());
     for check in checks {
-        line(format!(
-            "{:<10}{:<13}{}",
-            check.level.as_str(),
-            check.name,
-            check.text
-        ));
+        let head = format!("{:<10}{:<13}", check.level.as_str(), check.name);
+        for (i, part) in wrap(&check.text, WIDTH - head.len())
+            .into_iter()
+            .enumerate()
+        {
+            let lead = if i == 0 {
+                head.clone()
+            } else {
+                " ".repeat(head.len())
+            };
+            line(format!("{lead}{part}"));
+        }
     }
     line(format!(
         "({} catalog requests, {} records read besides the summary{})",
@@ -389,5 +395,18 @@ mod tests {
         );
         assert!(text.contains("4.00x"), "{text}");
         assert!(text.contains("(3 catalog requests"), "{text}");
+    }
+
+    #[test]
+    fn long_findings_wrap_between_words() {
+        let lines = wrap(
+            "the scheduled verify found 3 problems it could not repair",
+            20,
+        );
+        assert!(lines.iter().all(|l| l.chars().count() <= 20), "{lines:?}");
+        assert_eq!(
+            lines.join(" "),
+            "the scheduled verify found 3 problems it could not repair"
+        );
     }
 }
