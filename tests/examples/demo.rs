@@ -4,7 +4,7 @@
 //! through `walvault push`; a base backup by `walvault backup`; the compress
 //! function's handler draining the queue; a retention dry run; a
 //! point-in-time recovery by `walvault restore --time`, started and checked
-//! row for row; and a `walvault drill`. Everything it starts is stopped and
+//! row for row; a `walvault drill`; and `walvault status`. Everything it starts is stopped and
 //! removed when it exits.
 
 use std::time::{Duration, Instant};
@@ -14,6 +14,8 @@ use shared::clock::now_millis;
 use shared::keys::archive_key;
 use shared::provider::Provider;
 use shared::retention::sweep::Sweeper;
+use shared::retry::RequestLimits;
+use shared::status::keep::{rebuild, RetentionRun};
 use shared::wal::WalFileKind;
 use walvault_tests::archive::backends;
 use walvault_tests::backups::{
@@ -110,6 +112,21 @@ fn main() {
             .await
             .expect("dry run");
         stages.0.push(("retention dry run", started.elapsed()));
+        // As the retention function does after each sweep: the summary
+        // `walvault status` reads.
+        let run = RetentionRun::of(&dry, sweeper.rules.window_ms, now_millis());
+        let budget = RequestLimits::from_config(&config)
+            .until(tokio::time::Instant::now() + Duration::from_secs(60));
+        rebuild(
+            backends.catalog.as_ref(),
+            &config.cluster,
+            run,
+            None,
+            now_millis(),
+            &budget,
+        )
+        .await
+        .expect("status summary");
 
         let started = Instant::now();
         let host = recovering_host(&source, &[]);
@@ -161,6 +178,18 @@ fn main() {
         if drill.code != 0 {
             println!("{}", drill.stderr);
         }
+        let started = Instant::now();
+        let status = host
+            .command(&["status"])
+            .output()
+            .expect("running walvault status");
+        stages.0.push(("walvault status", started.elapsed()));
+        println!();
+        println!(
+            "$ walvault status   (exit {})",
+            status.status.code().unwrap_or(-1)
+        );
+        print!("{}", String::from_utf8_lossy(&status.stdout));
         println!();
         for (stage, took) in &stages.0 {
             println!("  {:>8.1} s  {stage}", took.as_secs_f64());

@@ -1,10 +1,10 @@
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::Value;
-use shared::clock::{now_millis, UnixMillis};
+use shared::clock::now_millis;
 use shared::error::chain;
 use shared::events::work_deadline;
-use shared::retention::sweep::{SweepReport, Sweeper};
+use shared::retention::sweep::Sweeper;
 use shared::status::keep::{rebuild, RetentionRun, VerifyRun};
 use shared::verify::Verifier;
 
@@ -36,7 +36,7 @@ pub(crate) async fn handle(
         dry_run,
         "retention sweep done"
     );
-    let retention = retention_run(&report, sweeper.rules.window_ms, now);
+    let retention = RetentionRun::of(&report, sweeper.rules.window_ms, now);
     let mut answer = serde_json::to_value(report)?;
     let mut verify_run = None;
     if let (Some(verify), false) = (verify, dry_run) {
@@ -75,22 +75,6 @@ pub(crate) async fn handle(
         }
     };
     Ok(answer)
-}
-
-/// The sweep as `walvault status` shows it.
-fn retention_run(report: &SweepReport, window_ms: u64, at: UnixMillis) -> RetentionRun {
-    RetentionRun {
-        at,
-        window_days: u32::try_from(window_ms / 86_400_000).unwrap_or(u32::MAX),
-        dry_run: report.dry_run,
-        anchors: report.anchors.clone(),
-        files_deleted: report.catalog_removed,
-        bytes_freed: report.bytes_freed,
-        backups_deleted: report.backups_deleted,
-        no_base_backup: report.no_base_backup,
-        stopped_early: report.stopped_early,
-        errors: report.errors.len(),
-    }
 }
 
 fn wants_dry_run(detail: &Value) -> bool {

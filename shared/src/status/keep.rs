@@ -17,6 +17,7 @@ use crate::catalog::{Catalog, CatalogError, CatalogRecord};
 use crate::clock::UnixMillis;
 use crate::file::ArchivedFile;
 use crate::keys::ClusterName;
+use crate::retention::sweep::SweepReport;
 use crate::retry::Budget;
 
 /// Pages one refresh reads at most per range: at 500 records a page, far
@@ -49,6 +50,24 @@ pub struct RetentionRun {
     pub no_base_backup: bool,
     pub stopped_early: bool,
     pub errors: usize,
+}
+
+impl RetentionRun {
+    /// The sweep `report` describes, run at `at` with a window of `window_ms`.
+    pub fn of(report: &SweepReport, window_ms: u64, at: UnixMillis) -> Self {
+        RetentionRun {
+            at,
+            window_days: u32::try_from(window_ms / 86_400_000).unwrap_or(u32::MAX),
+            dry_run: report.dry_run,
+            anchors: report.anchors.clone(),
+            files_deleted: report.catalog_removed,
+            bytes_freed: report.bytes_freed,
+            backups_deleted: report.backups_deleted,
+            no_base_backup: report.no_base_backup,
+            stopped_early: report.stopped_early,
+            errors: report.errors.len(),
+        }
+    }
 }
 
 /// The staging backlog the last re-drive measured.
