@@ -137,6 +137,8 @@ test('no statement grants every action or every resource', () => {
 
 test('the compress role reads and deletes only staging objects and never deletes from the catalog', () => {
   const statements = statementsOf('Compress');
+  const catalog = actions(statements.filter((s) => actions([s]).some((a) => a.startsWith('dynamodb:'))));
+  assert.deepEqual(catalog.sort(), ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:UpdateItem'], 'Query: the re-drive keeps the status summary');
   const s3Deletes = statements.filter((s) => actions([s]).includes('s3:DeleteObject'));
   assert.equal(s3Deletes.length, 1);
   assert.match(JSON.stringify(s3Deletes[0].Resource), /orders\/staging\/\*/);
@@ -157,7 +159,7 @@ test('each function reads only its own secrets', () => {
 test('the retention role touches the catalog, its secrets, and in staging only the parts of unfinished base backups', () => {
   const statements = statementsOf('Retention');
   assert.ok(actions(statements).includes('dynamodb:DeleteItem'));
-  assert.ok(actions(statements).includes('dynamodb:UpdateItem'), 'the verify after the sweep records its repairs');
+  assert.ok(actions(statements).includes('dynamodb:UpdateItem'), 'the verify after the sweep records its repairs, and the sweep the status summary');
   const s3 = statements.filter((s) => actions([s]).some((a) => a.startsWith('s3:')));
   const deletes = s3.filter((s) => actions([s]).includes('s3:DeleteObject'));
   assert.equal(deletes.length, 1);

@@ -220,7 +220,7 @@ fn parse_backup_id(s: &str) -> Result<BackupId, String> {
 
 /// The usage-error exit code of the command named on the command line.
 fn usage_exit() -> u8 {
-    match std::env::args().nth(1).as_deref() {
+    match subcommand(std::env::args().skip(1)).as_deref() {
         // restore_command: anything but 0 and 1 must stop recovery.
         Some("fetch") => FETCH_LOCAL_ERROR,
         Some("backup") => BACKUP_USAGE,
@@ -230,6 +230,18 @@ fn usage_exit() -> u8 {
         Some("status") => STATUS_UNKNOWN,
         _ => PUSH_USAGE,
     }
+}
+
+/// The first argument that is neither an option nor `--config`'s value.
+fn subcommand(mut args: impl Iterator<Item = String>) -> Option<String> {
+    while let Some(arg) = args.next() {
+        if arg == "--config" {
+            args.next();
+        } else if !arg.starts_with('-') {
+            return Some(arg);
+        }
+    }
+    None
 }
 
 fn main() -> ExitCode {
@@ -388,4 +400,27 @@ fn main() -> ExitCode {
         }
     });
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subcommand_is_found_past_the_global_options() {
+        let args = |line: &str| line.split(' ').map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            subcommand(args("status --rpo-warn x").into_iter()).as_deref(),
+            Some("status")
+        );
+        assert_eq!(
+            subcommand(args("--config /etc/w.toml status --json").into_iter()).as_deref(),
+            Some("status")
+        );
+        assert_eq!(
+            subcommand(args("--config=/etc/w.toml fetch a b").into_iter()).as_deref(),
+            Some("fetch")
+        );
+        assert_eq!(subcommand(args("--config").into_iter()), None);
+    }
 }

@@ -121,7 +121,6 @@ fn main() {
             backends.catalog.as_ref(),
             &config.cluster,
             run,
-            None,
             now_millis(),
             &budget,
         )

@@ -17,7 +17,7 @@ use shared::file::ArchivedFile;
 use shared::keys::drill_report_key;
 use shared::provider::Provider;
 use shared::retry::RequestLimits;
-use shared::status::keep::{rebuild, refresh, RetentionRun, StagingReport};
+use shared::status::keep::{rebuild, refresh, RetentionRun, StagingReport, StoredSummary};
 use shared::store::Metadata;
 use shared::wal::WalFileName;
 use walvault::exit::STATUS_UNKNOWN;
@@ -181,9 +181,12 @@ async fn status_reports_the_archive_and_exits_as_monitoring_expects() {
     let (code, report, stderr) = status(&host, &[]);
     assert_eq!(code, 2, "{report:#}\n{stderr}");
     assert_eq!(report["level"], "CRITICAL");
-    assert_eq!(report["in_flight_count"], 1);
-    assert_eq!(report["in_flight"][0]["file"], segment_name(6));
-    assert_eq!(report["in_flight"][0]["missing"], serde_json::json!(["b2"]));
+    assert_eq!(report["in_flight"]["count"], 1);
+    assert_eq!(report["in_flight"]["files"][0]["file"], segment_name(6));
+    assert_eq!(
+        report["in_flight"]["files"][0]["missing"],
+        serde_json::json!(["b2"])
+    );
     assert_eq!(check(&report, "replication")["level"], "WARNING");
     let continuity = check(&report, "continuity");
     assert_eq!(continuity["level"], "CRITICAL");
@@ -224,7 +227,7 @@ async fn status_reports_the_archive_and_exits_as_monitoring_expects() {
     refresh(
         compress.catalog.as_ref(),
         &config.cluster,
-        Some(staging),
+        staging,
         now + HOUR,
         &budget,
     )
@@ -240,7 +243,6 @@ async fn status_reports_the_archive_and_exits_as_monitoring_expects() {
         retention.catalog.as_ref(),
         &config.cluster,
         run,
-        None,
         now + HOUR,
         &budget,
     )
@@ -252,6 +254,14 @@ async fn status_reports_the_archive_and_exits_as_monitoring_expects() {
     assert_eq!(report["staging"]["backlog"], 0);
     assert_eq!(check(&report, "retention")["level"], "OK");
     // The summary is kept up to segment 4: only the stuck file is read.
+    let item = admin
+        .catalog
+        .get_summary(&config.cluster)
+        .await
+        .unwrap()
+        .unwrap();
+    let kept: StoredSummary = serde_json::from_str(&item.body).unwrap();
+    assert_eq!(kept.archive.wal_through, Some(segment_name(4)));
     assert_eq!(report["archive"]["wal_through"], segment_name(6));
     assert_eq!(report["records_read"], 1);
     assert_eq!(report["archive"]["files"], 7);

@@ -5,8 +5,12 @@ use shared::clock::now_millis;
 use shared::error::chain;
 use shared::events::work_deadline;
 use shared::retention::sweep::Sweeper;
-use shared::status::keep::{rebuild, RetentionRun, VerifyRun};
+use shared::status::keep::{rebuild, record_verify, RetentionRun, VerifyRun};
+use shared::status::StatusError;
 use shared::verify::Verifier;
+
+/// The time kept after the verify to record what it found.
+const RECORD_VERIFY_RESERVE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The verify that follows a sweep (`WALVAULT_VERIFY_AFTER_SWEEP`).
 pub(crate) struct AfterSweep {
@@ -38,43 +42,40 @@ pub(crate) async fn handle(
     );
     let retention = RetentionRun::of(&report, sweeper.rules.window_ms, now);
     let mut answer = serde_json::to_value(report)?;
-    let mut verify_run = None;
+    // The sweep's work stands whatever happens to the summary; a failure
+    // shows in `walvault status` as a stale retention run. Rebuilt before
+    // the verify, which may run until the deadline.
+    let budget = sweeper.limits.until(deadline);
+    let catalog = sweeper.catalog.as_ref();
+    let rebuilt = rebuild(catalog, &sweeper.cluster, retention, now, &budget).await;
+    answer["summary"] = kept_or_why("rebuilt", rebuilt);
     if let (Some(verify), false) = (verify, dry_run) {
         let verified = verify
             .verifier
-            .scheduled(verify.concurrency, deadline)
+            .scheduled(
+                verify.concurrency,
+                deadline
+                    .checked_sub(RECORD_VERIFY_RESERVE)
+                    .unwrap_or(deadline),
+            )
             .await;
         answer["verify"] = serde_json::to_value(&verified)?;
-        verify_run = Some(VerifyRun {
-            at: now_millis(),
-            files: verified.files,
-            outstanding: verified.outstanding,
-            repaired: verified.repaired,
-            unchecked: verified.unchecked,
-            failed: verified.failed,
-        });
+        let run = VerifyRun::of(&verified, now_millis());
+        let recorded = record_verify(catalog, &sweeper.cluster, run, &budget).await;
+        answer["verify"]["summary"] = kept_or_why("recorded", recorded);
     }
-    // The sweep's work stands whatever happens to the summary; a failure
-    // shows in `walvault status` as a stale retention run.
-    let budget = sweeper.limits.until(deadline);
-    let catalog = sweeper.catalog.as_ref();
-    answer["summary"] = match rebuild(
-        catalog,
-        &sweeper.cluster,
-        retention,
-        verify_run,
-        now,
-        &budget,
-    )
-    .await
-    {
-        Ok(()) => "rebuilt".into(),
-        Err(e) => {
-            tracing::warn!(error = %chain(&e), "could not rebuild the status summary");
-            format!("not rebuilt: {}", chain(&e)).into()
-        }
-    };
     Ok(answer)
+}
+
+/// `done`, or why not (logged).
+fn kept_or_why(done: &str, result: Result<(), StatusError>) -> Value {
+    match result {
+        Ok(()) => done.into(),
+        Err(e) => {
+            tracing::warn!(error = %chain(&e), "could not keep the status summary");
+            format!("not {done}: {}", chain(&e)).into()
+        }
+    }
 }
 
 fn wants_dry_run(detail: &Value) -> bool {

@@ -82,21 +82,14 @@ pub async fn handle_invocation(
             // The re-drive's work is done whatever happens to the summary;
             // the next run folds what this one could not.
             let catalog = replicator.backends.catalog.as_ref();
-            answer["summary"] = match refresh(
-                catalog,
-                &replicator.cluster,
-                Some(staging),
-                staging.at,
-                &budget,
-            )
-            .await
-            {
-                Ok(()) => json!("kept"),
-                Err(e) => {
-                    tracing::warn!(error = %chain(&e), "could not keep the status summary");
-                    json!(format!("not kept: {}", chain(&e)))
-                }
-            };
+            answer["summary"] =
+                match refresh(catalog, &replicator.cluster, staging, staging.at, &budget).await {
+                    Ok(()) => json!("kept"),
+                    Err(e) => {
+                        tracing::warn!(error = %chain(&e), "could not keep the status summary");
+                        json!(format!("not kept: {}", chain(&e)))
+                    }
+                };
             Ok(answer)
         }
     }

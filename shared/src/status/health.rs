@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::summary::{BackupLine, SETTLE_GRACE_MS};
+use super::summary::{BackupLine, Gap, SETTLE_GRACE_MS};
 use super::view::StatusView;
 use crate::clock::UnixMillis;
 
@@ -147,11 +147,22 @@ pub fn checks(view: &StatusView, limits: &Thresholds) -> Vec<Check> {
     ];
     let mut check = |name, level, text: String| checks.push(Check { name, level, text });
     match &view.verify {
-        Some(run) if run.outstanding > 0 => check(
+        Some(run) if run.copies > 0 => check(
             "verify",
             Level::Critical,
             format!(
-                "the scheduled verify {} ago found {} problems it could not repair: run `walvault verify`",
+                "the scheduled verify {} ago found {} copies missing or damaged it could not \
+                 repair: run `walvault verify`",
+                human_age(age(now, run.at)),
+                run.copies
+            ),
+        ),
+        Some(run) if run.outstanding > 0 => check(
+            "verify",
+            Level::Warning,
+            format!(
+                "the scheduled verify {} ago found {} orphans, WAL breaks or corrupt files: \
+                 run `walvault verify`",
                 human_age(age(now, run.at)),
                 run.outstanding
             ),
@@ -175,7 +186,11 @@ pub fn checks(view: &StatusView, limits: &Thresholds) -> Vec<Check> {
                 run.repaired
             ),
         ),
-        None => check("verify", Level::Ok, "no scheduled verify recorded yet".into()),
+        None => check(
+            "verify",
+            Level::Ok,
+            "no scheduled verify recorded yet".into(),
+        ),
     }
     match &view.retention {
         Some(run) if now.saturating_sub(run.at) > RETENTION_RUN_STALE_MS => check(
@@ -267,7 +282,8 @@ pub fn checks(view: &StatusView, limits: &Thresholds) -> Vec<Check> {
             "conflicts",
             Level::Warning,
             format!(
-                "{} files had different content pushed under their name (refused)",
+                "{} files had different content pushed under their name (refused; counted at \
+                 the last rebuild)",
                 view.archive.conflicted
             ),
         );
@@ -300,32 +316,40 @@ fn archiving(view: &StatusView, limits: &Thresholds) -> Check {
 
 fn staging(view: &StatusView, limits: &Thresholds) -> Check {
     let now = view.now;
-    let oldest_in_flight = view.in_flight.iter().map(|f| age(now, f.staged_at)).max();
+    let in_flight = view.in_flight.oldest_staged_at.map(|at| age(now, at));
     let from_report = view
         .staging
-        .filter(|s| s.backlog > 0)
-        .map(|s| Duration::from_millis(s.oldest_age_ms) + age(now, s.at));
-    let oldest = oldest_in_flight.max(from_report).unwrap_or_default();
-    let level = by_age(oldest, limits.staging_warn, limits.staging_crit);
+        .and_then(|s| s.oldest_waiting())
+        .map(|at| age(now, at));
+    let oldest = in_flight.max(from_report).unwrap_or_default();
+    let mut level = by_age(oldest, limits.staging_warn, limits.staging_crit);
     let backlog = view.staging.map_or(0, |s| s.backlog);
-    let text = match view.staging {
-        Some(report) if now.saturating_sub(report.at) > STAGING_REPORT_STALE_MS => {
-            return Check {
-                name: "staging",
-                level: level.max(Level::Warning),
-                text: format!(
-                "the re-drive last reported {} ago: is the compress function's schedule running?",
-                human_age(age(now, report.at))
-            ),
-            }
-        }
-        _ if oldest.is_zero() => "nothing waits in staging".to_owned(),
-        _ => format!(
+    let mut text = if oldest.is_zero() {
+        "nothing waits in staging".to_owned()
+    } else {
+        format!(
             "{} files in flight, {backlog} waiting at the last re-drive; the oldest for {}",
-            view.in_flight_count,
+            view.in_flight.count,
             human_age(oldest)
-        ),
+        )
     };
+    let report_age = view.staging.map(|s| now.saturating_sub(s.at));
+    let silent = match report_age {
+        Some(ms) => ms > STAGING_REPORT_STALE_MS,
+        // A summary kept by the retention function alone: the re-drive
+        // never reported.
+        None => view.summary_version.is_some(),
+    };
+    if silent {
+        level = level.max(Level::Warning);
+        text = match report_age {
+            Some(ms) => format!(
+                "the re-drive last reported {} ago: is the compress function's schedule running? {text}",
+                human_age(Duration::from_millis(ms))
+            ),
+            None => format!("the re-drive has never reported: is the compress function's schedule running? {text}"),
+        };
+    }
     Check {
         name: "staging",
         level,
@@ -334,77 +358,93 @@ fn staging(view: &StatusView, limits: &Thresholds) -> Check {
 }
 
 fn replication(view: &StatusView, limits: &Thresholds) -> Check {
-    let late = view
-        .in_flight
-        .iter()
-        .filter(|f| view.now.saturating_sub(f.staged_at) >= SETTLE_GRACE_MS)
-        .count() as u64;
-    let level = by_count(late, limits.partial_warn, limits.partial_crit);
+    let late = view.in_flight.late;
+    let grace = human_age(Duration::from_millis(SETTLE_GRACE_MS));
     let text = if late == 0 {
-        format!(
-            "every file older than {} is on every provider",
-            human_age(Duration::from_millis(SETTLE_GRACE_MS))
-        )
+        format!("every file older than {grace} is on every provider")
     } else {
-        let missing = view
+        let missing: Vec<&str> = view
             .in_flight
+            .late_missing
             .iter()
-            .flat_map(|f| f.missing.iter().map(String::as_str))
-            .collect::<std::collections::BTreeSet<_>>();
+            .map(String::as_str)
+            .collect();
         format!(
-            "{late} files older than {} not on every provider (missing on {})",
-            human_age(Duration::from_millis(SETTLE_GRACE_MS)),
-            missing.into_iter().collect::<Vec<_>>().join(", ")
+            "{late} files older than {grace} not on every provider (missing on {})",
+            missing.join(", ")
         )
     };
     Check {
         name: "replication",
-        level,
+        level: by_count(late, limits.partial_warn, limits.partial_crit),
         text,
     }
 }
 
-/// A gap after the newest complete backup's start cuts recovery to the
-/// latest point short: critical. An older one only limits recovery to
-/// earlier points, and corrupt inputs are already gaps.
-fn continuity(view: &StatusView) -> Check {
+/// The gaps older than the settling grace that cut recovery from the
+/// newest complete backup to the end: on a later timeline than the
+/// backup's, or on its own at or after its start segment (names of one
+/// timeline sort in WAL order). All of them when there is no backup.
+pub fn cutting_gaps(view: &StatusView) -> Vec<(u32, &Gap)> {
     let backup = newest_complete_backup(view);
-    let mut splitting = Vec::new();
-    let mut older = 0u64;
+    let mut cutting = Vec::new();
     for (timeline, span) in &view.archive.timelines {
         for gap in &span.gaps {
             if view.now.saturating_sub(gap.next_staged_at) < SETTLE_GRACE_MS {
                 continue;
             }
-            let after_backup = backup.is_none_or(|b| {
-                b.timeline.is_none_or(|t| t <= *timeline)
-                    && b.start_segment
-                        .as_deref()
-                        .is_none_or(|s| gap.after.as_str() >= s)
+            let cuts = backup.is_none_or(|b| match (b.timeline, b.start_segment.as_deref()) {
+                (Some(t), _) if t < *timeline => true,
+                (Some(t), Some(start)) if t == *timeline => gap.next.as_str() > start,
+                (Some(_), _) => false,
+                (None, _) => true,
             });
-            if after_backup {
-                splitting.push(format!(
-                    "{} missing from {}",
-                    gap.missing, gap.first_missing
-                ));
-            } else {
-                older += gap.missing;
+            if cuts {
+                cutting.push((*timeline, gap));
             }
         }
     }
-    let (level, text) = if !splitting.is_empty() {
+    cutting
+}
+
+/// A gap that cuts recovery to the end short is critical; any other gap,
+/// or a file recorded corrupt (a gap already), only limits recovery to
+/// earlier points.
+fn continuity(view: &StatusView) -> Check {
+    let cutting = cutting_gaps(view);
+    // Gaps next to a segment still within the grace may close yet.
+    let young: u64 = view
+        .archive
+        .timelines
+        .values()
+        .flat_map(|s| &s.gaps)
+        .filter(|g| view.now.saturating_sub(g.next_staged_at) < SETTLE_GRACE_MS)
+        .map(|g| g.missing)
+        .sum();
+    let missing = view
+        .archive
+        .timelines
+        .values()
+        .map(|s| s.missing)
+        .sum::<u64>()
+        .saturating_sub(young);
+    let (level, text) = if !cutting.is_empty() {
+        let gaps: Vec<String> = cutting
+            .iter()
+            .map(|(_, gap)| format!("{} missing from {}", gap.missing, gap.first_missing))
+            .collect();
         (
             Level::Critical,
             format!(
                 "WAL gap after the newest backup, recovery stops before it: {}",
-                splitting.join("; ")
+                gaps.join("; ")
             ),
         )
-    } else if older > 0 || view.archive.corrupt > 0 {
+    } else if missing > 0 || view.archive.corrupt > 0 {
         (
             Level::Warning,
             format!(
-                "{older} segments missing before the newest backup, {} files recorded corrupt",
+                "{missing} segments missing before the newest backup, {} files recorded corrupt",
                 view.archive.corrupt
             ),
         )

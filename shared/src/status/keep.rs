@@ -10,15 +10,16 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::summary::ArchiveSummary;
+use super::summary::{ArchiveSummary, Keeping};
 use super::StatusError;
 use crate::backup::name::BackupFile;
-use crate::catalog::{Catalog, CatalogError, CatalogRecord};
+use crate::catalog::{Catalog, CatalogError, CatalogRecord, RecordStatus};
 use crate::clock::UnixMillis;
 use crate::file::ArchivedFile;
 use crate::keys::ClusterName;
 use crate::retention::sweep::SweepReport;
 use crate::retry::Budget;
+use crate::verify::ScheduledVerify;
 
 /// Pages one refresh reads at most per range: at 500 records a page, far
 /// more than a few minutes of archiving; the next run goes on.
@@ -83,10 +84,29 @@ pub struct StagingReport {
 pub struct VerifyRun {
     pub at: UnixMillis,
     pub files: u64,
+    /// Wrong and not repaired: copies, orphans, WAL breaks, corrupt files.
     pub outstanding: u64,
+    /// Of which copies missing or damaged.
+    #[serde(default)]
+    pub copies: u64,
     pub repaired: u64,
     pub unchecked: u64,
     pub failed: Option<String>,
+}
+
+impl VerifyRun {
+    /// The scheduled verify's outcome, finished at `at`.
+    pub fn of(verified: &ScheduledVerify, at: UnixMillis) -> Self {
+        VerifyRun {
+            at,
+            files: verified.files,
+            outstanding: verified.outstanding,
+            copies: verified.copies,
+            repaired: verified.repaired,
+            unchecked: verified.unchecked,
+            failed: verified.failed.clone(),
+        }
+    }
 }
 
 /// The summary item as read: its version (for the conditional write) and
@@ -203,39 +223,117 @@ pub async fn read_range(
     }
 }
 
+impl StagingReport {
+    /// When the oldest object still waiting was staged, if any waits.
+    pub fn oldest_waiting(&self) -> Option<UnixMillis> {
+        (self.backlog > 0).then(|| self.at.saturating_sub(self.oldest_age_ms))
+    }
+}
+
+/// Folds the records of both ranges after the summary's positions, as far
+/// as `keeping` allows and `max_pages` pages per range.
+async fn fold_ranges(
+    catalog: &dyn Catalog,
+    cluster: &ClusterName,
+    archive: &mut ArchiveSummary,
+    keeping: &Keeping,
+    max_pages: usize,
+    budget: &Budget,
+) -> Result<(), StatusError> {
+    for range in [CatalogRange::Wal, CatalogRange::Backups] {
+        let after = match range {
+            CatalogRange::Wal => archive.wal_through.clone(),
+            CatalogRange::Backups => archive.backups_through.clone(),
+        };
+        read_range(
+            catalog,
+            cluster,
+            range,
+            after.as_deref(),
+            max_pages,
+            budget,
+            |record| !archive.fold_settled([record], keeping),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Drops from the stuck list the records that have settled since (their
+/// figures are corrected by the next rebuild) or are gone.
+async fn prune_stuck(
+    catalog: &dyn Catalog,
+    cluster: &ClusterName,
+    archive: &mut ArchiveSummary,
+    budget: &Budget,
+) -> Result<(), StatusError> {
+    let mut still = Vec::with_capacity(archive.stuck.len());
+    for name in &archive.stuck {
+        let Ok(file) = name.parse::<ArchivedFile>() else {
+            continue;
+        };
+        let record = budget
+            .run(format!("catalog get {name}"), || {
+                catalog.get(cluster, &file)
+            })
+            .await?;
+        if record
+            .is_some_and(|r| matches!(r.status, RecordStatus::Replicating | RecordStatus::Partial))
+        {
+            still.push(name.clone());
+        }
+    }
+    archive.stuck = still;
+    Ok(())
+}
+
+/// Writes `change(summary)` over the summary item, reading it again and
+/// redoing the change while another writer gets in between.
+async fn update(
+    catalog: &dyn Catalog,
+    cluster: &ClusterName,
+    budget: &Budget,
+    mut change: impl FnMut(Result<StoredSummary, String>) -> Result<StoredSummary, StatusError>,
+) -> Result<(), StatusError> {
+    for _ in 0..3 {
+        let loaded = load(catalog, cluster, budget).await?;
+        let summary = change(loaded.summary)?;
+        match save(catalog, cluster, loaded.version, &summary, budget).await {
+            Err(StatusError::Catalog(CatalogError::ConditionFailed { .. })) => continue,
+            other => return other,
+        }
+    }
+    Err(StatusError::Contended)
+}
+
 /// What the re-drive adds: the records settled since the last fold, and
 /// its staging backlog.
 pub async fn refresh(
     catalog: &dyn Catalog,
     cluster: &ClusterName,
-    staging: Option<StagingReport>,
+    staging: StagingReport,
     now: UnixMillis,
     budget: &Budget,
 ) -> Result<(), StatusError> {
+    let keeping = Keeping {
+        now,
+        oldest_waiting: staging.oldest_waiting(),
+    };
     for _ in 0..3 {
         let loaded = load(catalog, cluster, budget).await?;
         // An unreadable body is the retention function's to rebuild.
         let mut summary = loaded.summary.map_err(StatusError::Malformed)?;
-        for range in [CatalogRange::Wal, CatalogRange::Backups] {
-            let after = match range {
-                CatalogRange::Wal => summary.archive.wal_through.clone(),
-                CatalogRange::Backups => summary.archive.backups_through.clone(),
-            };
-            let archive = &mut summary.archive;
-            read_range(
-                catalog,
-                cluster,
-                range,
-                after.as_deref(),
-                REFRESH_PAGES,
-                budget,
-                |record| !archive.fold_settled([record], now),
-            )
-            .await?;
-        }
-        if staging.is_some() {
-            summary.staging = staging;
-        }
+        prune_stuck(catalog, cluster, &mut summary.archive, budget).await?;
+        fold_ranges(
+            catalog,
+            cluster,
+            &mut summary.archive,
+            &keeping,
+            REFRESH_PAGES,
+            budget,
+        )
+        .await?;
+        summary.staging = Some(staging);
         summary.updated_at = now;
         match save(catalog, cluster, loaded.version, &summary, budget).await {
             Err(StatusError::Catalog(CatalogError::ConditionFailed { .. })) => continue,
@@ -245,45 +343,52 @@ pub async fn refresh(
     Err(StatusError::Contended)
 }
 
-/// What the retention function stores after a sweep: the summary rebuilt
-/// from the records (read anew, after the sweep's deletes), with its own
-/// report and the verify's.
+/// What the retention function stores right after a sweep: the summary
+/// rebuilt from the records (read anew, after the sweep's deletes) and
+/// the sweep's report. The verify that follows adds its own with
+/// [`record_verify`].
 pub async fn rebuild(
     catalog: &dyn Catalog,
     cluster: &ClusterName,
     retention: RetentionRun,
-    verify: Option<VerifyRun>,
     now: UnixMillis,
     budget: &Budget,
 ) -> Result<(), StatusError> {
+    let stored = load(catalog, cluster, budget)
+        .await?
+        .summary
+        .unwrap_or_default();
+    let keeping = Keeping {
+        now,
+        oldest_waiting: stored.staging.and_then(|s| s.oldest_waiting()),
+    };
     let mut archive = ArchiveSummary::default();
-    for range in [CatalogRange::Wal, CatalogRange::Backups] {
-        read_range(
-            catalog,
-            cluster,
-            range,
-            None,
-            usize::MAX,
-            budget,
-            |record| !archive.fold_settled([record], now),
-        )
-        .await?;
-    }
-    for _ in 0..3 {
-        let loaded = load(catalog, cluster, budget).await?;
-        let kept = loaded.summary.unwrap_or_default();
-        let summary = StoredSummary {
+    fold_ranges(catalog, cluster, &mut archive, &keeping, usize::MAX, budget).await?;
+    update(catalog, cluster, budget, |kept| {
+        let kept = kept.unwrap_or_default();
+        Ok(StoredSummary {
             archive: archive.clone(),
             updated_at: now,
             rebuilt_at: Some(now),
             retention: Some(retention.clone()),
             staging: kept.staging,
-            verify: verify.clone().or(kept.verify),
-        };
-        match save(catalog, cluster, loaded.version, &summary, budget).await {
-            Err(StatusError::Catalog(CatalogError::ConditionFailed { .. })) => continue,
-            other => return other,
-        }
-    }
-    Err(StatusError::Contended)
+            verify: kept.verify,
+        })
+    })
+    .await
+}
+
+/// Stores what the scheduled verify found, leaving the rest as it is.
+pub async fn record_verify(
+    catalog: &dyn Catalog,
+    cluster: &ClusterName,
+    verify: VerifyRun,
+    budget: &Budget,
+) -> Result<(), StatusError> {
+    update(catalog, cluster, budget, |kept| {
+        let mut kept = kept.map_err(StatusError::Malformed)?;
+        kept.verify = Some(verify.clone());
+        Ok(kept)
+    })
+    .await
 }

@@ -20,11 +20,19 @@ use crate::wal::{Segment, SegmentSize, WalFileName};
 /// `walvault verify`'s continuity check).
 pub const SETTLE_GRACE_MS: u64 = 15 * 60 * 1000;
 
-/// Gaps listed per timeline (all are counted), and backups listed: the
-/// item stays far below DynamoDB's 400 KB.
+/// A record not settled this long after staging is stuck (a provider
+/// refusing one file, a staging object gone): the kept fold takes it as it
+/// is and names it in [`ArchiveSummary::stuck`], rather than stop there for
+/// good.
+pub const STUCK_AFTER_MS: u64 = 6 * 3_600_000;
+
+/// The newest gaps listed per timeline (all are counted), the backups, the
+/// corrupt files and the stuck ones listed: the item stays far below
+/// DynamoDB's 400 KB.
 const GAPS_LISTED: usize = 20;
 const BACKUPS_LISTED: usize = 60;
 const CORRUPT_LISTED: usize = 20;
+const STUCK_LISTED: usize = 100;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ArchiveSummary {
@@ -47,6 +55,10 @@ pub struct ArchiveSummary {
     pub conflicted: u64,
     /// The newest base backups, oldest first.
     pub backups: Vec<BackupLine>,
+    /// Records folded before they settled (see [`STUCK_AFTER_MS`]): status
+    /// reads each again.
+    #[serde(default)]
+    pub stuck: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,7 +78,7 @@ pub struct TimelineSpan {
     pub segments: u64,
     /// Segments missing between the first and the newest.
     pub missing: u64,
-    /// The first gaps, in WAL order.
+    /// The newest gaps, in WAL order.
     pub gaps: Vec<Gap>,
 }
 
@@ -76,6 +88,8 @@ pub struct Gap {
     pub after: String,
     pub first_missing: String,
     pub missing: u64,
+    /// The first segment after the gap.
+    pub next: String,
     /// When the segment after the gap reached staging: a gap younger than
     /// [`SETTLE_GRACE_MS`] may still close.
     pub next_staged_at: UnixMillis,
@@ -108,8 +122,9 @@ impl BackupLine {
 }
 
 impl ArchiveSummary {
-    /// Adds one record. Records come in the catalog's order (WAL names,
-    /// then backup parts), each once.
+    /// Adds one record, whatever its state (a file still in staging is
+    /// archived there: fetch serves it). Records come in the catalog's
+    /// order (WAL names, then backup parts), each once.
     pub fn add(&mut self, record: &CatalogRecord) {
         let name = record.file.to_string();
         self.files += 1;
@@ -148,9 +163,18 @@ impl ArchiveSummary {
     }
 
     fn add_segment(&mut self, segment: Segment, record: &CatalogRecord) {
-        let size = *self.segment_size.get_or_insert(record.raw_size);
-        let Ok(size) = SegmentSize::new(size) else {
-            return;
+        // Every segment of a cluster has its size; one that is not a valid
+        // segment size (a damaged record) does not set it for the others.
+        let size = match self.segment_size.map(SegmentSize::new) {
+            Some(Ok(size)) => size,
+            Some(Err(_)) => return,
+            None => match SegmentSize::new(record.raw_size) {
+                Ok(size) => {
+                    self.segment_size = Some(record.raw_size);
+                    size
+                }
+                Err(_) => return,
+            },
         };
         let name = WalFileName::Segment(segment).to_string();
         let span = self
@@ -176,15 +200,17 @@ impl ArchiveSummary {
         if now > before + 1 {
             let missing = now - before - 1;
             span.missing += missing;
-            if span.gaps.len() < GAPS_LISTED {
-                if let Ok(first_missing) = newest.next(size) {
-                    span.gaps.push(Gap {
-                        after: span.newest.clone(),
-                        first_missing: WalFileName::Segment(first_missing).to_string(),
-                        missing,
-                        next_staged_at: record.staged_at,
-                    });
+            if let Ok(first_missing) = newest.next(size) {
+                if span.gaps.len() == GAPS_LISTED {
+                    span.gaps.remove(0);
                 }
+                span.gaps.push(Gap {
+                    after: span.newest.clone(),
+                    first_missing: WalFileName::Segment(first_missing).to_string(),
+                    missing,
+                    next: name.clone(),
+                    next_staged_at: record.staged_at,
+                });
             }
         }
         span.newest = name;
@@ -231,19 +257,22 @@ impl ArchiveSummary {
         }
     }
 
-    /// Folds `records` (the catalog's next records, in order) for keeping:
-    /// up to the first one not settled (`replicating`, `partial`) or staged
-    /// after `now - SETTLE_GRACE_MS`, so that what is kept never changes
-    /// again except by retention, which rebuilds it. Returns whether it
-    /// stopped there.
+    /// Folds `records` (the catalog's next records, in order) for keeping,
+    /// up to the first one [`Keeping::may_fold`] refuses, so that what is
+    /// kept does not change again except by retention, which rebuilds it.
+    /// Returns whether it stopped there.
     pub fn fold_settled<'a>(
         &mut self,
         records: impl IntoIterator<Item = &'a CatalogRecord>,
-        now: UnixMillis,
+        keeping: &Keeping,
     ) -> bool {
         for record in records {
-            if !is_settled(record, now) {
-                return true;
+            match keeping.may_fold(record) {
+                Fold::Settled => {}
+                Fold::Stuck if self.stuck.len() < STUCK_LISTED => {
+                    self.stuck.push(record.file.to_string());
+                }
+                Fold::Stuck | Fold::NotYet => return true,
             }
             self.add(record);
         }
@@ -260,13 +289,58 @@ impl ArchiveSummary {
     }
 }
 
-/// Settled: its state will not change by itself (replicated, or recorded
-/// corrupt), and it is past the grace of out-of-order arrivals.
-pub fn is_settled(record: &CatalogRecord, now: UnixMillis) -> bool {
-    matches!(
-        record.status,
-        RecordStatus::Replicated | RecordStatus::Corrupt
-    ) && record.staged_at.saturating_add(SETTLE_GRACE_MS) <= now
+/// When a record may be kept in the summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keeping {
+    pub now: UnixMillis,
+    /// When the oldest object still waiting in staging was staged, as the
+    /// re-drive just measured it: its record may not exist yet, and a
+    /// record after it folded now would leave a false gap behind it.
+    pub oldest_waiting: Option<UnixMillis>,
+}
+
+/// What [`Keeping::may_fold`] says of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fold {
+    /// Its state will not change by itself (replicated, or recorded
+    /// corrupt), it is past the grace of out-of-order arrivals, and nothing
+    /// older waits in staging.
+    Settled,
+    /// Not settled, long past [`STUCK_AFTER_MS`]: folded as it is, named.
+    Stuck,
+    NotYet,
+}
+
+impl Keeping {
+    pub fn may_fold(&self, record: &CatalogRecord) -> Fold {
+        let stuck_since = self.now.saturating_sub(STUCK_AFTER_MS);
+        if record.staged_at <= stuck_since
+            && !matches!(
+                record.status,
+                RecordStatus::Replicated | RecordStatus::Corrupt
+            )
+        {
+            return Fold::Stuck;
+        }
+        // A record created late (compress down, a backlog re-driven in any
+        // order) counts from its creation, not from its staging.
+        let arrived = record.staged_at.max(record.created_at);
+        // A staging object waiting longer than a stuck record is not waited
+        // for: staging's own check reports it.
+        let behind_waiting = self
+            .oldest_waiting
+            .is_some_and(|oldest| oldest > stuck_since && record.staged_at >= oldest);
+        let settled = matches!(
+            record.status,
+            RecordStatus::Replicated | RecordStatus::Corrupt
+        ) && arrived.saturating_add(SETTLE_GRACE_MS) <= self.now
+            && !behind_waiting;
+        if settled {
+            Fold::Settled
+        } else {
+            Fold::NotYet
+        }
+    }
 }
 
 #[cfg(test)]
@@ -340,7 +414,21 @@ pub(crate) mod tests {
         assert_eq!(span.gaps[0].after, name(3));
         assert_eq!(span.gaps[0].first_missing, name(4));
         assert_eq!(span.gaps[1].first_missing, name(8));
+        assert_eq!(span.gaps[1].next, name(0x100));
         assert_eq!(summary.wal_through.as_deref(), Some(name(0x101).as_str()));
+    }
+
+    #[test]
+    fn the_newest_gaps_are_listed_and_every_one_counted() {
+        let mut summary = ArchiveSummary::default();
+        for n in (1..=60u64).step_by(2) {
+            summary.add(&segment(&name(n), RecordStatus::Replicated, n));
+        }
+        let span = &summary.timelines[&1];
+        assert_eq!(span.missing, 29);
+        assert_eq!(span.gaps.len(), GAPS_LISTED);
+        assert_eq!(span.gaps.last().map(|g| g.next.clone()), Some(name(59)));
+        assert_eq!(span.gaps[0].first_missing, name(20));
     }
 
     #[test]
@@ -363,15 +451,48 @@ pub(crate) mod tests {
             segment(&name(2), RecordStatus::Partial, old),
             segment(&name(3), RecordStatus::Replicated, old),
         ];
+        let keeping = Keeping {
+            now,
+            oldest_waiting: None,
+        };
         let mut summary = ArchiveSummary::default();
-        assert!(summary.fold_settled(&records, now));
+        assert!(summary.fold_settled(&records, &keeping));
         assert_eq!(summary.wal_through.as_deref(), Some(name(1).as_str()));
         let recent = vec![segment(&name(2), RecordStatus::Replicated, now - 1)];
-        assert!(summary.fold_settled(&recent, now));
-        assert_eq!(summary.files, 1);
+        assert!(summary.fold_settled(&recent, &keeping));
+        // Staged long ago, recorded a minute ago: not yet.
+        let mut late = segment(&name(2), RecordStatus::Replicated, old);
+        late.created_at = now - 60_000;
+        assert!(summary.fold_settled([&late], &keeping));
+        // Something older still waits in staging: not yet.
+        let waiting = Keeping {
+            now,
+            oldest_waiting: Some(old - 1),
+        };
         let settled = vec![segment(&name(2), RecordStatus::Replicated, old)];
-        assert!(!summary.fold_settled(&settled, now));
+        assert!(summary.fold_settled(&settled, &waiting));
+        assert_eq!(summary.files, 1);
+        assert!(!summary.fold_settled(&settled, &keeping));
         assert_eq!(summary.wal_through.as_deref(), Some(name(2).as_str()));
+    }
+
+    #[test]
+    fn a_record_stuck_for_hours_is_folded_as_it_is_and_named() {
+        let now = 100 * STUCK_AFTER_MS;
+        let keeping = Keeping {
+            now,
+            oldest_waiting: Some(now - 2 * STUCK_AFTER_MS),
+        };
+        let records = vec![
+            segment(&name(1), RecordStatus::Partial, now - 2 * STUCK_AFTER_MS),
+            segment(&name(2), RecordStatus::Replicated, now - 2 * STUCK_AFTER_MS),
+            segment(&name(3), RecordStatus::Partial, now - SETTLE_GRACE_MS),
+        ];
+        let mut summary = ArchiveSummary::default();
+        assert!(summary.fold_settled(&records, &keeping));
+        assert_eq!(summary.stuck, vec![name(1)]);
+        assert_eq!(summary.files, 2);
+        assert_eq!(summary.provider(Provider::B2).files, 1);
     }
 
     #[test]

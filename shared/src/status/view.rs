@@ -1,17 +1,23 @@
 //! What `walvault status` reads: the summary item, then the records it
-//! does not cover yet (those archived since the last fold, and any still
-//! being replicated), so that the figures are current while the number of
-//! requests stays small however large the catalog.
+//! does not cover yet (those archived since the last fold, any still being
+//! replicated, and the stuck ones it names), so that the figures are
+//! current while the number of requests stays small however large the
+//! catalog.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
 
 use serde::Serialize;
+use tokio::time::Instant;
 
 use super::drill::{last_drill, LastDrill};
 use super::keep::{load, read_range, CatalogRange, RetentionRun, StagingReport, VerifyRun};
-use super::summary::ArchiveSummary;
+use super::summary::{ArchiveSummary, SETTLE_GRACE_MS};
 use super::StatusError;
-use crate::catalog::{Catalog, RecordStatus};
+use crate::catalog::{Catalog, CatalogRecord, RecordStatus};
 use crate::clock::UnixMillis;
 use crate::error::chain;
+use crate::file::ArchivedFile;
 use crate::keys::ClusterName;
 use crate::provider::Provider;
 use crate::retry::Budget;
@@ -24,6 +30,10 @@ pub const STATUS_PAGES: usize = 20;
 
 /// Files in flight listed (all are counted).
 const IN_FLIGHT_LISTED: usize = 50;
+
+/// The most the last drill's report may take, read after everything else:
+/// a staging bucket that hangs costs this, not the catalog's answer.
+const DRILL_TIME: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusView {
@@ -41,9 +51,7 @@ pub struct StatusView {
     pub verify: Option<VerifyRun>,
     /// The kept figures with the newer records folded in.
     pub archive: ArchiveSummary,
-    /// Files not on every provider yet (`replicating`, `partial`).
-    pub in_flight: Vec<InFlight>,
-    pub in_flight_count: u64,
+    pub in_flight: InFlight,
     /// Records read besides the summary item.
     pub records_read: u64,
     /// Catalog requests made.
@@ -55,8 +63,22 @@ pub struct StatusView {
     pub drill_problem: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Files not on every provider yet (`replicating`, `partial`).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct InFlight {
+    pub count: u64,
+    /// Of which staged longer ago than the settling grace.
+    pub late: u64,
+    /// The providers those late files are missing on.
+    pub late_missing: BTreeSet<String>,
+    /// When the oldest of them reached staging.
+    pub oldest_staged_at: Option<UnixMillis>,
+    /// The first files, in catalog order.
+    pub files: Vec<InFlightFile>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InFlightFile {
     pub file: String,
     pub status: String,
     pub staged_at: UnixMillis,
@@ -65,7 +87,43 @@ pub struct InFlight {
     pub detail: Option<String>,
 }
 
-/// Reads the summary, the records after it and the last drill's report.
+impl InFlight {
+    /// Counts `record` if it is not on every provider yet.
+    fn note(&mut self, record: &CatalogRecord, now: UnixMillis) {
+        if !matches!(
+            record.status,
+            RecordStatus::Replicating | RecordStatus::Partial
+        ) {
+            return;
+        }
+        let missing: Vec<String> = Provider::ALL
+            .into_iter()
+            .filter(|p| record.target(*p).is_none())
+            .map(|p| p.as_str().to_owned())
+            .collect();
+        self.count += 1;
+        if record.staged_at.saturating_add(SETTLE_GRACE_MS) <= now {
+            self.late += 1;
+            self.late_missing.extend(missing.iter().cloned());
+        }
+        self.oldest_staged_at = Some(
+            self.oldest_staged_at
+                .map_or(record.staged_at, |t| t.min(record.staged_at)),
+        );
+        if self.files.len() < IN_FLIGHT_LISTED {
+            self.files.push(InFlightFile {
+                file: record.file.to_string(),
+                status: record.status.to_string(),
+                staged_at: record.staged_at,
+                missing,
+                detail: record.detail.clone(),
+            });
+        }
+    }
+}
+
+/// Reads the summary, the records after it and the stuck ones it names,
+/// then the last drill's report.
 pub async fn read(
     catalog: &dyn Catalog,
     staging: &dyn ObjectStore,
@@ -74,32 +132,44 @@ pub async fn read(
     budget: &Budget,
 ) -> Result<StatusView, StatusError> {
     let loaded = load(catalog, cluster, budget).await?;
-    let (stored, summary_problem) = match loaded.summary {
-        Ok(stored) => (stored, None),
-        Err(problem) => (Default::default(), Some(problem)),
+    let (stored, summary_problem, summary_updated_at) = match loaded.summary {
+        Ok(stored) => {
+            let at = loaded.version.map(|_| stored.updated_at);
+            (stored, None, at)
+        }
+        Err(problem) => (Default::default(), Some(problem), None),
     };
     let mut view = StatusView {
         cluster: cluster.to_string(),
         now,
         summary_version: loaded.version,
         summary_problem,
-        summary_updated_at: loaded.version.map(|_| stored.updated_at),
+        summary_updated_at,
         rebuilt_at: stored.rebuilt_at,
         retention: stored.retention,
         staging: stored.staging,
         verify: stored.verify,
         archive: stored.archive,
-        in_flight: Vec::new(),
-        in_flight_count: 0,
+        in_flight: InFlight::default(),
         records_read: 0,
         catalog_requests: 1,
         unread: false,
         last_drill: None,
         drill_problem: None,
     };
-    match last_drill(staging, cluster, budget).await {
-        Ok(drill) => view.last_drill = drill,
-        Err(e) => view.drill_problem = Some(chain(&e)),
+    for name in view.archive.stuck.clone() {
+        let Ok(file) = name.parse::<ArchivedFile>() else {
+            continue;
+        };
+        let record = budget
+            .run(format!("catalog get {name}"), || {
+                catalog.get(cluster, &file)
+            })
+            .await?;
+        view.catalog_requests += 1;
+        if let Some(record) = record {
+            view.in_flight.note(&record, now);
+        }
     }
     for range in [CatalogRange::Wal, CatalogRange::Backups] {
         let after = match range {
@@ -107,7 +177,7 @@ pub async fn read(
             CatalogRange::Backups => view.archive.backups_through.clone(),
         };
         let (archive, in_flight) = (&mut view.archive, &mut view.in_flight);
-        let (mut read, mut flying) = (0u64, 0u64);
+        let mut read = 0u64;
         let pages = read_range(
             catalog,
             cluster,
@@ -117,37 +187,20 @@ pub async fn read(
             budget,
             |record| {
                 read += 1;
-                if matches!(
-                    record.status,
-                    RecordStatus::Replicating | RecordStatus::Partial
-                ) {
-                    flying += 1;
-                    if in_flight.len() < IN_FLIGHT_LISTED {
-                        in_flight.push(InFlight {
-                            file: record.file.to_string(),
-                            status: record.status.to_string(),
-                            staged_at: record.staged_at,
-                            missing: Provider::ALL
-                                .into_iter()
-                                .filter(|p| record.target(*p).is_none())
-                                .map(|p| p.as_str().to_owned())
-                                .collect(),
-                            detail: record.detail.clone(),
-                        });
-                    }
-                }
-                // A file with no copy yet is not archived: it is in flight only.
-                if record.status != RecordStatus::Replicating {
-                    archive.add(record);
-                }
+                in_flight.note(record, now);
+                archive.add(record);
                 true
             },
         )
         .await?;
         view.records_read += read;
-        view.in_flight_count += flying;
         view.catalog_requests += pages.pages as u64;
         view.unread |= pages.truncated;
+    }
+    let drill_budget = budget.by(Instant::now() + DRILL_TIME);
+    match last_drill(staging, cluster, &drill_budget).await {
+        Ok(drill) => view.last_drill = drill,
+        Err(e) => view.drill_problem = Some(chain(&e)),
     }
     Ok(view)
 }

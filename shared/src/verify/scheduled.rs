@@ -18,6 +18,8 @@ pub struct ScheduledVerify {
     pub files: u64,
     /// Wrong and not repaired: copies, orphans, breaks, corrupt records.
     pub outstanding: u64,
+    /// Of which copies missing or damaged on a provider.
+    pub copies: u64,
     pub repaired: u64,
     /// Copies not checked (no answer, or the time ran out).
     pub unchecked: u64,
@@ -92,6 +94,7 @@ fn summary(report: &VerifyReport) -> ScheduledVerify {
     ScheduledVerify {
         files: report.files,
         outstanding: report.outstanding(),
+        copies: report.problems.iter().filter(|f| f.outstanding()).count() as u64,
         repaired: report.repaired(),
         unchecked: report.unchecked_copies(),
         failed: None,

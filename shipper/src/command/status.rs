@@ -12,9 +12,7 @@ use shared::config::Config;
 use shared::error::chain;
 use shared::provider::Provider;
 use shared::retry::RequestLimits;
-use shared::status::health::{
-    checks, human_age, newest_complete_backup, verdict, Check, Level, Thresholds,
-};
+use shared::status::health::{checks, cutting_gaps, human_age, verdict, Check, Level, Thresholds};
 use shared::status::summary::ArchiveSummary;
 use shared::status::view::{read, StatusView};
 use tokio::time::Instant;
@@ -51,7 +49,6 @@ struct ProviderLine {
 
 #[derive(Serialize)]
 struct JsonStatus<'a> {
-    cluster: &'a str,
     exit_code: u8,
     level: Level,
     checks: &'a [Check],
@@ -90,7 +87,6 @@ pub(crate) async fn status(config: Config, args: StatusArgs) -> u8 {
     let providers = provider_lines(&view.archive, &args.prices);
     if args.json {
         let json = JsonStatus {
-            cluster: config.cluster.as_str(),
             exit_code: code,
             level,
             checks: &checks,
@@ -147,7 +143,7 @@ fn human(view: &StatusView, checks: &[Check], level: Level, providers: &[Provide
     line(format!("recoverable   {}", window(view)));
     for (timeline, span) in &view.archive.timelines {
         line(format!(
-            "  timeline {timeline:<3} {} .. {} ({} segments, {} missing)",
+            "  timeline {timeline}: {} .. {}, {} segments, {} missing",
             span.first, span.newest, span.segments, span.missing
         ));
     }
@@ -155,7 +151,7 @@ fn human(view: &StatusView, checks: &[Check], level: Level, providers: &[Provide
         "archived      {} files, {} raw; {} in flight",
         view.archive.files,
         human_bytes(view.archive.raw_bytes),
-        view.in_flight_count
+        view.in_flight.count
     ));
     line(format!(
         "  {:<10}{:>10}{:>12}{:>12}{:>14}",
@@ -175,7 +171,7 @@ fn human(view: &StatusView, checks: &[Check], level: Level, providers: &[Provide
             }
         ));
     }
-    for f in view.in_flight.iter().take(10) {
+    for f in view.in_flight.files.iter().take(10) {
         line(format!(
             "  in flight: {} {} for {}, missing on {}",
             f.file,
@@ -263,22 +259,33 @@ fn truncate(text: String) -> String {
 /// `text` in lines of at most `width` columns, broken between words.
 fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines = vec![String::new()];
-    for word in text.split_whitespace() {
-        let current = lines.last_mut().expect("never empty");
+    // A word longer than a line (a path, an error chain) is cut.
+    let pieces = text.split_whitespace().flat_map(|word| {
+        let chars: Vec<char> = word.chars().collect();
+        chars
+            .chunks(width.max(1))
+            .map(|c| c.iter().collect::<String>())
+            .collect::<Vec<_>>()
+    });
+    for word in pieces {
+        let Some(current) = lines.last_mut() else {
+            break;
+        };
         if !current.is_empty() && current.chars().count() + 1 + word.chars().count() > width {
-            lines.push(word.to_owned());
+            lines.push(word);
         } else {
             if !current.is_empty() {
                 current.push(' ');
             }
-            current.push_str(word);
+            current.push_str(&word);
         }
     }
     lines
 }
 
-/// From the oldest complete backup's stop to the newest archived segment
-/// (or the last before a gap that cuts the way from the newest backup).
+/// From the oldest complete backup's stop to the newest archived segment,
+/// or to the last segment before the first gap that cuts the way from the
+/// newest backup (the continuity check's gaps).
 fn window(view: &StatusView) -> String {
     let oldest = view.archive.backups.iter().find(|b| b.is_complete());
     let Some((_, span)) = view.archive.timelines.iter().next_back() else {
@@ -287,14 +294,8 @@ fn window(view: &StatusView) -> String {
     let Some(from) = oldest.and_then(|b| b.stopped_at_ms) else {
         return "nothing: no complete base backup".into();
     };
-    let newest_backup_start = newest_complete_backup(view).and_then(|b| b.start_segment.clone());
-    let cut = span.gaps.iter().find(|g| {
-        newest_backup_start
-            .as_deref()
-            .is_none_or(|s| g.after.as_str() >= s)
-    });
-    match cut {
-        Some(gap) => format!(
+    match cutting_gaps(view).first() {
+        Some((_, gap)) => format!(
             "from {} to segment {} (then {} missing)",
             utc_time(from),
             gap.after,
@@ -360,11 +361,14 @@ mod tests {
             summary_updated_at: Some(1_795_774_500_000),
             rebuilt_at: None,
             retention: None,
-            staging: None,
+            staging: Some(shared::status::keep::StagingReport {
+                at: 1_795_774_500_000,
+                backlog: 0,
+                oldest_age_ms: 0,
+            }),
             verify: None,
             archive,
-            in_flight: vec![],
-            in_flight_count: 0,
+            in_flight: Default::default(),
             records_read: 2,
             catalog_requests: 3,
             unread: false,
@@ -398,15 +402,14 @@ mod tests {
     }
 
     #[test]
-    fn long_findings_wrap_between_words() {
-        let lines = wrap(
-            "the scheduled verify found 3 problems it could not repair",
-            20,
-        );
+    fn long_findings_wrap_between_words_and_long_words_are_cut() {
+        let text = "the scheduled verify found 3 problems it could not repair";
+        let lines = wrap(text, 20);
         assert!(lines.iter().all(|l| l.chars().count() <= 20), "{lines:?}");
-        assert_eq!(
-            lines.join(" "),
-            "the scheduled verify found 3 problems it could not repair"
-        );
+        assert_eq!(lines.join(" "), text);
+        let path = format!("in /{}", "x".repeat(45));
+        let lines = wrap(&path, 20);
+        assert!(lines.iter().all(|l| l.chars().count() <= 20), "{lines:?}");
+        assert_eq!(lines.concat(), path.replace(' ', ""));
     }
 }
