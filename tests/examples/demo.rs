@@ -13,6 +13,7 @@ use shared::catalog::RecordStatus;
 use shared::clock::now_millis;
 use shared::keys::archive_key;
 use shared::provider::Provider;
+use shared::replicate::invocation::handle_invocation;
 use shared::retention::sweep::Sweeper;
 use shared::retry::RequestLimits;
 use shared::status::keep::{rebuild, RetentionRun};
@@ -63,6 +64,20 @@ fn main() {
             "compress: S3 → SQS → handler → R2, B2, catalog",
             started.elapsed(),
         ));
+        // The compress function's schedule: the re-drive, which finds
+        // nothing stuck and keeps the status summary.
+        let schedule: serde_json::Value =
+            serde_json::from_str(include_str!("../../events/retention-schedule.json"))
+                .expect("the sample schedule event");
+        let redrive = handle_invocation(
+            &replicator,
+            &schedule,
+            config.redrive_after,
+            tokio::time::Instant::now() + Duration::from_secs(60),
+        )
+        .await
+        .expect("re-drive");
+        assert_eq!(redrive["summary"], "kept", "{redrive}");
 
         let backends = backends(&config).await;
         let records = backends
