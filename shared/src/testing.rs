@@ -1,12 +1,19 @@
 //! Fixtures for tests of the logic, shared by this crate's tests and the
-//! integration harness: a valid synthetic WAL segment, and a whole set of
-//! in-memory backends with a fault injector on every store and the catalog.
+//! integration harness: a valid synthetic WAL segment, a whole set of
+//! in-memory backends with a fault injector on every store and the catalog,
+//! and catalog records in any state.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::backends::{Backends, Replica, Replicas};
-use crate::catalog::{FaultyCatalog, MemoryCatalog};
+use crate::backup::descriptor::BackupSummary;
+use crate::backup::name::{BackupFile, BackupId};
+use crate::catalog::{CatalogRecord, FaultyCatalog, MemoryCatalog, RecordStatus, TargetState};
+use crate::clock::UnixMillis;
+use crate::codec::Sha256Hex;
+use crate::file::ArchivedFile;
+use crate::keys::ClusterName;
 use crate::provider::Provider;
 use crate::store::{FaultyStore, MemoryStore, ObjectStore};
 use crate::wal::{SegmentSize, WalFileName, MIN_SEGMENT_SIZE};
@@ -109,4 +116,105 @@ impl MemoryWorld {
             replica.heal();
         }
     }
+}
+
+/// A record of `file` as the compress function leaves it in `status`,
+/// staged (and created) at `staged_at`: replicas recorded on every
+/// provider when `replicated`, on R2 alone when `partial`, each a quarter
+/// of the raw size.
+pub fn record_in(
+    cluster: &ClusterName,
+    file: ArchivedFile,
+    raw_size: u64,
+    status: RecordStatus,
+    staged_at: UnixMillis,
+) -> CatalogRecord {
+    let mut record = CatalogRecord::replicating(
+        cluster.clone(),
+        file,
+        raw_size,
+        Sha256Hex::of(file.to_string().as_bytes()),
+        staged_at,
+        staged_at,
+    );
+    set_state(&mut record, status);
+    record
+}
+
+/// Moves `record` to `status`, with the replicas [`record_in`] gives it.
+pub fn set_state(record: &mut CatalogRecord, status: RecordStatus) {
+    record.status = status;
+    let copies: &[Provider] = match status {
+        RecordStatus::Replicated => &Provider::ALL,
+        RecordStatus::Partial => &[Provider::R2],
+        RecordStatus::Replicating | RecordStatus::Corrupt => &[],
+    };
+    record.targets.clear();
+    for provider in copies {
+        record.targets.insert(
+            *provider,
+            TargetState {
+                key: record.file.to_string(),
+                size: record.raw_size / 4,
+                etag: None,
+                at: record.staged_at,
+            },
+        );
+    }
+}
+
+/// The records of a complete base backup of `chunks` 1 MiB chunks on
+/// timeline 1, started at `started_at` in segment `start` (of `segment_size`
+/// bytes), finished a minute later.
+pub fn complete_backup(
+    cluster: &ClusterName,
+    started_at: UnixMillis,
+    start: WalFileName,
+    segment_size: u64,
+    chunks: u32,
+) -> Vec<CatalogRecord> {
+    let id = BackupId::started_at(started_at / 1000);
+    let part = |part, size| {
+        record_in(
+            cluster,
+            ArchivedFile::Backup(part),
+            size,
+            RecordStatus::Replicated,
+            started_at,
+        )
+    };
+    let mut parts: Vec<CatalogRecord> = (0..chunks)
+        .map(|n| part(BackupFile::chunk(id, n), 1 << 20))
+        .collect();
+    let mut descriptor = part(BackupFile::descriptor(id), 4096);
+    descriptor.staged_at = started_at + 60_000;
+    let start_segment = start.to_string();
+    let start_lsn = start.segment().map_or(0, |s| {
+        SegmentSize::new(segment_size).map_or(0, |size| s.start_lsn(size))
+    });
+    descriptor.backup = Some(BackupSummary {
+        id: id.to_string(),
+        system_identifier: "7301234567890123456".into(),
+        pg_version: 170000,
+        segment_size,
+        start_timeline: 1,
+        start_lsn: format!("{:X}/{:X}", start_lsn >> 32, (start_lsn & 0xFFFF_FFFF) + 40),
+        start_segment,
+        stop_timeline: 1,
+        stop_lsn: format!(
+            "{:X}/{:X}",
+            (start_lsn + segment_size) >> 32,
+            (start_lsn + segment_size) & 0xFFFF_FFFF
+        ),
+        from_standby: false,
+        started_at_ms: started_at,
+        stopped_at_ms: started_at + 60_000,
+        size: u64::from(chunks) << 20,
+        chunk_count: chunks,
+        chunks_sha256: Sha256Hex::of(b"chunk list"),
+        manifest_checksum: String::new(),
+        label: "walvault".into(),
+    });
+    parts.push(descriptor);
+    parts
 }

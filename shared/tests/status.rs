@@ -10,14 +10,11 @@ mod common;
 use std::time::Duration;
 
 use common::{cluster, limits};
-use shared::backup::descriptor::BackupSummary;
-use shared::backup::name::{BackupFile, BackupId};
 use shared::catalog::{
     Catalog, CatalogError, CatalogOperation, CatalogRecord, CreateOutcome, RecordPage, RecordRef,
     RecordStatus, SummaryItem, TargetState,
 };
 use shared::clock::UnixMillis;
-use shared::codec::Sha256Hex;
 use shared::fault::Fault;
 use shared::file::ArchivedFile;
 use shared::keys::ClusterName;
@@ -30,7 +27,7 @@ use shared::status::keep::{
 use shared::status::summary::ArchiveSummary;
 use shared::status::view::{read, StatusView};
 use shared::status::StatusError;
-use shared::testing::MemoryWorld;
+use shared::testing::{complete_backup, record_in, set_state, MemoryWorld};
 
 const MINUTE: u64 = 60_000;
 const DAY: u64 = 86_400_000;
@@ -47,91 +44,15 @@ fn segment_name(segno: u64) -> String {
     format!("00000001{:08X}{:08X}", segno >> 8, segno & 0xFF)
 }
 
-fn record(
-    file: ArchivedFile,
-    raw_size: u64,
-    status: RecordStatus,
-    staged_at: UnixMillis,
-) -> CatalogRecord {
-    let mut record = CatalogRecord::replicating(
-        cluster(),
-        file,
-        raw_size,
-        Sha256Hex::of(file.to_string().as_bytes()),
-        staged_at,
-        staged_at,
-    );
-    set_status(&mut record, status);
-    record
-}
-
-/// The record as it stands in `status`: copies recorded accordingly.
-fn set_status(record: &mut CatalogRecord, status: RecordStatus) {
-    record.status = status;
-    let copies: &[Provider] = match status {
-        RecordStatus::Replicated => &Provider::ALL,
-        RecordStatus::Partial => &[Provider::R2],
-        _ => &[],
-    };
-    record.targets.clear();
-    for provider in copies {
-        record.targets.insert(
-            *provider,
-            TargetState {
-                key: record.file.to_string(),
-                size: record.raw_size / 4,
-                etag: None,
-                at: record.staged_at,
-            },
-        );
-    }
-}
-
 fn segment(segno: u64, status: RecordStatus, staged_at: UnixMillis) -> CatalogRecord {
     let file: ArchivedFile = segment_name(segno).parse().expect("a segment name");
-    record(file, SEGMENT, status, staged_at)
+    record_in(&cluster(), file, SEGMENT, status, staged_at)
 }
 
 /// A complete base backup of `chunks` chunks, starting in segment `start`.
 fn backup(started_at: UnixMillis, start: u64, chunks: u32) -> Vec<CatalogRecord> {
-    let id = BackupId::started_at(started_at / 1000);
-    let mut parts: Vec<CatalogRecord> = (0..chunks)
-        .map(|n| {
-            record(
-                ArchivedFile::Backup(BackupFile::chunk(id, n)),
-                1 << 20,
-                RecordStatus::Replicated,
-                started_at,
-            )
-        })
-        .collect();
-    let mut descriptor = record(
-        ArchivedFile::Backup(BackupFile::descriptor(id)),
-        4096,
-        RecordStatus::Replicated,
-        started_at + MINUTE,
-    );
-    descriptor.backup = Some(BackupSummary {
-        id: id.to_string(),
-        system_identifier: "7301234567890123456".into(),
-        pg_version: 170000,
-        segment_size: SEGMENT,
-        start_timeline: 1,
-        start_lsn: format!("0/{:X}", start * SEGMENT + 40),
-        start_segment: segment_name(start),
-        stop_timeline: 1,
-        stop_lsn: format!("0/{:X}", (start + 1) * SEGMENT),
-        from_standby: false,
-        started_at_ms: started_at,
-        stopped_at_ms: started_at + MINUTE,
-        size: u64::from(chunks) << 20,
-        chunk_count: chunks,
-        chunks_sha256: Sha256Hex::of(b"chunks"),
-        manifest_checksum: String::new(),
-        label: "walvault".into(),
-    });
-    parts.push(descriptor);
-    parts
+    let start = segment_name(start).parse().expect("a segment name");
+    complete_backup(&cluster(), started_at, start, SEGMENT, chunks)
 }
 
 fn put_all(world: &MemoryWorld, records: impl IntoIterator<Item = CatalogRecord>) {
@@ -237,18 +158,18 @@ async fn status_of_100_000_records_makes_a_handful_of_requests() {
     assert_eq!(view.records_read, 302);
     assert!(!view.unread);
 
-    assert_eq!(view.archive, folded_whole(&world));
-    assert_eq!(view.archive.files, 100_302 + 9);
-    assert_eq!(view.archive.provider(Provider::R2).files, 100_301 + 9);
-    assert_eq!(view.archive.provider(Provider::B2).files, 100_300 + 9);
+    assert_eq!(view.kept.archive, folded_whole(&world));
+    assert_eq!(view.kept.archive.files, 100_302 + 9);
+    assert_eq!(view.kept.archive.provider(Provider::R2).files, 100_301 + 9);
+    assert_eq!(view.kept.archive.provider(Provider::B2).files, 100_300 + 9);
     assert_eq!(view.in_flight.count, 2);
     assert_eq!(view.in_flight.late, 0);
     assert_eq!(view.in_flight.files[0].missing, vec!["b2"]);
     assert_eq!(view.in_flight.files[1].missing, vec!["r2", "b2"]);
-    let span = &view.archive.timelines[&1];
+    let span = &view.kept.archive.timelines[&1];
     assert_eq!(span.newest, segment_name(100_302));
     assert_eq!(span.missing, 0);
-    assert!(view.archive.backups[0].is_complete());
+    assert!(view.kept.archive.backups[0].is_complete());
 }
 
 #[tokio::test]
@@ -279,7 +200,7 @@ async fn a_summary_kept_a_little_at_a_time_agrees_with_one_rebuilt_from_every_re
         }
         for mut record in world.catalog.inner().records() {
             if record.status == RecordStatus::Partial && record.staged_at + 20 * MINUTE <= now {
-                set_status(&mut record, RecordStatus::Replicated);
+                set_state(&mut record, RecordStatus::Replicated);
                 world.catalog.inner().put(record);
             }
         }
@@ -305,7 +226,10 @@ async fn a_summary_kept_a_little_at_a_time_agrees_with_one_rebuilt_from_every_re
         keep(&world, staging, now).await;
         last_report = staging;
         // Every round, status adds up to every record.
-        assert_eq!(view_at(&world, now).await.archive, folded_whole(&world));
+        assert_eq!(
+            view_at(&world, now).await.kept.archive,
+            folded_whole(&world)
+        );
     }
     let kept = load(world.catalog.as_ref(), &cluster(), &budget())
         .await
@@ -365,11 +289,11 @@ async fn a_stuck_file_is_folded_named_and_read_again_until_it_settles() {
     assert_eq!(view.in_flight.files[0].file, segment_name(2));
     // B2 gets it at last: the next re-drive drops it from the list.
     let mut record = segment(2, RecordStatus::Replicated, NOW - DAY);
-    set_status(&mut record, RecordStatus::Replicated);
+    set_state(&mut record, RecordStatus::Replicated);
     world.catalog.inner().put(record);
     keep(&world, nothing_waits(NOW + MINUTE), NOW + MINUTE).await;
     let view = view_at(&world, NOW + MINUTE).await;
-    assert!(view.archive.stuck.is_empty());
+    assert!(view.kept.archive.stuck.is_empty());
     assert_eq!(view.in_flight.count, 0);
 }
 
@@ -548,8 +472,8 @@ async fn a_summary_that_does_not_parse_is_read_around_then_rebuilt() {
         .as_deref()
         .unwrap()
         .contains("does not parse"));
-    assert_eq!(view.summary_updated_at, None);
-    assert_eq!(view.archive.files, 5);
+    assert_eq!(view.summary_age(), None);
+    assert_eq!(view.kept.archive.files, 5);
     let verdicts = checks(&view, &Thresholds::default());
     assert!(verdicts
         .iter()
@@ -569,7 +493,7 @@ async fn a_summary_that_does_not_parse_is_read_around_then_rebuilt() {
     let view = view_at(&world, NOW).await;
     assert_eq!(view.summary_problem, None);
     assert_eq!(view.records_read, 0);
-    assert_eq!(view.archive.files, 5);
+    assert_eq!(view.kept.archive.files, 5);
 }
 
 #[tokio::test]

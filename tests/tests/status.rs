@@ -8,17 +8,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
-use shared::backup::descriptor::BackupSummary;
-use shared::backup::name::{BackupFile, BackupId};
-use shared::catalog::{CatalogRecord, RecordStatus, TargetState};
+use shared::catalog::{CatalogRecord, RecordStatus};
 use shared::clock::{now_millis, UnixMillis};
 use shared::codec::Sha256Hex;
-use shared::file::ArchivedFile;
 use shared::keys::drill_report_key;
-use shared::provider::Provider;
 use shared::retry::RequestLimits;
 use shared::status::keep::{rebuild, refresh, RetentionRun, StagingReport, StoredSummary};
 use shared::store::Metadata;
+use shared::testing::{complete_backup, record_in};
 use shared::wal::WalFileName;
 use walvault::exit::STATUS_UNKNOWN;
 use walvault_tests::archive::{archive_replicated, backends, backends_as, synthetic_segment};
@@ -57,75 +54,17 @@ fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
 
 /// A record as the compress function leaves it, written straight to the
 /// catalog: status reads only the catalog.
-fn record(
-    cluster: &str,
-    file: ArchivedFile,
-    status: RecordStatus,
-    staged_at: UnixMillis,
-) -> CatalogRecord {
-    let mut record = CatalogRecord::replicating(
-        cluster.parse().unwrap(),
-        file,
-        SEGMENT,
-        Sha256Hex::of(file.to_string().as_bytes()),
-        staged_at,
-        staged_at,
-    );
-    record.status = status;
-    let copies: &[Provider] = match status {
-        RecordStatus::Replicated => &Provider::ALL,
-        RecordStatus::Partial => &[Provider::R2],
-        _ => &[],
-    };
-    for provider in copies {
-        record.targets.insert(
-            *provider,
-            TargetState {
-                key: file.to_string(),
-                size: SEGMENT / 4,
-                etag: None,
-                at: staged_at,
-            },
-        );
-    }
-    record
+fn record(cluster: &str, file: &str, status: RecordStatus, staged_at: UnixMillis) -> CatalogRecord {
+    let cluster = cluster.parse().expect("a cluster name");
+    let file = file.parse().expect("a file name");
+    record_in(&cluster, file, SEGMENT, status, staged_at)
 }
 
 /// The records of a complete one-chunk base backup starting in segment 1.
 fn base_backup(cluster: &str, started_at: UnixMillis) -> Vec<CatalogRecord> {
-    let id = BackupId::started_at(started_at / 1000);
-    let chunk = record(
-        cluster,
-        ArchivedFile::Backup(BackupFile::chunk(id, 0)),
-        RecordStatus::Replicated,
-        started_at,
-    );
-    let mut descriptor = record(
-        cluster,
-        ArchivedFile::Backup(BackupFile::descriptor(id)),
-        RecordStatus::Replicated,
-        started_at,
-    );
-    descriptor.backup = Some(BackupSummary {
-        id: id.to_string(),
-        system_identifier: SYSID.to_string(),
-        pg_version: 170000,
-        segment_size: SEGMENT,
-        start_timeline: 1,
-        start_lsn: "0/1000028".into(),
-        start_segment: segment_name(1),
-        stop_timeline: 1,
-        stop_lsn: "0/2000000".into(),
-        from_standby: false,
-        started_at_ms: started_at,
-        stopped_at_ms: started_at + 60_000,
-        size: SEGMENT,
-        chunk_count: 1,
-        chunks_sha256: Sha256Hex::of(b"chunk list"),
-        manifest_checksum: String::new(),
-        label: "walvault".into(),
-    });
-    vec![chunk, descriptor]
+    let cluster = cluster.parse().expect("a cluster name");
+    let start = segment_name(1).parse().expect("a segment name");
+    complete_backup(&cluster, started_at, start, SEGMENT, 1)
 }
 
 #[tokio::test]
@@ -173,7 +112,7 @@ async fn status_reports_the_archive_and_exits_as_monitoring_expects() {
     // Segment 5 never arrives; 6 has been on R2 only for an hour.
     let stuck = record(
         &cluster,
-        segment_name(6).parse().unwrap(),
+        &segment_name(6),
         RecordStatus::Partial,
         now - HOUR,
     );
@@ -269,14 +208,14 @@ async fn status_reports_the_archive_and_exits_as_monitoring_expects() {
     // Segment 5 arrives and 6 reaches B2: healthy, but for the thresholds.
     let mut late = record(
         &cluster,
-        segment_name(5).parse().unwrap(),
+        &segment_name(5),
         RecordStatus::Replicated,
         now - HOUR,
     );
     admin.catalog.create(&late).await.unwrap();
     late = record(
         &cluster,
-        segment_name(6).parse().unwrap(),
+        &segment_name(6),
         RecordStatus::Replicated,
         now - HOUR,
     );

@@ -133,7 +133,12 @@ fn by_count(count: u64, warn: u64, crit: u64) -> Level {
 
 /// The newest complete base backup.
 pub fn newest_complete_backup(view: &StatusView) -> Option<&BackupLine> {
-    view.archive.backups.iter().rev().find(|b| b.is_complete())
+    view.kept
+        .archive
+        .backups
+        .iter()
+        .rev()
+        .find(|b| b.is_complete())
 }
 
 pub fn checks(view: &StatusView, limits: &Thresholds) -> Vec<Check> {
@@ -146,7 +151,7 @@ pub fn checks(view: &StatusView, limits: &Thresholds) -> Vec<Check> {
         backups(view, limits),
     ];
     let mut check = |name, level, text: String| checks.push(Check { name, level, text });
-    match &view.verify {
+    match &view.kept.verify {
         Some(run) if run.copies > 0 => check(
             "verify",
             Level::Critical,
@@ -192,7 +197,7 @@ pub fn checks(view: &StatusView, limits: &Thresholds) -> Vec<Check> {
             "no scheduled verify recorded yet".into(),
         ),
     }
-    match &view.retention {
+    match &view.kept.retention {
         Some(run) if now.saturating_sub(run.at) > RETENTION_RUN_STALE_MS => check(
             "retention",
             Level::Warning,
@@ -277,14 +282,14 @@ pub fn checks(view: &StatusView, limits: &Thresholds) -> Vec<Check> {
             ),
         );
     }
-    if view.archive.conflicted > 0 {
+    if view.kept.archive.conflicted > 0 {
         check(
             "conflicts",
             Level::Warning,
             format!(
                 "{} files had different content pushed under their name (refused; counted at \
                  the last rebuild)",
-                view.archive.conflicted
+                view.kept.archive.conflicted
             ),
         );
     }
@@ -292,7 +297,7 @@ pub fn checks(view: &StatusView, limits: &Thresholds) -> Vec<Check> {
 }
 
 fn archiving(view: &StatusView, limits: &Thresholds) -> Check {
-    let newest = view.archive.timelines.iter().next_back();
+    let newest = view.kept.archive.timelines.iter().next_back();
     let (level, text) = match newest {
         None => (Level::Critical, "no WAL segment archived".to_owned()),
         Some((timeline, span)) => {
@@ -318,12 +323,13 @@ fn staging(view: &StatusView, limits: &Thresholds) -> Check {
     let now = view.now;
     let in_flight = view.in_flight.oldest_staged_at.map(|at| age(now, at));
     let from_report = view
+        .kept
         .staging
         .and_then(|s| s.oldest_waiting())
         .map(|at| age(now, at));
     let oldest = in_flight.max(from_report).unwrap_or_default();
     let mut level = by_age(oldest, limits.staging_warn, limits.staging_crit);
-    let backlog = view.staging.map_or(0, |s| s.backlog);
+    let backlog = view.kept.staging.map_or(0, |s| s.backlog);
     let mut text = if oldest.is_zero() {
         "nothing waits in staging".to_owned()
     } else {
@@ -333,7 +339,7 @@ fn staging(view: &StatusView, limits: &Thresholds) -> Check {
             human_age(oldest)
         )
     };
-    let report_age = view.staging.map(|s| now.saturating_sub(s.at));
+    let report_age = view.kept.staging.map(|s| now.saturating_sub(s.at));
     let silent = match report_age {
         Some(ms) => ms > STAGING_REPORT_STALE_MS,
         // A summary kept by the retention function alone: the re-drive
@@ -388,7 +394,7 @@ fn replication(view: &StatusView, limits: &Thresholds) -> Check {
 pub fn cutting_gaps(view: &StatusView) -> Vec<(u32, &Gap)> {
     let backup = newest_complete_backup(view);
     let mut cutting = Vec::new();
-    for (timeline, span) in &view.archive.timelines {
+    for (timeline, span) in &view.kept.archive.timelines {
         for gap in &span.gaps {
             if view.now.saturating_sub(gap.next_staged_at) < SETTLE_GRACE_MS {
                 continue;
@@ -414,6 +420,7 @@ fn continuity(view: &StatusView) -> Check {
     let cutting = cutting_gaps(view);
     // Gaps next to a segment still within the grace may close yet.
     let young: u64 = view
+        .kept
         .archive
         .timelines
         .values()
@@ -422,6 +429,7 @@ fn continuity(view: &StatusView) -> Check {
         .map(|g| g.missing)
         .sum();
     let missing = view
+        .kept
         .archive
         .timelines
         .values()
@@ -440,12 +448,12 @@ fn continuity(view: &StatusView) -> Check {
                 gaps.join("; ")
             ),
         )
-    } else if missing > 0 || view.archive.corrupt > 0 {
+    } else if missing > 0 || view.kept.archive.corrupt > 0 {
         (
             Level::Warning,
             format!(
                 "{missing} segments missing before the newest backup, {} files recorded corrupt",
-                view.archive.corrupt
+                view.kept.archive.corrupt
             ),
         )
     } else {

@@ -7,6 +7,7 @@
 //! each other: the loser reads again and redoes its part.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
@@ -289,15 +290,19 @@ async fn prune_stuck(
 
 /// Writes `change(summary)` over the summary item, reading it again and
 /// redoing the change while another writer gets in between.
-async fn update(
+async fn update<F, Fut>(
     catalog: &dyn Catalog,
     cluster: &ClusterName,
     budget: &Budget,
-    mut change: impl FnMut(Result<StoredSummary, String>) -> Result<StoredSummary, StatusError>,
-) -> Result<(), StatusError> {
+    mut change: F,
+) -> Result<(), StatusError>
+where
+    F: FnMut(Result<StoredSummary, String>) -> Fut,
+    Fut: Future<Output = Result<StoredSummary, StatusError>>,
+{
     for _ in 0..3 {
         let loaded = load(catalog, cluster, budget).await?;
-        let summary = change(loaded.summary)?;
+        let summary = change(loaded.summary).await?;
         match save(catalog, cluster, loaded.version, &summary, budget).await {
             Err(StatusError::Catalog(CatalogError::ConditionFailed { .. })) => continue,
             other => return other,
@@ -319,28 +324,17 @@ pub async fn refresh(
         now,
         oldest_waiting: staging.oldest_waiting(),
     };
-    for _ in 0..3 {
-        let loaded = load(catalog, cluster, budget).await?;
+    update(catalog, cluster, budget, |loaded| async move {
         // An unreadable body is the retention function's to rebuild.
-        let mut summary = loaded.summary.map_err(StatusError::Malformed)?;
+        let mut summary = loaded.map_err(StatusError::Malformed)?;
         prune_stuck(catalog, cluster, &mut summary.archive, budget).await?;
-        fold_ranges(
-            catalog,
-            cluster,
-            &mut summary.archive,
-            &keeping,
-            REFRESH_PAGES,
-            budget,
-        )
-        .await?;
+        let archive = &mut summary.archive;
+        fold_ranges(catalog, cluster, archive, &keeping, REFRESH_PAGES, budget).await?;
         summary.staging = Some(staging);
         summary.updated_at = now;
-        match save(catalog, cluster, loaded.version, &summary, budget).await {
-            Err(StatusError::Catalog(CatalogError::ConditionFailed { .. })) => continue,
-            other => return other,
-        }
-    }
-    Err(StatusError::Contended)
+        Ok(summary)
+    })
+    .await
 }
 
 /// What the retention function stores right after a sweep: the summary
@@ -366,14 +360,14 @@ pub async fn rebuild(
     fold_ranges(catalog, cluster, &mut archive, &keeping, usize::MAX, budget).await?;
     update(catalog, cluster, budget, |kept| {
         let kept = kept.unwrap_or_default();
-        Ok(StoredSummary {
+        std::future::ready(Ok(StoredSummary {
             archive: archive.clone(),
             updated_at: now,
             rebuilt_at: Some(now),
             retention: Some(retention.clone()),
             staging: kept.staging,
             verify: kept.verify,
-        })
+        }))
     })
     .await
 }
@@ -386,9 +380,10 @@ pub async fn record_verify(
     budget: &Budget,
 ) -> Result<(), StatusError> {
     update(catalog, cluster, budget, |kept| {
-        let mut kept = kept.map_err(StatusError::Malformed)?;
-        kept.verify = Some(verify.clone());
-        Ok(kept)
+        std::future::ready(kept.map_err(StatusError::Malformed).map(|mut kept| {
+            kept.verify = Some(verify.clone());
+            kept
+        }))
     })
     .await
 }

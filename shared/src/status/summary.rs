@@ -346,8 +346,6 @@ impl Keeping {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::catalog::TargetState;
-    use crate::codec::Sha256Hex;
 
     pub(crate) const SEGMENT: u64 = 16 * 1024 * 1024;
 
@@ -356,32 +354,9 @@ pub(crate) mod tests {
         status: RecordStatus,
         staged_at: UnixMillis,
     ) -> CatalogRecord {
-        let mut record = CatalogRecord::replicating(
-            "main".parse().unwrap(),
-            name.parse().unwrap(),
-            SEGMENT,
-            Sha256Hex::of(name.as_bytes()),
-            staged_at,
-            staged_at,
-        );
-        record.status = status;
-        let copies: &[Provider] = match status {
-            RecordStatus::Replicated => &Provider::ALL,
-            RecordStatus::Partial => &[Provider::R2],
-            _ => &[],
-        };
-        for provider in copies {
-            record.targets.insert(
-                *provider,
-                TargetState {
-                    key: name.to_owned(),
-                    size: 1000,
-                    etag: None,
-                    at: staged_at,
-                },
-            );
-        }
-        record
+        let cluster = "main".parse().expect("a cluster name");
+        let file = name.parse().expect("a file name");
+        crate::testing::record_in(&cluster, file, SEGMENT, status, staged_at)
     }
 
     fn name(segno: u64) -> String {
@@ -400,7 +375,7 @@ pub(crate) mod tests {
         }
         assert_eq!(summary.files, 7);
         assert_eq!(summary.raw_bytes, 7 * SEGMENT);
-        assert_eq!(summary.provider(Provider::R2).bytes, 7000);
+        assert_eq!(summary.provider(Provider::R2).bytes, 7 * SEGMENT / 4);
         assert_eq!(summary.provider(Provider::B2).files, 7);
         let span = &summary.timelines[&1];
         assert_eq!(

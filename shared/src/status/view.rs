@@ -11,8 +11,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::drill::{last_drill, LastDrill};
-use super::keep::{load, read_range, CatalogRange, RetentionRun, StagingReport, VerifyRun};
-use super::summary::{ArchiveSummary, SETTLE_GRACE_MS};
+use super::keep::{load, read_range, CatalogRange, StoredSummary};
+use super::summary::SETTLE_GRACE_MS;
 use super::StatusError;
 use crate::catalog::{Catalog, CatalogRecord, RecordStatus};
 use crate::clock::UnixMillis;
@@ -44,13 +44,10 @@ pub struct StatusView {
     pub summary_version: Option<u64>,
     /// Why the summary item could not be used (its records were read).
     pub summary_problem: Option<String>,
-    pub summary_updated_at: Option<UnixMillis>,
-    pub rebuilt_at: Option<UnixMillis>,
-    pub retention: Option<RetentionRun>,
-    pub staging: Option<StagingReport>,
-    pub verify: Option<VerifyRun>,
-    /// The kept figures with the newer records folded in.
-    pub archive: ArchiveSummary,
+    /// The summary item as kept, with the newer records folded into its
+    /// `archive`; empty when there is none or it does not parse.
+    #[serde(flatten)]
+    pub kept: StoredSummary,
     pub in_flight: InFlight,
     /// Records read besides the summary item.
     pub records_read: u64,
@@ -85,6 +82,14 @@ pub struct InFlightFile {
     /// The providers with no copy recorded.
     pub missing: Vec<String>,
     pub detail: Option<String>,
+}
+
+impl StatusView {
+    /// How long ago the functions last kept the summary, if they did.
+    pub fn summary_age(&self) -> Option<Duration> {
+        (self.summary_version.is_some() && self.summary_problem.is_none())
+            .then(|| Duration::from_millis(self.now.saturating_sub(self.kept.updated_at)))
+    }
 }
 
 impl InFlight {
@@ -132,24 +137,16 @@ pub async fn read(
     budget: &Budget,
 ) -> Result<StatusView, StatusError> {
     let loaded = load(catalog, cluster, budget).await?;
-    let (stored, summary_problem, summary_updated_at) = match loaded.summary {
-        Ok(stored) => {
-            let at = loaded.version.map(|_| stored.updated_at);
-            (stored, None, at)
-        }
-        Err(problem) => (Default::default(), Some(problem), None),
+    let (kept, summary_problem) = match loaded.summary {
+        Ok(kept) => (kept, None),
+        Err(problem) => (StoredSummary::default(), Some(problem)),
     };
     let mut view = StatusView {
         cluster: cluster.to_string(),
         now,
         summary_version: loaded.version,
         summary_problem,
-        summary_updated_at,
-        rebuilt_at: stored.rebuilt_at,
-        retention: stored.retention,
-        staging: stored.staging,
-        verify: stored.verify,
-        archive: stored.archive,
+        kept,
         in_flight: InFlight::default(),
         records_read: 0,
         catalog_requests: 1,
@@ -157,7 +154,7 @@ pub async fn read(
         last_drill: None,
         drill_problem: None,
     };
-    for name in view.archive.stuck.clone() {
+    for name in view.kept.archive.stuck.clone() {
         let Ok(file) = name.parse::<ArchivedFile>() else {
             continue;
         };
@@ -173,10 +170,10 @@ pub async fn read(
     }
     for range in [CatalogRange::Wal, CatalogRange::Backups] {
         let after = match range {
-            CatalogRange::Wal => view.archive.wal_through.clone(),
-            CatalogRange::Backups => view.archive.backups_through.clone(),
+            CatalogRange::Wal => view.kept.archive.wal_through.clone(),
+            CatalogRange::Backups => view.kept.archive.backups_through.clone(),
         };
-        let (archive, in_flight) = (&mut view.archive, &mut view.in_flight);
+        let (archive, in_flight) = (&mut view.kept.archive, &mut view.in_flight);
         let mut read = 0u64;
         let pages = read_range(
             catalog,

@@ -84,7 +84,7 @@ pub(crate) async fn status(config: Config, args: StatusArgs) -> u8 {
     let checks = checks(&view, &args.thresholds);
     let level = verdict(&checks);
     let code = level.exit_code();
-    let providers = provider_lines(&view.archive, &args.prices);
+    let providers = provider_lines(&view.kept.archive, &args.prices);
     if args.json {
         let json = JsonStatus {
             exit_code: code,
@@ -141,7 +141,7 @@ fn human(view: &StatusView, checks: &[Check], level: Level, providers: &[Provide
     )));
     line(String::new());
     line(format!("recoverable   {}", window(view)));
-    for (timeline, span) in &view.archive.timelines {
+    for (timeline, span) in &view.kept.archive.timelines {
         line(format!(
             "  timeline {timeline}: {} .. {}, {} segments, {} missing",
             span.first, span.newest, span.segments, span.missing
@@ -149,8 +149,8 @@ fn human(view: &StatusView, checks: &[Check], level: Level, providers: &[Provide
     }
     line(format!(
         "archived      {} files, {} raw; {} in flight",
-        view.archive.files,
-        human_bytes(view.archive.raw_bytes),
+        view.kept.archive.files,
+        human_bytes(view.kept.archive.raw_bytes),
         view.in_flight.count
     ));
     line(format!(
@@ -180,14 +180,14 @@ fn human(view: &StatusView, checks: &[Check], level: Level, providers: &[Provide
             f.missing.join(", ")
         ));
     }
-    if view.archive.backups.is_empty() {
+    if view.kept.archive.backups.is_empty() {
         line("backups       none".into());
     } else {
         line(format!(
             "backups       {:<18}{:<22}{:>10}{:>10}  state",
             "id", "stopped", "size", "stored"
         ));
-        for b in view.archive.backups.iter().rev().take(10) {
+        for b in view.kept.archive.backups.iter().rev().take(10) {
             line(format!(
                 "              {:<18}{:<22}{:>10}{:>10}  {}",
                 b.id,
@@ -202,7 +202,7 @@ fn human(view: &StatusView, checks: &[Check], level: Level, providers: &[Provide
             ));
         }
     }
-    if let Some(run) = &view.retention {
+    if let Some(run) = &view.kept.retention {
         line(format!(
             "retention     {} days; last sweep {}: {} files, {} freed{}",
             run.window_days,
@@ -234,11 +234,8 @@ fn human(view: &StatusView, checks: &[Check], level: Level, providers: &[Provide
         "({} catalog requests, {} records read besides the summary{})",
         view.catalog_requests,
         view.records_read,
-        view.summary_updated_at
-            .map(|at| format!(
-                ", kept {} ago",
-                human_age(Duration::from_millis(view.now.saturating_sub(at)))
-            ))
+        view.summary_age()
+            .map(|age| format!(", kept {} ago", human_age(age)))
             .unwrap_or_default()
     ));
     out
@@ -287,8 +284,8 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 /// or to the last segment before the first gap that cuts the way from the
 /// newest backup (the continuity check's gaps).
 fn window(view: &StatusView) -> String {
-    let oldest = view.archive.backups.iter().find(|b| b.is_complete());
-    let Some((_, span)) = view.archive.timelines.iter().next_back() else {
+    let oldest = view.kept.archive.backups.iter().find(|b| b.is_complete());
+    let Some((_, span)) = view.kept.archive.timelines.iter().next_back() else {
         return "nothing: no WAL archived".into();
     };
     let Some(from) = oldest.and_then(|b| b.stopped_at_ms) else {
@@ -313,6 +310,7 @@ fn window(view: &StatusView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::status::keep::{StagingReport, StoredSummary};
     use shared::status::summary::{ArchiveSummary, BackupLine, ProviderTotals, TimelineSpan};
 
     fn view() -> StatusView {
@@ -358,16 +356,16 @@ mod tests {
             now: 1_795_774_560_000,
             summary_version: Some(4),
             summary_problem: None,
-            summary_updated_at: Some(1_795_774_500_000),
-            rebuilt_at: None,
-            retention: None,
-            staging: Some(shared::status::keep::StagingReport {
-                at: 1_795_774_500_000,
-                backlog: 0,
-                oldest_age_ms: 0,
-            }),
-            verify: None,
-            archive,
+            kept: StoredSummary {
+                archive,
+                updated_at: 1_795_774_500_000,
+                staging: Some(StagingReport {
+                    at: 1_795_774_500_000,
+                    backlog: 0,
+                    oldest_age_ms: 0,
+                }),
+                ..StoredSummary::default()
+            },
             in_flight: Default::default(),
             records_read: 2,
             catalog_requests: 3,
@@ -383,7 +381,7 @@ mod tests {
         let checks = checks(&view, &Thresholds::default());
         let level = verdict(&checks);
         let providers = provider_lines(
-            &view.archive,
+            &view.kept.archive,
             &[(Provider::R2, R2_PRICE), (Provider::B2, B2_PRICE)],
         );
         let text = human(&view, &checks, level, &providers);
