@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use common::{announced, cluster, limits, name, record_of, replicator, staged, STAGING_BUCKET};
 use serde_json::json;
-use shared::catalog::RecordStatus;
+use shared::catalog::{Catalog, RecordStatus};
 use shared::codec::Sha256Hex;
 use shared::fault::Fault;
 use shared::keys::{archive_key, meta, staging_key};
@@ -163,6 +163,15 @@ async fn a_lost_event_is_found_by_the_redrive_once_old_enough() {
     assert_eq!(report["replicated"], 1, "{report}");
     assert_eq!(report["too_young"], 1, "{report}");
     assert_eq!(report["backlog"], 1, "the young file still waits: {report}");
+    assert_eq!(report["summary"], "kept", "{report}");
+    let item = world
+        .catalog
+        .get_summary(&cluster())
+        .await
+        .unwrap()
+        .unwrap();
+    let kept: shared::status::keep::StoredSummary = serde_json::from_str(&item.body).unwrap();
+    assert_eq!(kept.staging.map(|s| s.backlog), Some(1));
     assert!(
         report["oldest_backlog_age_ms"].as_u64().unwrap() < 60_000,
         "{report}"

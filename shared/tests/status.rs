@@ -182,6 +182,11 @@ async fn a_summary_kept_a_little_at_a_time_agrees_with_one_rebuilt_from_every_re
     let mut late: Vec<(u64, UnixMillis)> = Vec::new();
     let mut last_report = nothing_waits(now);
     put_all(&world, backup(NOW - MINUTE, 1, 3));
+    // Segment 0 has been on R2 alone for seven hours: stuck, until round 30.
+    put_all(
+        &world,
+        [segment(0, RecordStatus::Partial, NOW - 7 * 3_600_000)],
+    );
     for round in 0..40u64 {
         now += 5 * MINUTE;
         for _ in 0..15 {
@@ -215,6 +220,12 @@ async fn a_summary_kept_a_little_at_a_time_agrees_with_one_rebuilt_from_every_re
         late = waiting;
         if round == 20 {
             put_all(&world, backup(now - 2 * MINUTE, segno - 2, 2));
+        }
+        if round == 30 {
+            put_all(
+                &world,
+                [segment(0, RecordStatus::Replicated, NOW - 7 * 3_600_000)],
+            );
         }
         // What the re-drive saw waiting in staging.
         let oldest = late.iter().map(|(_, at)| *at).min();
@@ -257,6 +268,8 @@ async fn a_summary_kept_a_little_at_a_time_agrees_with_one_rebuilt_from_every_re
         (1..newest).filter(|n| n % 50 == 0).count() as u64
     );
     assert_eq!(kept.archive.backups.len(), 2);
+    assert!(kept.archive.stuck.is_empty());
+    assert_eq!(kept.archive.timelines[&1].first, segment_name(0));
     // The rebuild keeps the re-drive's staging report.
     assert_eq!(rebuilt.staging, kept.staging);
 }
@@ -287,6 +300,9 @@ async fn a_stuck_file_is_folded_named_and_read_again_until_it_settles() {
     assert_eq!(view.in_flight.count, 1);
     assert_eq!(view.in_flight.late, 1);
     assert_eq!(view.in_flight.files[0].file, segment_name(2));
+    // Status counts it as it stands: the figures are every record's.
+    assert_eq!(view.kept.archive.files, folded_whole(&world).files);
+    assert_eq!(view.kept.archive.timelines, folded_whole(&world).timelines);
     // B2 gets it at last: the next re-drive drops it from the list.
     let mut record = segment(2, RecordStatus::Replicated, NOW - DAY);
     set_state(&mut record, RecordStatus::Replicated);

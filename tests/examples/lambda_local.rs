@@ -390,7 +390,8 @@ async fn run(tap: &mut Tap) {
                 && report_field(&report["verify"], "repaired") == 1
                 && report_field(&report["verify"], "outstanding") == 0
                 && report_field(&report["verify"], "unchecked") == 0
-                && report["summary"] == "rebuilt" =>
+                && report["summary"] == "rebuilt"
+                && report["verify"]["summary"] == "recorded" =>
         {
             let mut outcome = match presence(&config, EXPIRED_SEGMENT).await {
                 Ok([false, false, false]) => Ok(()),
@@ -413,7 +414,8 @@ async fn run(tap: &mut Tap) {
     };
     tap.check(
         "retention: the schedule sample deletes the expired segment everywhere, keeps the rest, \
-         its verify repairs a copy lost on R2, and it rebuilds the status summary",
+         its verify repairs a copy lost on R2, and the status summary is rebuilt and the verify \
+         recorded in it",
         sweep,
     );
 }

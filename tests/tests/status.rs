@@ -159,7 +159,7 @@ async fn status_reports_the_archive_and_exits_as_monitoring_expects() {
     let budget = limits.until(tokio::time::Instant::now() + Duration::from_secs(60));
     let compress = backends_as(Role::Compress, &config).await;
     let staging = StagingReport {
-        at: now,
+        at: now + HOUR,
         backlog: 0,
         oldest_age_ms: 0,
     };

@@ -28,6 +28,9 @@ pub enum InvocationError {
     Redrive(#[source] ReplicateError),
 }
 
+/// The time a re-drive leaves for keeping the status summary.
+const SUMMARY_RESERVE: Duration = Duration::from_secs(10);
+
 /// Handles one invocation; all work stops by `deadline` (the Lambda
 /// deadline less the time needed to answer).
 pub async fn handle_invocation(
@@ -68,13 +71,16 @@ pub async fn handle_invocation(
             }
         }
         Invocation::Redrive => {
+            // The re-drive leaves time to keep the status summary.
+            let until = budget.deadline().checked_sub(SUMMARY_RESERVE);
+            let redrive_budget = until.map_or(budget, |until| budget.by(until));
             let report = replicator
-                .redrive(redrive_after, &budget)
+                .redrive(redrive_after, &redrive_budget)
                 .await
                 .map_err(InvocationError::Redrive)?;
             report.metrics(&replicator.cluster).emit();
             let staging = StagingReport {
-                at: now_millis(),
+                at: report.listed_at_ms,
                 backlog: report.backlog,
                 oldest_age_ms: report.oldest_backlog_age_ms,
             };
@@ -83,7 +89,7 @@ pub async fn handle_invocation(
             // the next run folds what this one could not.
             let catalog = replicator.backends.catalog.as_ref();
             answer["summary"] =
-                match refresh(catalog, &replicator.cluster, staging, staging.at, &budget).await {
+                match refresh(catalog, &replicator.cluster, staging, now_millis(), &budget).await {
                     Ok(()) => json!("kept"),
                     Err(e) => {
                         tracing::warn!(error = %chain(&e), "could not keep the status summary");

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::{Outcome, ReplicateError, Replicator};
+use crate::clock::unix_millis;
 use crate::events::ObjectRef;
 use crate::keys::{parse_staging_key, staging_prefix, ClusterName};
 use crate::metrics::{Metric, MetricRecord};
@@ -29,8 +30,11 @@ pub struct RedriveReport {
     /// failed, or not reached. Corrupt and conflicting objects are not
     /// counted: they are recorded, alarmed, and left for a human.
     pub backlog: u64,
-    /// The age of the oldest of them, in milliseconds (0 when none waits).
+    /// The age of the oldest of them, in milliseconds (0 when none waits),
+    /// at the listing.
     pub oldest_backlog_age_ms: u64,
+    /// When staging was listed (Unix milliseconds): what the ages count from.
+    pub listed_at_ms: u64,
 }
 
 impl RedriveReport {
@@ -70,8 +74,11 @@ impl Replicator {
                 file: prefix.clone(),
                 source,
             })?;
-        let mut report = RedriveReport::default();
         let now = SystemTime::now();
+        let mut report = RedriveReport {
+            listed_at_ms: unix_millis(now),
+            ..RedriveReport::default()
+        };
         for object in objects {
             if parse_staging_key(&object.key).is_err() {
                 continue;

@@ -260,16 +260,16 @@ async fn fold_ranges(
     Ok(())
 }
 
-/// Drops from the stuck list the records that have settled since (their
-/// figures are corrected by the next rebuild) or are gone.
-async fn prune_stuck(
+/// Counts the stuck records that have settled since, and drops them from
+/// the list with those that are gone.
+async fn settle_stuck(
     catalog: &dyn Catalog,
     cluster: &ClusterName,
     archive: &mut ArchiveSummary,
     budget: &Budget,
 ) -> Result<(), StatusError> {
     let mut still = Vec::with_capacity(archive.stuck.len());
-    for name in &archive.stuck {
+    for name in std::mem::take(&mut archive.stuck) {
         let Ok(file) = name.parse::<ArchivedFile>() else {
             continue;
         };
@@ -278,10 +278,12 @@ async fn prune_stuck(
                 catalog.get(cluster, &file)
             })
             .await?;
-        if record
-            .is_some_and(|r| matches!(r.status, RecordStatus::Replicating | RecordStatus::Partial))
-        {
-            still.push(name.clone());
+        match record {
+            Some(r) if matches!(r.status, RecordStatus::Replicating | RecordStatus::Partial) => {
+                still.push(name)
+            }
+            Some(settled) => archive.count(&settled),
+            None => {}
         }
     }
     archive.stuck = still;
@@ -322,12 +324,12 @@ pub async fn refresh(
 ) -> Result<(), StatusError> {
     let keeping = Keeping {
         now,
-        oldest_waiting: staging.oldest_waiting(),
+        staging: Some(staging),
     };
     update(catalog, cluster, budget, |loaded| async move {
         // An unreadable body is the retention function's to rebuild.
         let mut summary = loaded.map_err(StatusError::Malformed)?;
-        prune_stuck(catalog, cluster, &mut summary.archive, budget).await?;
+        settle_stuck(catalog, cluster, &mut summary.archive, budget).await?;
         let archive = &mut summary.archive;
         fold_ranges(catalog, cluster, archive, &keeping, REFRESH_PAGES, budget).await?;
         summary.staging = Some(staging);
@@ -352,9 +354,11 @@ pub async fn rebuild(
         .await?
         .summary
         .unwrap_or_default();
+    // The last re-drive's report, however old: what it did not see is
+    // left for the re-drives after it.
     let keeping = Keeping {
         now,
-        oldest_waiting: stored.staging.and_then(|s| s.oldest_waiting()),
+        staging: stored.staging,
     };
     let mut archive = ArchiveSummary::default();
     fold_ranges(catalog, cluster, &mut archive, &keeping, usize::MAX, budget).await?;
@@ -380,10 +384,18 @@ pub async fn record_verify(
     budget: &Budget,
 ) -> Result<(), StatusError> {
     update(catalog, cluster, budget, |kept| {
-        std::future::ready(kept.map_err(StatusError::Malformed).map(|mut kept| {
-            kept.verify = Some(verify.clone());
-            kept
-        }))
+        std::future::ready(match kept {
+            Err(problem) => Err(StatusError::Malformed(problem)),
+            // Only beside a summary the rebuild wrote: alone it would look
+            // like a summary kept long ago.
+            Ok(kept) if kept.rebuilt_at.is_none() => Err(StatusError::Malformed(
+                "no rebuilt summary to add the verify to".into(),
+            )),
+            Ok(mut kept) => {
+                kept.verify = Some(verify.clone());
+                Ok(kept)
+            }
+        })
     })
     .await
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::keep::StagingReport;
 use crate::backup::name::{BackupFile, BackupPart};
 use crate::catalog::{CatalogRecord, RecordStatus};
 use crate::clock::UnixMillis;
@@ -55,10 +56,14 @@ pub struct ArchiveSummary {
     pub conflicted: u64,
     /// The newest base backups, oldest first.
     pub backups: Vec<BackupLine>,
-    /// Records folded before they settled (see [`STUCK_AFTER_MS`]): status
-    /// reads each again.
+    /// Records passed over unsettled (see [`STUCK_AFTER_MS`]), not counted
+    /// in the figures: status reads each again and counts it as it stands
+    /// then; the re-drive counts it here once it settles.
     #[serde(default)]
     pub stuck: Vec<String>,
+    /// Stuck records beyond the hundred named: counted as they stood.
+    #[serde(default)]
+    pub stuck_unlisted: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +100,77 @@ pub struct Gap {
     pub next_staged_at: UnixMillis,
 }
 
+impl TimelineSpan {
+    /// Counts a segment older than the newest: before the first, or in a
+    /// gap (it arrived late), which then shrinks or splits.
+    fn fill(&mut self, segment: Segment, name: &str, size: SegmentSize) {
+        let segno = segment.segno(size);
+        let parse = |n: &str| match n.parse::<WalFileName>() {
+            Ok(WalFileName::Segment(s)) => Some(s),
+            _ => None,
+        };
+        let Some(first) = parse(&self.first) else {
+            return;
+        };
+        if segno < first.segno(size) {
+            let missing = first.segno(size) - segno - 1;
+            if missing > 0 {
+                self.missing += missing;
+                if let Ok(first_missing) = segment.next(size) {
+                    self.gaps.insert(
+                        0,
+                        Gap {
+                            after: name.to_owned(),
+                            first_missing: WalFileName::Segment(first_missing).to_string(),
+                            missing,
+                            next: self.first.clone(),
+                            next_staged_at: 0,
+                        },
+                    );
+                }
+            }
+            self.first = name.to_owned();
+            return;
+        }
+        let Some(index) = self.gaps.iter().position(|gap| {
+            parse(&gap.first_missing).is_some_and(|f| {
+                let from = f.segno(size);
+                from <= segno && segno < from + gap.missing
+            })
+        }) else {
+            // Already counted, or in a gap no longer listed.
+            self.missing = self.missing.saturating_sub(1);
+            return;
+        };
+        self.missing = self.missing.saturating_sub(1);
+        let gap = self.gaps.remove(index);
+        let from = parse(&gap.first_missing).map_or(segno, |f| f.segno(size));
+        let before = segno - from;
+        let after = gap.missing - before - 1;
+        let mut pieces = Vec::new();
+        if before > 0 {
+            pieces.push(Gap {
+                missing: before,
+                next: name.to_owned(),
+                ..gap.clone()
+            });
+        }
+        if after > 0 {
+            if let Ok(first_missing) = segment.next(size) {
+                pieces.push(Gap {
+                    after: name.to_owned(),
+                    first_missing: WalFileName::Segment(first_missing).to_string(),
+                    missing: after,
+                    ..gap
+                });
+            }
+        }
+        for (offset, piece) in pieces.into_iter().enumerate() {
+            self.gaps.insert(index + offset, piece);
+        }
+    }
+}
+
 /// One base backup, as far as its records show.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupLine {
@@ -123,9 +199,26 @@ impl BackupLine {
 
 impl ArchiveSummary {
     /// Adds one record, whatever its state (a file still in staging is
-    /// archived there: fetch serves it). Records come in the catalog's
-    /// order (WAL names, then backup parts), each once.
+    /// archived there: fetch serves it), and moves the position past it.
+    /// Records come in the catalog's order (WAL names, then backup parts),
+    /// each once.
     pub fn add(&mut self, record: &CatalogRecord) {
+        self.pass(record);
+        self.count(record);
+    }
+
+    /// Moves the position past `record` without counting it.
+    fn pass(&mut self, record: &CatalogRecord) {
+        let name = Some(record.file.to_string());
+        match record.file {
+            ArchivedFile::Wal(_) => self.wal_through = name,
+            ArchivedFile::Backup(_) => self.backups_through = name,
+        }
+    }
+
+    /// Counts `record` in the figures. A record behind the position (a
+    /// stuck one that settled) fills the gap it left.
+    pub fn count(&mut self, record: &CatalogRecord) {
         let name = record.file.to_string();
         self.files += 1;
         self.raw_bytes += record.raw_size;
@@ -148,17 +241,13 @@ impl ArchiveSummary {
         }
         match &record.file {
             ArchivedFile::Wal(wal) => {
-                self.wal_through = Some(name);
                 if let (WalFileName::Segment(segment), false) =
                     (wal, record.status == RecordStatus::Corrupt)
                 {
                     self.add_segment(*segment, record);
                 }
             }
-            ArchivedFile::Backup(part) => {
-                self.backups_through = Some(name);
-                self.add_backup_part(*part, record);
-            }
+            ArchivedFile::Backup(part) => self.add_backup_part(*part, record),
         }
     }
 
@@ -193,8 +282,12 @@ impl ArchiveSummary {
             return;
         };
         let (before, now) = (newest.segno(size), segment.segno(size));
-        if now <= before {
-            // The span's first segment, or one out of order: nothing to extend.
+        if now < before {
+            span.fill(segment, &name, size);
+            return;
+        }
+        if now == before {
+            // The span's first segment.
             return;
         }
         if now > before + 1 {
@@ -219,7 +312,7 @@ impl ArchiveSummary {
 
     fn add_backup_part(&mut self, part: BackupFile, record: &CatalogRecord) {
         let id = part.backup.to_string();
-        if self.backups.last().is_none_or(|b| b.id != id) {
+        if !self.backups.iter().any(|b| b.id == id) {
             self.backups.push(BackupLine {
                 id: id.clone(),
                 timeline: None,
@@ -232,11 +325,14 @@ impl ArchiveSummary {
                 chunks_replicated: 0,
                 descriptor_replicated: false,
             });
+            // Ids are start times in fixed width: name order is time order.
+            self.backups.sort_by(|a, b| a.id.cmp(&b.id));
             if self.backups.len() > BACKUPS_LISTED {
                 self.backups.remove(0);
             }
         }
-        let Some(line) = self.backups.last_mut() else {
+        let Some(line) = self.backups.iter_mut().find(|b| b.id == id) else {
+            // Older than every backup listed.
             return;
         };
         line.stored_bytes += record.stored_size().unwrap_or(0);
@@ -268,13 +364,17 @@ impl ArchiveSummary {
     ) -> bool {
         for record in records {
             match keeping.may_fold(record) {
-                Fold::Settled => {}
+                Fold::Settled => self.add(record),
                 Fold::Stuck if self.stuck.len() < STUCK_LISTED => {
+                    self.pass(record);
                     self.stuck.push(record.file.to_string());
                 }
-                Fold::Stuck | Fold::NotYet => return true,
+                Fold::Stuck => {
+                    self.stuck_unlisted += 1;
+                    self.add(record);
+                }
+                Fold::NotYet => return true,
             }
-            self.add(record);
         }
         false
     }
@@ -293,10 +393,12 @@ impl ArchiveSummary {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keeping {
     pub now: UnixMillis,
-    /// When the oldest object still waiting in staging was staged, as the
-    /// re-drive just measured it: its record may not exist yet, and a
-    /// record after it folded now would leave a false gap behind it.
-    pub oldest_waiting: Option<UnixMillis>,
+    /// What the last re-drive saw in staging: a record staged after its
+    /// listing, or after the oldest object still waiting (whose record may
+    /// not exist yet), is not kept yet, since passing it could leave a
+    /// false gap behind. With no report, nothing staged within
+    /// [`STUCK_AFTER_MS`] is kept.
+    pub staging: Option<StagingReport>,
 }
 
 /// What [`Keeping::may_fold`] says of a record.
@@ -304,9 +406,9 @@ pub struct Keeping {
 pub enum Fold {
     /// Its state will not change by itself (replicated, or recorded
     /// corrupt), it is past the grace of out-of-order arrivals, and nothing
-    /// older waits in staging.
+    /// staged before it may still be on its way.
     Settled,
-    /// Not settled, long past [`STUCK_AFTER_MS`]: folded as it is, named.
+    /// Not settled [`STUCK_AFTER_MS`] after it was staged and recorded.
     Stuck,
     NotYet,
 }
@@ -314,28 +416,30 @@ pub enum Fold {
 impl Keeping {
     pub fn may_fold(&self, record: &CatalogRecord) -> Fold {
         let stuck_since = self.now.saturating_sub(STUCK_AFTER_MS);
-        if record.staged_at <= stuck_since
-            && !matches!(
-                record.status,
-                RecordStatus::Replicated | RecordStatus::Corrupt
-            )
-        {
-            return Fold::Stuck;
-        }
         // A record created late (compress down, a backlog re-driven in any
         // order) counts from its creation, not from its staging.
         let arrived = record.staged_at.max(record.created_at);
-        // A staging object waiting longer than a stuck record is not waited
-        // for: staging's own check reports it.
-        let behind_waiting = self
-            .oldest_waiting
-            .is_some_and(|oldest| oldest > stuck_since && record.staged_at >= oldest);
-        let settled = matches!(
+        let settled_state = matches!(
             record.status,
             RecordStatus::Replicated | RecordStatus::Corrupt
-        ) && arrived.saturating_add(SETTLE_GRACE_MS) <= self.now
-            && !behind_waiting;
-        if settled {
+        );
+        if !settled_state {
+            return if arrived <= stuck_since {
+                Fold::Stuck
+            } else {
+                Fold::NotYet
+            };
+        }
+        // An object waiting longer than a stuck record is not waited for:
+        // staging's own check reports it.
+        let horizon = match self.staging {
+            Some(report) => match report.oldest_waiting() {
+                Some(oldest) if oldest > stuck_since => oldest.min(report.at),
+                _ => report.at,
+            },
+            None => stuck_since,
+        };
+        if arrived.saturating_add(SETTLE_GRACE_MS) <= self.now && record.staged_at < horizon {
             Fold::Settled
         } else {
             Fold::NotYet
@@ -428,7 +532,10 @@ pub(crate) mod tests {
         ];
         let keeping = Keeping {
             now,
-            oldest_waiting: None,
+            staging: Some(StagingReport {
+                at: now,
+                ..StagingReport::default()
+            }),
         };
         let mut summary = ArchiveSummary::default();
         assert!(summary.fold_settled(&records, &keeping));
@@ -442,7 +549,11 @@ pub(crate) mod tests {
         // Something older still waits in staging: not yet.
         let waiting = Keeping {
             now,
-            oldest_waiting: Some(old - 1),
+            staging: Some(StagingReport {
+                at: now,
+                backlog: 1,
+                oldest_age_ms: now - old + 1,
+            }),
         };
         let settled = vec![segment(&name(2), RecordStatus::Replicated, old)];
         assert!(summary.fold_settled(&settled, &waiting));
@@ -452,11 +563,15 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_record_stuck_for_hours_is_folded_as_it_is_and_named() {
+    fn a_record_stuck_for_hours_is_passed_named_and_counted_once_settled() {
         let now = 100 * STUCK_AFTER_MS;
         let keeping = Keeping {
             now,
-            oldest_waiting: Some(now - 2 * STUCK_AFTER_MS),
+            staging: Some(StagingReport {
+                at: now,
+                backlog: 1,
+                oldest_age_ms: 2 * STUCK_AFTER_MS,
+            }),
         };
         let records = vec![
             segment(&name(1), RecordStatus::Partial, now - 2 * STUCK_AFTER_MS),
@@ -466,8 +581,49 @@ pub(crate) mod tests {
         let mut summary = ArchiveSummary::default();
         assert!(summary.fold_settled(&records, &keeping));
         assert_eq!(summary.stuck, vec![name(1)]);
+        assert_eq!(summary.wal_through.as_deref(), Some(name(2).as_str()));
+        assert_eq!(summary.files, 1);
+        // Settled at last: counted, and the span reaches back to it.
+        summary.count(&segment(
+            &name(1),
+            RecordStatus::Replicated,
+            now - 2 * STUCK_AFTER_MS,
+        ));
         assert_eq!(summary.files, 2);
-        assert_eq!(summary.provider(Provider::B2).files, 1);
+        assert_eq!(summary.provider(Provider::B2).files, 2);
+        let span = &summary.timelines[&1];
+        assert_eq!((span.first.as_str(), span.missing), (name(1).as_str(), 0));
+        assert!(span.gaps.is_empty());
+    }
+
+    #[test]
+    fn a_segment_counted_late_closes_or_splits_its_gap() {
+        let mut summary = ArchiveSummary::default();
+        for n in [1, 2, 7] {
+            summary.add(&segment(&name(n), RecordStatus::Replicated, 0));
+        }
+        assert_eq!(summary.timelines[&1].missing, 4);
+        summary.count(&segment(&name(4), RecordStatus::Replicated, 0));
+        let span = &summary.timelines[&1];
+        assert_eq!(span.missing, 3);
+        let gaps: Vec<(&str, u64, &str)> = span
+            .gaps
+            .iter()
+            .map(|g| (g.first_missing.as_str(), g.missing, g.next.as_str()))
+            .collect();
+        assert_eq!(
+            gaps,
+            vec![
+                (name(3).as_str(), 1, name(4).as_str()),
+                (name(5).as_str(), 2, name(7).as_str())
+            ]
+        );
+        for n in [3, 5, 6] {
+            summary.count(&segment(&name(n), RecordStatus::Replicated, 0));
+        }
+        let span = &summary.timelines[&1];
+        assert_eq!((span.missing, span.gaps.len(), span.segments), (0, 0, 7));
+        assert_eq!(span.newest, name(7));
     }
 
     #[test]

@@ -164,8 +164,10 @@ pub async fn read(
             })
             .await?;
         view.catalog_requests += 1;
+        // Not in the kept figures: counted as it stands now.
         if let Some(record) = record {
             view.in_flight.note(&record, now);
+            view.kept.archive.count(&record);
         }
     }
     for range in [CatalogRange::Wal, CatalogRange::Backups] {

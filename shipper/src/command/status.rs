@@ -59,9 +59,21 @@ struct JsonStatus<'a> {
 
 pub(crate) async fn status(config: Config, args: StatusArgs) -> u8 {
     let unknown = |what: String| {
-        let code = STATUS_UNKNOWN;
-        println!("walvault status {}: UNKNOWN - {what}", config.cluster);
-        code
+        if args.json {
+            let json = serde_json::json!({
+                "cluster": config.cluster.as_str(),
+                "exit_code": STATUS_UNKNOWN,
+                "level": Level::Unknown,
+                "error": what,
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).unwrap_or_default()
+            );
+        } else {
+            println!("walvault status {}: UNKNOWN - {what}", config.cluster);
+        }
+        STATUS_UNKNOWN
     };
     let backends = match Backends::connect(&config).await {
         Ok(backends) => backends,
