@@ -623,6 +623,22 @@ async fn thresholds_give_the_monitoring_exit_codes() {
     };
     assert_eq!(level_of(&world, &stricter).await.0.exit_code(), 2);
 
+    // Sixty files on R2 only, past the grace: every one counted, not only
+    // the fifty listed.
+    let many = world.duplicate();
+    put_all(
+        &many,
+        (61..=120).map(|n| segment(n, RecordStatus::Partial, NOW - 20 * MINUTE)),
+    );
+    let view = view_at(&many, NOW).await;
+    assert_eq!((view.in_flight.count, view.in_flight.late), (60, 60));
+    assert_eq!(view.in_flight.files.len(), 50);
+    let many_crit = Thresholds {
+        partial_crit: 60,
+        ..defaults
+    };
+    assert_eq!(level_of(&many, &many_crit).await.0, Level::Critical);
+
     // A file on R2 only for 20 minutes: warnings (replication, staging);
     // from 1 such file critical.
     let partial = world.duplicate();

@@ -41,7 +41,15 @@ fn status(host: &Shipper, args: &[&str]) -> (i32, Value, String) {
         .expect("running walvault status");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let json: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    // A key printed twice would parse, the last one winning: count them.
+    if let Some(object) = json.as_object() {
+        for key in object.keys() {
+            let printed = stdout.matches(&format!("\n  \"{key}\":")).count();
+            assert_eq!(printed, 1, "{key} printed {printed} times at the top level");
+        }
+    }
     (out.status.code().unwrap_or(-1), json, stderr)
 }
 
