@@ -313,6 +313,47 @@ async fn a_stuck_file_is_folded_named_and_read_again_until_it_settles() {
     assert_eq!(view.in_flight.count, 0);
 }
 
+#[tokio::test]
+async fn a_file_recorded_after_the_fold_passed_its_place_is_found_by_key() {
+    let world = MemoryWorld::default();
+    put_all(&world, backup(NOW - DAY, 1, 1));
+    put_all(
+        &world,
+        (1..=10)
+            .filter(|n| *n != 5)
+            .map(|n| segment(n, RecordStatus::Replicated, NOW - DAY)),
+    );
+    // Segment 5 has waited in staging for a day: the fold stops waiting.
+    let staging = StagingReport {
+        at: NOW,
+        backlog: 1,
+        oldest_age_ms: DAY,
+    };
+    keep(&world, staging, NOW).await;
+    let view = view_at(&world, NOW).await;
+    assert_eq!(view.kept.archive.timelines[&1].missing, 1);
+    let found = checks(&view, &Thresholds::default());
+    assert!(found
+        .iter()
+        .any(|c| c.name == "continuity" && c.level == Level::Critical));
+    // Compress records it at last, behind the summary's position.
+    let mut late = segment(5, RecordStatus::Replicated, NOW - DAY);
+    late.created_at = NOW;
+    put_all(&world, [late]);
+    let view = view_at(&world, NOW + MINUTE).await;
+    assert_eq!(view.kept.archive.timelines[&1].missing, 0);
+    assert_eq!(view.kept.archive.files, folded_whole(&world).files);
+    // The summary item, one list per range, one look-up by key.
+    assert_eq!(view.catalog_requests, 4);
+    let found = checks(&view, &Thresholds::default());
+    assert!(
+        found
+            .iter()
+            .any(|c| c.name == "continuity" && c.level == Level::Ok),
+        "{found:?}"
+    );
+}
+
 /// A catalog where another writer's summary lands between this writer's
 /// read and its write, once.
 struct Interleaved {

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::drill::{last_drill, LastDrill};
 use super::keep::{load, read_range, CatalogRange, StoredSummary};
+use super::summary::ArchiveSummary;
 use super::summary::SETTLE_GRACE_MS;
 use super::StatusError;
 use crate::catalog::{Catalog, CatalogRecord, RecordStatus};
@@ -22,11 +23,17 @@ use crate::keys::ClusterName;
 use crate::provider::Provider;
 use crate::retry::Budget;
 use crate::store::ObjectStore;
+use crate::wal::{SegmentSize, WalFileName};
 
 /// Pages read per range after the summary's position: 10,000 records.
 /// Beyond that the functions have not kept the summary for a long while,
 /// and status says its figures are partial rather than read on.
 pub const STATUS_PAGES: usize = 20;
+
+/// Segments of gaps looked up by key at most, and the largest gap looked
+/// into: a late file is one or a few segments; a longer gap is real.
+const GAP_LOOKUPS: usize = 12;
+const SMALL_GAP: u64 = 3;
 
 /// Files in flight listed (all are counted).
 const IN_FLIGHT_LISTED: usize = 50;
@@ -127,8 +134,39 @@ impl InFlight {
     }
 }
 
-/// Reads the summary, the records after it and the stuck ones it names,
-/// then the last drill's report.
+/// The segments missing in the newest small gaps (up to [`GAP_LOOKUPS`]):
+/// a file recorded after the fold passed its place (it waited in staging
+/// longer than the fold waits) is behind the summary's position, where no
+/// listing finds it. Looked up by key, it closes its gap.
+fn segments_to_recheck(archive: &ArchiveSummary) -> Vec<ArchivedFile> {
+    let Some(size) = archive.segment_size.and_then(|s| SegmentSize::new(s).ok()) else {
+        return Vec::new();
+    };
+    let mut files = Vec::new();
+    let gaps = archive
+        .timelines
+        .values()
+        .flat_map(|span| span.gaps.iter().rev());
+    for gap in gaps.filter(|g| g.missing <= SMALL_GAP) {
+        let Ok(WalFileName::Segment(mut segment)) = gap.first_missing.parse::<WalFileName>() else {
+            continue;
+        };
+        for _ in 0..gap.missing {
+            if files.len() == GAP_LOOKUPS {
+                return files;
+            }
+            files.push(ArchivedFile::Wal(WalFileName::Segment(segment)));
+            match segment.next(size) {
+                Ok(next) => segment = next,
+                Err(_) => break,
+            }
+        }
+    }
+    files
+}
+
+/// Reads the summary, the stuck records it names, the records after it
+/// and the segments of its newest small gaps, then the last drill's report.
 pub async fn read(
     catalog: &dyn Catalog,
     staging: &dyn ObjectStore,
@@ -195,6 +233,18 @@ pub async fn read(
         view.records_read += read;
         view.catalog_requests += pages.pages as u64;
         view.unread |= pages.truncated;
+    }
+    for file in segments_to_recheck(&view.kept.archive) {
+        let record = budget
+            .run(format!("catalog get {file}"), || {
+                catalog.get(cluster, &file)
+            })
+            .await?;
+        view.catalog_requests += 1;
+        if let Some(record) = record {
+            view.in_flight.note(&record, now);
+            view.kept.archive.count(&record);
+        }
     }
     let drill_budget = budget.by(Instant::now() + DRILL_TIME);
     match last_drill(staging, cluster, &drill_budget).await {
