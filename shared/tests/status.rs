@@ -95,6 +95,15 @@ fn folded_whole(world: &MemoryWorld) -> ArchiveSummary {
     all
 }
 
+/// The figures a view shows, without the names of the stuck records (a
+/// whole fold has none).
+fn figures(view: StatusView) -> ArchiveSummary {
+    ArchiveSummary {
+        stuck: Vec::new(),
+        ..view.kept.archive
+    }
+}
+
 /// The staging report of a re-drive at `at` that found nothing waiting.
 fn nothing_waits(at: UnixMillis) -> StagingReport {
     StagingReport {
@@ -204,7 +213,9 @@ async fn a_summary_kept_a_little_at_a_time_agrees_with_one_rebuilt_from_every_re
             }
         }
         for mut record in world.catalog.inner().records() {
-            if record.status == RecordStatus::Partial && record.staged_at + 20 * MINUTE <= now {
+            // Segment 0 stays stuck until round 30.
+            let slow = record.staged_at + 20 * MINUTE <= now && record.staged_at >= NOW;
+            if record.status == RecordStatus::Partial && slow {
                 set_state(&mut record, RecordStatus::Replicated);
                 world.catalog.inner().put(record);
             }
@@ -237,10 +248,13 @@ async fn a_summary_kept_a_little_at_a_time_agrees_with_one_rebuilt_from_every_re
         keep(&world, staging, now).await;
         last_report = staging;
         // Every round, status adds up to every record.
-        assert_eq!(
-            view_at(&world, now).await.kept.archive,
-            folded_whole(&world)
-        );
+        assert_eq!(figures(view_at(&world, now).await), folded_whole(&world));
+        if round == 0 {
+            let kept = load(world.catalog.as_ref(), &cluster(), &budget())
+                .await
+                .unwrap();
+            assert_eq!(kept.summary.unwrap().archive.stuck, vec![segment_name(0)]);
+        }
     }
     let kept = load(world.catalog.as_ref(), &cluster(), &budget())
         .await
@@ -311,6 +325,32 @@ async fn a_stuck_file_is_folded_named_and_read_again_until_it_settles() {
     let view = view_at(&world, NOW + MINUTE).await;
     assert!(view.kept.archive.stuck.is_empty());
     assert_eq!(view.in_flight.count, 0);
+    assert_eq!(figures(view), folded_whole(&world));
+}
+
+#[tokio::test]
+async fn a_corrupt_segment_is_counted_once_and_not_looked_up() {
+    let world = MemoryWorld::default();
+    put_all(&world, backup(NOW - DAY, 1, 1));
+    put_all(
+        &world,
+        (1..=5).map(|n| {
+            let state = if n == 3 {
+                RecordStatus::Corrupt
+            } else {
+                RecordStatus::Replicated
+            };
+            segment(n, state, NOW - DAY)
+        }),
+    );
+    keep(&world, nothing_waits(NOW), NOW).await;
+    let view = view_at(&world, NOW).await;
+    assert_eq!(view.kept.archive.files, 5 + 2);
+    assert_eq!(view.kept.archive.corrupt_files, vec![segment_name(3)]);
+    assert_eq!(view.kept.archive.timelines[&1].missing, 1);
+    // The summary item and one list per range: no look-up of the gap.
+    assert_eq!(view.catalog_requests, 3);
+    assert_eq!(figures(view), folded_whole(&world));
 }
 
 #[tokio::test]
@@ -815,6 +855,19 @@ async fn thresholds_give_the_monitoring_exit_codes() {
     let orphan = world.duplicate();
     verify_found(&orphan, 1, 0).await;
     assert_eq!(level_of(&orphan, &defaults).await.0, Level::Warning);
+    // Left unrepaired three days ago, and no verify since: still critical.
+    let old_damage = world.duplicate();
+    let verify = VerifyRun {
+        at: NOW - 3 * DAY,
+        files: 60,
+        outstanding: 1,
+        copies: 1,
+        ..VerifyRun::default()
+    };
+    record_verify(old_damage.catalog.as_ref(), &cluster(), verify, &budget())
+        .await
+        .unwrap();
+    assert_eq!(level_of(&old_damage, &defaults).await.0, Level::Critical);
 
     // An old backup: warning at 8 days, critical at 15.
     let stale = Thresholds {

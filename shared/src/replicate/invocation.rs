@@ -28,7 +28,7 @@ pub enum InvocationError {
     Redrive(#[source] ReplicateError),
 }
 
-/// The time a re-drive leaves for keeping the status summary.
+/// The time a re-drive leaves for keeping the status summary, at most.
 const SUMMARY_RESERVE: Duration = Duration::from_secs(10);
 
 /// Handles one invocation; all work stops by `deadline` (the Lambda
@@ -71,8 +71,10 @@ pub async fn handle_invocation(
             }
         }
         Invocation::Redrive => {
-            // The re-drive leaves time to keep the status summary.
-            let until = budget.deadline().checked_sub(SUMMARY_RESERVE);
+            // The re-drive leaves time to keep the status summary (half of
+            // what there is, on a function with very little).
+            let reserve = SUMMARY_RESERVE.min(budget.left() / 2);
+            let until = budget.deadline().checked_sub(reserve);
             let redrive_budget = until.map_or(budget, |until| budget.by(until));
             let report = replicator
                 .redrive(redrive_after, &redrive_budget)

@@ -152,14 +152,6 @@ pub fn checks(view: &StatusView, limits: &Thresholds) -> Vec<Check> {
     ];
     let mut check = |name, level, text: String| checks.push(Check { name, level, text });
     match &view.kept.verify {
-        Some(run) if now.saturating_sub(run.at) > RETENTION_RUN_STALE_MS => check(
-            "verify",
-            Level::Warning,
-            format!(
-                "the scheduled verify last ran {} ago (after each sweep)",
-                human_age(age(now, run.at))
-            ),
-        ),
         Some(run) if run.copies > 0 => check(
             "verify",
             Level::Critical,
@@ -168,6 +160,14 @@ pub fn checks(view: &StatusView, limits: &Thresholds) -> Vec<Check> {
                  repair: run `walvault verify`",
                 human_age(age(now, run.at)),
                 run.copies
+            ),
+        ),
+        Some(run) if now.saturating_sub(run.at) > RETENTION_RUN_STALE_MS => check(
+            "verify",
+            Level::Warning,
+            format!(
+                "the scheduled verify last ran {} ago (after each sweep)",
+                human_age(age(now, run.at))
             ),
         ),
         Some(run) if run.outstanding > 0 => check(

@@ -103,7 +103,7 @@ pub struct Gap {
 impl TimelineSpan {
     /// Counts a segment older than the newest: before the first, or in a
     /// gap (it arrived late), which then shrinks or splits.
-    fn fill(&mut self, segment: Segment, name: &str, size: SegmentSize) {
+    fn fill(&mut self, segment: Segment, name: &str, staged_at: UnixMillis, size: SegmentSize) {
         let segno = segment.segno(size);
         let parse = |n: &str| match n.parse::<WalFileName>() {
             Ok(WalFileName::Segment(s)) => Some(s),
@@ -130,6 +130,7 @@ impl TimelineSpan {
                 }
             }
             self.first = name.to_owned();
+            self.trim_gaps();
             return;
         }
         let Some(index) = self.gaps.iter().position(|gap| {
@@ -152,6 +153,7 @@ impl TimelineSpan {
             pieces.push(Gap {
                 missing: before,
                 next: name.to_owned(),
+                next_staged_at: staged_at,
                 ..gap.clone()
             });
         }
@@ -168,6 +170,13 @@ impl TimelineSpan {
         for (offset, piece) in pieces.into_iter().enumerate() {
             self.gaps.insert(index + offset, piece);
         }
+        self.trim_gaps();
+    }
+
+    /// Keeps the newest [`GAPS_LISTED`] gaps.
+    fn trim_gaps(&mut self) {
+        let excess = self.gaps.len().saturating_sub(GAPS_LISTED);
+        self.gaps.drain(..excess);
     }
 }
 
@@ -283,7 +292,7 @@ impl ArchiveSummary {
         };
         let (before, now) = (newest.segno(size), segment.segno(size));
         if now < before {
-            span.fill(segment, &name, size);
+            span.fill(segment, &name, record.staged_at, size);
             return;
         }
         if now == before {
@@ -294,9 +303,6 @@ impl ArchiveSummary {
             let missing = now - before - 1;
             span.missing += missing;
             if let Ok(first_missing) = newest.next(size) {
-                if span.gaps.len() == GAPS_LISTED {
-                    span.gaps.remove(0);
-                }
                 span.gaps.push(Gap {
                     after: span.newest.clone(),
                     first_missing: WalFileName::Segment(first_missing).to_string(),
@@ -304,6 +310,7 @@ impl ArchiveSummary {
                     next: name.clone(),
                     next_staged_at: record.staged_at,
                 });
+                span.trim_gaps();
             }
         }
         span.newest = name;

@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use super::drill::{last_drill, LastDrill};
 use super::keep::{load, read_range, CatalogRange, StoredSummary};
-use super::summary::ArchiveSummary;
 use super::summary::SETTLE_GRACE_MS;
+use super::summary::{ArchiveSummary, Gap};
 use super::StatusError;
 use crate::catalog::{Catalog, CatalogRecord, RecordStatus};
 use crate::clock::UnixMillis;
@@ -143,11 +143,15 @@ fn segments_to_recheck(archive: &ArchiveSummary) -> Vec<ArchivedFile> {
         return Vec::new();
     };
     let mut files = Vec::new();
+    // The newest timeline's newest gaps first; a gap a corrupt file leaves
+    // stays (its record is there, and is not the file).
     let gaps = archive
         .timelines
         .values()
+        .rev()
         .flat_map(|span| span.gaps.iter().rev());
-    for gap in gaps.filter(|g| g.missing <= SMALL_GAP) {
+    let corrupt = |gap: &Gap| archive.corrupt_files.contains(&gap.first_missing);
+    for gap in gaps.filter(|g| g.missing <= SMALL_GAP && !corrupt(g)) {
         let Ok(WalFileName::Segment(mut segment)) = gap.first_missing.parse::<WalFileName>() else {
             continue;
         };
@@ -241,7 +245,8 @@ pub async fn read(
             })
             .await?;
         view.catalog_requests += 1;
-        if let Some(record) = record {
+        // A corrupt record is counted already, and is no archived file.
+        if let Some(record) = record.filter(|r| r.status != RecordStatus::Corrupt) {
             view.in_flight.note(&record, now);
             view.kept.archive.count(&record);
         }
