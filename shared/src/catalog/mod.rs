@@ -12,14 +12,14 @@ use std::fmt;
 
 use async_trait::async_trait;
 
-use crate::clock::UnixMillis;
+use crate::clock::{now_millis, UnixMillis};
 use crate::codec::Sha256Hex;
 use crate::error::{Cause, Retryable};
 use crate::file::ArchivedFile;
 use crate::file::FileKind;
 use crate::keys::ClusterName;
 use crate::provider::Provider;
-use crate::retry::TimedOut;
+use crate::retry::{Budget, TimedOut};
 use crate::wal::{SegmentSize, WalFileKind};
 
 pub use dynamo::DynamoCatalog;
@@ -164,6 +164,44 @@ pub async fn list_prefix(
             Some(next) => after = Some(next),
             None => return Ok(records),
         }
+    }
+}
+
+/// Moves `record` from `replicating` or `partial` to `replicated`. A failed
+/// condition is success when the record, read again, is replicated with the
+/// same content: a concurrent delivery or repair marked it first.
+pub async fn mark_replicated(
+    catalog: &dyn Catalog,
+    record: &CatalogRecord,
+    budget: &Budget,
+) -> Result<(), CatalogError> {
+    let from = [RecordStatus::Replicating, RecordStatus::Partial];
+    let marked = budget
+        .run(format!("catalog mark replicated {}", record.file), || {
+            catalog.set_status(
+                RecordRef::of(record),
+                &from,
+                RecordStatus::Replicated,
+                None,
+                now_millis(),
+            )
+        })
+        .await;
+    let Err(refused @ CatalogError::ConditionFailed { .. }) = marked else {
+        return marked.map(|_| ());
+    };
+    let now = budget
+        .run(format!("catalog get {}", record.file), || {
+            catalog.get(&record.cluster, &record.file)
+        })
+        .await?;
+    match now {
+        Some(now)
+            if now.status == RecordStatus::Replicated && now.raw_sha256 == record.raw_sha256 =>
+        {
+            Ok(())
+        }
+        _ => Err(refused),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::staged::Staged;
 use super::{elapsed_ms, Outcome, ReplicateError, Run};
-use crate::catalog::{CatalogError, CatalogRecord, RecordRef, RecordStatus};
+use crate::catalog::{mark_replicated, CatalogError, CatalogRecord, RecordStatus};
 use crate::clock::now_millis;
 use crate::metrics::Metric;
 use crate::store::StoreError;
@@ -16,49 +16,17 @@ impl Run<'_> {
     /// it already) and removes the staging copy.
     pub(super) async fn finish(&mut self, record: &CatalogRecord) -> Result<(), ReplicateError> {
         let clock = Instant::now();
-        let catalog = &self.replicator.backends.catalog;
-        let from = [RecordStatus::Replicating, RecordStatus::Partial];
-        let marked = self
-            .budget
-            .run(format!("catalog mark replicated {}", self.file), || {
-                catalog.set_status(
-                    RecordRef::of(record),
-                    &from,
-                    RecordStatus::Replicated,
-                    None,
-                    now_millis(),
-                )
-            })
-            .await;
-        match marked {
-            Ok(_) => {}
-            Err(CatalogError::ConditionFailed { .. }) => self.confirm_replicated(record).await?,
+        let catalog = self.replicator.backends.catalog.as_ref();
+        match mark_replicated(catalog, record, self.budget).await {
+            Ok(()) => {}
+            // Neither marked nor replicated with this content since.
+            Err(CatalogError::ConditionFailed { .. }) => {
+                return Err(ReplicateError::RecordChanged { file: self.file })
+            }
             Err(e) => return Err(self.catalog_error(e)),
         }
         self.steps.catalog_ms += elapsed_ms(clock);
         self.delete_staging().await
-    }
-
-    /// After a failed transition: fine if a concurrent delivery marked the
-    /// same content replicated.
-    async fn confirm_replicated(&self, record: &CatalogRecord) -> Result<(), ReplicateError> {
-        let catalog = &self.replicator.backends.catalog;
-        let now = self
-            .budget
-            .run(format!("catalog get {}", self.file), || {
-                catalog.get(&record.cluster, &record.file)
-            })
-            .await
-            .map_err(|e| self.catalog_error(e))?;
-        match now {
-            Some(now)
-                if now.status == RecordStatus::Replicated
-                    && now.raw_sha256 == record.raw_sha256 =>
-            {
-                Ok(())
-            }
-            _ => Err(ReplicateError::RecordChanged { file: self.file }),
-        }
     }
 
     /// Removes the staging object this delivery replicated. Another object

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::backends::Replicas;
-use crate::catalog::{Catalog, CatalogError, CatalogRecord, RecordRef, RecordStatus, TargetState};
+use crate::catalog::{
+    mark_replicated, Catalog, CatalogError, CatalogRecord, RecordRef, RecordStatus, TargetState,
+};
 use crate::clock::now_millis;
 use crate::codec::verify_compressed;
 use crate::error::chain;
@@ -234,26 +236,9 @@ impl Repairer<'_> {
         };
         let unfinished = [RecordStatus::Replicating, RecordStatus::Partial];
         if now.has_every_target() && unfinished.contains(&now.status) {
-            let marked = self
-                .checker
-                .budget()
-                .run(format!("catalog mark replicated {}", record.file), || {
-                    self.catalog.set_status(
-                        RecordRef::of(record),
-                        &unfinished,
-                        RecordStatus::Replicated,
-                        None,
-                        now_millis(),
-                    )
-                })
-                .await;
-            match marked {
-                Ok(_) => {}
-                // Compress may have marked it meanwhile.
-                Err(CatalogError::ConditionFailed { .. })
-                    if matches!(self.reread(record).await,
-                        Ok(Some(now)) if now.status == RecordStatus::Replicated) => {}
-                Err(e) => return catalog_failed("recorded, but marking the file replicated", e),
+            let budget = self.checker.budget();
+            if let Err(e) = mark_replicated(self.catalog.as_ref(), record, &budget).await {
+                return catalog_failed("recorded, but marking the file replicated", e);
             }
         }
         Ok(Repair::Recorded)
