@@ -142,15 +142,50 @@ pub fn newest_complete_backup(view: &StatusView) -> Option<&BackupLine> {
 }
 
 pub fn checks(view: &StatusView, limits: &Thresholds) -> Vec<Check> {
-    let now = view.now;
     let mut checks = vec![
         archiving(view, limits),
         staging(view, limits),
         replication(view, limits),
         continuity(view),
         backups(view, limits),
+        verify(view),
+        retention(view),
+        drill(view),
     ];
-    let mut check = |name, level, text: String| checks.push(Check { name, level, text });
+    if let Some(problem) = &view.summary_problem {
+        checks.push(check(
+            "summary",
+            Level::Warning,
+            format!("{problem}; read the records instead"),
+        ));
+    }
+    if view.unread {
+        checks.push(check(
+            "summary",
+            Level::Unknown,
+            format!(
+                "the summary is far behind the catalog: {} records read, more left unread, figures partial",
+                view.records_read
+            ),
+        ));
+    }
+    if view.kept.archive.conflicted > 0 {
+        checks.push(check(
+            "conflicts",
+            Level::Warning,
+            format!(
+                "{} files had different content pushed under their name (refused; counted at \
+                 the last rebuild)",
+                view.kept.archive.conflicted
+            ),
+        ));
+    }
+    checks
+}
+
+/// What the scheduled verify after the last sweep found.
+fn verify(view: &StatusView) -> Check {
+    let now = view.now;
     match &view.kept.verify {
         Some(run) if run.copies > 0 => check(
             "verify",
@@ -205,6 +240,11 @@ pub fn checks(view: &StatusView, limits: &Thresholds) -> Vec<Check> {
             "no scheduled verify recorded yet".into(),
         ),
     }
+}
+
+/// Whether the retention function runs, and cleanly.
+fn retention(view: &StatusView) -> Check {
+    let now = view.now;
     match &view.kept.retention {
         Some(run) if now.saturating_sub(run.at) > RETENTION_RUN_STALE_MS => check(
             "retention",
@@ -235,6 +275,11 @@ pub fn checks(view: &StatusView, limits: &Thresholds) -> Vec<Check> {
             "the retention function has not written a summary yet (it runs daily)".into(),
         ),
     }
+}
+
+/// The last recovery drill.
+fn drill(view: &StatusView) -> Check {
+    let now = view.now;
     match (&view.last_drill, &view.drill_problem) {
         (_, Some(problem)) => check(
             "drill",
@@ -273,35 +318,10 @@ pub fn checks(view: &StatusView, limits: &Thresholds) -> Vec<Check> {
             ),
         ),
     }
-    if let Some(problem) = &view.summary_problem {
-        check(
-            "summary",
-            Level::Warning,
-            format!("{problem}; read the records instead"),
-        );
-    }
-    if view.unread {
-        check(
-            "summary",
-            Level::Unknown,
-            format!(
-                "the summary is far behind the catalog: {} records read, more left unread, figures partial",
-                view.records_read
-            ),
-        );
-    }
-    if view.kept.archive.conflicted > 0 {
-        check(
-            "conflicts",
-            Level::Warning,
-            format!(
-                "{} files had different content pushed under their name (refused; counted at \
-                 the last rebuild)",
-                view.kept.archive.conflicted
-            ),
-        );
-    }
-    checks
+}
+
+fn check(name: &'static str, level: Level, text: String) -> Check {
+    Check { name, level, text }
 }
 
 fn archiving(view: &StatusView, limits: &Thresholds) -> Check {

@@ -260,6 +260,24 @@ async fn fold_ranges(
     Ok(())
 }
 
+/// The record named `name`, read by key (`None` for a name that is no
+/// file's: the summary item was written by something else).
+pub(super) async fn look_up(
+    catalog: &dyn Catalog,
+    cluster: &ClusterName,
+    name: &str,
+    budget: &Budget,
+) -> Result<Option<CatalogRecord>, StatusError> {
+    let Ok(file) = name.parse::<ArchivedFile>() else {
+        return Ok(None);
+    };
+    Ok(budget
+        .run(format!("catalog get {name}"), || {
+            catalog.get(cluster, &file)
+        })
+        .await?)
+}
+
 /// Counts the stuck records that have settled since, and drops them from
 /// the list with those that are gone.
 async fn settle_stuck(
@@ -270,15 +288,7 @@ async fn settle_stuck(
 ) -> Result<(), StatusError> {
     let mut still = Vec::with_capacity(archive.stuck.len());
     for name in std::mem::take(&mut archive.stuck) {
-        let Ok(file) = name.parse::<ArchivedFile>() else {
-            continue;
-        };
-        let record = budget
-            .run(format!("catalog get {name}"), || {
-                catalog.get(cluster, &file)
-            })
-            .await?;
-        match record {
+        match look_up(catalog, cluster, &name, budget).await? {
             Some(r) if matches!(r.status, RecordStatus::Replicating | RecordStatus::Partial) => {
                 still.push(name)
             }

@@ -11,14 +11,13 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::drill::{last_drill, LastDrill};
-use super::keep::{load, read_range, CatalogRange, StoredSummary};
+use super::keep::{load, look_up, read_range, CatalogRange, StoredSummary};
 use super::summary::SETTLE_GRACE_MS;
 use super::summary::{ArchiveSummary, Gap};
 use super::StatusError;
 use crate::catalog::{Catalog, CatalogRecord, RecordStatus};
 use crate::clock::UnixMillis;
 use crate::error::chain;
-use crate::file::ArchivedFile;
 use crate::keys::ClusterName;
 use crate::provider::Provider;
 use crate::retry::Budget;
@@ -138,7 +137,7 @@ impl InFlight {
 /// a file recorded after the fold passed its place (it waited in staging
 /// longer than the fold waits) is behind the summary's position, where no
 /// listing finds it. Looked up by key, it closes its gap.
-fn segments_to_recheck(archive: &ArchiveSummary) -> Vec<ArchivedFile> {
+fn segments_to_recheck(archive: &ArchiveSummary) -> Vec<String> {
     let Some(size) = archive.segment_size.and_then(|s| SegmentSize::new(s).ok()) else {
         return Vec::new();
     };
@@ -159,7 +158,7 @@ fn segments_to_recheck(archive: &ArchiveSummary) -> Vec<ArchivedFile> {
             if files.len() == GAP_LOOKUPS {
                 return files;
             }
-            files.push(ArchivedFile::Wal(WalFileName::Segment(segment)));
+            files.push(WalFileName::Segment(segment).to_string());
             match segment.next(size) {
                 Ok(next) => segment = next,
                 Err(_) => break,
@@ -197,14 +196,7 @@ pub async fn read(
         drill_problem: None,
     };
     for name in view.kept.archive.stuck.clone() {
-        let Ok(file) = name.parse::<ArchivedFile>() else {
-            continue;
-        };
-        let record = budget
-            .run(format!("catalog get {name}"), || {
-                catalog.get(cluster, &file)
-            })
-            .await?;
+        let record = look_up(catalog, cluster, &name, budget).await?;
         view.catalog_requests += 1;
         // Not in the kept figures: counted as it stands now.
         if let Some(record) = record {
@@ -238,12 +230,8 @@ pub async fn read(
         view.catalog_requests += pages.pages as u64;
         view.unread |= pages.truncated;
     }
-    for file in segments_to_recheck(&view.kept.archive) {
-        let record = budget
-            .run(format!("catalog get {file}"), || {
-                catalog.get(cluster, &file)
-            })
-            .await?;
+    for name in segments_to_recheck(&view.kept.archive) {
+        let record = look_up(catalog, cluster, &name, budget).await?;
         view.catalog_requests += 1;
         // A corrupt record is counted already, and is no archived file.
         if let Some(record) = record.filter(|r| r.status != RecordStatus::Corrupt) {
