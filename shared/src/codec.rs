@@ -5,10 +5,13 @@
 //! before it starts. The sha256 is always of the raw, uncompressed bytes: it is
 //! the identity of a WAL file whatever the stores did to it.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::Read;
 
 use sha2::{Digest, Sha256};
+
+use crate::seal::{self, Claims, Identities, OpenError};
 
 /// A zstd compression level walvault accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +49,11 @@ pub struct Sha256Hex(String);
 impl Sha256Hex {
     pub fn of(bytes: &[u8]) -> Self {
         Self::finish(Sha256::new_with_prefix(bytes))
+    }
+
+    /// A digest (or any 32 bytes) in hex.
+    pub fn of_digest(bytes: &[u8; 32]) -> Self {
+        Sha256Hex(hex::encode(bytes))
     }
 
     /// The digest of everything fed to `hasher`: for bytes hashed as
@@ -168,6 +176,62 @@ pub fn verify_compressed(
     Ok(())
 }
 
+/// A stored copy's compressed bytes: opened first if it is sealed, with
+/// what it claims inside; a plain copy as it is.
+pub fn unseal<'a>(
+    stored: &'a [u8],
+    with: &Identities,
+) -> Result<(Cow<'a, [u8]>, Option<Claims>), CodecError> {
+    if !seal::is_sealed(stored) {
+        return Ok((Cow::Borrowed(stored), None));
+    }
+    let (claims, packed) = seal::open(stored, with, stored.len() as u64)?;
+    Ok((Cow::Owned(packed), Some(claims)))
+}
+
+/// What a sealed copy claims must be what the catalog expects.
+fn check_claims(
+    claims: Option<&Claims>,
+    expected_len: u64,
+    expected: &Sha256Hex,
+) -> Result<(), CodecError> {
+    match claims {
+        Some(claims) if claims.raw_size != expected_len => Err(CodecError::SizeMismatch {
+            expected: expected_len,
+            actual: claims.raw_size,
+        }),
+        Some(claims) if &claims.raw_sha256 != expected => Err(CodecError::DigestMismatch {
+            expected: expected.clone(),
+            actual: claims.raw_sha256.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// [`decompress_verified`] for a stored copy, sealed or not.
+pub fn unpack_verified(
+    stored: &[u8],
+    expected_len: u64,
+    expected: &Sha256Hex,
+    with: &Identities,
+) -> Result<Vec<u8>, CodecError> {
+    let (packed, claims) = unseal(stored, with)?;
+    check_claims(claims.as_ref(), expected_len, expected)?;
+    decompress_verified(&packed, expected_len, expected)
+}
+
+/// [`verify_compressed`] for a stored copy, sealed or not.
+pub fn verify_stored(
+    stored: &[u8],
+    expected_len: u64,
+    expected: &Sha256Hex,
+    with: &Identities,
+) -> Result<(), CodecError> {
+    let (packed, claims) = unseal(stored, with)?;
+    check_claims(claims.as_ref(), expected_len, expected)?;
+    verify_compressed(&packed, expected_len, expected)
+}
+
 /// Checks raw WAL bytes against the size and digest they must have.
 pub fn verify(raw: &[u8], expected_len: u64, expected: &Sha256Hex) -> Result<(), CodecError> {
     if raw.len() as u64 != expected_len {
@@ -205,6 +269,10 @@ pub enum CodecError {
         expected: Sha256Hex,
         actual: Sha256Hex,
     },
+    /// A sealed copy that could not be opened: locked (no identity for
+    /// it) or damaged.
+    #[error(transparent)]
+    Sealed(#[from] OpenError),
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::codec::CompressionLevel;
 use crate::keys::ClusterName;
 use crate::provider::{Provider, RegionError};
+use crate::seal::{Identities, KeyError, Recipients};
 
 pub const ENV_PREFIX: &str = "WALVAULT_";
 
@@ -65,6 +66,9 @@ pub const SETTINGS: &[&str] = &[
     "RESTORE_READ_AHEAD",
     "VERIFY_AFTER_SWEEP",
     "VERIFY_CONCURRENCY",
+    "RECIPIENTS",
+    "ENCRYPTION_OFF",
+    "IDENTITY_FILE",
 ];
 
 /// A value that must never reach a log line or an error message.
@@ -185,6 +189,26 @@ pub struct Config {
     pub verify_after_sweep: bool,
     /// Files `walvault verify` checks at once.
     pub verify_concurrency: usize,
+    /// Whether the compress function seals new copies, and to whom.
+    pub encryption: Encryption,
+    /// The identity files fetch, restore, verify and drill open sealed
+    /// copies with (none: sealed copies cannot be opened).
+    pub identity_files: Vec<PathBuf>,
+}
+
+/// Whether new copies are sealed (see [`crate::seal`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encryption {
+    /// No recipient configured, and not said to be off: the compress
+    /// function refuses to start if the catalog says the cluster's copies
+    /// are sealed, so that a variable lost in one deployment cannot turn
+    /// encryption off.
+    Unset,
+    /// `WALVAULT_ENCRYPTION_OFF`: new copies are stored unsealed, even if
+    /// older ones were sealed.
+    Off,
+    /// `WALVAULT_RECIPIENTS`: new copies are sealed to these.
+    To(Recipients),
 }
 
 impl Config {
@@ -251,6 +275,17 @@ impl Config {
             restore_read_ahead: settings.whole("RESTORE_READ_AHEAD", 4, 1..=32)? as usize,
             verify_after_sweep: settings.boolean("VERIFY_AFTER_SWEEP", true)?,
             verify_concurrency: settings.whole("VERIFY_CONCURRENCY", 32, 1..=512)? as usize,
+            encryption: settings.encryption()?,
+            identity_files: settings.identity_files()?,
+        })
+    }
+
+    /// The identities of `WALVAULT_IDENTITY_FILE`, read now (none when
+    /// unset).
+    pub fn identities(&self) -> Result<Identities, ConfigError> {
+        Identities::load(&self.identity_files).map_err(|problem| ConfigError::Keys {
+            variable: format!("{ENV_PREFIX}IDENTITY_FILE"),
+            problem,
         })
     }
 
@@ -480,6 +515,46 @@ impl Settings<'_> {
         }
     }
 
+    fn encryption(&self) -> Result<Encryption, ConfigError> {
+        let off = self.boolean("ENCRYPTION_OFF", false)?;
+        match (self.get("RECIPIENTS"), off) {
+            (Some(_), true) => Err(self.invalid(
+                "ENCRYPTION_OFF",
+                "cannot be true while WALVAULT_RECIPIENTS is set",
+            )),
+            (Some(list), false) => {
+                Recipients::parse(&list)
+                    .map(Encryption::To)
+                    .map_err(|problem| ConfigError::Keys {
+                        variable: format!("{ENV_PREFIX}RECIPIENTS"),
+                        problem,
+                    })
+            }
+            (None, true) => Ok(Encryption::Off),
+            (None, false) => Ok(Encryption::Unset),
+        }
+    }
+
+    /// Absolute paths separated by commas.
+    fn identity_files(&self) -> Result<Vec<PathBuf>, ConfigError> {
+        let Some(list) = self.get("IDENTITY_FILE") else {
+            return Ok(Vec::new());
+        };
+        let files: Vec<PathBuf> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        if files.iter().any(|p| !p.is_absolute()) {
+            return Err(self.invalid(
+                "IDENTITY_FILE",
+                "must be absolute paths separated by commas",
+            ));
+        }
+        Ok(files)
+    }
+
     fn fetch_order(&self) -> Result<Vec<Provider>, ConfigError> {
         match self.get("FETCH_ORDER") {
             None => Ok(Provider::ALL.to_vec()),
@@ -613,6 +688,9 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {problem}")]
     File { path: String, problem: FileProblem },
+    /// A key list that is not one; the error names the entry, never a key.
+    #[error("{variable}: {problem}")]
+    Keys { variable: String, problem: KeyError },
 }
 
 #[cfg(test)]

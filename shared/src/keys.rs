@@ -76,6 +76,10 @@ pub mod meta {
     /// Archived objects: the raw size, so that a copy can be verified
     /// without the catalog.
     pub const RAW_SIZE: &str = "raw-size";
+    /// On a sealed replica, which carries no raw size (its claims are
+    /// inside): the format it is sealed in.
+    pub const SEALED: &str = "sealed";
+    pub const SEALED_FORMAT: &str = "age-v1";
 }
 
 pub fn staging_key(cluster: &ClusterName, file: impl Into<ArchivedFile>) -> String {

@@ -35,6 +35,7 @@ pub mod provider;
 pub mod replicate;
 pub mod retention;
 pub mod retry;
+pub mod seal;
 pub mod secrets;
 pub mod status;
 pub mod store;

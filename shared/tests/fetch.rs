@@ -34,6 +34,7 @@ enum Answer {
     NoVerifiedCopy,
     Disagreement,
     LocalDisk,
+    Locked,
 }
 
 fn answer(result: &Result<shared::archive::fetch::Fetched, FetchError>) -> Answer {
@@ -44,6 +45,7 @@ fn answer(result: &Result<shared::archive::fetch::Fetched, FetchError>) -> Answe
         Err(FetchError::NoVerifiedCopy { .. }) => Answer::NoVerifiedCopy,
         Err(FetchError::Disagreement { .. }) => Answer::Disagreement,
         Err(FetchError::Local { .. }) => Answer::LocalDisk,
+        Err(FetchError::Locked { .. }) => Answer::Locked,
     }
 }
 

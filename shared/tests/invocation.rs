@@ -166,7 +166,7 @@ async fn a_lost_event_is_found_by_the_redrive_once_old_enough() {
     assert_eq!(report["summary"], "kept", "{report}");
     let item = world
         .catalog
-        .get_summary(&cluster())
+        .get_cluster_item(&cluster(), shared::catalog::ClusterItemKind::Summary)
         .await
         .unwrap()
         .unwrap();

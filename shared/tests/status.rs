@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::{cluster, limits};
 use shared::catalog::{
-    Catalog, CatalogError, CatalogOperation, CatalogRecord, CreateOutcome, RecordPage, RecordRef,
-    RecordStatus, SummaryItem, TargetState,
+    Catalog, CatalogError, CatalogOperation, CatalogRecord, ClusterItem, ClusterItemKind,
+    CreateOutcome, RecordPage, RecordRef, RecordStatus, TargetState,
 };
 use shared::clock::UnixMillis;
 use shared::fault::Fault;
@@ -160,7 +160,7 @@ async fn status_of_100_000_records_makes_a_handful_of_requests() {
     let calls_before = world.catalog.calls(CatalogOperation::List);
     let view = view_at(&world, NOW).await;
     let lists = world.catalog.calls(CatalogOperation::List) - calls_before;
-    assert_eq!(world.catalog.calls(CatalogOperation::GetSummary), 3);
+    assert_eq!(world.catalog.calls(CatalogOperation::GetClusterItem), 3);
     // One page of the WAL after the summary, one of the backups after it.
     assert_eq!(lists, 2, "{lists} list requests");
     assert_eq!(view.catalog_requests, 3);
@@ -452,20 +452,27 @@ impl Catalog for Interleaved {
     ) -> Result<RecordPage, CatalogError> {
         self.inner.list_page(c, prefix, after).await
     }
-    async fn get_summary(&self, c: &ClusterName) -> Result<Option<SummaryItem>, CatalogError> {
-        self.inner.get_summary(c).await
-    }
-    async fn put_summary(
+    async fn get_cluster_item(
         &self,
         c: &ClusterName,
+        item: ClusterItemKind,
+    ) -> Result<Option<ClusterItem>, CatalogError> {
+        self.inner.get_cluster_item(c, item).await
+    }
+    async fn put_cluster_item(
+        &self,
+        c: &ClusterName,
+        item: ClusterItemKind,
         expected: Option<u64>,
         body: &str,
     ) -> Result<(), CatalogError> {
         let other = self.other.lock().unwrap().take();
         if let Some(other) = other {
-            self.inner.put_summary(c, expected, &other).await?;
+            self.inner
+                .put_cluster_item(c, item, expected, &other)
+                .await?;
         }
-        self.inner.put_summary(c, expected, body).await
+        self.inner.put_cluster_item(c, item, expected, body).await
     }
 }
 
@@ -490,7 +497,7 @@ async fn two_writers_never_undo_each_other() {
     .unwrap();
     let other = swept
         .catalog
-        .get_summary(&cluster())
+        .get_cluster_item(&cluster(), ClusterItemKind::Summary)
         .await
         .unwrap()
         .unwrap()
@@ -508,7 +515,7 @@ async fn two_writers_never_undo_each_other() {
         .await
         .unwrap();
     // The other writer's, the re-drive's refused, the re-drive's again.
-    assert_eq!(world.catalog.calls(CatalogOperation::PutSummary), 3);
+    assert_eq!(world.catalog.calls(CatalogOperation::PutClusterItem), 3);
     let kept = load(world.catalog.as_ref(), &cluster(), &budget())
         .await
         .unwrap();
@@ -544,7 +551,7 @@ async fn two_writers_never_undo_each_other() {
     // A writer that loses every time gives up, and says so.
     world
         .catalog
-        .fail_always(CatalogOperation::PutSummary, Fault::PreconditionFailed);
+        .fail_always(CatalogOperation::PutClusterItem, Fault::PreconditionFailed);
     let err = refresh(world.catalog.as_ref(), &cluster(), staging, NOW, &budget())
         .await
         .unwrap_err();
@@ -560,7 +567,7 @@ async fn a_summary_that_does_not_parse_is_read_around_then_rebuilt() {
     );
     world
         .catalog
-        .put_summary(&cluster(), None, "{not json")
+        .put_cluster_item(&cluster(), ClusterItemKind::Summary, None, "{not json")
         .await
         .unwrap();
     let view = view_at(&world, NOW).await;
@@ -598,7 +605,7 @@ async fn a_catalog_that_hangs_or_refuses_gives_no_verdict() {
     let world = MemoryWorld::default();
     world
         .catalog
-        .fail_always(CatalogOperation::GetSummary, Fault::Hang);
+        .fail_always(CatalogOperation::GetClusterItem, Fault::Hang);
     let short = limits().until(tokio::time::Instant::now() + Duration::from_secs(2));
     let started = std::time::Instant::now();
     let err = read(

@@ -8,8 +8,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, UNIX_EPOCH};
 
 use common::{announced, cluster, limits, name, pusher, replicator, WalDir};
-use shared::catalog::{list_all, CatalogOperation};
+use shared::catalog::{list_all, Catalog, CatalogOperation, CatalogRecord};
 use shared::fault::Fault;
+use shared::file::ArchivedFile;
 use shared::keys::archive_key;
 use shared::provider::Provider;
 use shared::retention::plan::Rules;
@@ -221,7 +222,12 @@ fn rows() -> Vec<Row> {
 async fn every_fault_at_every_request_deletes_only_what_is_gone_everywhere() {
     let (r2, b2) = (Provider::R2, Provider::B2);
     let rows = rows();
+    // An archive from before the compress function kept a history file's
+    // text in its record: the sweep reads the file from a replica.
     let archived = archive().await;
+    let mut history = history_record(&archived).await;
+    history.history = None;
+    archived.catalog.inner().put(history);
     for (faults, expected) in rows {
         let world = archived.duplicate();
         for (step, fault, times) in &faults {
@@ -265,6 +271,34 @@ async fn every_fault_at_every_request_deletes_only_what_is_gone_everywhere() {
             (expected, result) => panic!("{case}: expected {expected:?}, got {result:?}"),
         }
     }
+}
+
+async fn history_record(world: &MemoryWorld) -> CatalogRecord {
+    let file = ArchivedFile::Wal(name("00000002.history"));
+    world.catalog.get(&cluster(), &file).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_history_file_kept_in_its_record_needs_no_replica_and_is_verified() {
+    let world = archive().await;
+    let history = history_record(&world).await;
+    assert!(history.history.is_some(), "compress keeps the text");
+    for provider in Provider::ALL {
+        world
+            .replica(provider)
+            .fail_key_next(Operation::Get, ".history", Fault::Refused, u32::MAX);
+    }
+    let report = sweep(&world, true, 100_000).await.unwrap();
+    assert_eq!(report.planned, 5, "{report:?}");
+
+    let mut altered = history;
+    altered.history = Some("1\t0/9000000\tno recovery target specified\n".into());
+    world.catalog.inner().put(altered);
+    let error = sweep(&world, true, 100_000).await.unwrap_err();
+    assert!(
+        matches!(&error, SweepError::History { detail, .. } if detail.contains("the text in its record")),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]

@@ -63,6 +63,7 @@ async fn verify_at(world: &MemoryWorld, options: VerifyOptions, now: u64) -> Ver
         catalog: backends.catalog,
         replicas: backends.replicas,
         limits: limits(),
+        identities: Default::default(),
     }
     .verify(options, now, &NoProgress)
     .await
@@ -438,6 +439,7 @@ async fn the_scheduled_run_repairs_and_counts() {
         catalog: backends.catalog,
         replicas: backends.replicas,
         limits: limits(),
+        identities: Default::default(),
     };
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     let outcome = verifier.scheduled(4, deadline).await;

@@ -27,6 +27,8 @@ pub const FETCH_STORE_ERROR: u8 = 150;
 pub const FETCH_NO_VERIFIED_COPY: u8 = 151;
 pub const FETCH_DISAGREEMENT: u8 = 152;
 pub const FETCH_LOCAL_ERROR: u8 = 153;
+/// The copies are sealed to keys no configured identity opens.
+pub const FETCH_LOCKED: u8 = 154;
 
 pub const BACKUP_USAGE: u8 = 2;
 /// pg_basebackup could not run or failed.
@@ -50,6 +52,9 @@ pub const RESTORE_UNAVAILABLE: u8 = 4;
 pub const RESTORE_VERIFY_FAILED: u8 = 5;
 /// Writing the directory, or a local configuration problem.
 pub const RESTORE_LOCAL: u8 = 6;
+
+/// The identity file could not be written (one is there already).
+pub const KEYGEN_FAILED: u8 = 1;
 
 pub const DRILL_FAILED: u8 = 1;
 pub const DRILL_USAGE: u8 = 2;
@@ -79,6 +84,7 @@ const _: () = assert!(
         && FETCH_NO_VERIFIED_COPY > 125
         && FETCH_DISAGREEMENT > 125
         && FETCH_LOCAL_ERROR > 125
+        && FETCH_LOCKED > 125
 );
 const _: () = assert!(
     PUSH_USAGE <= 125
@@ -119,6 +125,7 @@ pub fn fetch_exit(error: &FetchError) -> u8 {
         FetchError::NoVerifiedCopy { .. } => FETCH_NO_VERIFIED_COPY,
         FetchError::Disagreement { .. } => FETCH_DISAGREEMENT,
         FetchError::Local { .. } => FETCH_LOCAL_ERROR,
+        FetchError::Locked { .. } => FETCH_LOCKED,
     }
 }
 

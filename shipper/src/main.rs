@@ -115,6 +115,13 @@ enum Command {
         #[arg(long)]
         restore_command: Option<String>,
     },
+    /// Writes a new identity for sealed copies (mode 0600, never over a
+    /// file) and prints its public recipient, for WALVAULT_RECIPIENTS.
+    Keygen {
+        /// The identity file to create.
+        #[arg(long = "out")]
+        out: PathBuf,
+    },
     /// The archive's state in one screen: recoverable window, archiving
     /// health, replication, backups, retention, the last drill. Exits 0 OK,
     /// 1 WARNING, 2 CRITICAL, 3 UNKNOWN (monitoring-plugin convention).
@@ -272,6 +279,10 @@ fn main() -> ExitCode {
             return ExitCode::from(FETCH_LOCAL_ERROR);
         }
     };
+    // Keys are made before any deployment: no configuration needed.
+    if let Command::Keygen { out } = &cli.command {
+        return ExitCode::from(command::keygen::keygen(out));
+    }
     let config_file = cli
         .config
         .clone()
@@ -290,6 +301,7 @@ fn main() -> ExitCode {
         };
         let config_file = config_file.as_deref();
         match cli.command {
+            Command::Keygen { .. } => unreachable!("keygen runs before the configuration is read"),
             Command::Push { path } => command::push::push(config, &path).await,
             Command::Fetch { wal_file, dest } => {
                 command::fetch::fetch(config, config_file, &wal_file, &dest).await

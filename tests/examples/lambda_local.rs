@@ -258,7 +258,7 @@ async fn summary_kept(config: &Config) -> Result<(), String> {
     let item = backends(config)
         .await
         .catalog
-        .get_summary(&config.cluster)
+        .get_cluster_item(&config.cluster, shared::catalog::ClusterItemKind::Summary)
         .await
         .map_err(|e| format!("reading the summary item: {e}"))?
         .ok_or("no summary item")?;

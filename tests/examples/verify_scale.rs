@@ -90,6 +90,7 @@ async fn scale(config: &Config, files: usize) {
         )),
         replicas: backends.replicas.clone(),
         limits: RequestLimits::from_config(config),
+        identities: Default::default(),
     };
     println!(
         "7. walvault verify: a HEAD of every copy of {files} files on R2 and B2 (s3s-fs), catalog pages from a snapshot"
@@ -262,6 +263,7 @@ fn deep_against_pgbackrest(runtime: &tokio::runtime::Runtime, config: &Config, s
         catalog: backends.catalog.clone(),
         replicas: backends.replicas.clone(),
         limits: RequestLimits::from_config(config),
+        identities: Default::default(),
     };
     let (report, took) = runtime.block_on(run(&verifier, Range::default(), true, 32));
     assert!(report.all_good(), "{report:#?}");

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use shared::catalog::{
-    Catalog, CatalogError, CatalogRecord, CreateOutcome, RecordPage, RecordRef, RecordStatus,
-    SummaryItem, TargetState,
+    Catalog, CatalogError, CatalogRecord, ClusterItem, ClusterItemKind, CreateOutcome, RecordPage,
+    RecordRef, RecordStatus, TargetState,
 };
 use shared::clock::UnixMillis;
 use shared::file::ArchivedFile;
@@ -74,20 +74,24 @@ impl Catalog for SnapshotPages {
         self.inner.delete(record).await
     }
 
-    async fn get_summary(
+    async fn get_cluster_item(
         &self,
         cluster: &ClusterName,
-    ) -> Result<Option<SummaryItem>, CatalogError> {
-        self.inner.get_summary(cluster).await
+        item: ClusterItemKind,
+    ) -> Result<Option<ClusterItem>, CatalogError> {
+        self.inner.get_cluster_item(cluster, item).await
     }
 
-    async fn put_summary(
+    async fn put_cluster_item(
         &self,
         cluster: &ClusterName,
+        item: ClusterItemKind,
         expected: Option<u64>,
         body: &str,
     ) -> Result<(), CatalogError> {
-        self.inner.put_summary(cluster, expected, body).await
+        self.inner
+            .put_cluster_item(cluster, item, expected, body)
+            .await
     }
 
     async fn list_page(

@@ -203,7 +203,7 @@ async fn status_reports_the_archive_and_exits_as_monitoring_expects() {
     // The summary is kept up to segment 4: only the stuck file is read.
     let item = admin
         .catalog
-        .get_summary(&config.cluster)
+        .get_cluster_item(&config.cluster, shared::catalog::ClusterItemKind::Summary)
         .await
         .unwrap()
         .unwrap();

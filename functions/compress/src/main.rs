@@ -8,9 +8,11 @@ use std::sync::Arc;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use shared::backends::Backends;
-use shared::config::Config;
+use shared::clock::now_millis;
+use shared::config::{Config, Encryption};
 use shared::replicate::Replicator;
 use shared::retry::RequestLimits;
+use shared::seal::state::check_at_start;
 
 mod handler;
 
@@ -19,13 +21,29 @@ async fn main() -> Result<(), Error> {
     shared::logging::init_lambda();
     // Once per cold start: configuration, credentials and clients.
     let config = Config::load(None)?;
-    let replicator = Arc::new(Replicator::new(
+    let limits = RequestLimits::from_config(&config);
+    let replicator = Replicator::new(
         config.cluster.clone(),
         config.staging.bucket.clone(),
         Backends::connect(&config).await?,
         config.zstd_level,
-        RequestLimits::from_config(&config),
-    )?);
+        limits,
+    )?
+    .sealing_to(match &config.encryption {
+        Encryption::To(recipients) => Some(recipients.clone()),
+        Encryption::Off | Encryption::Unset => None,
+    });
+    // Refuses to start with no recipients for a cluster the catalog says
+    // is sealed.
+    check_at_start(
+        replicator.backends.catalog.as_ref(),
+        &config.cluster,
+        &config.encryption,
+        &limits.one_request(),
+        now_millis(),
+    )
+    .await?;
+    let replicator = Arc::new(replicator);
     let redrive_after = config.redrive_after;
     run(service_fn(move |event: LambdaEvent<Value>| {
         let replicator = Arc::clone(&replicator);

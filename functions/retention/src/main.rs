@@ -10,6 +10,7 @@ use shared::backends::Backends;
 use shared::config::Config;
 use shared::retention::sweep::Sweeper;
 use shared::retry::RequestLimits;
+use shared::seal::Identities;
 use shared::verify::Verifier;
 
 mod handler;
@@ -28,6 +29,9 @@ async fn main() -> Result<(), Error> {
             catalog: Arc::clone(&backends.catalog),
             replicas: backends.replicas.clone(),
             limits: RequestLimits::from_config(&config),
+            // Holds public recipients at most: sealed copies are checked
+            // by their tag and size, and repaired only by a host.
+            identities: Identities::default(),
         };
         Arc::new(handler::AfterSweep {
             verifier,

@@ -1,12 +1,12 @@
-//! A copy too large to hold (over [`IN_MEMORY_LIMIT`]): decompressed and
-//! hashed as it streams in, written to a temporary file in the directory
+//! A copy too large to hold (over [`IN_MEMORY_LIMIT`]): opened (if sealed),
+//! decompressed and hashed as it streams in, written to a temporary file in the directory
 //! it is meant for, and handed over only once its size and sha256 are the
 //! ones expected. Memory stays at a few pieces and zstd's window whatever
 //! the file's size; a copy that fails leaves no file behind.
 //!
 //! [`IN_MEMORY_LIMIT`]: crate::codec::IN_MEMORY_LIMIT
 
-use std::io::{BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,10 +14,13 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tempfile::TempPath;
 
+use bytes::Bytes;
+
 use crate::codec::{CodecError, Sha256Hex};
 use crate::error::Retryable;
 use crate::retry::TimedOut;
-use crate::store::{ObjectReader, StoreError};
+use crate::seal::{self, Claims, Identities, OpenError};
+use crate::store::{BodyStream, ObjectReader, StoreError};
 
 /// Why a streamed copy was not kept.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,8 @@ pub(crate) struct Expect<'a> {
     pub size: u64,
     pub sha256: &'a Sha256Hex,
     pub compressed: bool,
+    /// What a sealed replica is opened with.
+    pub identities: &'a Identities,
 }
 
 /// Streams `reader`'s body into a new temporary file in `dir`, each piece
@@ -90,47 +95,159 @@ pub(crate) async fn check_stream(
         .map(drop)
 }
 
-/// Streams the body through zstd (for a replica) and the hash into `out`;
-/// `out` back once the size and sha256 are the expected ones.
-async fn stream_verified<W: Write>(
+/// Streams the body (opened first if it is a sealed replica) through zstd
+/// (for a replica) and the hash into `out`; `out` back once the size and
+/// sha256 are the expected ones.
+async fn stream_verified<W: Write + Send + 'static>(
     reader: ObjectReader,
     expect: Expect<'_>,
     out: W,
     piece_timeout: Duration,
 ) -> Result<W, DownloadError> {
-    let key = reader.info.key.clone();
-    let mut body = reader.body;
-    let mut sink = Sink::new(out, expect.size, expect.compressed).map_err(DownloadError::Local)?;
-    loop {
-        let piece = match tokio::time::timeout(piece_timeout, body.next()).await {
-            Ok(Some(piece)) => piece?,
-            Ok(None) => break,
-            Err(_) => {
-                return Err(StoreError::TimedOut(TimedOut {
-                    what: format!("reading {key}"),
-                    after: piece_timeout,
-                })
-                .into())
-            }
-        };
-        sink.write(&piece)?;
+    let mut body = Pieces {
+        key: reader.info.key.clone(),
+        body: reader.body,
+        timeout: piece_timeout,
+    };
+    let mut start = Vec::new();
+    while start.len() < seal::SNIFF_LEN {
+        match body.next().await? {
+            Some(piece) => start.extend_from_slice(&piece),
+            None => break,
+        }
     }
-    let (out, written, sha256) = sink.finish()?;
-    if written != expect.size {
+    let sink = Sink::new(out, expect.size, expect.compressed).map_err(DownloadError::Local)?;
+    let (out, written, sha256) = if expect.compressed && seal::is_sealed(&start) {
+        let (opened, claims) =
+            open_streamed(body, Bytes::from(start), sink, expect.identities).await?;
+        check(claims.raw_size, &claims.raw_sha256, &expect)?;
+        opened
+    } else {
+        let mut sink = sink;
+        sink.write(&start)?;
+        while let Some(piece) = body.next().await? {
+            sink.write(&piece)?;
+        }
+        sink.finish()?
+    };
+    check(written, &sha256, &expect)?;
+    Ok(out)
+}
+
+/// Checks a size and digest (read, or claimed by a sealed copy) against
+/// the expected ones.
+fn check(size: u64, sha256: &Sha256Hex, expect: &Expect<'_>) -> Result<(), DownloadError> {
+    if size != expect.size {
         return Err(CodecError::SizeMismatch {
             expected: expect.size,
-            actual: written,
+            actual: size,
         }
         .into());
     }
-    if &sha256 != expect.sha256 {
+    if sha256 != expect.sha256 {
         return Err(CodecError::DigestMismatch {
             expected: expect.sha256.clone(),
-            actual: sha256,
+            actual: sha256.clone(),
         }
         .into());
     }
-    Ok(out)
+    Ok(())
+}
+
+/// A body's pieces, each within the time one may take.
+struct Pieces {
+    key: String,
+    body: BodyStream,
+    timeout: Duration,
+}
+
+impl Pieces {
+    async fn next(&mut self) -> Result<Option<Bytes>, DownloadError> {
+        match tokio::time::timeout(self.timeout, self.body.next()).await {
+            Ok(Some(piece)) => Ok(Some(piece?)),
+            Ok(None) => Ok(None),
+            Err(_) => Err(StoreError::TimedOut(TimedOut {
+                what: format!("reading {}", self.key),
+                after: self.timeout,
+            })
+            .into()),
+        }
+    }
+}
+
+/// What a sealed copy's opening gives back: the output, the raw bytes
+/// written and their digest, and what the copy claimed.
+type Opened<W> = ((W, u64, Sha256Hex), Claims);
+
+/// Opens a sealed copy as it streams in: age reads (pulls) its input, so
+/// it runs on a blocking thread that the pieces reach through a channel
+/// of a few pieces, and writes what it opens into `sink`. A store that
+/// fails mid-body fails the copy; the thread then sees the body end and
+/// stops.
+async fn open_streamed<W: Write + Send + 'static>(
+    mut body: Pieces,
+    start: Bytes,
+    sink: Sink<W>,
+    identities: &Identities,
+) -> Result<Opened<W>, DownloadError> {
+    let (pieces, received) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let identities = identities.clone();
+    let opening = tokio::task::spawn_blocking(move || open_into(received, &identities, sink));
+    let mut next = Some(start);
+    while let Some(piece) = next {
+        // The opening stopped (a damaged copy): its error says why.
+        if pieces.send(piece).await.is_err() {
+            break;
+        }
+        next = body.next().await?;
+    }
+    drop(pieces);
+    opening
+        .await
+        .map_err(|e| DownloadError::Local(std::io::Error::other(e.to_string())))?
+}
+
+/// The blocking half of [`open_streamed`].
+fn open_into<W: Write>(
+    received: tokio::sync::mpsc::Receiver<Bytes>,
+    identities: &Identities,
+    mut sink: Sink<W>,
+) -> Result<Opened<W>, DownloadError> {
+    let input = BufReader::new(Received {
+        received,
+        current: Bytes::new(),
+    });
+    let damaged = |e: std::io::Error| CodecError::Sealed(OpenError::Damaged(e.to_string()));
+    let (claims, mut packed) = seal::open_stream(input, identities).map_err(CodecError::Sealed)?;
+    let mut piece = vec![0u8; 1 << 16];
+    loop {
+        let n = packed.read(&mut piece).map_err(damaged)?;
+        if n == 0 {
+            break;
+        }
+        sink.write(&piece[..n])?;
+    }
+    Ok((sink.finish()?, claims))
+}
+
+/// The pieces sent to a blocking thread, read as one byte stream.
+struct Received {
+    received: tokio::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl Read for Received {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.received.blocking_recv() {
+                Some(piece) => self.current = piece,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }
 
 /// Where the pieces go: through zstd (for a replica) into the hashing,

@@ -23,7 +23,8 @@ use crate::file::ArchivedFile;
 use crate::keys::{archive_key, meta, staging_key, ClusterName};
 use crate::provider::Provider;
 use crate::retry::RequestLimits;
-use crate::store::{Object, ObjectStore, StoreError};
+use crate::seal::{self, Fingerprint, Identities, OpenError};
+use crate::store::{Object, ObjectInfo, ObjectStore, StoreError};
 use crate::wal::{WalFileName, MAX_SEGMENT_SIZE};
 
 /// Where a verified copy came from.
@@ -109,6 +110,9 @@ pub enum SourceFailure {
     /// The copy is there but does not verify.
     #[error("{0} copy corrupt")]
     Corrupt(Source, #[source] CopyProblem),
+    /// The copy is sealed to keys no configured identity opens.
+    #[error("{0} copy sealed to keys no configured identity opens")]
+    Locked(Source),
 }
 
 /// What is wrong with a copy that was read.
@@ -150,6 +154,14 @@ pub enum FetchError {
         reason: &'static str,
         failures: Vec<SourceFailure>,
     },
+    /// The copies found are sealed, and no configured identity opens
+    /// them: the recipients (public) say which identity file is needed.
+    #[error("{name}: sealed to {}, and no identity file configured (WALVAULT_IDENTITY_FILE) opens it{}", seal::listed(sealed_to), if failures.is_empty() { String::new() } else { format!(": {}", joined(failures)) })]
+    Locked {
+        name: ArchivedFile,
+        sealed_to: Vec<Fingerprint>,
+        failures: Vec<SourceFailure>,
+    },
     /// Two stores hold different, each self-consistent, copies.
     #[error("{name}: replicas disagree: {detail}")]
     Disagreement { name: ArchivedFile, detail: String },
@@ -178,6 +190,8 @@ pub struct Fetcher {
     /// Where files over [`IN_MEMORY_LIMIT`] stream to; held in memory
     /// when `None`.
     scratch: Option<PathBuf>,
+    /// What sealed copies are opened with.
+    identities: Identities,
 }
 
 /// A provider that did not answer while another served the file: asked
@@ -255,6 +269,8 @@ struct Plan<'a> {
     candidates: Vec<Candidate<'a>>,
     /// The catalog lists the file: "nowhere" is then an error, not absence.
     listed: bool,
+    /// The recipients the catalog says its copies are sealed to.
+    sealed_to: Vec<Fingerprint>,
     failures: Vec<SourceFailure>,
 }
 
@@ -277,7 +293,14 @@ impl Fetcher {
             hedge: HedgeDelay::default(),
             slow_provider_file: None,
             scratch: None,
+            identities: Identities::default(),
         }
+    }
+
+    /// Opens sealed copies with `identities`.
+    pub fn opening_with(mut self, identities: Identities) -> Self {
+        self.identities = identities;
+        self
     }
 
     /// Streams a file over [`IN_MEMORY_LIMIT`] that the catalog lists into
@@ -364,6 +387,7 @@ impl Fetcher {
         let Plan {
             candidates,
             listed,
+            sealed_to,
             mut failures,
         } = plan;
         let catalog_answered = failures.is_empty();
@@ -390,6 +414,19 @@ impl Fetcher {
                 tracing::warn!(file = %name, failure = %chain(failure), "not found on the stores that answered; this one did not");
             }
             failures.clear();
+        }
+        if failures
+            .iter()
+            .any(|f| matches!(f, SourceFailure::Locked(_)))
+        {
+            return Err(FetchError::Locked {
+                name: *name,
+                sealed_to,
+                failures: failures
+                    .into_iter()
+                    .filter(|f| !matches!(f, SourceFailure::Locked(_)))
+                    .collect(),
+            });
         }
         let available = failures
             .iter()
@@ -518,6 +555,7 @@ impl Fetcher {
             Ok(Some(record)) => Plan {
                 candidates: self.candidates_from_record(&record),
                 listed: true,
+                sealed_to: record.sealed_to().to_vec(),
                 failures: Vec::new(),
             },
             // Not yet replicated, never pushed, or a catalog that lost the
@@ -528,6 +566,7 @@ impl Fetcher {
                 Plan {
                     candidates,
                     listed: false,
+                    sealed_to: Vec::new(),
                     failures: Vec::new(),
                 }
             }
@@ -536,6 +575,7 @@ impl Fetcher {
                 Plan {
                     candidates: self.candidates_by_layout(name),
                     listed: false,
+                    sealed_to: Vec::new(),
                     failures: vec![SourceFailure::Catalog(e)],
                 }
             }
@@ -565,20 +605,18 @@ impl Fetcher {
             Ok(object) => object,
             Err(e) => return Ok(Err(unanswered(name, candidate, e))),
         };
-        match verify(candidate, &object) {
-            Ok((bytes, sha256)) => {
+        match verify(candidate, &object, &self.identities) {
+            Ok(bytes) => {
                 if candidate.expected.is_none() {
-                    self.check_agreement(name, candidate, &sha256, all).await?;
+                    self.check_agreement(name, candidate, &object.info, all)
+                        .await?;
                 }
                 Ok(Ok(Fetched {
                     body: FetchedBody::Memory(bytes),
                     source: candidate.source,
                 }))
             }
-            Err(problem) => {
-                tracing::error!(file = %name, source = %candidate.source, key = %candidate.key, problem = %chain(&problem), "CORRUPT copy; trying the next");
-                Ok(Err(Some(SourceFailure::Corrupt(candidate.source, problem))))
-            }
+            Err(problem) => Ok(Err(Some(copy_failed(name, candidate, problem)))),
         }
     }
 
@@ -621,6 +659,7 @@ impl Fetcher {
             size: expected.size,
             sha256: &expected.sha256,
             compressed: candidate.compressed,
+            identities: &self.identities,
         };
         match download::to_temp_file(reader, expect, dir, self.limits.timeout).await {
             Ok(path) => Ok(Ok(Fetched {
@@ -634,13 +673,11 @@ impl Fetcher {
                 tracing::warn!(file = %name, source = %candidate.source, error = %chain(&e), "store failed mid-file; trying the next");
                 Ok(Err(Some(SourceFailure::Store(candidate.source, e))))
             }
-            Err(DownloadError::Corrupt(problem)) => {
-                tracing::error!(file = %name, source = %candidate.source, key = %candidate.key, problem = %problem, "CORRUPT copy; trying the next");
-                Ok(Err(Some(SourceFailure::Corrupt(
-                    candidate.source,
-                    CopyProblem::Codec(problem),
-                ))))
-            }
+            Err(DownloadError::Corrupt(problem)) => Ok(Err(Some(copy_failed(
+                name,
+                candidate,
+                CopyProblem::Codec(problem),
+            )))),
             Err(DownloadError::Local(source)) => Err(FetchError::Local {
                 name: *name,
                 source,
@@ -710,9 +747,13 @@ impl Fetcher {
         &self,
         name: &ArchivedFile,
         chosen: &Candidate<'_>,
-        sha256: &Sha256Hex,
+        chosen_info: &ObjectInfo,
         all: &[Candidate<'_>],
     ) -> Result<(), FetchError> {
+        // Copies are compared by content tag; a plain copy's tag (the raw
+        // sha256) and a sealed one's (random) cannot be compared.
+        let ours = chosen_info.sha256();
+        let ours_sealed = is_sealed_copy(chosen_info);
         for other in all
             .iter()
             .filter(|c| c.source != chosen.source && c.compressed)
@@ -726,18 +767,20 @@ impl Fetcher {
                 })
                 .await;
             let theirs = match head {
-                Ok(info) => info.sha256(),
+                Ok(info) if is_sealed_copy(&info) == ours_sealed => info.sha256(),
+                Ok(_) => None,
                 Err(e) if e.is_not_found() => None,
                 Err(e) => {
                     tracing::warn!(file = %name, source = %other.source, error = %chain(&e), "cannot compare with this replica");
                     None
                 }
             };
-            if let Some(theirs) = theirs.filter(|t| t != sha256) {
+            if let (Some(ours), Some(theirs)) = (&ours, theirs.filter(|t| Some(t) != ours.as_ref()))
+            {
                 return Err(FetchError::Disagreement {
                     name: *name,
                     detail: format!(
-                        "{} has sha256 {sha256}, {} has {theirs}",
+                        "{} has content tag {ours}, {} has {theirs}",
                         chosen.source, other.source
                     ),
                 });
@@ -771,7 +814,27 @@ fn absence_settled(not_found: &[Source], failures: &[SourceFailure]) -> bool {
         && not_found.iter().any(|s| matches!(s, Source::Replica(_)))
         && !failures
             .iter()
-            .any(|f| matches!(f, SourceFailure::Corrupt(..)))
+            .any(|f| matches!(f, SourceFailure::Corrupt(..) | SourceFailure::Locked(_)))
+}
+
+/// Whether a replica's metadata marks it sealed.
+fn is_sealed_copy(info: &ObjectInfo) -> bool {
+    info.metadata.contains_key(meta::SEALED)
+}
+
+/// A copy that did not verify: locked (no identity opens it) or corrupt;
+/// logged, and the next source is tried.
+fn copy_failed(
+    name: &ArchivedFile,
+    candidate: &Candidate<'_>,
+    problem: CopyProblem,
+) -> SourceFailure {
+    if let CopyProblem::Codec(CodecError::Sealed(OpenError::Locked)) = problem {
+        tracing::error!(file = %name, source = %candidate.source, key = %candidate.key, "sealed to keys no configured identity opens; trying the next");
+        return SourceFailure::Locked(candidate.source);
+    }
+    tracing::error!(file = %name, source = %candidate.source, key = %candidate.key, problem = %chain(&problem), "CORRUPT copy; trying the next");
+    SourceFailure::Corrupt(candidate.source, problem)
 }
 
 impl Retryable for FetchError {
@@ -782,37 +845,58 @@ impl Retryable for FetchError {
     }
 }
 
-/// Checks a fetched object; returns the raw bytes and their digest.
-fn verify(candidate: &Candidate<'_>, object: &Object) -> Result<(Vec<u8>, Sha256Hex), CopyProblem> {
+/// Checks a fetched object (opening it if it is sealed); returns the raw
+/// bytes.
+fn verify(
+    candidate: &Candidate<'_>,
+    object: &Object,
+    identities: &Identities,
+) -> Result<Vec<u8>, CopyProblem> {
     let expected = match &candidate.expected {
         Some(expected) => expected.clone(),
-        None => {
-            let sha256 = object
-                .info
-                .sha256()
-                .ok_or(CopyProblem::Unverifiable("sha256"))?;
-            let size = if candidate.compressed {
-                object
-                    .info
-                    .metadata
-                    .get(meta::RAW_SIZE)
-                    .and_then(|s| s.parse().ok())
-                    .ok_or(CopyProblem::Unverifiable("raw-size"))?
-            } else {
-                object.info.size
-            };
-            Expected { size, sha256 }
-        }
+        None => self_described(candidate, object, identities)?,
     };
     if expected.size > MAX_SEGMENT_SIZE {
         return Err(CopyProblem::TooLarge(expected.size));
     }
     let raw = if candidate.compressed {
-        codec::decompress_verified(&object.body, expected.size, &expected.sha256)?
+        codec::unpack_verified(&object.body, expected.size, &expected.sha256, identities)?
     } else {
         let raw = object.body.to_vec();
         codec::verify(&raw, expected.size, &expected.sha256)?;
         raw
     };
-    Ok((raw, expected.sha256))
+    Ok(raw)
+}
+
+/// What a copy with no catalog record must hold, by its own account: a
+/// sealed copy's claims, or a plain one's metadata.
+fn self_described(
+    candidate: &Candidate<'_>,
+    object: &Object,
+    identities: &Identities,
+) -> Result<Expected, CopyProblem> {
+    if candidate.compressed {
+        if let (_, Some(claims)) = codec::unseal(&object.body, identities)? {
+            return Ok(Expected {
+                size: claims.raw_size,
+                sha256: claims.raw_sha256,
+            });
+        }
+    }
+    let sha256 = object
+        .info
+        .sha256()
+        .ok_or(CopyProblem::Unverifiable("sha256"))?;
+    let size = if candidate.compressed {
+        object
+            .info
+            .metadata
+            .get(meta::RAW_SIZE)
+            .and_then(|s| s.parse().ok())
+            .ok_or(CopyProblem::Unverifiable("raw-size"))?
+    } else {
+        object.info.size
+    };
+    Ok(Expected { size, sha256 })
 }

@@ -10,7 +10,8 @@ use aws_sdk_dynamodb::Client;
 
 use super::record::{attr, CatalogRecord, RecordStatus, TargetState};
 use super::{
-    Catalog, CatalogError, CatalogOperation, CreateOutcome, RecordPage, RecordRef, SummaryItem,
+    Catalog, CatalogError, CatalogOperation, ClusterItem, ClusterItemKind, CreateOutcome,
+    RecordPage, RecordRef,
 };
 use crate::clock::UnixMillis;
 use crate::error::cause;
@@ -34,18 +35,18 @@ impl DynamoCatalog {
         }
     }
 
-    /// The summary item's key: a partition of its own, `<cluster>#summary`
+    /// A cluster item's key: a partition of its own, `<cluster>#<name>`
     /// (`#` is not allowed in a cluster name), so no cluster's listing
     /// returns it.
-    fn summary_key(cluster: &ClusterName) -> HashMap<String, AttributeValue> {
+    fn item_key(cluster: &ClusterName, item: ClusterItemKind) -> HashMap<String, AttributeValue> {
         HashMap::from([
             (
                 attr::CLUSTER.to_owned(),
-                AttributeValue::S(format!("{cluster}#summary")),
+                AttributeValue::S(format!("{cluster}#{}", item.name())),
             ),
             (
                 attr::FILE_NAME.to_owned(),
-                AttributeValue::S("summary".to_owned()),
+                AttributeValue::S(item.name().to_owned()),
             ),
         ])
     }
@@ -367,45 +368,47 @@ impl Catalog for DynamoCatalog {
         Ok(RecordPage { records, next })
     }
 
-    async fn get_summary(
+    async fn get_cluster_item(
         &self,
         cluster: &ClusterName,
-    ) -> Result<Option<SummaryItem>, CatalogError> {
+        item: ClusterItemKind,
+    ) -> Result<Option<ClusterItem>, CatalogError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(Self::summary_key(cluster)))
+            .set_key(Some(Self::item_key(cluster, item)))
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| classify(CatalogOperation::GetSummary, &"summary", e))?;
-        let Some(item) = out.item() else {
+            .map_err(|e| classify(CatalogOperation::GetClusterItem, &item.name(), e))?;
+        let Some(stored) = out.item() else {
             return Ok(None);
         };
         let malformed = |attribute: &str| CatalogError::Malformed {
-            file: "summary".into(),
+            file: item.name().into(),
             attribute: attribute.to_owned(),
             reason: "missing or not of its type".into(),
         };
-        let version = item
-            .get(attr::SUMMARY_VERSION)
+        let version = stored
+            .get(attr::ITEM_VERSION)
             .and_then(|v| v.as_n().ok())
             .and_then(|n| n.parse().ok())
-            .ok_or_else(|| malformed(attr::SUMMARY_VERSION))?;
-        let body = item
-            .get(attr::SUMMARY_BODY)
+            .ok_or_else(|| malformed(attr::ITEM_VERSION))?;
+        let body = stored
+            .get(attr::ITEM_BODY)
             .and_then(|v| v.as_s().ok())
-            .ok_or_else(|| malformed(attr::SUMMARY_BODY))?;
-        Ok(Some(SummaryItem {
+            .ok_or_else(|| malformed(attr::ITEM_BODY))?;
+        Ok(Some(ClusterItem {
             version,
             body: body.clone(),
         }))
     }
 
-    async fn put_summary(
+    async fn put_cluster_item(
         &self,
         cluster: &ClusterName,
+        item: ClusterItemKind,
         expected: Option<u64>,
         body: &str,
     ) -> Result<(), CatalogError> {
@@ -413,10 +416,10 @@ impl Catalog for DynamoCatalog {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::summary_key(cluster)))
+            .set_key(Some(Self::item_key(cluster, item)))
             .update_expression("SET #body = :body, #version = :new")
-            .expression_attribute_names("#body", attr::SUMMARY_BODY)
-            .expression_attribute_names("#version", attr::SUMMARY_VERSION)
+            .expression_attribute_names("#body", attr::ITEM_BODY)
+            .expression_attribute_names("#version", attr::ITEM_VERSION)
             .expression_attribute_values(":body", AttributeValue::S(body.to_owned()))
             .expression_attribute_values(
                 ":new",
@@ -432,6 +435,6 @@ impl Catalog for DynamoCatalog {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| classify(CatalogOperation::PutSummary, &"summary", e))
+            .map_err(|e| classify(CatalogOperation::PutClusterItem, &item.name(), e))
     }
 }

@@ -7,8 +7,8 @@ use std::ops::Deref;
 use async_trait::async_trait;
 
 use super::{
-    Catalog, CatalogError, CatalogOperation, CatalogRecord, CreateOutcome, RecordPage, RecordRef,
-    RecordStatus, SummaryItem, TargetState,
+    Catalog, CatalogError, CatalogOperation, CatalogRecord, ClusterItem, ClusterItemKind,
+    CreateOutcome, RecordPage, RecordRef, RecordStatus, TargetState,
 };
 use crate::clock::UnixMillis;
 use crate::error::message;
@@ -187,28 +187,30 @@ impl<C: Catalog> Catalog for FaultyCatalog<C> {
         .await
     }
 
-    async fn get_summary(
+    async fn get_cluster_item(
         &self,
         cluster: &ClusterName,
-    ) -> Result<Option<SummaryItem>, CatalogError> {
+        item: ClusterItemKind,
+    ) -> Result<Option<ClusterItem>, CatalogError> {
         self.call(
-            CatalogOperation::GetSummary,
-            &"summary",
-            self.inner.get_summary(cluster),
+            CatalogOperation::GetClusterItem,
+            &item.name(),
+            self.inner.get_cluster_item(cluster, item),
         )
         .await
     }
 
-    async fn put_summary(
+    async fn put_cluster_item(
         &self,
         cluster: &ClusterName,
+        item: ClusterItemKind,
         expected: Option<u64>,
         body: &str,
     ) -> Result<(), CatalogError> {
         self.call(
-            CatalogOperation::PutSummary,
-            &"summary",
-            self.inner.put_summary(cluster, expected, body),
+            CatalogOperation::PutClusterItem,
+            &item.name(),
+            self.inner.put_cluster_item(cluster, item, expected, body),
         )
         .await
     }

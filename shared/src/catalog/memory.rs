@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    Catalog, CatalogError, CatalogOperation, CatalogRecord, CreateOutcome, RecordPage, RecordRef,
-    RecordStatus, SummaryItem, TargetState,
+    Catalog, CatalogError, CatalogOperation, CatalogRecord, ClusterItem, ClusterItemKind,
+    CreateOutcome, RecordPage, RecordRef, RecordStatus, TargetState,
 };
 use crate::clock::UnixMillis;
 use crate::file::ArchivedFile;
@@ -26,7 +26,7 @@ fn key(cluster: &ClusterName, file: &ArchivedFile) -> Key {
 
 pub struct MemoryCatalog {
     records: Mutex<BTreeMap<Key, CatalogRecord>>,
-    summaries: Mutex<BTreeMap<ClusterName, SummaryItem>>,
+    items: Mutex<BTreeMap<(ClusterName, ClusterItemKind), ClusterItem>>,
     page_size: usize,
 }
 
@@ -34,7 +34,7 @@ impl Default for MemoryCatalog {
     fn default() -> Self {
         MemoryCatalog {
             records: Mutex::new(BTreeMap::new()),
-            summaries: Mutex::new(BTreeMap::new()),
+            items: Mutex::new(BTreeMap::new()),
             page_size: 500,
         }
     }
@@ -51,7 +51,7 @@ impl MemoryCatalog {
     pub fn duplicate(&self) -> Self {
         MemoryCatalog {
             records: Mutex::new(self.lock().clone()),
-            summaries: Mutex::new(self.lock_summaries().clone()),
+            items: Mutex::new(self.lock_items().clone()),
             page_size: self.page_size,
         }
     }
@@ -78,8 +78,11 @@ impl MemoryCatalog {
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_summaries(&self) -> std::sync::MutexGuard<'_, BTreeMap<ClusterName, SummaryItem>> {
-        self.summaries.lock().unwrap_or_else(|p| p.into_inner())
+    #[allow(clippy::type_complexity)]
+    fn lock_items(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<(ClusterName, ClusterItemKind), ClusterItem>> {
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Applies `change` to the record `reference` names if it describes
@@ -230,30 +233,33 @@ impl Catalog for MemoryCatalog {
         })
     }
 
-    async fn get_summary(
+    async fn get_cluster_item(
         &self,
         cluster: &ClusterName,
-    ) -> Result<Option<SummaryItem>, CatalogError> {
-        Ok(self.lock_summaries().get(cluster).cloned())
+        item: ClusterItemKind,
+    ) -> Result<Option<ClusterItem>, CatalogError> {
+        Ok(self.lock_items().get(&(cluster.clone(), item)).cloned())
     }
 
-    async fn put_summary(
+    async fn put_cluster_item(
         &self,
         cluster: &ClusterName,
+        item: ClusterItemKind,
         expected: Option<u64>,
         body: &str,
     ) -> Result<(), CatalogError> {
-        let mut summaries = self.lock_summaries();
-        let current = summaries.get(cluster).map(|item| item.version);
+        let mut items = self.lock_items();
+        let key = (cluster.clone(), item);
+        let current = items.get(&key).map(|item| item.version);
         if current != expected {
             return Err(CatalogError::ConditionFailed {
-                operation: CatalogOperation::PutSummary,
-                file: "summary".into(),
+                operation: CatalogOperation::PutClusterItem,
+                file: item.name().into(),
             });
         }
-        summaries.insert(
-            cluster.clone(),
-            SummaryItem {
+        items.insert(
+            key,
+            ClusterItem {
                 version: expected.map_or(1, |v| v + 1),
                 body: body.to_owned(),
             },

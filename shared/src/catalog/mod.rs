@@ -25,7 +25,9 @@ use crate::wal::{SegmentSize, WalFileKind};
 pub use dynamo::DynamoCatalog;
 pub use faulty::FaultyCatalog;
 pub use memory::MemoryCatalog;
-pub use record::{attr, CatalogRecord, RecordStatus, TargetState, PARTITION_KEY, SORT_KEY};
+pub use record::{
+    attr, CatalogRecord, RecordSeal, RecordStatus, TargetState, PARTITION_KEY, SORT_KEY,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreateOutcome {
@@ -117,28 +119,51 @@ pub trait Catalog: Send + Sync {
         after: Option<&ArchivedFile>,
     ) -> Result<RecordPage, CatalogError>;
 
-    /// The cluster's summary item (see [`crate::status`]), kept apart from
-    /// the records so that no listing returns it.
-    async fn get_summary(&self, cluster: &ClusterName)
-        -> Result<Option<SummaryItem>, CatalogError>;
+    /// One of the cluster's items kept apart from its records.
+    async fn get_cluster_item(
+        &self,
+        cluster: &ClusterName,
+        item: ClusterItemKind,
+    ) -> Result<Option<ClusterItem>, CatalogError>;
 
-    /// Writes the summary item if its version is still `expected` (`None`:
+    /// Writes the item if its version is still `expected` (`None`:
     /// no item yet); the new item's version is one more. Two writers that
     /// read the same version cannot both land: the loser sees
     /// `ConditionFailed` and reads again.
-    async fn put_summary(
+    async fn put_cluster_item(
         &self,
         cluster: &ClusterName,
+        item: ClusterItemKind,
         expected: Option<u64>,
         body: &str,
     ) -> Result<(), CatalogError>;
 }
 
-/// The summary item as stored: an opaque body under a version number.
+/// A cluster-wide item as stored: an opaque body under a version number.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SummaryItem {
+pub struct ClusterItem {
     pub version: u64,
     pub body: String,
+}
+
+/// The items a cluster has besides its records, each in a partition of
+/// its own (`<cluster>#<name>`), so that no listing of records returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ClusterItemKind {
+    /// What `walvault status` reads (see [`crate::status`]).
+    Summary,
+    /// Whether the cluster's copies are sealed (see
+    /// [`crate::seal::state`]).
+    Encryption,
+}
+
+impl ClusterItemKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClusterItemKind::Summary => "summary",
+            ClusterItemKind::Encryption => "encryption",
+        }
+    }
 }
 
 /// Every record of a cluster, in name order, following pages.
@@ -236,8 +261,8 @@ pub enum CatalogOperation {
     RecordConflict,
     Delete,
     List,
-    GetSummary,
-    PutSummary,
+    GetClusterItem,
+    PutClusterItem,
 }
 
 impl fmt::Display for CatalogOperation {
@@ -250,8 +275,8 @@ impl fmt::Display for CatalogOperation {
             CatalogOperation::RecordConflict => "record conflict",
             CatalogOperation::Delete => "delete",
             CatalogOperation::List => "list",
-            CatalogOperation::GetSummary => "read summary",
-            CatalogOperation::PutSummary => "write summary",
+            CatalogOperation::GetClusterItem => "read cluster item",
+            CatalogOperation::PutClusterItem => "write cluster item",
         })
     }
 }

@@ -11,8 +11,10 @@ use crate::backup::descriptor::BackupSummary;
 use crate::clock::UnixMillis;
 use crate::codec::Sha256Hex;
 use crate::file::ArchivedFile;
-use crate::keys::ClusterName;
+use crate::keys::{meta, ClusterName};
 use crate::provider::Provider;
+use crate::seal::Fingerprint;
+use crate::store::Metadata;
 
 /// The item's attribute names: the table's key schema and every attribute
 /// walvault writes (the infra reads them from the contract, see
@@ -41,9 +43,16 @@ pub mod attr {
     pub const DETAIL: &str = "detail";
     /// Backup descriptors: the backup's summary, as JSON.
     pub const BACKUP: &str = "backup";
+    /// Sealed files: the replicas' content tag (see [`super::RecordSeal`]).
+    pub const SEAL_TAG: &str = "seal_tag";
+    /// Sealed files: the recipients' fingerprints, separated by spaces.
+    pub const SEALED_TO: &str = "sealed_to";
+    /// Timeline history files: their text, for the retention function,
+    /// which cannot open sealed copies.
+    pub const HISTORY: &str = "history";
 
     /// Every top-level attribute but the per-provider replica maps.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 22] = [
         CLUSTER,
         FILE_NAME,
         KIND,
@@ -63,11 +72,15 @@ pub mod attr {
         LAST_CONFLICT,
         DETAIL,
         BACKUP,
+        SEAL_TAG,
+        SEALED_TO,
+        HISTORY,
     ];
 
-    /// The summary item's attributes (see [`crate::status`]).
-    pub const SUMMARY_VERSION: &str = "version";
-    pub const SUMMARY_BODY: &str = "summary";
+    /// A cluster item's attributes (see [`crate::catalog::ClusterItem`]);
+    /// the body's name is the summary's, the first such item.
+    pub const ITEM_VERSION: &str = "version";
+    pub const ITEM_BODY: &str = "summary";
 
     /// The fields of a replica map.
     pub const TARGET_ATTRIBUTES: [&str; 4] = ["key", "size", "etag", "at"];
@@ -157,6 +170,34 @@ pub struct CatalogRecord {
     pub detail: Option<String>,
     /// A backup descriptor's summary (set when the record is created).
     pub backup: Option<BackupSummary>,
+    /// How the replicas are sealed; `None` for plain copies.
+    pub seal: Option<RecordSeal>,
+    /// A timeline history file's text (set when the record is created).
+    pub history: Option<String>,
+}
+
+/// How a file's replicas are sealed (see [`crate::seal`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordSeal {
+    /// What the replicas carry as their content tag where plain copies
+    /// carry the raw sha256: random, so that it tells a provider nothing,
+    /// and the same for every delivery of the file, so that a retry
+    /// recognises the copy an earlier delivery stored.
+    pub tag: Sha256Hex,
+    /// The recipients the copies were sealed to.
+    pub recipients: Vec<Fingerprint>,
+}
+
+impl RecordSeal {
+    /// A new seal with a random tag.
+    pub fn new(recipients: &[Fingerprint]) -> Result<Self, getrandom::Error> {
+        let mut tag = [0u8; 32];
+        getrandom::getrandom(&mut tag)?;
+        Ok(RecordSeal {
+            tag: Sha256Hex::of_digest(&tag),
+            recipients: recipients.to_vec(),
+        })
+    }
 }
 
 impl CatalogRecord {
@@ -188,6 +229,40 @@ impl CatalogRecord {
             last_conflict: None,
             detail: None,
             backup: None,
+            seal: None,
+            history: None,
+        }
+    }
+
+    /// The content tag every replica of this file carries (the `sha256`
+    /// metadata): the raw sha256 for plain copies, the seal's random tag
+    /// for sealed ones.
+    pub fn replica_tag(&self) -> &Sha256Hex {
+        self.seal
+            .as_ref()
+            .map_or(&self.raw_sha256, |seal| &seal.tag)
+    }
+
+    /// The recipients the replicas are sealed to (none: plain).
+    pub fn sealed_to(&self) -> &[Fingerprint] {
+        self.seal.as_ref().map_or(&[], |seal| &seal.recipients)
+    }
+
+    /// The metadata of a replica besides its content tag: for a plain
+    /// copy the raw size, which lets it be verified without the catalog;
+    /// for a `sealed` one (which carries its claims inside) only a mark
+    /// that it is sealed.
+    pub fn replica_metadata(&self, sealed: bool) -> Metadata {
+        match (sealed, self.seal.is_some()) {
+            (true, _) => {
+                Metadata::from([(meta::SEALED.to_owned(), meta::SEALED_FORMAT.to_owned())])
+            }
+            // A plain copy of a sealed record (sealing turned off since):
+            // no raw size beside a tag that hides the digest.
+            (false, true) => Metadata::new(),
+            (false, false) => {
+                Metadata::from([(meta::RAW_SIZE.to_owned(), self.raw_size.to_string())])
+            }
         }
     }
 
@@ -258,6 +333,19 @@ impl CatalogRecord {
                     .and_then(|b| serde_json::to_string(b).ok())
                     .map(|json| s(&json)),
             ),
+            (
+                attr::SEAL_TAG,
+                self.seal.as_ref().map(|seal| s(seal.tag.as_str())),
+            ),
+            (
+                attr::SEALED_TO,
+                self.seal.as_ref().map(|seal| {
+                    let listed: Vec<&str> =
+                        seal.recipients.iter().map(Fingerprint::as_str).collect();
+                    s(&listed.join(" "))
+                }),
+            ),
+            (attr::HISTORY, self.history.as_deref().map(s)),
         ];
         for (name, value) in optional {
             if let Some(value) = value {
@@ -333,6 +421,22 @@ impl CatalogRecord {
                         .map_err(|e| fields.malformed(attr::BACKUP, e.to_string()))
                 })
                 .transpose()?,
+            seal: fields
+                .opt_string(attr::SEAL_TAG)?
+                .map(|tag| {
+                    let recipients = fields
+                        .opt_string(attr::SEALED_TO)?
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .map(|fp| fp.parse().map_err(|e| fields.malformed(attr::SEALED_TO, e)))
+                        .collect::<Result<_, _>>()?;
+                    Ok::<_, CatalogError>(RecordSeal {
+                        tag: sha(attr::SEAL_TAG, tag)?,
+                        recipients,
+                    })
+                })
+                .transpose()?,
+            history: fields.opt_string(attr::HISTORY)?,
         })
     }
 }

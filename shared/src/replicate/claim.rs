@@ -8,11 +8,12 @@ use bytes::Bytes;
 
 use super::staged::Staged;
 use super::{elapsed_ms, Outcome, ReplicateError, Run};
-use crate::catalog::{CatalogRecord, CreateOutcome, RecordStatus};
+use crate::catalog::{CatalogRecord, CreateOutcome, RecordSeal, RecordStatus};
 use crate::clock::now_millis;
 use crate::codec::Sha256Hex;
 use crate::error::chain;
 use crate::metrics::Metric;
+use crate::seal::KeyError;
 
 pub(super) enum Claim {
     /// Replicate: the record as it stands (replicas it lacks are written).
@@ -36,6 +37,8 @@ impl Run<'_> {
             compressed_size: packed.map(|p| p.len() as u64),
             compressed_sha256: packed.map(|p| Sha256Hex::of(p)),
             backup: staged.backup.as_deref().cloned(),
+            history: staged.history.clone(),
+            seal: self.new_seal()?,
             ..CatalogRecord::replicating(
                 self.replicator.cluster.clone(),
                 self.file,
@@ -84,6 +87,20 @@ impl Run<'_> {
                 Ok(Claim::Done(Outcome::Conflict(detail)))
             }
         }
+    }
+
+    /// The seal of a new record, when the deployment seals: every delivery
+    /// of the file then tags its copies with the record's tag.
+    fn new_seal(&self) -> Result<Option<RecordSeal>, ReplicateError> {
+        let Some(to) = &self.replicator.sealing else {
+            return Ok(None);
+        };
+        RecordSeal::new(to.fingerprints())
+            .map(Some)
+            .map_err(|e| ReplicateError::Seal {
+                file: self.file,
+                source: KeyError::Encrypt(format!("no randomness for the tag: {e}")),
+            })
     }
 
     /// Counts a refused content in the record and the metrics.

@@ -29,6 +29,7 @@ use crate::keys::{parse_staging_key, ClusterName};
 use crate::metrics::{Metric, MetricRecord};
 use crate::provider::Provider;
 use crate::retry::{Budget, RequestLimits};
+use crate::seal::{KeyError, Recipients};
 use crate::store::StoreError;
 
 pub use redrive::RedriveReport;
@@ -44,6 +45,8 @@ pub struct Replicator {
     pub backends: Backends,
     pub level: CompressionLevel,
     pub limits: RequestLimits,
+    /// Whom new copies are sealed to; plain copies when `None`.
+    pub sealing: Option<Recipients>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +88,13 @@ pub enum ReplicateError {
         #[source]
         source: CodecError,
     },
+    /// The compressed bytes could not be sealed.
+    #[error("{file}: sealing")]
+    Seal {
+        file: ArchivedFile,
+        #[source]
+        source: KeyError,
+    },
     /// Some replica is still missing: the record says `partial`, and a
     /// retry redoes only what is missing.
     #[error("{file}: replication incomplete: {}", failures.iter().map(|(p, e)| format!("{p}: {}", chain(e))).collect::<Vec<_>>().join("; "))]
@@ -112,7 +122,9 @@ impl Retryable for ReplicateError {
             ReplicateError::Staging { source, .. }
             | ReplicateError::StagingCleanup { source, .. } => source.is_permanent(),
             ReplicateError::Catalog { source, .. } => source.is_permanent(),
-            ReplicateError::Compress { .. } | ReplicateError::RecordChanged { .. } => true,
+            ReplicateError::Compress { .. }
+            | ReplicateError::Seal { .. }
+            | ReplicateError::RecordChanged { .. } => true,
             ReplicateError::Partial { failures, .. } => {
                 failures.iter().all(|(_, e)| e.is_permanent())
             }
@@ -137,7 +149,14 @@ impl Replicator {
             backends,
             level,
             limits,
+            sealing: None,
         })
+    }
+
+    /// Seals new copies to `to` (none: plain copies).
+    pub fn sealing_to(mut self, to: Option<Recipients>) -> Self {
+        self.sealing = to;
+        self
     }
 
     /// Handles one announced object within `budget` and logs one EMF line
@@ -238,7 +257,7 @@ impl Run<'_> {
             staged::Read::Verified(staged, raw) => (staged, raw),
             staged::Read::Corrupt(corrupt) => return self.record_corrupt(corrupt).await,
         };
-        let packed = self.compress(&raw)?;
+        let packed = self.pack(&staged, &raw)?;
         drop(raw);
         let record = match self.claim(&staged, Some(&packed)).await? {
             claim::Claim::Proceed(record) => record,

@@ -16,8 +16,9 @@ use crate::codec::{self, Sha256Hex, IN_MEMORY_LIMIT};
 use crate::file::{ArchivedFile, FileKind};
 use crate::keys::meta;
 use crate::metrics::Metric;
+use crate::seal::{self, Claims};
 use crate::store::{Object, ObjectInfo, ObjectReader, StoreError};
-use crate::wal::{WalFileKind, WalHeader};
+use crate::wal::{WalFileKind, WalFileName, WalHeader};
 
 /// What verification established about a staging object.
 pub(super) struct Staged {
@@ -26,7 +27,19 @@ pub(super) struct Staged {
     pub header: Option<WalHeader>,
     /// A backup descriptor's summary, for its catalog record.
     pub backup: Option<Box<BackupSummary>>,
+    /// A timeline history file's text, for its catalog record.
+    pub history: Option<String>,
     pub staged_at: UnixMillis,
+}
+
+impl Staged {
+    /// What a sealed copy of this file says it holds.
+    pub fn claims(&self) -> Claims {
+        Claims {
+            raw_size: self.raw_size,
+            raw_sha256: self.sha256.clone(),
+        }
+    }
 }
 
 /// A staging object that failed verification.
@@ -118,6 +131,7 @@ impl Run<'_> {
                     sha256,
                     header,
                     backup,
+                    history: history_text(&self.file, &object.body),
                     staged_at,
                 },
                 object.body,
@@ -131,7 +145,9 @@ impl Run<'_> {
         }
     }
 
-    pub(super) fn compress(&mut self, raw: &Bytes) -> Result<Bytes, ReplicateError> {
+    /// What the replicas hold: the raw bytes compressed, then sealed when
+    /// the deployment seals.
+    pub(super) fn pack(&mut self, staged: &Staged, raw: &Bytes) -> Result<Bytes, ReplicateError> {
         let clock = Instant::now();
         let packed = codec::compress(raw, self.replicator.level).map_err(|source| {
             ReplicateError::Compress {
@@ -139,8 +155,17 @@ impl Run<'_> {
                 source,
             }
         })?;
+        let stored = match &self.replicator.sealing {
+            None => packed,
+            Some(to) => seal::seal(&packed, &staged.claims(), to).map_err(|source| {
+                ReplicateError::Seal {
+                    file: self.file,
+                    source,
+                }
+            })?,
+        };
         self.steps.compress_ms = elapsed_ms(clock);
-        Ok(Bytes::from(packed))
+        Ok(Bytes::from(stored))
     }
 
     pub(super) async fn record_corrupt(
@@ -242,4 +267,15 @@ pub(super) fn check_content(
         header: Some(header),
         backup: None,
     })
+}
+
+/// A timeline history file's text, kept in its record: the retention
+/// function reads the timeline switches from it without opening a sealed
+/// copy. Not UTF-8 (no history file PostgreSQL writes): read from the
+/// replicas, as before.
+fn history_text(file: &ArchivedFile, body: &[u8]) -> Option<String> {
+    match file {
+        ArchivedFile::Wal(WalFileName::History { .. }) => String::from_utf8(body.to_vec()).ok(),
+        _ => None,
+    }
 }

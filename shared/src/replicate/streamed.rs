@@ -26,20 +26,21 @@ use sha2::{Digest, Sha256};
 use super::claim::Claim;
 use super::staged::{check_claims, check_content, staged_at, Corrupt, Staged};
 use super::write::ReplicaError;
-use super::{elapsed_ms, Outcome, ReplicateError, Run};
+use super::{elapsed_ms, Outcome, ReplicateError, Replicator, Run};
 use crate::backup::MAX_CHUNK_SIZE;
 use crate::catalog::{CatalogRecord, RecordRef, RecordStatus};
 use crate::clock::now_millis;
 use crate::codec::{CodecError, Sha256Hex, IN_MEMORY_LIMIT};
 use crate::error::message;
 use crate::file::FileKind;
-use crate::keys::{archive_key, meta};
+use crate::keys::archive_key;
 use crate::metrics::Metric;
 use crate::provider::Provider;
 use crate::retry::{Budget, TimedOut};
+use crate::seal::{KeyError, Sealer};
 use crate::store::{
-    BodyStream, Metadata, ObjectInfo, ObjectReader, ObjectStore, Operation, PutOutcome, StoreError,
-    UploadId, UploadedPart,
+    BodyStream, ObjectInfo, ObjectReader, ObjectStore, Operation, PutOutcome, StoreError, UploadId,
+    UploadedPart,
 };
 use crate::wal::{LONG_HEADER_SIZE, MAX_SEGMENT_SIZE};
 
@@ -107,6 +108,7 @@ impl Run<'_> {
                 sha256: claimed,
                 header: checked.header,
                 backup: checked.backup,
+                history: None,
                 staged_at: staged_at(&info),
             },
             Err(problem) => {
@@ -179,7 +181,7 @@ impl Run<'_> {
         // Nothing to send when every provider has its replica already.
         let sent = match uploads.is_empty() {
             true => None,
-            false => match self.send(&mut uploads, start, body).await {
+            false => match self.send(&mut uploads, staged, start, body).await {
                 Ok(sent) => sent,
                 Err(e) => {
                     abort_all(&uploads, self.budget).await;
@@ -198,7 +200,7 @@ impl Run<'_> {
         let packed_size = sent.map_or(0, |s| s.packed_size);
         let completions = uploads
             .into_iter()
-            .map(|upload| self.complete(upload, record, &staged.sha256, packed_size));
+            .map(|upload| self.complete(upload, record, packed_size));
         results.extend(join_all(completions).await);
         self.steps.replicate_ms = elapsed_ms(clock);
         self.settle(record, results).await.map(Ok)
@@ -269,7 +271,7 @@ impl Run<'_> {
             Err(StoreError::NotFound { .. }) => {}
             Ok(existing) => {
                 return Begun::Settled(Box::new(match existing.sha256() {
-                    Some(stored) if stored == record.raw_sha256 => {
+                    Some(stored) if &stored == record.replica_tag() => {
                         let put = PutOutcome::AlreadyPresent {
                             etag: existing.etag.clone(),
                         };
@@ -280,17 +282,17 @@ impl Run<'_> {
                         store.name(),
                         &key,
                         stored.as_ref(),
-                        &record.raw_sha256,
+                        record.replica_tag(),
                     ))),
                 }))
             }
             Err(e) => return Begun::Settled(Box::new(Err(ReplicaError::Write(e)))),
         }
-        let metadata = Metadata::from([(meta::RAW_SIZE.to_owned(), record.raw_size.to_string())]);
+        let metadata = record.replica_metadata(self.replicator.sealing.is_some());
         let created = self
             .budget
             .run(format!("{provider} create upload {key}"), || {
-                store.create_upload(&key, &record.raw_sha256, &metadata)
+                store.create_upload(&key, record.replica_tag(), &metadata)
             })
             .await;
         match created {
@@ -312,6 +314,7 @@ impl Run<'_> {
     async fn send(
         &mut self,
         uploads: &mut [Upload],
+        staged: &Staged,
         start: Bytes,
         mut body: BodyStream,
     ) -> Result<Option<Sent>, ReplicateError> {
@@ -319,9 +322,11 @@ impl Run<'_> {
             file: self.file,
             source: CodecError::Compress(e.to_string()),
         };
-        let mut encoder =
-            zstd::stream::write::Encoder::new(Vec::new(), self.replicator.level.get())
-                .map_err(codec_error)?;
+        let mut packer =
+            Packer::new(self.replicator, staged).map_err(|source| ReplicateError::Seal {
+                file: self.file,
+                source,
+            })?;
         let mut hasher = Sha256::new();
         let mut packed_size = 0u64;
         let mut in_flight: Option<PartInFlight> = None;
@@ -336,10 +341,9 @@ impl Run<'_> {
                 },
             };
             hasher.update(&piece);
-            encoder.write_all(&piece).map_err(codec_error)?;
-            while encoder.get_ref().len() >= PART_SIZE {
-                let rest = encoder.get_mut().split_off(PART_SIZE);
-                let part = std::mem::replace(encoder.get_mut(), rest);
+            packer.write_all(&piece).map_err(codec_error)?;
+            while packer.ready() >= PART_SIZE {
+                let part = packer.take(PART_SIZE);
                 settle_part(&mut in_flight, uploads).await;
                 if uploads.iter().all(|u| u.failed.is_some()) {
                     return Ok(None);
@@ -349,7 +353,7 @@ impl Run<'_> {
                 in_flight = Some(send_part(uploads, number, Bytes::from(part), self.budget));
             }
         }
-        let last = encoder.finish().map_err(codec_error)?;
+        let last = packer.finish().map_err(codec_error)?;
         settle_part(&mut in_flight, uploads).await;
         number += 1;
         packed_size += last.len() as u64;
@@ -366,7 +370,6 @@ impl Run<'_> {
         &self,
         upload: Upload,
         record: &CatalogRecord,
-        sha256: &Sha256Hex,
         packed_size: u64,
     ) -> (Provider, Result<CatalogRecord, ReplicaError>) {
         let provider = upload.provider;
@@ -377,7 +380,7 @@ impl Run<'_> {
         let completed = self
             .budget
             .run(format!("{provider} complete upload {key}"), || {
-                store.complete_upload(key, &upload.id, &upload.parts, sha256)
+                store.complete_upload(key, &upload.id, &upload.parts, record.replica_tag())
             })
             .await;
         let result = match completed {
@@ -432,6 +435,63 @@ impl Run<'_> {
             .await
             .map_err(|e| self.catalog_error(e))?;
         Ok(Outcome::Corrupt(problem))
+    }
+}
+
+/// What the body becomes on its way out: zstd, then age when the
+/// deployment seals; the output taken a part at a time.
+enum Packer {
+    Plain(zstd::stream::write::Encoder<'static, Vec<u8>>),
+    Sealed(zstd::stream::write::Encoder<'static, Sealer>),
+}
+
+impl Packer {
+    fn new(replicator: &Replicator, staged: &Staged) -> Result<Self, KeyError> {
+        let level = replicator.level.get();
+        let zstd_error = |e: std::io::Error| KeyError::Encrypt(e.to_string());
+        Ok(match &replicator.sealing {
+            None => Packer::Plain(
+                zstd::stream::write::Encoder::new(Vec::new(), level).map_err(zstd_error)?,
+            ),
+            Some(to) => Packer::Sealed(
+                zstd::stream::write::Encoder::new(Sealer::new(&staged.claims(), to)?, level)
+                    .map_err(zstd_error)?,
+            ),
+        })
+    }
+
+    fn write_all(&mut self, piece: &[u8]) -> std::io::Result<()> {
+        match self {
+            Packer::Plain(encoder) => encoder.write_all(piece),
+            Packer::Sealed(encoder) => encoder.write_all(piece),
+        }
+    }
+
+    /// Output bytes ready to take.
+    fn ready(&self) -> usize {
+        match self {
+            Packer::Plain(encoder) => encoder.get_ref().len(),
+            Packer::Sealed(encoder) => encoder.get_ref().ready(),
+        }
+    }
+
+    /// The first `n` output bytes ready.
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        match self {
+            Packer::Plain(encoder) => {
+                let rest = encoder.get_mut().split_off(n);
+                std::mem::replace(encoder.get_mut(), rest)
+            }
+            Packer::Sealed(encoder) => encoder.get_mut().take(n),
+        }
+    }
+
+    /// Ends the output; what was not taken yet.
+    fn finish(self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Packer::Plain(encoder) => encoder.finish(),
+            Packer::Sealed(encoder) => encoder.finish()?.finish(),
+        }
     }
 }
 

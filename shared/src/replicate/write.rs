@@ -11,10 +11,10 @@ use super::{elapsed_ms, ReplicateError, Run};
 use crate::catalog::{CatalogError, CatalogRecord, RecordRef, RecordStatus, TargetState};
 use crate::clock::now_millis;
 use crate::error::{chain, Retryable};
-use crate::keys::{archive_key, meta};
+use crate::keys::archive_key;
 use crate::metrics::Metric;
 use crate::provider::Provider;
-use crate::store::{Metadata, PutOutcome, StoreError};
+use crate::store::{PutOutcome, StoreError};
 
 /// Why one provider's replica is not recorded.
 #[derive(Debug, thiserror::Error)]
@@ -94,11 +94,11 @@ impl Run<'_> {
             .get(provider)
             .expect("a replicator has every provider's replica");
         let key = archive_key(&record.cluster, record.file);
-        let metadata = Metadata::from([(meta::RAW_SIZE.to_owned(), record.raw_size.to_string())]);
+        let metadata = record.replica_metadata(self.replicator.sealing.is_some());
         let put = self
             .budget
             .run(format!("{provider} put {key}"), || {
-                store.put_if_absent(&key, packed.clone(), &record.raw_sha256, &metadata)
+                store.put_if_absent(&key, packed.clone(), record.replica_tag(), &metadata)
             })
             .await
             .map_err(ReplicaError::Write)?;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::summary::{ArchiveSummary, Keeping};
 use super::StatusError;
 use crate::backup::name::BackupFile;
-use crate::catalog::{Catalog, CatalogError, CatalogRecord, RecordStatus};
+use crate::catalog::{Catalog, CatalogError, CatalogRecord, ClusterItemKind, RecordStatus};
 use crate::clock::UnixMillis;
 use crate::file::ArchivedFile;
 use crate::keys::ClusterName;
@@ -123,7 +123,9 @@ pub async fn load(
     budget: &Budget,
 ) -> Result<Loaded, StatusError> {
     let item = budget
-        .run("catalog read summary", || catalog.get_summary(cluster))
+        .run("catalog read summary", || {
+            catalog.get_cluster_item(cluster, ClusterItemKind::Summary)
+        })
         .await?;
     Ok(match item {
         None => Loaded {
@@ -151,7 +153,7 @@ async fn save(
     // caller reads again and redoes the fold, which is harmless.
     budget
         .run("catalog write summary", || {
-            catalog.put_summary(cluster, expected, &body)
+            catalog.put_cluster_item(cluster, ClusterItemKind::Summary, expected, &body)
         })
         .await?;
     Ok(())

@@ -97,6 +97,18 @@ impl MemoryStore {
         }
     }
 
+    /// Keeps the object's metadata and size but flips the byte at `at`
+    /// (its last if shorter): damage deep inside a body.
+    pub fn corrupt_at(&self, key: &str, at: usize) {
+        if let Some(object) = self.lock().objects.get_mut(key) {
+            let mut body = object.body.to_vec();
+            if let Some(last) = body.len().checked_sub(1) {
+                body[at.min(last)] ^= 0x55;
+            }
+            object.body = Bytes::from(body);
+        }
+    }
+
     /// Removes an object behind walvault's back.
     pub fn remove(&self, key: &str) {
         self.lock().objects.remove(key);

@@ -26,9 +26,11 @@ pub use memory::MemoryStore;
 pub use rotating::{Rekey, RotatingStore};
 pub use s3::{ConditionalPut, S3Options, S3Store};
 
-/// User metadata on every object walvault writes: the sha256 of the raw WAL
-/// bytes. Two objects under one key are "the same" exactly when this matches,
-/// whatever their compression.
+/// User metadata on every object walvault writes, its content tag: the
+/// sha256 of the raw WAL bytes, or for a sealed replica the random tag its
+/// catalog record holds ([`crate::catalog::RecordSeal`]), which tells the
+/// provider nothing. Two objects under one key are "the same" exactly when
+/// this matches, whatever their compression or encryption.
 pub const SHA256_METADATA: &str = "sha256";
 
 pub type Metadata = BTreeMap<String, String>;

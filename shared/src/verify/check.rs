@@ -6,10 +6,12 @@
 use crate::archive::download::{check_stream, DownloadError, Expect};
 use crate::catalog::{CatalogRecord, RecordStatus};
 use crate::clock::UnixMillis;
+use crate::codec::CodecError;
 use crate::error::{chain, Retryable};
 use crate::keys::archive_key;
 use crate::provider::Provider;
 use crate::retry::{Budget, RequestLimits};
+use crate::seal::{self, Identities, OpenError};
 use crate::store::{ObjectInfo, ObjectReader, ObjectStore, StoreError};
 use tokio::time::Instant;
 
@@ -47,6 +49,8 @@ pub(super) fn replica_key(record: &CatalogRecord, provider: Provider) -> String 
 
 pub(super) struct Checker {
     pub limits: RequestLimits,
+    /// What sealed copies are opened with, for `--deep` and repair.
+    pub identities: Identities,
     pub deep: bool,
     pub now: UnixMillis,
     /// When the run must be over (a Lambda invocation's end), if ever.
@@ -92,7 +96,7 @@ impl Checker {
             }
             Err(e) => return Checked::Unchecked(chain(&e)),
         };
-        if info.sha256().as_ref() != Some(&record.raw_sha256) {
+        if info.sha256().as_ref() != Some(record.replica_tag()) {
             return problem(Problem::OtherContent, Some(info));
         }
         let Some(recorded) = recorded else {
@@ -124,6 +128,12 @@ impl Checker {
                 .await
             {
                 Ok(_) => {}
+                Err(DownloadError::Corrupt(CodecError::Sealed(OpenError::Locked))) => {
+                    return Checked::Unchecked(format!(
+                        "sealed to {}, which no configured identity opens",
+                        seal::listed(record.sealed_to())
+                    ))
+                }
                 Err(DownloadError::Corrupt(e)) => {
                     let corrupt = Problem::Corrupt {
                         reason: e.to_string(),
@@ -167,6 +177,7 @@ impl Checker {
                 size: record.raw_size,
                 sha256: &record.raw_sha256,
                 compressed: true,
+                identities: &self.identities,
             };
             match check_stream(reader, expect, self.limits.timeout).await {
                 Err(DownloadError::Store(e))

@@ -24,6 +24,7 @@ use crate::clock::UnixMillis;
 use crate::keys::{archive_key, ClusterName};
 use crate::provider::Provider;
 use crate::retry::RequestLimits;
+use crate::seal::Identities;
 
 use check::{Checked, Checker, IN_FLIGHT_GRACE_MS};
 use repair::NoWriteAccess;
@@ -78,6 +79,9 @@ pub struct Verifier {
     pub catalog: Arc<dyn Catalog>,
     pub replicas: Replicas,
     pub limits: RequestLimits,
+    /// What sealed copies are opened with (none: a deep check reports
+    /// them unchecked, and they are not repaired).
+    pub identities: Identities,
 }
 
 /// Why a run could not even start: the catalog could not be read.
@@ -100,6 +104,7 @@ impl Verifier {
     ) -> Result<VerifyReport, VerifyError> {
         let checker = Checker {
             limits: self.limits,
+            identities: self.identities.clone(),
             deep: options.deep,
             now,
             deadline: options.deadline,

@@ -15,11 +15,11 @@ use crate::catalog::{
     mark_replicated, Catalog, CatalogError, CatalogRecord, RecordRef, RecordStatus, TargetState,
 };
 use crate::clock::now_millis;
-use crate::codec::verify_compressed;
+use crate::codec::{verify_stored, CodecError, Sha256Hex};
 use crate::error::chain;
-use crate::keys::meta;
 use crate::provider::Provider;
-use crate::store::{Metadata, ObjectInfo, StoreError};
+use crate::seal::{self, OpenError};
+use crate::store::{ObjectInfo, ObjectStore, StoreError};
 
 use crate::archive::download::DownloadError;
 
@@ -70,6 +70,13 @@ impl Repairer<'_> {
                 .await
             {
                 Ok(_) => return self.record(record, provider, key, info).await,
+                // Maybe good, and no key to tell: never written over.
+                Err(DownloadError::Corrupt(CodecError::Sealed(OpenError::Locked))) => {
+                    return Ok(failed(format!(
+                        "the copy found is sealed to {} and no configured identity opens it",
+                        seal::listed(record.sealed_to())
+                    )))
+                }
                 Err(DownloadError::Corrupt(_)) => {}
                 Err(e) => return Ok(failed(format!("reading the copy found: {}", chain(&e)))),
             }
@@ -81,13 +88,13 @@ impl Repairer<'_> {
             Ok(copy) => copy,
             Err(reason) => return Ok(failed(reason)),
         };
-        let metadata = Metadata::from([(meta::RAW_SIZE.to_owned(), record.raw_size.to_string())]);
+        let metadata = record.replica_metadata(seal::is_sealed(&copy.body));
         let written = match found {
             None => self
                 .checker
                 .budget()
                 .run(format!("{provider} put {key}"), || {
-                    store.put_if_absent(&key, copy.body.clone(), &record.raw_sha256, &metadata)
+                    store.put_if_absent(&key, copy.body.clone(), record.replica_tag(), &metadata)
                 })
                 .await
                 .map(drop),
@@ -106,7 +113,7 @@ impl Repairer<'_> {
                     store.put_replacing(
                         &key,
                         copy.body.clone(),
-                        &record.raw_sha256,
+                        record.replica_tag(),
                         &metadata,
                         replaced,
                     )
@@ -127,10 +134,14 @@ impl Repairer<'_> {
             }
             Err(e) => return Ok(failed(format!("writing the copy: {}", chain(&e)))),
         }
-        let read_back = self
-            .checker
-            .download_verified(record, provider, store.as_ref(), &key, None)
-            .await;
+        let read_back = match self.checker.identities.is_empty() && seal::is_sealed(&copy.body) {
+            true => self.read_back_same(store.as_ref(), &key, &copy.body).await,
+            false => {
+                self.checker
+                    .download_verified(record, provider, store.as_ref(), &key, None)
+                    .await
+            }
+        };
         let info = match read_back {
             Ok(info) => info,
             Err(e) => return Ok(failed(format!("the copy read back: {}", chain(&e)))),
@@ -139,6 +150,28 @@ impl Repairer<'_> {
             Repair::Recorded => Ok(Repair::Repaired { from: copy.from }),
             other => Ok(other),
         }
+    }
+
+    /// The object under `key`, if it holds exactly `written`: how a sealed
+    /// copy written without a key to open it is read back.
+    async fn read_back_same(
+        &self,
+        store: &dyn ObjectStore,
+        key: &str,
+        written: &[u8],
+    ) -> Result<ObjectInfo, DownloadError> {
+        let object = self
+            .checker
+            .budget()
+            .run(format!("get {key}"), || store.get(key))
+            .await?;
+        if object.body.as_ref() != written {
+            return Err(DownloadError::Corrupt(CodecError::DigestMismatch {
+                expected: Sha256Hex::of(written),
+                actual: Sha256Hex::of(&object.body),
+            }));
+        }
+        Ok(object.info)
     }
 
     /// Whether the catalog still lists the file: the retention sweep
@@ -185,8 +218,26 @@ impl Repairer<'_> {
                 .await;
             match got {
                 Ok(object) => {
-                    match verify_compressed(&object.body, record.raw_size, &record.raw_sha256) {
-                        Ok(_) => {
+                    let identities = &self.checker.identities;
+                    let verified = verify_stored(
+                        &object.body,
+                        record.raw_size,
+                        &record.raw_sha256,
+                        identities,
+                    );
+                    match verified {
+                        Ok(()) => {
+                            return Ok(VerifiedCopy {
+                                from,
+                                body: object.body,
+                            })
+                        }
+                        // No key here (the retention function holds none):
+                        // the bytes compress stored, by their digest.
+                        Err(CodecError::Sealed(OpenError::Locked))
+                            if record.compressed_sha256.as_ref()
+                                == Some(&Sha256Hex::of(&object.body)) =>
+                        {
                             return Ok(VerifiedCopy {
                                 from,
                                 body: object.body,

@@ -5,6 +5,7 @@
 pub(crate) mod backup;
 pub(crate) mod drill;
 pub(crate) mod fetch;
+pub(crate) mod keygen;
 pub(crate) mod push;
 pub(crate) mod restore;
 pub(crate) mod status;
@@ -13,25 +14,36 @@ pub(crate) mod verify;
 use shared::archive::fetch::Fetcher;
 use shared::archive::spool::Spool;
 use shared::backends::{BackendError, Backends};
-use shared::config::Config;
+use shared::config::{Config, ConfigError};
 use shared::provider::Provider;
 use shared::retry::RequestLimits;
 
 /// A fetcher over every configured replica, in the configured order.
 /// The fetcher of `walvault fetch` and its prefetcher: each a short-lived
 /// process, so a provider that lost a hedge is remembered in the spool.
-pub(crate) async fn fetcher(config: &Config) -> Result<Fetcher, BackendError> {
+pub(crate) async fn fetcher(config: &Config) -> Result<Fetcher, SetupError> {
     let slow = Spool::new(&config.spool_dir).slow_provider_path(&config.cluster);
     Ok(fetcher_from(config, None)
         .await?
         .remembering_slow_providers(slow))
 }
 
-/// A fetcher that asks `first` before the other providers.
+/// Why a command could not set up its clients.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SetupError {
+    #[error(transparent)]
+    Backends(#[from] BackendError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// A fetcher that asks `first` before the other providers, opening sealed
+/// copies with the configured identities.
 pub(crate) async fn fetcher_from(
     config: &Config,
     first: Option<Provider>,
-) -> Result<Fetcher, BackendError> {
+) -> Result<Fetcher, SetupError> {
+    let identities = config.identities()?;
     let backends = Backends::connect(config).await?;
     let replicas = match first {
         Some(first) => {
@@ -47,7 +59,8 @@ pub(crate) async fn fetcher_from(
         backends.staging,
         replicas,
         RequestLimits::from_config(config),
-    ))
+    )
+    .opening_with(identities))
 }
 
 pub(crate) fn host_name() -> String {

@@ -14,7 +14,7 @@ use shared::retry::RequestLimits;
 use shared::verify::{Finding, Problem, Range, Repair, Verifier, VerifyOptions, VerifyReport};
 
 use crate::progress::{human_bytes, Progress};
-use walvault::exit::{verify_exit, VERIFY_INCOMPLETE};
+use walvault::exit::{verify_exit, VERIFY_INCOMPLETE, VERIFY_USAGE};
 
 /// How far back `--since` reaches: a point in time, or an age.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +80,13 @@ struct JsonReport<'a> {
 }
 
 pub(crate) async fn verify(config: Config, args: VerifyArgs) -> u8 {
+    let identities = match config.identities() {
+        Ok(identities) => identities,
+        Err(e) => {
+            eprintln!("walvault verify: {e} (exit {VERIFY_USAGE})");
+            return VERIFY_USAGE;
+        }
+    };
     let backends = match Backends::connect(&config).await {
         Ok(backends) => backends,
         Err(e) => {
@@ -103,6 +110,7 @@ pub(crate) async fn verify(config: Config, args: VerifyArgs) -> u8 {
         catalog: backends.catalog,
         replicas: backends.replicas,
         limits: RequestLimits::from_config(&config),
+        identities,
     };
     let progress = FileProgress(Progress::new("verify", std::io::stderr().is_terminal()));
     let report = match verifier.verify(options, now, &progress).await {

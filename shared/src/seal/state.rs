@@ -1,0 +1,126 @@
+//! Whether a cluster's new copies are sealed, kept in the catalog (the
+//! cluster item `encryption`), so that a deployment that lost its
+//! recipient variable cannot turn encryption off unseen: the compress
+//! function compares it with its configuration at every cold start, and
+//! refuses to start rather than store plain copies of a sealed cluster.
+//! Turning encryption off is `WALVAULT_ENCRYPTION_OFF`, and is recorded.
+
+use serde::{Deserialize, Serialize};
+
+use super::Fingerprint;
+use crate::catalog::{Catalog, CatalogError, ClusterItemKind};
+use crate::clock::UnixMillis;
+use crate::config::Encryption;
+use crate::error::Retryable;
+use crate::keys::ClusterName;
+use crate::retry::Budget;
+
+/// The cluster's encryption, as the last compress function to start
+/// recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptionState {
+    pub sealed: bool,
+    /// Whom new copies are sealed to (empty when not sealed).
+    pub recipients: Vec<Fingerprint>,
+    /// When this state was recorded.
+    pub since: UnixMillis,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The catalog says new copies are sealed, and this deployment has no
+    /// recipient: it must not store plain copies.
+    #[error("the catalog says this cluster's copies are sealed (to {}), but WALVAULT_RECIPIENTS is not set: set it, or set WALVAULT_ENCRYPTION_OFF=true to store new copies unencrypted", super::listed(recipients))]
+    RecipientsMissing { recipients: Vec<Fingerprint> },
+    #[error("the cluster's encryption state in the catalog")]
+    Catalog(#[source] CatalogError),
+    #[error("the cluster's encryption state in the catalog is not readable: {0}")]
+    Unreadable(String),
+}
+
+impl Retryable for StateError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            StateError::Catalog(e) => e.is_permanent(),
+            StateError::RecipientsMissing { .. } | StateError::Unreadable(_) => true,
+        }
+    }
+}
+
+/// What the catalog says (`None`: nothing recorded, a cluster that was
+/// never sealed).
+pub async fn read(
+    catalog: &dyn Catalog,
+    cluster: &ClusterName,
+    budget: &Budget,
+) -> Result<Option<(u64, EncryptionState)>, StateError> {
+    let item = budget
+        .run("catalog read encryption", || {
+            catalog.get_cluster_item(cluster, ClusterItemKind::Encryption)
+        })
+        .await
+        .map_err(StateError::Catalog)?;
+    item.map(|item| {
+        serde_json::from_str(&item.body)
+            .map(|state| (item.version, state))
+            .map_err(|e| StateError::Unreadable(e.to_string()))
+    })
+    .transpose()
+}
+
+/// Checks `configured` against the catalog at start-up and records a
+/// change: sealing turned on, recipients rotated, or sealing turned off
+/// explicitly. Refuses a deployment with no recipients for a cluster the
+/// catalog says is sealed.
+pub async fn check_at_start(
+    catalog: &dyn Catalog,
+    cluster: &ClusterName,
+    configured: &Encryption,
+    budget: &Budget,
+    now: UnixMillis,
+) -> Result<(), StateError> {
+    // Two functions starting at once may both write: the loser reads
+    // again and finds the state it wanted, or writes over the other's.
+    for _ in 0..3 {
+        let current = read(catalog, cluster, budget).await?;
+        let wanted = match (configured, &current) {
+            (Encryption::Unset, Some((_, state))) if state.sealed => {
+                return Err(StateError::RecipientsMissing {
+                    recipients: state.recipients.clone(),
+                })
+            }
+            (Encryption::Unset, _) | (Encryption::Off, None) => return Ok(()),
+            (Encryption::Off, Some(_)) => (false, Vec::new()),
+            (Encryption::To(to), _) => (true, to.fingerprints().to_vec()),
+        };
+        if let Some((_, state)) = &current {
+            if (state.sealed, &state.recipients) == (wanted.0, &wanted.1) {
+                return Ok(());
+            }
+        }
+        let state = EncryptionState {
+            sealed: wanted.0,
+            recipients: wanted.1,
+            since: now,
+        };
+        let body =
+            serde_json::to_string(&state).map_err(|e| StateError::Unreadable(e.to_string()))?;
+        let expected = current.map(|(version, _)| version);
+        let written = budget
+            .run("catalog write encryption", || {
+                catalog.put_cluster_item(cluster, ClusterItemKind::Encryption, expected, &body)
+            })
+            .await;
+        match written {
+            Ok(()) => {
+                tracing::info!(sealed = state.sealed, recipients = %super::listed(&state.recipients), "recorded the cluster's encryption");
+                return Ok(());
+            }
+            Err(CatalogError::ConditionFailed { .. }) => continue,
+            Err(e) => return Err(StateError::Catalog(e)),
+        }
+    }
+    Err(StateError::Unreadable(
+        "changed by another writer three times in a row".into(),
+    ))
+}
