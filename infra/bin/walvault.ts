@@ -65,4 +65,7 @@ new WalvaultStack(app, `walvault-${cluster}`, {
   redriveEvery: seconds('redriveEverySeconds'),
   stagingAgeAlarm: seconds('stagingAgeAlarmSeconds'),
   archivingStalledAfter: seconds('archivingStalledSeconds'),
+  // Public age recipients, separated by commas: `-c recipients=age1…,age1…`.
+  recipients: optional('recipients')?.split(',').map((r) => r.trim()).filter((r) => r !== ''),
+  encryptionOff: optional('encryptionOff') === 'true',
 });

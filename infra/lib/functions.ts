@@ -44,6 +44,36 @@ export interface FunctionsProps {
   /** The immutability window set up on the providers (R2 bucket lock, B2 Object Lock), if any. */
   readonly immutableDays?: number;
   readonly redriveEvery: Duration;
+  /** Public age recipients new copies are sealed to; none: plain copies. */
+  readonly recipients: string[];
+  readonly encryptionOff: boolean;
+}
+
+/** An age X25519 recipient: `age1` and 58 bech32 characters. */
+const AGE_RECIPIENT = /^age1[02-9ac-hj-np-z]{58}$/;
+
+/**
+ * WALVAULT_RECIPIENTS or WALVAULT_ENCRYPTION_OFF for the compress function. A
+ * private identity given by mistake is refused without being echoed: it must
+ * never reach a template.
+ */
+function encryptionEnvironment(props: FunctionsProps): Record<string, string> {
+  props.recipients.forEach((recipient, index) => {
+    if (!AGE_RECIPIENT.test(recipient)) {
+      const secret = recipient.toUpperCase().startsWith('AGE-SECRET-KEY-');
+      throw new Error(
+        `recipients[${index}] is not an age recipient (age1…)` +
+          (secret ? ': it is a PRIVATE identity, which must stay on the restoring hosts and in the safe; give its public recipient (walvault keygen prints it)' : ''),
+      );
+    }
+  });
+  if (props.recipients.length > 0 && props.encryptionOff) {
+    throw new Error('encryptionOff cannot be set together with recipients');
+  }
+  if (props.recipients.length > 0) {
+    return { [setting('WALVAULT_RECIPIENTS')]: props.recipients.join(',') };
+  }
+  return props.encryptionOff ? { [setting('WALVAULT_ENCRYPTION_OFF')]: 'true' } : {};
 }
 
 export class Functions extends Construct {
@@ -75,6 +105,7 @@ export class Functions extends Construct {
         ...common,
         ...compressKeys.environment(),
         [setting('WALVAULT_ZSTD_LEVEL')]: String(props.zstdLevel),
+        ...encryptionEnvironment(props),
         [setting('WALVAULT_REQUEST_TIMEOUT_SECS')]: String(requestTimeoutFor('compressTimeout', props.compressTimeout.toSeconds())),
       },
     });

@@ -36,6 +36,13 @@ export interface WalvaultStackProps extends StackProps {
   readonly stagingAgeAlarm?: Duration;
   /** The ArchivingStalled alarm fires when no file was archived for this long; zero turns it off. */
   readonly archivingStalledAfter?: Duration;
+  /**
+   * Public age recipients (`age1…`) the compress function seals every new copy to
+   * (WALVAULT_RECIPIENTS). Public keys only: a private identity is refused.
+   */
+  readonly recipients?: string[];
+  /** Store new copies unsealed although the cluster's copies were sealed (WALVAULT_ENCRYPTION_OFF). */
+  readonly encryptionOff?: boolean;
 }
 
 export class WalvaultStack extends Stack {
@@ -75,6 +82,8 @@ export class WalvaultStack extends Stack {
       retentionDays: props.retentionDays ?? 30,
       immutableDays: props.immutableDays,
       redriveEvery,
+      recipients: props.recipients ?? [],
+      encryptionOff: props.encryptionOff ?? false,
     });
     this.hostPolicies = new HostPolicies(this, 'Hosts', { cluster, key: this.key, staging: this.staging, catalog: this.catalog });
     this.alarms = new Alarms(this, 'Alarms', {

@@ -120,6 +120,42 @@ test('an immutability window reaches the retention function and must end before 
   assert.throws(() => new WalvaultStack(new App(), 'walvault-bad', { ...props, immutableDays: 30 }), /shorter than retentionDays/);
 });
 
+test('recipients reach the compress function only, and no private identity reaches the template', () => {
+  const props = {
+    clusterName: 'sealed',
+    lambdaCodeDir: path.join(__dirname, '..', '..', 'test', 'fixtures', 'lambda'),
+    replicas: {
+      r2: { endpoint: 'https://acct.r2.cloudflarestorage.com', bucket: 'wal-r2' },
+      b2: { endpoint: 'https://s3.eu-central-003.backblazeb2.com', bucket: 'wal-b2', region: 'eu-central-003' },
+    },
+  };
+  const ops = 'age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p';
+  const escrow = 'age1lggyhqrw2nlhcxprm67z43rta597azn8gknawjehu9d9dl0jq3yqqvfafg';
+  const sealed = Template.fromStack(new WalvaultStack(new App(), 'walvault-sealed', { ...props, recipients: [ops, escrow] }));
+  const functions = Object.values(sealed.findResources('AWS::Lambda::Function'))
+    .map((f) => f.Properties.Environment?.Variables ?? {})
+    .filter((env) => env.WALVAULT_CLUSTER === 'sealed');
+  const compress = functions.filter((env) => env.WALVAULT_ZSTD_LEVEL !== undefined);
+  const others = functions.filter((env) => env.WALVAULT_ZSTD_LEVEL === undefined);
+  assert.equal(compress.length, 1);
+  assert.equal(compress[0].WALVAULT_RECIPIENTS, `${ops},${escrow}`);
+  assert.ok(others.length > 0 && others.every((env) => env.WALVAULT_RECIPIENTS === undefined && env.WALVAULT_IDENTITY_FILE === undefined));
+  assert.doesNotMatch(JSON.stringify(sealed.toJSON()), /AGE-SECRET-KEY/i);
+
+  const identity = 'AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX';
+  assert.throws(
+    () => new WalvaultStack(new App(), 'walvault-leak', { ...props, recipients: [ops, identity] }),
+    (e: Error) => /recipients\[1\].*PRIVATE identity/.test(e.message) && !e.message.includes('GFPYY'),
+  );
+  assert.throws(() => new WalvaultStack(new App(), 'walvault-both', { ...props, recipients: [ops], encryptionOff: true }), /cannot be set together/);
+  const off = Template.fromStack(new WalvaultStack(new App(), 'walvault-off', { ...props, encryptionOff: true }));
+  off.hasResourceProperties('AWS::Lambda::Function', {
+    Environment: { Variables: Match.objectLike({ WALVAULT_ENCRYPTION_OFF: 'true' }) },
+  });
+  const plain = JSON.stringify(template.toJSON());
+  assert.ok(!plain.includes('WALVAULT_RECIPIENTS') && !plain.includes('WALVAULT_ENCRYPTION_OFF'));
+});
+
 test('four secrets: R2 and B2 keys for each function', () => {
   template.resourceCountIs('AWS::SecretsManager::Secret', 4);
 });
