@@ -480,3 +480,22 @@ async fn a_missing_sealed_copy_is_repaired_without_a_key_by_its_digest() {
     assert_eq!(fetched.source, Source::Replica(Provider::R2));
     assert_eq!(body(fetched), raw);
 }
+
+#[tokio::test]
+async fn the_status_summary_counts_what_each_key_opens() {
+    let world = MemoryWorld::default();
+    let (a, b) = (Key::new(), Key::new());
+    archive(&world, "000000010000000000000003", None).await;
+    archive(&world, "000000010000000000000004", Some(to(&[&a]))).await;
+    archive(&world, "000000010000000000000005", Some(to(&[&a, &b]))).await;
+    let records = shared::catalog::list_all(world.backends().catalog.as_ref(), &cluster())
+        .await
+        .unwrap();
+    let mut summary = shared::status::summary::ArchiveSummary::default();
+    for record in &records {
+        summary.add(record);
+    }
+    assert_eq!((summary.files, summary.sealed), (3, 2));
+    assert_eq!(summary.sealed_to.get(&a.fingerprint), Some(&2));
+    assert_eq!(summary.sealed_to.get(&b.fingerprint), Some(&1));
+}

@@ -13,6 +13,7 @@ use crate::catalog::{CatalogRecord, RecordStatus};
 use crate::clock::UnixMillis;
 use crate::file::ArchivedFile;
 use crate::provider::Provider;
+use crate::seal::Fingerprint;
 use crate::wal::{Segment, SegmentSize, WalFileName};
 
 /// A record staged this recently is not folded into the stored summary:
@@ -64,6 +65,12 @@ pub struct ArchiveSummary {
     /// Stuck records beyond the hundred named: counted as they stood.
     #[serde(default)]
     pub stuck_unlisted: u64,
+    /// Files whose copies are sealed (see [`crate::seal`]).
+    #[serde(default)]
+    pub sealed: u64,
+    /// Files sealed to each recipient, by fingerprint: what each key opens.
+    #[serde(default)]
+    pub sealed_to: BTreeMap<Fingerprint, u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,6 +248,12 @@ impl ArchiveSummary {
         }
         if record.conflicts > 0 {
             self.conflicted += 1;
+        }
+        if record.seal.is_some() && record.status != RecordStatus::Corrupt {
+            self.sealed += 1;
+            for fingerprint in record.sealed_to() {
+                *self.sealed_to.entry(fingerprint.clone()).or_default() += 1;
+            }
         }
         if record.status == RecordStatus::Corrupt {
             self.corrupt += 1;

@@ -12,6 +12,7 @@ use shared::config::Config;
 use shared::error::chain;
 use shared::provider::Provider;
 use shared::retry::RequestLimits;
+use shared::seal::Fingerprint;
 use shared::status::health::{checks, cutting_gaps, human_age, verdict, Check, Level, Thresholds};
 use shared::status::summary::ArchiveSummary;
 use shared::status::view::{read, StatusView};
@@ -53,6 +54,8 @@ struct JsonStatus<'a> {
     level: Level,
     checks: &'a [Check],
     providers: Vec<ProviderLine>,
+    /// The fingerprints of the identities configured on this host.
+    identities_here: &'a [Fingerprint],
     #[serde(flatten)]
     view: &'a StatusView,
 }
@@ -97,12 +100,17 @@ pub(crate) async fn status(config: Config, args: StatusArgs) -> u8 {
     let level = verdict(&checks);
     let code = level.exit_code();
     let providers = provider_lines(&view.kept.archive, &args.prices);
+    let keys_here = config
+        .identities()
+        .map(|identities| identities.fingerprints())
+        .map_err(|e| e.to_string());
     if args.json {
         let json = JsonStatus {
             exit_code: code,
             level,
             checks: &checks,
             providers,
+            identities_here: keys_here.as_deref().unwrap_or_default(),
             view: &view,
         };
         println!(
@@ -110,7 +118,7 @@ pub(crate) async fn status(config: Config, args: StatusArgs) -> u8 {
             serde_json::to_string_pretty(&json).unwrap_or_default()
         );
     } else {
-        print!("{}", human(&view, &checks, level, &providers));
+        print!("{}", human(&view, &checks, level, &providers, &keys_here));
     }
     code
 }
@@ -134,7 +142,13 @@ fn provider_lines(archive: &ArchiveSummary, prices: &[(Provider, f64)]) -> Vec<P
 
 /// The report as a person reads it, in 100 columns. The first line is the
 /// verdict with the worst finding, as monitoring plugins print it.
-fn human(view: &StatusView, checks: &[Check], level: Level, providers: &[ProviderLine]) -> String {
+fn human(
+    view: &StatusView,
+    checks: &[Check],
+    level: Level,
+    providers: &[ProviderLine],
+    keys_here: &Result<Vec<Fingerprint>, String>,
+) -> String {
     let mut out = String::new();
     let mut line = |text: String| {
         out.push_str(&text);
@@ -182,6 +196,25 @@ fn human(view: &StatusView, checks: &[Check], level: Level, providers: &[Provide
                 format!("{:.2}", p.monthly_cost)
             }
         ));
+    }
+    let archive = &view.kept.archive;
+    if archive.sealed > 0 {
+        line(format!(
+            "encryption    {} files sealed, {} not",
+            archive.sealed,
+            archive.files.saturating_sub(archive.sealed)
+        ));
+        for (fingerprint, files) in &archive.sealed_to {
+            let here = match keys_here {
+                Ok(keys) if keys.contains(fingerprint) => ", identity here",
+                Ok(_) => ", no identity here",
+                Err(_) => "",
+            };
+            line(format!("  key {fingerprint} opens {files} files{here}"));
+        }
+        if let Err(e) = keys_here {
+            line(truncate(format!("  identities here: {e}")));
+        }
     }
     for f in view.in_flight.files.iter().take(10) {
         line(format!(
@@ -396,7 +429,25 @@ mod tests {
             &view.kept.archive,
             &[(Provider::R2, R2_PRICE), (Provider::B2, B2_PRICE)],
         );
-        let text = human(&view, &checks, level, &providers);
+        let text = human(&view, &checks, level, &providers, &Ok(Vec::new()));
+        assert!(!text.contains("encryption"), "{text}");
+        let mut sealed = view.clone();
+        let (here, elsewhere): (Fingerprint, Fingerprint) = (
+            "00112233445566aa".parse().unwrap(),
+            "ffeeddccbbaa9988".parse().unwrap(),
+        );
+        sealed.kept.archive.sealed = 3;
+        sealed.kept.archive.sealed_to = [(here.clone(), 3), (elsewhere, 1)].into();
+        let sealed_text = human(&sealed, &checks, level, &providers, &Ok(vec![here]));
+        assert!(sealed_text.contains("3 files sealed"), "{sealed_text}");
+        assert!(
+            sealed_text.contains("key 00112233445566aa opens 3 files, identity here"),
+            "{sealed_text}"
+        );
+        assert!(
+            sealed_text.contains("key ffeeddccbbaa9988 opens 1 files, no identity here"),
+            "{sealed_text}"
+        );
         assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
         // No retention run recorded yet: a warning, named on the first line.
         assert!(
