@@ -89,6 +89,7 @@ pub async fn replicator(config: &Config) -> Replicator {
         RequestLimits::from_config(config),
     )
     .expect("a replica on every provider")
+    .sealing_to(config.encryption.recipients())
 }
 
 /// Pushes `raw` as `name` and replicates it; returns its catalog record.

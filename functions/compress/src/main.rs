@@ -9,7 +9,7 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use shared::backends::Backends;
 use shared::clock::now_millis;
-use shared::config::{Config, Encryption};
+use shared::config::Config;
 use shared::replicate::Replicator;
 use shared::retry::RequestLimits;
 use shared::seal::state::check_at_start;
@@ -29,10 +29,7 @@ async fn main() -> Result<(), Error> {
         config.zstd_level,
         limits,
     )?
-    .sealing_to(match &config.encryption {
-        Encryption::To(recipients) => Some(recipients.clone()),
-        Encryption::Off | Encryption::Unset => None,
-    });
+    .sealing_to(config.encryption.recipients());
     // Refuses to start with no recipients for a cluster the catalog says
     // is sealed.
     check_at_start(
