@@ -15,12 +15,14 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use shared::catalog::RecordStatus;
+use shared::catalog::{RecordRef, RecordStatus};
 use shared::clock::now_millis;
-use shared::codec::decompress;
+use shared::codec::{decompress, unpack_verified};
 use shared::config::Config;
 use shared::keys::{archive_key, staging_key};
 use shared::provider::Provider;
+use shared::retry::RequestLimits;
+use shared::seal::{generate_identity, is_sealed, state, Fingerprint, Identities};
 use shared::store::StoreError;
 use shared::wal::WalFileName;
 use walvault_tests::archive::{
@@ -418,6 +420,165 @@ async fn run(tap: &mut Tap) {
          recorded in it",
         sweep,
     );
+    drop(watch);
+    encryption(tap, stack, &config, &raw[SQS_SEGMENT]).await;
+}
+
+/// The compress function with `WALVAULT_RECIPIENTS` seals what it
+/// replicates and records the cluster as sealed; started again without
+/// recipients it refuses to start, and starts with
+/// `WALVAULT_ENCRYPTION_OFF`.
+async fn encryption(tap: &mut Tap, stack: &Stack, config: &Config, raw: &[u8]) {
+    let new = generate_identity("lambda-local");
+    let key_file = scratch_dir().join("lambda-local-identity.txt");
+    let written = std::fs::write(&key_file, &new.file_text);
+    let identities = written
+        .map_err(|e| e.to_string())
+        .and_then(|()| Identities::load(&[&key_file]).map_err(|e| e.to_string()));
+    let sealed = match (identities, forget(config, SQS_SEGMENT, raw).await) {
+        (Ok(identities), Ok(())) => {
+            let mut env = stack.env_as(Role::Compress, CLUSTER);
+            env.insert("WALVAULT_RECIPIENTS".into(), new.recipient.clone());
+            let watch = Watch::start("compress", &env);
+            match watch.invoke("compress", "sqs-s3-object-created.json") {
+                Ok(response) => match no_batch_failures(&response) {
+                    Ok(()) => {
+                        sealed_replicas(config, SQS_SEGMENT, raw, &identities, &new.fingerprint)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    tap.check(
+        "compress with WALVAULT_RECIPIENTS: R2 and B2 hold sealed copies that the identity opens, \
+         and the catalog records the cluster as sealed",
+        sealed,
+    );
+    // Started directly (`cargo lambda watch` would restart a function that
+    // exits during its start, and hold the invoke): the check comes before
+    // the function asks the runtime API for events.
+    let refused = match start_compress(stack, &[]) {
+        (false, stderr) if stderr.contains("WALVAULT_ENCRYPTION_OFF") => Ok(()),
+        (_, stderr) => Err(format!(
+            "expected a refusal naming WALVAULT_ENCRYPTION_OFF:\n{stderr}"
+        )),
+    };
+    tap.check(
+        "compress without WALVAULT_RECIPIENTS refuses to start for a cluster recorded as sealed",
+        refused,
+    );
+    let (_, stderr) = start_compress(stack, &[("WALVAULT_ENCRYPTION_OFF", "true")]);
+    let budget = RequestLimits::from_config(config).one_request();
+    let catalog = backends(config).await.catalog;
+    let off = match state::read(catalog.as_ref(), &config.cluster, &budget).await {
+        Ok(Some((_, state))) if !state.sealed && !stderr.contains("WALVAULT_ENCRYPTION_OFF") => {
+            Ok(())
+        }
+        other => Err(format!(
+            "state {other:?} after a start with encryption off:\n{stderr}"
+        )),
+    };
+    tap.check(
+        "compress with WALVAULT_ENCRYPTION_OFF=true passes the check and records encryption off",
+        off,
+    );
+}
+
+/// Runs the compress binary with the stand-ins' settings and `changes`,
+/// outside any Lambda runtime: whether it exited 0, and its stderr.
+fn start_compress(stack: &Stack, changes: &[(&str, &str)]) -> (bool, String) {
+    let mut env = stack.env_as(Role::Compress, CLUSTER);
+    for (k, v) in changes {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let binary = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("debug/compress");
+    match Command::new(&binary).env_clear().envs(&env).output() {
+        Ok(out) => (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ),
+        Err(e) => (false, format!("running {}: {e}", binary.display())),
+    }
+}
+
+/// Removes `file` from the catalog and both providers and stages it again,
+/// as if never archived.
+async fn forget(config: &Config, file: &str, raw: &[u8]) -> Result<(), String> {
+    let backends = backends(config).await;
+    let wal = name(file);
+    let record = backends
+        .catalog
+        .get(&config.cluster, &wal.into())
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no record of {file}"))?;
+    backends
+        .catalog
+        .delete(RecordRef::of(&record))
+        .await
+        .map_err(|e| e.to_string())?;
+    for provider in Provider::ALL {
+        tamper(provider)
+            .await
+            .delete(&archive_key(&config.cluster, wal))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    stage(config, &wal, raw).await;
+    Ok(())
+}
+
+/// Both providers hold `file` sealed, the identity opens it to `raw`, and
+/// the catalog says the cluster is sealed to `fingerprint`.
+async fn sealed_replicas(
+    config: &Config,
+    file: &str,
+    raw: &[u8],
+    identities: &Identities,
+    fingerprint: &Fingerprint,
+) -> Result<(), String> {
+    let backends = backends(config).await;
+    let record = backends
+        .catalog
+        .get(&config.cluster, &name(file).into())
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no record of {file}"))?;
+    for replica in backends.replicas.iter() {
+        let object = replica
+            .store
+            .get(&archive_key(&config.cluster, name(file)))
+            .await
+            .map_err(|e| format!("{} copy: {e}", replica.provider))?;
+        if !is_sealed(&object.body) {
+            return Err(format!("{} holds a plain copy", replica.provider));
+        }
+        let opened = unpack_verified(
+            &object.body,
+            record.raw_size,
+            &record.raw_sha256,
+            identities,
+        )
+        .map_err(|e| format!("{} copy does not open: {e}", replica.provider))?;
+        if opened != raw {
+            return Err(format!(
+                "{} copy differs from the original",
+                replica.provider
+            ));
+        }
+    }
+    let budget = RequestLimits::from_config(config).one_request();
+    match state::read(backends.catalog.as_ref(), &config.cluster, &budget).await {
+        Ok(Some((_, state))) if state.sealed && state.recipients == [fingerprint.clone()] => Ok(()),
+        other => Err(format!("the catalog's encryption state: {other:?}")),
+    }
 }
 
 fn main() {

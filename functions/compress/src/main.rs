@@ -10,6 +10,7 @@ use serde_json::Value;
 use shared::backends::Backends;
 use shared::clock::now_millis;
 use shared::config::Config;
+use shared::error::chain;
 use shared::replicate::Replicator;
 use shared::retry::RequestLimits;
 use shared::seal::state::check_at_start;
@@ -39,7 +40,9 @@ async fn main() -> Result<(), Error> {
         &limits.one_request(),
         now_millis(),
     )
-    .await?;
+    .await
+    // The reason in words, not the error's debug form.
+    .map_err(|e| Error::from(chain(&e)))?;
     let replicator = Arc::new(replicator);
     let redrive_after = config.redrive_after;
     run(service_fn(move |event: LambdaEvent<Value>| {
