@@ -118,7 +118,7 @@ async fn providers_hold_only_ciphertext_and_no_plaintext_fact() {
     let raw = archive(&world, file, Some(to(&[&key]))).await;
     let record = record_of(&world, name(file)).await.unwrap();
     let seal = record.seal.clone().expect("the record says it is sealed");
-    assert_eq!(seal.recipients, vec![key.fingerprint.clone()]);
+    assert_eq!(seal.recipients.fingerprints(), [key.fingerprint.clone()]);
     assert_ne!(seal.tag, record.raw_sha256);
     for provider in Provider::ALL {
         let object = world
@@ -315,36 +315,96 @@ async fn rotation_and_a_mixed_archive_read_back_with_the_identities_that_open_th
     );
 }
 
-#[tokio::test]
-async fn a_retried_delivery_finds_the_copy_an_earlier_one_sealed() {
-    let world = MemoryWorld::default();
-    let key = Key::new();
+/// Stages `file` and runs a first delivery sealing to `first` that stores
+/// R2's copy (every answer lost) while B2 refuses: the delivery fails with
+/// R2's copy written and not recorded.
+async fn first_delivery_half_done(
+    world: &MemoryWorld,
+    file: WalFileName,
+    first: Option<Recipients>,
+) {
     let (wal, spool) = (WalDir::default(), tempfile::tempdir().unwrap());
-    let file = name("000000010000000000000003");
     let path = wal.file(&file, &segment_with_marker(&file));
-    pusher(&world, &spool, 1).push_one(&path).await.unwrap();
-    // R2 stores it and every answer is lost; B2 refuses: the delivery
-    // fails with R2's copy written and not recorded.
+    pusher(world, &spool, 1).push_one(&path).await.unwrap();
     world
         .replica(Provider::R2)
         .fail_next(Operation::Put, Fault::LostAnswer, u32::MAX);
     world
         .replica(Provider::B2)
         .fail_next(Operation::Put, Fault::Refused, u32::MAX);
-    let replicator = replicator(&world).sealing_to(Some(to(&[&key])));
-    let first = replicator
+    let first = replicator(world)
+        .sealing_to(first)
         .process(&announced(&file), &limits().one_request())
         .await;
     assert!(first.is_err(), "{first:?}");
     world.heal();
-    let second = replicator
+}
+
+#[tokio::test]
+async fn a_retry_after_a_rotation_seals_to_the_keys_of_the_first_delivery() {
+    let world = MemoryWorld::default();
+    let (a, b) = (Key::new(), Key::new());
+    let file = name("000000010000000000000003");
+    first_delivery_half_done(&world, file, Some(to(&[&a]))).await;
+    let second = replicator(&world)
+        .sealing_to(Some(to(&[&b])))
         .process(&announced(&file), &limits().one_request())
         .await
         .unwrap();
     assert_eq!(second, Outcome::Replicated);
     let record = record_of(&world, file).await.unwrap();
-    assert_eq!(record.conflicts, 0, "{record:?}");
-    assert!(record.has_every_target());
+    assert_eq!(
+        (record.conflicts, record.has_every_target()),
+        (0, true),
+        "{record:?}"
+    );
+    assert_eq!(record.sealed_to(), [a.fingerprint.clone()]);
+    for provider in Provider::ALL {
+        let only = fetcher(&world, opening(&[&a]), &[provider]);
+        let fetched = only.fetch(&file).await.unwrap();
+        assert_eq!(
+            fetched.source,
+            Source::Replica(provider),
+            "A opens {provider}'s copy"
+        );
+        let error = fetcher(&world, opening(&[&b]), &[provider])
+            .fetch(&file)
+            .await;
+        assert!(
+            matches!(error, Err(FetchError::Locked { .. })),
+            "{provider}: {error:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_file_half_replicated_plain_stays_plain_when_encryption_is_turned_on() {
+    let world = MemoryWorld::default();
+    let key = Key::new();
+    let file = name("000000010000000000000003");
+    first_delivery_half_done(&world, file, None).await;
+    replicator(&world)
+        .sealing_to(Some(to(&[&key])))
+        .process(&announced(&file), &limits().one_request())
+        .await
+        .unwrap();
+    let record = record_of(&world, file).await.unwrap();
+    assert!(
+        record.seal.is_none() && record.has_every_target(),
+        "{record:?}"
+    );
+    for provider in Provider::ALL {
+        let object = world
+            .replica(provider)
+            .inner()
+            .object(&archive_key(&cluster(), file))
+            .unwrap();
+        assert!(
+            !is_sealed(&object.body),
+            "{provider}: one kind of copy per file"
+        );
+        assert_eq!(object.info.sha256().as_ref(), Some(&record.raw_sha256));
+    }
 }
 
 #[tokio::test]

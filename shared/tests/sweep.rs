@@ -292,7 +292,7 @@ async fn a_history_file_kept_in_its_record_needs_no_replica_and_is_verified() {
     assert_eq!(report.planned, 5, "{report:?}");
 
     let mut altered = history;
-    altered.history = Some("1\t0/9000000\tno recovery target specified\n".into());
+    altered.history = Some(b"1\t0/9000000\tno recovery target specified\n".to_vec());
     world.catalog.inner().put(altered);
     let error = sweep(&world, true, 100_000).await.unwrap_err();
     assert!(

@@ -95,7 +95,7 @@ fn main() {
             let key = archive_key(&record.cluster, record.file);
             let (a, b) = (r2.head(&key).await, b2.head(&key).await);
             if let (Ok(a), Ok(b)) = (a, b) {
-                if a.sha256() == Some(record.raw_sha256.clone())
+                if a.sha256().as_ref() == Some(record.replica_tag())
                     && b.sha256() == a.sha256()
                     && a.size == b.size
                 {

@@ -1,10 +1,12 @@
 //! Client-side encryption end to end, with the real `walvault` binary,
-//! PostgreSQL 15 and the stand-ins: a cluster archived plain, then sealed
-//! to key A, then to key B (a mixed archive across a rotation). R2 and B2
-//! then hold no row text and no raw digest; recovery to a time gives
-//! exactly the rows committed before it, with the identities that open
-//! the files; without one, fetch stops above 125 naming the key; a copy
-//! tampered with on R2 is served from B2.
+//! PostgreSQL 15 and the stand-ins: a cluster archived plain (a base
+//! backup and WAL), then sealed to key A (a base backup holding the marker
+//! rows, and WAL), then to key B (a mixed archive across a rotation). R2
+//! and B2 then hold no row text and no raw digest; recovery to a time from
+//! the sealed backup gives exactly the rows committed before it, and from
+//! the plain backup across plain, A and B files the rows at the end; with
+//! only B, the A backup is refused; without a key, fetch stops above 125
+//! naming it; a copy tampered with on R2 is served from B2.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -72,7 +74,7 @@ async fn replicas_hold_only_ciphertext_and_recovery_crosses_the_rotation() {
     hand_to_postgres_user(keys.path());
 
     // Plain, from before encryption: a backup and some rows.
-    let id = take_backup(&source);
+    let plain_backup = take_backup(&source);
     write_and_archive(&source.pg, 1, 1000);
     drain_queue(&replicator(&source.config).await, &source.config, false).await;
     let plain: Vec<String> = list_records(
@@ -85,10 +87,11 @@ async fn replicas_hold_only_ciphertext_and_recovery_crosses_the_rotation() {
     .map(|r| r.file.to_string())
     .collect();
 
-    // Sealed to A: rows carrying the marker.
+    // Sealed to A: rows carrying the marker, and a backup holding them.
     source.pg.sql(&format!(
         "INSERT INTO proof SELECT g, '{MARKER}' || g FROM generate_series(1001, 1500) g"
     ));
+    let sealed_backup = take_backup(&source);
     let at_target = write_and_archive(&source.pg, 1501, 3000);
     let sealed_to_a = sealing(&source.config, &recipient_a);
     drain_queue(&replicator(&sealed_to_a).await, &sealed_to_a, false).await;
@@ -155,20 +158,37 @@ async fn replicas_hold_only_ciphertext_and_recovery_crosses_the_rotation() {
         }
     }
 
-    // Recovery to the target, across plain and A-sealed files.
+    // Recovery to the target from the backup sealed to A; to the end from
+    // the plain backup, across plain, A and B files.
     let identities = format!("{},{}", key_a.display(), key_b.display());
     let host = recovering_host(&source, &[("WALVAULT_IDENTITY_FILE", &identities)]);
     let (run, data) = restore(&host, &["--time", &target]);
     assert_eq!(run.code, 0, "restore:\n{}", run.stderr);
-    assert!(run.stderr.contains(&id.to_string()), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&sealed_backup.to_string()),
+        "{}",
+        run.stderr
+    );
     assert_eq!(
         recover_restored(data),
         at_target,
         "rows committed before the target"
     );
-    let (run, data) = restore(&host, &[]);
+    let plain_id = plain_backup.to_string();
+    let (run, data) = restore(&host, &["--latest", "--backup", &plain_id]);
     assert_eq!(run.code, 0, "restore --latest:\n{}", run.stderr);
     assert_eq!(recover_restored(data), latest, "across the rotation to B");
+
+    // With only B, the backup sealed to A is not restored.
+    let key_b_path = key_b.to_str().expect("a UTF-8 path");
+    let only_b = recovering_host(&source, &[("WALVAULT_IDENTITY_FILE", key_b_path)]);
+    let sealed_id = sealed_backup.to_string();
+    let (run, _) = restore(&only_b, &["--latest", "--backup", &sealed_id]);
+    assert_ne!(
+        run.code, 0,
+        "restore of A's backup with B only:\n{}",
+        run.stderr
+    );
 
     // A file sealed to A, fetched without A: above 125, naming A.
     let fingerprint_a = sealing(&source.config, &recipient_a)

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::CatalogError;
@@ -13,7 +14,7 @@ use crate::codec::Sha256Hex;
 use crate::file::ArchivedFile;
 use crate::keys::{meta, ClusterName};
 use crate::provider::Provider;
-use crate::seal::Fingerprint;
+use crate::seal::{Fingerprint, Recipients};
 use crate::store::Metadata;
 
 /// The item's attribute names: the table's key schema and every attribute
@@ -45,10 +46,11 @@ pub mod attr {
     pub const BACKUP: &str = "backup";
     /// Sealed files: the replicas' content tag (see [`super::RecordSeal`]).
     pub const SEAL_TAG: &str = "seal_tag";
-    /// Sealed files: the recipients' fingerprints, separated by spaces.
+    /// Sealed files: the public recipients (`age1…`), separated by spaces.
     pub const SEALED_TO: &str = "sealed_to";
-    /// Timeline history files: their text, for the retention function,
-    /// which cannot open sealed copies.
+    /// Timeline history files: their bytes (binary: the text is in the
+    /// database's encoding), for the retention function, which cannot open
+    /// sealed copies.
     pub const HISTORY: &str = "history";
 
     /// Every top-level attribute but the per-provider replica maps.
@@ -172,8 +174,8 @@ pub struct CatalogRecord {
     pub backup: Option<BackupSummary>,
     /// How the replicas are sealed; `None` for plain copies.
     pub seal: Option<RecordSeal>,
-    /// A timeline history file's text (set when the record is created).
-    pub history: Option<String>,
+    /// A timeline history file's bytes (set when the record is created).
+    pub history: Option<Vec<u8>>,
 }
 
 /// How a file's replicas are sealed (see [`crate::seal`]).
@@ -184,18 +186,20 @@ pub struct RecordSeal {
     /// and the same for every delivery of the file, so that a retry
     /// recognises the copy an earlier delivery stored.
     pub tag: Sha256Hex,
-    /// The recipients the copies were sealed to.
-    pub recipients: Vec<Fingerprint>,
+    /// The recipients the copies are sealed to: public keys, kept so that
+    /// a later delivery of the file (a retry, a re-drive) seals its copies
+    /// to the same keys, whatever the deployment's keys are by then.
+    pub recipients: Recipients,
 }
 
 impl RecordSeal {
     /// A new seal with a random tag.
-    pub fn new(recipients: &[Fingerprint]) -> Result<Self, getrandom::Error> {
+    pub fn new(recipients: &Recipients) -> Result<Self, getrandom::Error> {
         let mut tag = [0u8; 32];
         getrandom::getrandom(&mut tag)?;
         Ok(RecordSeal {
             tag: Sha256Hex::of_digest(&tag),
-            recipients: recipients.to_vec(),
+            recipients: recipients.clone(),
         })
     }
 }
@@ -245,24 +249,19 @@ impl CatalogRecord {
 
     /// The recipients the replicas are sealed to (none: plain).
     pub fn sealed_to(&self) -> &[Fingerprint] {
-        self.seal.as_ref().map_or(&[], |seal| &seal.recipients)
+        self.seal
+            .as_ref()
+            .map_or(&[], |seal| seal.recipients.fingerprints())
     }
 
     /// The metadata of a replica besides its content tag: for a plain
     /// copy the raw size, which lets it be verified without the catalog;
-    /// for a `sealed` one (which carries its claims inside) only a mark
-    /// that it is sealed.
-    pub fn replica_metadata(&self, sealed: bool) -> Metadata {
-        match (sealed, self.seal.is_some()) {
-            (true, _) => {
-                Metadata::from([(meta::SEALED.to_owned(), meta::SEALED_FORMAT.to_owned())])
-            }
-            // A plain copy of a sealed record (sealing turned off since):
-            // no raw size beside a tag that hides the digest.
-            (false, true) => Metadata::new(),
-            (false, false) => {
-                Metadata::from([(meta::RAW_SIZE.to_owned(), self.raw_size.to_string())])
-            }
+    /// for a sealed one (which carries its claims inside) only a mark that
+    /// it is sealed.
+    pub fn replica_metadata(&self) -> Metadata {
+        match self.seal {
+            Some(_) => Metadata::from([(meta::SEALED.to_owned(), meta::SEALED_FORMAT.to_owned())]),
+            None => Metadata::from([(meta::RAW_SIZE.to_owned(), self.raw_size.to_string())]),
         }
     }
 
@@ -339,13 +338,14 @@ impl CatalogRecord {
             ),
             (
                 attr::SEALED_TO,
-                self.seal.as_ref().map(|seal| {
-                    let listed: Vec<&str> =
-                        seal.recipients.iter().map(Fingerprint::as_str).collect();
-                    s(&listed.join(" "))
-                }),
+                self.seal.as_ref().map(|seal| s(&seal.recipients.to_list())),
             ),
-            (attr::HISTORY, self.history.as_deref().map(s)),
+            (
+                attr::HISTORY,
+                self.history
+                    .as_ref()
+                    .map(|bytes| AttributeValue::B(Blob::new(bytes.clone()))),
+            ),
         ];
         for (name, value) in optional {
             if let Some(value) = value {
@@ -424,19 +424,16 @@ impl CatalogRecord {
             seal: fields
                 .opt_string(attr::SEAL_TAG)?
                 .map(|tag| {
-                    let recipients = fields
-                        .opt_string(attr::SEALED_TO)?
-                        .unwrap_or_default()
-                        .split_whitespace()
-                        .map(|fp| fp.parse().map_err(|e| fields.malformed(attr::SEALED_TO, e)))
-                        .collect::<Result<_, _>>()?;
+                    let recipients =
+                        Recipients::parse(&fields.opt_string(attr::SEALED_TO)?.unwrap_or_default())
+                            .map_err(|e| fields.malformed(attr::SEALED_TO, e.to_string()))?;
                     Ok::<_, CatalogError>(RecordSeal {
                         tag: sha(attr::SEAL_TAG, tag)?,
                         recipients,
                     })
                 })
                 .transpose()?,
-            history: fields.opt_string(attr::HISTORY)?,
+            history: fields.opt_bytes(attr::HISTORY)?,
         })
     }
 }
@@ -493,6 +490,14 @@ impl Fields<'_> {
             None | Some(AttributeValue::Null(_)) => Ok(None),
             Some(AttributeValue::S(s)) => Ok(Some(s.clone())),
             Some(_) => Err(self.malformed(name, "not a string".into())),
+        }
+    }
+
+    fn opt_bytes(&self, name: &str) -> Result<Option<Vec<u8>>, CatalogError> {
+        match self.0.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::B(blob)) => Ok(Some(blob.as_ref().to_vec())),
+            Some(_) => Err(self.malformed(name, "not binary".into())),
         }
     }
 

@@ -95,7 +95,7 @@ impl Run<'_> {
         let Some(to) = &self.replicator.sealing else {
             return Ok(None);
         };
-        RecordSeal::new(to.fingerprints())
+        RecordSeal::new(to)
             .map(Some)
             .map_err(|e| ReplicateError::Seal {
                 file: self.file,

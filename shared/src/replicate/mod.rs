@@ -257,15 +257,24 @@ impl Run<'_> {
             staged::Read::Verified(staged, raw) => (staged, raw),
             staged::Read::Corrupt(corrupt) => return self.record_corrupt(corrupt).await,
         };
-        let packed = self.pack(&staged, &raw)?;
+        let packed = self.compress(&raw)?;
         drop(raw);
-        let record = match self.claim(&staged, Some(&packed)).await? {
+        let sealing = self.replicator.sealing.as_ref();
+        let stored = self.seal_to(sealing, &staged, &packed)?;
+        let record = match self.claim(&staged, Some(&stored)).await? {
             claim::Claim::Proceed(record) => record,
             claim::Claim::Done(outcome) => return Ok(outcome),
         };
-        let record = self.write_missing(&record, &packed).await?;
+        // A record an earlier delivery made keeps its own sealing: its
+        // copies are all sealed to the same keys, or all plain.
+        let record_sealing = record.seal.as_ref().map(|seal| &seal.recipients);
+        let stored = match record_sealing == sealing {
+            true => stored,
+            false => self.seal_to(record_sealing, &staged, &packed)?,
+        };
+        let record = self.write_missing(&record, &stored).await?;
         self.finish(&record).await?;
-        self.count_archived(&staged, packed.len() as u64);
+        self.count_archived(&staged, stored.len() as u64);
         Ok(Outcome::Replicated)
     }
 

@@ -16,7 +16,7 @@ use crate::codec::{self, Sha256Hex, IN_MEMORY_LIMIT};
 use crate::file::{ArchivedFile, FileKind};
 use crate::keys::meta;
 use crate::metrics::Metric;
-use crate::seal::{self, Claims};
+use crate::seal::{self, Claims, Recipients};
 use crate::store::{Object, ObjectInfo, ObjectReader, StoreError};
 use crate::wal::{WalFileKind, WalFileName, WalHeader};
 
@@ -27,8 +27,8 @@ pub(super) struct Staged {
     pub header: Option<WalHeader>,
     /// A backup descriptor's summary, for its catalog record.
     pub backup: Option<Box<BackupSummary>>,
-    /// A timeline history file's text, for its catalog record.
-    pub history: Option<String>,
+    /// A timeline history file's bytes, for its catalog record.
+    pub history: Option<Vec<u8>>,
     pub staged_at: UnixMillis,
 }
 
@@ -131,7 +131,7 @@ impl Run<'_> {
                     sha256,
                     header,
                     backup,
-                    history: history_text(&self.file, &object.body),
+                    history: history_bytes(&self.file, &object.body),
                     staged_at,
                 },
                 object.body,
@@ -145,9 +145,8 @@ impl Run<'_> {
         }
     }
 
-    /// What the replicas hold: the raw bytes compressed, then sealed when
-    /// the deployment seals.
-    pub(super) fn pack(&mut self, staged: &Staged, raw: &Bytes) -> Result<Bytes, ReplicateError> {
+    /// The raw bytes compressed.
+    pub(super) fn compress(&mut self, raw: &Bytes) -> Result<Bytes, ReplicateError> {
         let clock = Instant::now();
         let packed = codec::compress(raw, self.replicator.level).map_err(|source| {
             ReplicateError::Compress {
@@ -155,17 +154,29 @@ impl Run<'_> {
                 source,
             }
         })?;
-        let stored = match &self.replicator.sealing {
-            None => packed,
-            Some(to) => seal::seal(&packed, &staged.claims(), to).map_err(|source| {
-                ReplicateError::Seal {
-                    file: self.file,
-                    source,
-                }
-            })?,
-        };
         self.steps.compress_ms = elapsed_ms(clock);
-        Ok(Bytes::from(stored))
+        Ok(Bytes::from(packed))
+    }
+
+    /// What the replicas hold: the compressed bytes, sealed to `to` if
+    /// anyone.
+    pub(super) fn seal_to(
+        &mut self,
+        to: Option<&Recipients>,
+        staged: &Staged,
+        packed: &Bytes,
+    ) -> Result<Bytes, ReplicateError> {
+        let Some(to) = to else {
+            return Ok(packed.clone());
+        };
+        let clock = Instant::now();
+        let sealed =
+            seal::seal(packed, &staged.claims(), to).map_err(|source| ReplicateError::Seal {
+                file: self.file,
+                source,
+            })?;
+        self.steps.compress_ms += elapsed_ms(clock);
+        Ok(Bytes::from(sealed))
     }
 
     pub(super) async fn record_corrupt(
@@ -269,13 +280,12 @@ pub(super) fn check_content(
     })
 }
 
-/// A timeline history file's text, kept in its record: the retention
-/// function reads the timeline switches from it without opening a sealed
-/// copy. Not UTF-8 (no history file PostgreSQL writes): read from the
-/// replicas, as before.
-fn history_text(file: &ArchivedFile, body: &[u8]) -> Option<String> {
+/// A timeline history file's bytes, kept in its record: the retention
+/// function reads the timeline switches from them without opening a
+/// sealed copy.
+fn history_bytes(file: &ArchivedFile, body: &[u8]) -> Option<Vec<u8>> {
     match file {
-        ArchivedFile::Wal(WalFileName::History { .. }) => String::from_utf8(body.to_vec()).ok(),
+        ArchivedFile::Wal(WalFileName::History { .. }) => Some(body.to_vec()),
         _ => None,
     }
 }

@@ -26,18 +26,18 @@ use sha2::{Digest, Sha256};
 use super::claim::Claim;
 use super::staged::{check_claims, check_content, staged_at, Corrupt, Staged};
 use super::write::ReplicaError;
-use super::{elapsed_ms, Outcome, ReplicateError, Replicator, Run};
+use super::{elapsed_ms, Outcome, ReplicateError, Run};
 use crate::backup::MAX_CHUNK_SIZE;
 use crate::catalog::{CatalogRecord, RecordRef, RecordStatus};
 use crate::clock::now_millis;
-use crate::codec::{CodecError, Sha256Hex, IN_MEMORY_LIMIT};
+use crate::codec::{CodecError, CompressionLevel, Sha256Hex, IN_MEMORY_LIMIT};
 use crate::error::message;
 use crate::file::FileKind;
 use crate::keys::archive_key;
 use crate::metrics::Metric;
 use crate::provider::Provider;
 use crate::retry::{Budget, TimedOut};
-use crate::seal::{KeyError, Sealer};
+use crate::seal::{KeyError, Recipients, Sealer};
 use crate::store::{
     BodyStream, ObjectInfo, ObjectReader, ObjectStore, Operation, PutOutcome, StoreError, UploadId,
     UploadedPart,
@@ -181,7 +181,7 @@ impl Run<'_> {
         // Nothing to send when every provider has its replica already.
         let sent = match uploads.is_empty() {
             true => None,
-            false => match self.send(&mut uploads, staged, start, body).await {
+            false => match self.send(&mut uploads, record, staged, start, body).await {
                 Ok(sent) => sent,
                 Err(e) => {
                     abort_all(&uploads, self.budget).await;
@@ -288,7 +288,7 @@ impl Run<'_> {
             }
             Err(e) => return Begun::Settled(Box::new(Err(ReplicaError::Write(e)))),
         }
-        let metadata = record.replica_metadata(self.replicator.sealing.is_some());
+        let metadata = record.replica_metadata();
         let created = self
             .budget
             .run(format!("{provider} create upload {key}"), || {
@@ -314,6 +314,7 @@ impl Run<'_> {
     async fn send(
         &mut self,
         uploads: &mut [Upload],
+        record: &CatalogRecord,
         staged: &Staged,
         start: Bytes,
         mut body: BodyStream,
@@ -322,11 +323,14 @@ impl Run<'_> {
             file: self.file,
             source: CodecError::Compress(e.to_string()),
         };
-        let mut packer =
-            Packer::new(self.replicator, staged).map_err(|source| ReplicateError::Seal {
+        // Sealed to the record's keys: every delivery of the file alike.
+        let sealing = record.seal.as_ref().map(|seal| &seal.recipients);
+        let mut packer = Packer::new(self.replicator.level, sealing, staged).map_err(|source| {
+            ReplicateError::Seal {
                 file: self.file,
                 source,
-            })?;
+            }
+        })?;
         let mut hasher = Sha256::new();
         let mut packed_size = 0u64;
         let mut in_flight: Option<PartInFlight> = None;
@@ -446,10 +450,15 @@ enum Packer {
 }
 
 impl Packer {
-    fn new(replicator: &Replicator, staged: &Staged) -> Result<Self, KeyError> {
-        let level = replicator.level.get();
+    /// Sealed to `sealing`, if anyone: the record's keys.
+    fn new(
+        level: CompressionLevel,
+        sealing: Option<&Recipients>,
+        staged: &Staged,
+    ) -> Result<Self, KeyError> {
+        let level = level.get();
         let zstd_error = |e: std::io::Error| KeyError::Encrypt(e.to_string());
-        Ok(match &replicator.sealing {
+        Ok(match sealing {
             None => Packer::Plain(
                 zstd::stream::write::Encoder::new(Vec::new(), level).map_err(zstd_error)?,
             ),

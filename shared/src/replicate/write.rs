@@ -94,7 +94,7 @@ impl Run<'_> {
             .get(provider)
             .expect("a replicator has every provider's replica");
         let key = archive_key(&record.cluster, record.file);
-        let metadata = record.replica_metadata(self.replicator.sealing.is_some());
+        let metadata = record.replica_metadata();
         let put = self
             .budget
             .run(format!("{provider} put {key}"), || {

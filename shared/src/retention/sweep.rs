@@ -387,16 +387,16 @@ impl Sweeper {
     }
 
     /// A timeline history file's text: from its record, where the
-    /// compress function keeps it (this function cannot open sealed
+    /// compress function keeps its bytes (this function cannot open sealed
     /// copies), else from a replica; verified either way.
     async fn read_verified(
         &self,
         record: &CatalogRecord,
         budget: &Budget,
     ) -> Result<String, SweepError> {
-        if let Some(text) = &record.history {
-            return match verify(text.as_bytes(), record.raw_size, &record.raw_sha256) {
-                Ok(()) => Ok(text.clone()),
+        if let Some(bytes) = &record.history {
+            return match verify(bytes, record.raw_size, &record.raw_sha256) {
+                Ok(()) => Ok(String::from_utf8_lossy(bytes).into_owned()),
                 Err(e) => Err(SweepError::History {
                     file: record.file,
                     detail: format!("the text in its record: {e}"),

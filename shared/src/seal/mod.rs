@@ -160,6 +160,12 @@ impl Recipients {
         Ok(Recipients { keys, fingerprints })
     }
 
+    /// The recipients as [`Recipients::parse`] reads them back.
+    pub fn to_list(&self) -> String {
+        let keys: Vec<String> = self.keys.iter().map(ToString::to_string).collect();
+        keys.join(" ")
+    }
+
     /// Sorted, each once.
     pub fn fingerprints(&self) -> &[Fingerprint] {
         &self.fingerprints

@@ -88,7 +88,7 @@ impl Repairer<'_> {
             Ok(copy) => copy,
             Err(reason) => return Ok(failed(reason)),
         };
-        let metadata = record.replica_metadata(seal::is_sealed(&copy.body));
+        let metadata = record.replica_metadata();
         let written = match found {
             None => self
                 .checker
