@@ -118,7 +118,10 @@ async fn providers_hold_only_ciphertext_and_no_plaintext_fact() {
     let raw = archive(&world, file, Some(to(&[&key]))).await;
     let record = record_of(&world, name(file)).await.unwrap();
     let seal = record.seal.clone().expect("the record says it is sealed");
-    assert_eq!(seal.recipients.fingerprints(), [key.fingerprint.clone()]);
+    assert_eq!(
+        seal.recipients.fingerprints(),
+        std::slice::from_ref(&key.fingerprint)
+    );
     assert_ne!(seal.tag, record.raw_sha256);
     for provider in Provider::ALL {
         let object = world
@@ -358,7 +361,7 @@ async fn a_retry_after_a_rotation_seals_to_the_keys_of_the_first_delivery() {
         (0, true),
         "{record:?}"
     );
-    assert_eq!(record.sealed_to(), [a.fingerprint.clone()]);
+    assert_eq!(record.sealed_to(), std::slice::from_ref(&a.fingerprint));
     for provider in Provider::ALL {
         let only = fetcher(&world, opening(&[&a]), &[provider]);
         let fetched = only.fetch(&file).await.unwrap();

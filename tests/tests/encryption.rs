@@ -17,7 +17,7 @@ use shared::keys::archive_key;
 use shared::provider::Provider;
 use shared::seal::{is_sealed, Recipients};
 use shared::store::list_all;
-use walvault::exit::FETCH_LOCKED;
+use walvault::exit::{FETCH_LOCKED, RESTORE_UNAVAILABLE};
 use walvault_tests::archive::{backends, replicator, tamper};
 use walvault_tests::backups::{
     backup_settings, now_rfc3339, recover_restored, recovering_host, restore, take_backup,
@@ -148,7 +148,12 @@ async fn replicas_hold_only_ciphertext_and_recovery_crosses_the_rotation() {
                 "{what}: marker after zstd"
             );
             let metadata = format!("{:?}", object.info.metadata);
-            if is_sealed(&object.body) {
+            let record = records
+                .iter()
+                .find(|r| archive_key(&source.config.cluster, r.file) == listed.key)
+                .expect("every object has a record");
+            assert_eq!(record.seal.is_some(), is_sealed(&object.body), "{what}");
+            if record.seal.is_some() {
                 assert!(
                     digests.iter().all(|d| !metadata.contains(d)),
                     "{what}: {metadata}"
@@ -184,19 +189,23 @@ async fn replicas_hold_only_ciphertext_and_recovery_crosses_the_rotation() {
     let only_b = recovering_host(&source, &[("WALVAULT_IDENTITY_FILE", key_b_path)]);
     let sealed_id = sealed_backup.to_string();
     let (run, _) = restore(&only_b, &["--latest", "--backup", &sealed_id]);
-    assert_ne!(
-        run.code, 0,
+    let fingerprint_a = Recipients::parse(&recipient_a)
+        .expect("a recipient")
+        .fingerprints()[0]
+        .clone();
+    assert_eq!(
+        i32::from(RESTORE_UNAVAILABLE),
+        run.code,
         "restore of A's backup with B only:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(fingerprint_a.as_str()),
+        "{}",
         run.stderr
     );
 
     // A file sealed to A, fetched without A: above 125, naming A.
-    let fingerprint_a = sealing(&source.config, &recipient_a)
-        .encryption
-        .recipients()
-        .expect("sealing")
-        .fingerprints()[0]
-        .clone();
     let first_a = sealed
         .iter()
         .find(|r| r.sealed_to() == [fingerprint_a.clone()] && r.file.wal().is_some())
@@ -236,7 +245,7 @@ async fn replicas_hold_only_ciphertext_and_recovery_crosses_the_rotation() {
         &key,
         body.into(),
         first_a.replica_tag(),
-        &first_a.replica_metadata(true),
+        &first_a.replica_metadata(),
     )
     .await
     .expect("tampering");

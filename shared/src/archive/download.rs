@@ -202,9 +202,12 @@ async fn open_streamed<W: Write + Send + 'static>(
         next = body.next().await?;
     }
     drop(pieces);
-    opening
-        .await
-        .map_err(|e| DownloadError::Local(std::io::Error::other(e.to_string())))?
+    // A panic while opening is this copy's doing: the next source is tried.
+    opening.await.map_err(|e| {
+        DownloadError::Corrupt(CodecError::Sealed(OpenError::Damaged(format!(
+            "opening stopped: {e}"
+        ))))
+    })?
 }
 
 /// The blocking half of [`open_streamed`].

@@ -336,12 +336,12 @@ impl Pending {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
-    /// The first `n` bytes (all of them if fewer), removed.
+    /// The first `n` bytes (all of them if fewer), removed; a buffer of
+    /// their size, so that a part in flight holds no spare capacity.
     fn take(&self, n: usize) -> Vec<u8> {
         let mut buffer = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let at = n.min(buffer.len());
-        let rest = buffer.split_off(at);
-        std::mem::replace(&mut *buffer, rest)
+        buffer.drain(..at).collect()
     }
 }
 
