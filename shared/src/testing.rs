@@ -158,6 +158,7 @@ pub fn set_state(record: &mut CatalogRecord, status: RecordStatus) {
                 size: record.raw_size / 4,
                 etag: None,
                 at: record.staged_at,
+                stored_sha256: None,
             },
         );
     }

@@ -562,3 +562,37 @@ async fn the_status_summary_counts_what_each_key_opens() {
     assert_eq!(summary.sealed_to.get(&a.fingerprint), Some(&2));
     assert_eq!(summary.sealed_to.get(&b.fingerprint), Some(&1));
 }
+
+#[tokio::test]
+async fn after_a_retry_either_copy_is_repaired_from_the_other_without_a_key() {
+    let key = Key::new();
+    let file = name("000000010000000000000003");
+    for lost in Provider::ALL {
+        // R2's copy is the first delivery's, B2's the second's: different
+        // ciphertexts of the same file.
+        let world = MemoryWorld::default();
+        first_delivery_half_done(&world, file, Some(to(&[&key]))).await;
+        replicator(&world)
+            .sealing_to(Some(to(&[&key])))
+            .process(&announced(&file), &limits().one_request())
+            .await
+            .unwrap();
+        world
+            .replica(lost)
+            .inner()
+            .remove(&archive_key(&cluster(), file));
+        let report = verify(&world, Identities::default(), false).await;
+        assert!(
+            matches!(
+                report.problems.as_slice(),
+                [p] if matches!(p.repair, Some(shared::verify::Repair::Repaired { .. }))
+            ),
+            "{lost}: {report:?}"
+        );
+        let fetched = fetcher(&world, opening(&[&key]), &[lost])
+            .fetch(&file)
+            .await
+            .unwrap();
+        assert_eq!(fetched.source, Source::Replica(lost), "{lost}");
+    }
+}

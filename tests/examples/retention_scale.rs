@@ -209,6 +209,7 @@ fn record(cluster: &ClusterName, file: WalFileName, at: u64) -> CatalogRecord {
         size: 64,
         etag: None,
         at,
+        stored_sha256: None,
     };
     CatalogRecord {
         status: RecordStatus::Replicated,

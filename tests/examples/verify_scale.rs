@@ -189,6 +189,7 @@ async fn seed(config: &Config, files: usize) -> Vec<CatalogRecord> {
                     size: body.len() as u64,
                     etag: put.etag().map(str::to_owned),
                     at: i,
+                    stored_sha256: None,
                 };
                 record.targets.insert(replica.provider, target);
             }

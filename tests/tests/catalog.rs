@@ -49,6 +49,7 @@ fn target(record: &CatalogRecord, at: u64) -> TargetState {
         size: 4321,
         etag: Some("\"etag\"".into()),
         at,
+        stored_sha256: None,
     }
 }
 

@@ -71,6 +71,7 @@ async fn rot_on_b2(config: &shared::config::Config, file: &str) {
         size: rotten.size,
         etag: rotten.etag,
         at: now_millis(),
+        stored_sha256: None,
     };
     backends(config)
         .await

@@ -150,6 +150,7 @@ mod tests {
                         size: 3,
                         etag: None,
                         at: 11,
+                        stored_sha256: None,
                     },
                 );
             }

@@ -527,6 +527,7 @@ mod tests {
                     size: 1,
                     etag: None,
                     at: staged_at,
+                    stored_sha256: None,
                 },
             );
         }

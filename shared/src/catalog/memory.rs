@@ -291,6 +291,7 @@ mod tests {
             size: 1,
             etag: None,
             at: 2,
+            stored_sha256: None,
         }
     }
 

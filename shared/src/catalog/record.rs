@@ -85,7 +85,7 @@ pub mod attr {
     pub const ITEM_BODY: &str = "summary";
 
     /// The fields of a replica map.
-    pub const TARGET_ATTRIBUTES: [&str; 4] = ["key", "size", "etag", "at"];
+    pub const TARGET_ATTRIBUTES: [&str; 5] = ["key", "size", "etag", "at", "stored_sha256"];
 }
 
 pub use attr::{CLUSTER as PARTITION_KEY, FILE_NAME as SORT_KEY};
@@ -144,6 +144,10 @@ pub struct TargetState {
     pub size: u64,
     pub etag: Option<String>,
     pub at: UnixMillis,
+    /// The sha256 of the bytes this delivery stored, when it wrote them
+    /// (not when it found them there): how a sealed copy is verified
+    /// where no identity can open it (the retention function's repair).
+    pub stored_sha256: Option<Sha256Hex>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -448,6 +452,12 @@ impl TargetState {
         if let Some(etag) = &self.etag {
             m.insert("etag".to_owned(), AttributeValue::S(etag.clone()));
         }
+        if let Some(sha256) = &self.stored_sha256 {
+            m.insert(
+                "stored_sha256".to_owned(),
+                AttributeValue::S(sha256.as_str().to_owned()),
+            );
+        }
         AttributeValue::M(m)
     }
 }
@@ -541,6 +551,15 @@ impl Fields<'_> {
             size: inner.number("size").map_err(nested)?,
             etag: inner.opt_string("etag").map_err(nested)?,
             at: inner.number("at").map_err(nested)?,
+            stored_sha256: inner
+                .opt_string("stored_sha256")
+                .map_err(nested)?
+                .map(|v| {
+                    Sha256Hex::parse(&v).map_err(|e| {
+                        self.malformed(&format!("{name}.stored_sha256"), e.to_string())
+                    })
+                })
+                .transpose()?,
         }))
     }
 }
@@ -583,6 +602,7 @@ pub(crate) mod tests {
                 size: 1234,
                 etag: Some("\"abc\"".into()),
                 at: 5,
+                stored_sha256: None,
             },
         );
         record.targets.insert(
@@ -592,6 +612,7 @@ pub(crate) mod tests {
                 size: 1234,
                 etag: None,
                 at: 6,
+                stored_sha256: None,
             },
         );
         record.replicated_at = Some(7);

@@ -84,6 +84,8 @@ enum Begun {
 struct Sent {
     sha256: Sha256Hex,
     packed_size: u64,
+    /// Of the bytes sent: every provider got the same parts.
+    stored_sha256: Sha256Hex,
 }
 
 impl Run<'_> {
@@ -197,10 +199,9 @@ impl Run<'_> {
             );
             return self.corrupt_after_claim(record, problem).await.map(Err);
         }
-        let packed_size = sent.map_or(0, |s| s.packed_size);
         let completions = uploads
             .into_iter()
-            .map(|upload| self.complete(upload, record, packed_size));
+            .map(|upload| self.complete(upload, record, sent.as_ref()));
         results.extend(join_all(completions).await);
         self.steps.replicate_ms = elapsed_ms(clock);
         self.settle(record, results).await.map(Ok)
@@ -274,8 +275,9 @@ impl Run<'_> {
                     Some(stored) if &stored == record.replica_tag() => {
                         let put = PutOutcome::AlreadyPresent {
                             etag: existing.etag.clone(),
+                            size: existing.size,
                         };
-                        self.record_replica(provider, record, key, existing.size, &put)
+                        self.record_replica(provider, record, key, existing.size, &put, None)
                             .await
                     }
                     stored => Err(ReplicaError::Write(StoreError::different_content(
@@ -332,6 +334,7 @@ impl Run<'_> {
             }
         })?;
         let mut hasher = Sha256::new();
+        let mut stored_hasher = Sha256::new();
         let mut packed_size = 0u64;
         let mut in_flight: Option<PartInFlight> = None;
         let mut number = 0u32;
@@ -354,6 +357,7 @@ impl Run<'_> {
                 }
                 number += 1;
                 packed_size += part.len() as u64;
+                stored_hasher.update(&part);
                 in_flight = Some(send_part(uploads, number, Bytes::from(part), self.budget));
             }
         }
@@ -361,11 +365,13 @@ impl Run<'_> {
         settle_part(&mut in_flight, uploads).await;
         number += 1;
         packed_size += last.len() as u64;
+        stored_hasher.update(&last);
         in_flight = Some(send_part(uploads, number, Bytes::from(last), self.budget));
         settle_part(&mut in_flight, uploads).await;
         Ok(Some(Sent {
             sha256: Sha256Hex::finish(hasher),
             packed_size,
+            stored_sha256: Sha256Hex::finish(stored_hasher),
         }))
     }
 
@@ -374,7 +380,7 @@ impl Run<'_> {
         &self,
         upload: Upload,
         record: &CatalogRecord,
-        packed_size: u64,
+        sent: Option<&Sent>,
     ) -> (Provider, Result<CatalogRecord, ReplicaError>) {
         let provider = upload.provider;
         if let Some(e) = upload.failed {
@@ -389,7 +395,9 @@ impl Run<'_> {
             .await;
         let result = match completed {
             Ok(put) => {
-                self.record_replica(provider, record, key.clone(), packed_size, &put)
+                let (size, written) =
+                    sent.map_or((0, None), |s| (s.packed_size, Some(&s.stored_sha256)));
+                self.record_replica(provider, record, key.clone(), size, &put, written)
                     .await
             }
             Err(e) => {

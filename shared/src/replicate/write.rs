@@ -10,6 +10,7 @@ use futures_util::future::join_all;
 use super::{elapsed_ms, ReplicateError, Run};
 use crate::catalog::{CatalogError, CatalogRecord, RecordRef, RecordStatus, TargetState};
 use crate::clock::now_millis;
+use crate::codec::Sha256Hex;
 use crate::error::{chain, Retryable};
 use crate::keys::archive_key;
 use crate::metrics::Metric;
@@ -47,9 +48,10 @@ impl Run<'_> {
     ) -> Result<CatalogRecord, ReplicateError> {
         let clock = Instant::now();
         let missing = record.missing_targets();
+        let stored = Sha256Hex::of(packed);
         let writes = missing
             .iter()
-            .map(|provider| self.write_and_record(*provider, record, packed));
+            .map(|provider| self.write_and_record(*provider, record, packed, &stored));
         let results = join_all(writes).await;
         self.steps.replicate_ms = elapsed_ms(clock);
         self.settle(record, missing.into_iter().zip(results).collect())
@@ -86,6 +88,7 @@ impl Run<'_> {
         provider: Provider,
         record: &CatalogRecord,
         packed: &Bytes,
+        stored: &Sha256Hex,
     ) -> Result<CatalogRecord, ReplicaError> {
         let store = self
             .replicator
@@ -102,11 +105,20 @@ impl Run<'_> {
             })
             .await
             .map_err(ReplicaError::Write)?;
-        self.record_replica(provider, record, key, packed.len() as u64, &put)
-            .await
+        self.record_replica(
+            provider,
+            record,
+            key,
+            packed.len() as u64,
+            &put,
+            Some(stored),
+        )
+        .await
     }
 
-    /// Records `provider`'s replica of `size` bytes under `key`.
+    /// Records `provider`'s replica of `size` bytes under `key`; `written`
+    /// is the digest of the bytes this delivery sent, kept when they are
+    /// the ones stored (not when an earlier delivery's copy was found).
     pub(super) async fn record_replica(
         &self,
         provider: Provider,
@@ -114,12 +126,19 @@ impl Run<'_> {
         key: String,
         size: u64,
         put: &PutOutcome,
+        written: Option<&Sha256Hex>,
     ) -> Result<CatalogRecord, ReplicaError> {
+        // A copy an earlier delivery stored is recorded as it is there.
+        let (size, stored_sha256) = match put {
+            PutOutcome::Created { .. } => (size, written.cloned()),
+            PutOutcome::AlreadyPresent { size, .. } => (*size, None),
+        };
         let target = TargetState {
             key,
             size,
             etag: put.etag().map(str::to_owned),
             at: now_millis(),
+            stored_sha256,
         };
         let catalog = &self.replicator.backends.catalog;
         self.budget

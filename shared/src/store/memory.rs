@@ -142,6 +142,7 @@ impl MemoryStore {
             return match existing.info.sha256() {
                 Some(stored) if &stored == sha256 => Ok(PutOutcome::AlreadyPresent {
                     etag: existing.info.etag.clone(),
+                    size: existing.info.size,
                 }),
                 stored => Err(StoreError::different_content(
                     &self.name,

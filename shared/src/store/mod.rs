@@ -88,13 +88,17 @@ pub enum PutOutcome {
     /// This call stored the object.
     Created { etag: Option<String> },
     /// An object with the same raw digest was already there; nothing written.
-    AlreadyPresent { etag: Option<String> },
+    /// `size`: the stored object's, which may differ from this body's (a
+    /// sealed copy of another delivery).
+    AlreadyPresent { etag: Option<String>, size: u64 },
 }
 
 impl PutOutcome {
     pub fn etag(&self) -> Option<&str> {
         match self {
-            PutOutcome::Created { etag } | PutOutcome::AlreadyPresent { etag } => etag.as_deref(),
+            PutOutcome::Created { etag } | PutOutcome::AlreadyPresent { etag, .. } => {
+                etag.as_deref()
+            }
         }
     }
 }

@@ -243,6 +243,7 @@ impl S3Store {
         match existing.sha256() {
             Some(stored) if &stored == sha256 => Ok(PutOutcome::AlreadyPresent {
                 etag: existing.etag,
+                size: existing.size,
             }),
             stored => Err(StoreError::different_content(
                 &self.name,

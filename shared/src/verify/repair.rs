@@ -69,7 +69,7 @@ impl Repairer<'_> {
                 .download_verified(record, provider, store.as_ref(), &key, None)
                 .await
             {
-                Ok(_) => return self.record(record, provider, key, info).await,
+                Ok(_) => return self.record(record, provider, key, info, None).await,
                 // Maybe good, and no key to tell: never written over.
                 Err(DownloadError::Corrupt(CodecError::Sealed(OpenError::Locked))) => {
                     return Ok(failed(format!(
@@ -146,7 +146,11 @@ impl Repairer<'_> {
             Ok(info) => info,
             Err(e) => return Ok(failed(format!("the copy read back: {}", chain(&e)))),
         };
-        match self.record(record, provider, key, &info).await? {
+        let written = Sha256Hex::of(&copy.body);
+        match self
+            .record(record, provider, key, &info, Some(written))
+            .await?
+        {
             Repair::Recorded => Ok(Repair::Repaired { from: copy.from }),
             other => Ok(other),
         }
@@ -235,8 +239,7 @@ impl Repairer<'_> {
                         // No key here (the retention function holds none):
                         // the bytes compress stored, by their digest.
                         Err(CodecError::Sealed(OpenError::Locked))
-                            if record.compressed_sha256.as_ref()
-                                == Some(&Sha256Hex::of(&object.body)) =>
+                            if stored_as_recorded(record, from, &object.body) =>
                         {
                             return Ok(VerifiedCopy {
                                 from,
@@ -266,12 +269,14 @@ impl Repairer<'_> {
         provider: Provider,
         key: String,
         info: &ObjectInfo,
+        written: Option<Sha256Hex>,
     ) -> Result<Repair, NoWriteAccess> {
         let target = TargetState {
             key,
             size: info.size,
             etag: info.etag.clone(),
             at: now_millis(),
+            stored_sha256: written,
         };
         let recorded = self
             .checker
@@ -319,4 +324,13 @@ fn catalog_failed(what: &str, error: CatalogError) -> Result<Repair, NoWriteAcce
         CatalogError::Refused { .. } => Err(no_write_access("the catalog", &error)),
         e => Ok(failed(format!("{what}: {}", chain(&e)))),
     }
+}
+
+/// Whether `body` is byte for byte what was stored on `from`: its digest
+/// is the one recorded when the copy was written there, or (records from
+/// before that was kept) the one recorded when the file was compressed.
+fn stored_as_recorded(record: &CatalogRecord, from: Provider, body: &[u8]) -> bool {
+    let digest = Sha256Hex::of(body);
+    let written = record.target(from).and_then(|t| t.stored_sha256.as_ref());
+    written == Some(&digest) || record.compressed_sha256.as_ref() == Some(&digest)
 }
