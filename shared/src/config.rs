@@ -211,16 +211,6 @@ pub enum Encryption {
     To(Recipients),
 }
 
-impl Encryption {
-    /// Whom new copies are sealed to, if anyone.
-    pub fn recipients(&self) -> Option<Recipients> {
-        match self {
-            Encryption::To(recipients) => Some(recipients.clone()),
-            Encryption::Off | Encryption::Unset => None,
-        }
-    }
-}
-
 impl Config {
     /// Reads the process environment, and `file` underneath it if given.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {

@@ -16,7 +16,9 @@ use shared::keys::{archive_key, meta};
 use shared::provider::Provider;
 use shared::replicate::Outcome;
 use shared::seal::state::{check_at_start, read, StateError};
-use shared::seal::{generate_identity, is_sealed, Fingerprint, Identities, Recipients};
+use shared::seal::{
+    generate_identity, is_sealed, Fingerprint, Identities, Recipients, Sealing, TagKey,
+};
 use shared::store::Operation;
 use shared::testing::{synthetic_segment, MemoryWorld};
 use shared::verify::{Problem, Range, Verifier, VerifyOptions};
@@ -53,6 +55,14 @@ fn to(keys: &[&Key]) -> Recipients {
     Recipients::parse(&list.join(",")).unwrap()
 }
 
+/// Sealing to `keys`, with one tag key for every test: a cluster's.
+fn sealing(keys: &[&Key]) -> Sealing {
+    Sealing {
+        recipients: to(keys),
+        tag_key: TagKey::parse(&"5e".repeat(32)).unwrap(),
+    }
+}
+
 fn opening(keys: &[&Key]) -> Identities {
     let paths: Vec<&Path> = keys.iter().map(|k| k.path()).collect();
     Identities::load(&paths).unwrap()
@@ -72,7 +82,7 @@ fn segment_with_marker(name: &WalFileName) -> Vec<u8> {
 
 /// Pushes `file` with the marker and replicates it, sealing to `sealed_to`
 /// (plain when `None`).
-async fn archive(world: &MemoryWorld, file: &str, sealed_to: Option<Recipients>) -> Vec<u8> {
+async fn archive(world: &MemoryWorld, file: &str, sealed_to: Option<Sealing>) -> Vec<u8> {
     let (wal, spool) = (WalDir::default(), tempfile::tempdir().unwrap());
     let name = name(file);
     let bytes = segment_with_marker(&name);
@@ -115,7 +125,7 @@ async fn providers_hold_only_ciphertext_and_no_plaintext_fact() {
     let world = MemoryWorld::default();
     let key = Key::new();
     let file = "000000010000000000000003";
-    let raw = archive(&world, file, Some(to(&[&key]))).await;
+    let raw = archive(&world, file, Some(sealing(&[&key]))).await;
     let record = record_of(&world, name(file)).await.unwrap();
     let seal = record.seal.clone().expect("the record says it is sealed");
     assert_eq!(
@@ -163,7 +173,7 @@ async fn without_the_identity_fetch_names_the_recipients_and_never_says_not_foun
     let world = MemoryWorld::default();
     let (key, stranger) = (Key::new(), Key::new());
     let file = "000000010000000000000003";
-    archive(&world, file, Some(to(&[&key]))).await;
+    archive(&world, file, Some(sealing(&[&key]))).await;
     for identities in [Identities::default(), opening(&[&stranger])] {
         let error = fetcher(&world, identities, &[Provider::R2, Provider::B2])
             .fetch(&name(file))
@@ -184,7 +194,7 @@ async fn a_tampered_copy_is_corrupt_and_served_from_the_other_provider() {
     let world = MemoryWorld::default();
     let key = Key::new();
     let file = "000000010000000000000003";
-    let raw = archive(&world, file, Some(to(&[&key]))).await;
+    let raw = archive(&world, file, Some(sealing(&[&key]))).await;
     let object_key = archive_key(&cluster(), name(file));
     let r2 = world.replica(Provider::R2).inner();
     let size = r2.object(&object_key).unwrap().body.len();
@@ -249,7 +259,7 @@ async fn verify(
 async fn verify_checks_sealed_copies_by_tag_and_reports_them_unchecked_without_a_key() {
     let world = MemoryWorld::default();
     let key = Key::new();
-    archive(&world, "000000010000000000000003", Some(to(&[&key]))).await;
+    archive(&world, "000000010000000000000003", Some(sealing(&[&key]))).await;
     let shallow = verify(&world, Identities::default(), false).await;
     assert!(
         shallow.problems.is_empty() && shallow.unchecked.is_empty(),
@@ -279,8 +289,8 @@ async fn rotation_and_a_mixed_archive_read_back_with_the_identities_that_open_th
     let world = MemoryWorld::default();
     let (a, b) = (Key::new(), Key::new());
     let plain = archive(&world, "000000010000000000000003", None).await;
-    let under_a = archive(&world, "000000010000000000000004", Some(to(&[&a]))).await;
-    let under_b = archive(&world, "000000010000000000000005", Some(to(&[&b]))).await;
+    let under_a = archive(&world, "000000010000000000000004", Some(sealing(&[&a]))).await;
+    let under_b = archive(&world, "000000010000000000000005", Some(sealing(&[&b]))).await;
     let both = fetcher(&world, opening(&[&a, &b]), &[Provider::R2, Provider::B2]);
     for (file, raw) in [("03", &plain), ("04", &under_a), ("05", &under_b)] {
         let fetched = both
@@ -321,11 +331,7 @@ async fn rotation_and_a_mixed_archive_read_back_with_the_identities_that_open_th
 /// Stages `file` and runs a first delivery sealing to `first` that stores
 /// R2's copy (every answer lost) while B2 refuses: the delivery fails with
 /// R2's copy written and not recorded.
-async fn first_delivery_half_done(
-    world: &MemoryWorld,
-    file: WalFileName,
-    first: Option<Recipients>,
-) {
+async fn first_delivery_half_done(world: &MemoryWorld, file: WalFileName, first: Option<Sealing>) {
     let (wal, spool) = (WalDir::default(), tempfile::tempdir().unwrap());
     let path = wal.file(&file, &segment_with_marker(&file));
     pusher(world, &spool, 1).push_one(&path).await.unwrap();
@@ -348,9 +354,9 @@ async fn a_retry_after_a_rotation_seals_to_the_keys_of_the_first_delivery() {
     let world = MemoryWorld::default();
     let (a, b) = (Key::new(), Key::new());
     let file = name("000000010000000000000003");
-    first_delivery_half_done(&world, file, Some(to(&[&a]))).await;
+    first_delivery_half_done(&world, file, Some(sealing(&[&a]))).await;
     let second = replicator(&world)
-        .sealing_to(Some(to(&[&b])))
+        .sealing_to(Some(sealing(&[&b])))
         .process(&announced(&file), &limits().one_request())
         .await
         .unwrap();
@@ -387,7 +393,7 @@ async fn a_file_half_replicated_plain_stays_plain_when_encryption_is_turned_on()
     let file = name("000000010000000000000003");
     first_delivery_half_done(&world, file, None).await;
     replicator(&world)
-        .sealing_to(Some(to(&[&key])))
+        .sealing_to(Some(sealing(&[&key])))
         .process(&announced(&file), &limits().one_request())
         .await
         .unwrap();
@@ -416,7 +422,7 @@ async fn large_files_are_sealed_and_opened_as_they_stream() {
     let key = Key::new();
     let (file, raw) = staged_of(&world, "000000010000000000000003", 64).await;
     let outcome = replicator(&world)
-        .sealing_to(Some(to(&[&key])))
+        .sealing_to(Some(sealing(&[&key])))
         .process(&announced(&file), &limits().one_request())
         .await
         .unwrap();
@@ -460,7 +466,7 @@ async fn without_the_catalog_a_sealed_copy_is_verified_by_its_own_claims() {
     let world = MemoryWorld::default();
     let key = Key::new();
     let file = "000000010000000000000003";
-    let raw = archive(&world, file, Some(to(&[&key]))).await;
+    let raw = archive(&world, file, Some(sealing(&[&key]))).await;
     world
         .catalog
         .fail_next(CatalogOperation::Get, Fault::Refused, u32::MAX);
@@ -481,11 +487,17 @@ async fn the_function_refuses_to_start_unsealed_once_the_cluster_is_sealed() {
         let catalog = catalog.clone();
         async move { check_at_start(catalog.as_ref(), &cluster(), &encryption, &budget, 1).await }
     };
-    check(Encryption::Unset).await.unwrap();
+    assert!(check(Encryption::Unset).await.unwrap().is_none());
     assert_eq!(
         read(catalog.as_ref(), &cluster(), &budget).await.unwrap(),
         None
     );
+    let first = check(Encryption::To(to(&[&key]))).await.unwrap().unwrap();
+    assert_eq!(first.recipients, to(&[&key]));
+    // A rotation keeps the cluster's tag key: tags stay the same per file.
+    let other = Key::new();
+    let rotated = check(Encryption::To(to(&[&other]))).await.unwrap().unwrap();
+    assert_eq!(rotated.tag_key, first.tag_key);
     check(Encryption::To(to(&[&key]))).await.unwrap();
     let (_, state) = read(catalog.as_ref(), &cluster(), &budget)
         .await
@@ -508,7 +520,12 @@ async fn the_function_refuses_to_start_unsealed_once_the_cluster_is_sealed() {
         .unwrap()
         .unwrap();
     assert!(!state.sealed);
-    check(Encryption::Unset).await.unwrap();
+    assert!(check(Encryption::Unset).await.unwrap().is_none());
+    let again = check(Encryption::To(to(&[&key]))).await.unwrap().unwrap();
+    assert_eq!(
+        again.tag_key, first.tag_key,
+        "kept while encryption was off"
+    );
     world
         .catalog
         .fail_next(CatalogOperation::GetClusterItem, Fault::Refused, u32::MAX);
@@ -523,7 +540,7 @@ async fn a_missing_sealed_copy_is_repaired_without_a_key_by_its_digest() {
     let world = MemoryWorld::default();
     let key = Key::new();
     let file = "000000010000000000000003";
-    let raw = archive(&world, file, Some(to(&[&key]))).await;
+    let raw = archive(&world, file, Some(sealing(&[&key]))).await;
     let object_key = archive_key(&cluster(), name(file));
     world.replica(Provider::R2).inner().remove(&object_key);
     // As the retention function runs it: no identity.
@@ -549,8 +566,8 @@ async fn the_status_summary_counts_what_each_key_opens() {
     let world = MemoryWorld::default();
     let (a, b) = (Key::new(), Key::new());
     archive(&world, "000000010000000000000003", None).await;
-    archive(&world, "000000010000000000000004", Some(to(&[&a]))).await;
-    archive(&world, "000000010000000000000005", Some(to(&[&a, &b]))).await;
+    archive(&world, "000000010000000000000004", Some(sealing(&[&a]))).await;
+    archive(&world, "000000010000000000000005", Some(sealing(&[&a, &b]))).await;
     let records = shared::catalog::list_all(world.backends().catalog.as_ref(), &cluster())
         .await
         .unwrap();
@@ -571,9 +588,9 @@ async fn after_a_retry_either_copy_is_repaired_from_the_other_without_a_key() {
         // R2's copy is the first delivery's, B2's the second's: different
         // ciphertexts of the same file.
         let world = MemoryWorld::default();
-        first_delivery_half_done(&world, file, Some(to(&[&key]))).await;
+        first_delivery_half_done(&world, file, Some(sealing(&[&key]))).await;
         replicator(&world)
-            .sealing_to(Some(to(&[&key])))
+            .sealing_to(Some(sealing(&[&key])))
             .process(&announced(&file), &limits().one_request())
             .await
             .unwrap();
@@ -595,4 +612,25 @@ async fn after_a_retry_either_copy_is_repaired_from_the_other_without_a_key() {
             .unwrap();
         assert_eq!(fetched.source, Source::Replica(lost), "{lost}");
     }
+}
+
+#[tokio::test]
+async fn a_file_pushed_again_after_its_record_was_lost_finds_its_sealed_copies() {
+    let world = MemoryWorld::default();
+    let key = Key::new();
+    let file = "000000010000000000000003";
+    let raw = archive(&world, file, Some(sealing(&[&key]))).await;
+    // The catalog restored to a time before the file: its record is gone,
+    // its copies are not; the shipper pushes it again.
+    world.catalog.inner().remove(&cluster(), &name(file).into());
+    let again = archive(&world, file, Some(sealing(&[&key]))).await;
+    assert_eq!(again, raw);
+    let record = record_of(&world, name(file)).await.unwrap();
+    assert_eq!(record.conflicts, 0, "{record:?}");
+    assert!(record.has_every_target(), "{record:?}");
+    let fetched = fetcher(&world, opening(&[&key]), &[Provider::R2, Provider::B2])
+        .fetch(&name(file))
+        .await
+        .unwrap();
+    assert_eq!(body(fetched), raw);
 }

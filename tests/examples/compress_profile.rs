@@ -16,7 +16,7 @@ use shared::archive::fetch::Fetcher;
 use shared::codec::{compress, decompress, unpack_verified, CompressionLevel, Sha256Hex};
 use shared::events::ObjectRef;
 use shared::keys::staging_key;
-use shared::seal::{generate_identity, seal, Claims, Identities, Recipients};
+use shared::seal::{generate_identity, seal, Claims, Identities, Recipients, Sealing, TagKey};
 use shared::wal::WalFileName;
 use walvault_tests::archive::{backends, replicator, stage};
 use walvault_tests::memory::{peak_kib, reset_peak};
@@ -175,7 +175,10 @@ fn round_trip(files: &[PathBuf], sealed: bool) {
     runtime.block_on(async {
         let replicator = replicator(&config)
             .await
-            .sealing_to(sealed.then(|| key.recipients.clone()));
+            .sealing_to(sealed.then(|| Sealing {
+                recipients: key.recipients.clone(),
+                tag_key: TagKey::random().expect("a tag key"),
+            }));
         let budget = shared::retry::RequestLimits::from_config(&config).one_request();
         let (mut names, mut replicating, mut raw_bytes) = (Vec::new(), Duration::ZERO, 0u64);
         reset_peak();

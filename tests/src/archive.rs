@@ -15,6 +15,7 @@ use shared::keys::staging_key;
 use shared::provider::Provider;
 use shared::replicate::{Outcome, Replicator};
 use shared::retry::RequestLimits;
+use shared::seal::state::check_at_start;
 use shared::store::{ObjectStore, S3Options, S3Store};
 use shared::wal::WalFileName;
 
@@ -81,15 +82,26 @@ pub async fn stage(config: &Config, name: &WalFileName, raw: &[u8]) {
 /// The replicator the compress function builds for `config`, signed as
 /// the compress function.
 pub async fn replicator(config: &Config) -> Replicator {
-    Replicator::new(
+    let replicator = Replicator::new(
         config.cluster.clone(),
         config.staging.bucket.clone(),
         backends_as(Role::Compress, config).await,
         config.zstd_level,
         RequestLimits::from_config(config),
     )
-    .expect("a replica on every provider")
-    .sealing_to(config.encryption.recipients())
+    .expect("a replica on every provider");
+    // As the function starts: the cluster's encryption state checked, and
+    // its tag key when sealing.
+    let sealing = check_at_start(
+        replicator.backends.catalog.as_ref(),
+        &config.cluster,
+        &config.encryption,
+        &RequestLimits::from_config(config).one_request(),
+        shared::clock::now_millis(),
+    )
+    .await
+    .expect("the cluster's encryption state");
+    replicator.sealing_to(sealing)
 }
 
 /// Pushes `raw` as `name` and replicates it; returns its catalog record.

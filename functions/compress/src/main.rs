@@ -29,11 +29,10 @@ async fn main() -> Result<(), Error> {
         Backends::connect(&config).await?,
         config.zstd_level,
         limits,
-    )?
-    .sealing_to(config.encryption.recipients());
+    )?;
     // Refuses to start with no recipients for a cluster the catalog says
-    // is sealed.
-    check_at_start(
+    // is sealed; the cluster's tag key when sealing.
+    let sealing = check_at_start(
         replicator.backends.catalog.as_ref(),
         &config.cluster,
         &config.encryption,
@@ -43,7 +42,7 @@ async fn main() -> Result<(), Error> {
     .await
     // The reason in words, not the error's debug form.
     .map_err(|e| Error::from(chain(&e)))?;
-    let replicator = Arc::new(replicator);
+    let replicator = Arc::new(replicator.sealing_to(sealing));
     let redrive_after = config.redrive_after;
     run(service_fn(move |event: LambdaEvent<Value>| {
         let replicator = Arc::clone(&replicator);

@@ -14,7 +14,7 @@ use crate::codec::Sha256Hex;
 use crate::file::ArchivedFile;
 use crate::keys::{meta, ClusterName};
 use crate::provider::Provider;
-use crate::seal::{Fingerprint, Recipients};
+use crate::seal::{Fingerprint, Recipients, Sealing};
 use crate::store::Metadata;
 
 /// The item's attribute names: the table's key schema and every attribute
@@ -186,9 +186,9 @@ pub struct CatalogRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordSeal {
     /// What the replicas carry as their content tag where plain copies
-    /// carry the raw sha256: random, so that it tells a provider nothing,
-    /// and the same for every delivery of the file, so that a retry
-    /// recognises the copy an earlier delivery stored.
+    /// carry the raw sha256: keyed by the cluster's tag key, so that it
+    /// tells a provider nothing, and the same for every delivery of the
+    /// file, so that a retry recognises the copy an earlier one stored.
     pub tag: Sha256Hex,
     /// The recipients the copies are sealed to: public keys, kept so that
     /// a later delivery of the file (a retry, a re-drive) seals its copies
@@ -197,14 +197,13 @@ pub struct RecordSeal {
 }
 
 impl RecordSeal {
-    /// A new seal with a random tag.
-    pub fn new(recipients: &Recipients) -> Result<Self, getrandom::Error> {
-        let mut tag = [0u8; 32];
-        getrandom::getrandom(&mut tag)?;
-        Ok(RecordSeal {
-            tag: Sha256Hex::of_digest(&tag),
-            recipients: recipients.clone(),
-        })
+    /// The seal of a new record of the file whose raw bytes have
+    /// `raw_sha256`.
+    pub fn new(sealing: &Sealing, raw_sha256: &Sha256Hex) -> Self {
+        RecordSeal {
+            tag: sealing.tag_key.tag(raw_sha256),
+            recipients: sealing.recipients.clone(),
+        }
     }
 }
 

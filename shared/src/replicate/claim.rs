@@ -13,7 +13,6 @@ use crate::clock::now_millis;
 use crate::codec::Sha256Hex;
 use crate::error::chain;
 use crate::metrics::Metric;
-use crate::seal::KeyError;
 
 pub(super) enum Claim {
     /// Replicate: the record as it stands (replicas it lacks are written).
@@ -38,7 +37,11 @@ impl Run<'_> {
             compressed_sha256: packed.map(|p| Sha256Hex::of(p)),
             backup: staged.backup.as_deref().cloned(),
             history: staged.history.clone(),
-            seal: self.new_seal()?,
+            seal: self
+                .replicator
+                .sealing
+                .as_ref()
+                .map(|sealing| RecordSeal::new(sealing, &staged.sha256)),
             ..CatalogRecord::replicating(
                 self.replicator.cluster.clone(),
                 self.file,
@@ -87,20 +90,6 @@ impl Run<'_> {
                 Ok(Claim::Done(Outcome::Conflict(detail)))
             }
         }
-    }
-
-    /// The seal of a new record, when the deployment seals: every delivery
-    /// of the file then tags its copies with the record's tag.
-    fn new_seal(&self) -> Result<Option<RecordSeal>, ReplicateError> {
-        let Some(to) = &self.replicator.sealing else {
-            return Ok(None);
-        };
-        RecordSeal::new(to)
-            .map(Some)
-            .map_err(|e| ReplicateError::Seal {
-                file: self.file,
-                source: KeyError::Encrypt(format!("no randomness for the tag: {e}")),
-            })
     }
 
     /// Counts a refused content in the record and the metrics.

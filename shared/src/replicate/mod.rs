@@ -29,7 +29,7 @@ use crate::keys::{parse_staging_key, ClusterName};
 use crate::metrics::{Metric, MetricRecord};
 use crate::provider::Provider;
 use crate::retry::{Budget, RequestLimits};
-use crate::seal::{KeyError, Recipients};
+use crate::seal::{KeyError, Sealing};
 use crate::store::StoreError;
 
 pub use redrive::RedriveReport;
@@ -45,8 +45,8 @@ pub struct Replicator {
     pub backends: Backends,
     pub level: CompressionLevel,
     pub limits: RequestLimits,
-    /// Whom new copies are sealed to; plain copies when `None`.
-    pub sealing: Option<Recipients>,
+    /// How new copies are sealed; plain copies when `None`.
+    pub sealing: Option<Sealing>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,9 +153,9 @@ impl Replicator {
         })
     }
 
-    /// Seals new copies to `to` (none: plain copies).
-    pub fn sealing_to(mut self, to: Option<Recipients>) -> Self {
-        self.sealing = to;
+    /// Seals new copies as `sealing` says (none: plain copies).
+    pub fn sealing_to(mut self, sealing: Option<Sealing>) -> Self {
+        self.sealing = sealing;
         self
     }
 
@@ -259,7 +259,7 @@ impl Run<'_> {
         };
         let packed = self.compress(&raw)?;
         drop(raw);
-        let sealing = self.replicator.sealing.as_ref();
+        let sealing = self.replicator.sealing.as_ref().map(|s| &s.recipients);
         let stored = self.seal_to(sealing, &staged, &packed)?;
         let record = match self.claim(&staged, Some(&stored)).await? {
             claim::Claim::Proceed(record) => record,

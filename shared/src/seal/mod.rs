@@ -34,6 +34,58 @@ const AGE_MAGIC: &[u8] = b"age-encryption.org/v1\n";
 const CLAIMS_MAGIC: &[u8; 8] = b"wvseal1\n";
 const CLAIMS_LEN: usize = CLAIMS_MAGIC.len() + 8 + 32;
 
+/// The secret that keys a sealed file's content tag: HMAC-SHA256 of its raw
+/// sha256, so that the tag is the same for every delivery of the file
+/// (even one that recreates a lost catalog record) and tells a provider
+/// nothing. One per cluster, kept in the catalog's encryption state (the
+/// user's own account, beside the raw digests themselves).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TagKey([u8; 32]);
+
+impl TagKey {
+    pub fn random() -> Result<Self, KeyError> {
+        let mut key = [0u8; 32];
+        getrandom::getrandom(&mut key)
+            .map_err(|e| KeyError::Encrypt(format!("no randomness: {e}")))?;
+        Ok(TagKey(key))
+    }
+
+    pub fn parse(hex_key: &str) -> Result<Self, String> {
+        let bytes = hex::decode(hex_key).map_err(|_| "the tag key is not hex".to_owned())?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| "the tag key is not 32 bytes".to_owned())?;
+        Ok(TagKey(key))
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The content tag of the file whose raw bytes have `raw_sha256`.
+    pub fn tag(&self, raw_sha256: &Sha256Hex) -> Sha256Hex {
+        use hmac::Mac;
+        let mut mac =
+            hmac::Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        mac.update(raw_sha256.as_str().as_bytes());
+        Sha256Hex::of_digest(&mac.finalize().into_bytes().into())
+    }
+}
+
+impl fmt::Debug for TagKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TagKey(<redacted>)")
+    }
+}
+
+/// How a deployment seals new copies: to whom, and with the cluster's tag
+/// key.
+#[derive(Debug, Clone)]
+pub struct Sealing {
+    pub recipients: Recipients,
+    pub tag_key: TagKey,
+}
+
 /// Whether a stored copy that begins with `start` is sealed.
 pub fn is_sealed(start: &[u8]) -> bool {
     start.starts_with(AGE_MAGIC)

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Fingerprint;
+use super::{Fingerprint, Sealing, TagKey};
 use crate::catalog::{Catalog, CatalogError, ClusterItemKind};
 use crate::clock::UnixMillis;
 use crate::config::Encryption;
@@ -24,6 +24,20 @@ pub struct EncryptionState {
     pub recipients: Vec<Fingerprint>,
     /// When this state was recorded.
     pub since: UnixMillis,
+    /// The cluster's [`TagKey`], in hex: made when the cluster is first
+    /// sealed, kept through rotations and turning encryption off.
+    #[serde(default)]
+    pub tag_key: Option<String>,
+}
+
+impl EncryptionState {
+    fn parsed_tag_key(&self) -> Result<Option<TagKey>, StateError> {
+        self.tag_key
+            .as_deref()
+            .map(TagKey::parse)
+            .transpose()
+            .map_err(StateError::Unreadable)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,14 +85,14 @@ pub async fn read(
 /// Checks `configured` against the catalog at start-up and records a
 /// change: sealing turned on, recipients rotated, or sealing turned off
 /// explicitly. Refuses a deployment with no recipients for a cluster the
-/// catalog says is sealed.
+/// catalog says is sealed. How the deployment seals, if it does.
 pub async fn check_at_start(
     catalog: &dyn Catalog,
     cluster: &ClusterName,
     configured: &Encryption,
     budget: &Budget,
     now: UnixMillis,
-) -> Result<(), StateError> {
+) -> Result<Option<Sealing>, StateError> {
     // Two functions starting at once may both write: the loser reads
     // again and finds the state it wanted, or writes over the other's.
     for _ in 0..3 {
@@ -89,19 +103,39 @@ pub async fn check_at_start(
                     recipients: state.recipients.clone(),
                 })
             }
-            (Encryption::Unset, _) | (Encryption::Off, None) => return Ok(()),
+            (Encryption::Unset, _) | (Encryption::Off, None) => return Ok(None),
             (Encryption::Off, Some(_)) => (false, Vec::new()),
             (Encryption::To(to), _) => (true, to.fingerprints().to_vec()),
         };
+        let kept_key = match &current {
+            Some((_, state)) => state.parsed_tag_key()?,
+            None => None,
+        };
+        let tag_key = match (kept_key, wanted.0) {
+            (Some(key), _) => Some(key),
+            (None, true) => {
+                Some(TagKey::random().map_err(|e| StateError::Unreadable(e.to_string()))?)
+            }
+            (None, false) => None,
+        };
+        let sealing = match (configured, &tag_key) {
+            (Encryption::To(to), Some(tag_key)) => Some(Sealing {
+                recipients: to.clone(),
+                tag_key: tag_key.clone(),
+            }),
+            _ => None,
+        };
         if let Some((_, state)) = &current {
-            if (state.sealed, &state.recipients) == (wanted.0, &wanted.1) {
-                return Ok(());
+            let same_key = state.tag_key.is_some() || tag_key.is_none();
+            if (state.sealed, &state.recipients) == (wanted.0, &wanted.1) && same_key {
+                return Ok(sealing);
             }
         }
         let state = EncryptionState {
             sealed: wanted.0,
             recipients: wanted.1,
             since: now,
+            tag_key: tag_key.as_ref().map(TagKey::to_hex),
         };
         let body =
             serde_json::to_string(&state).map_err(|e| StateError::Unreadable(e.to_string()))?;
@@ -114,7 +148,7 @@ pub async fn check_at_start(
         match written {
             Ok(()) => {
                 tracing::info!(sealed = state.sealed, recipients = %super::listed(&state.recipients), "recorded the cluster's encryption");
-                return Ok(());
+                return Ok(sealing);
             }
             Err(CatalogError::ConditionFailed { .. }) => continue,
             Err(e) => return Err(StateError::Catalog(e)),
