@@ -623,8 +623,7 @@ async fn a_file_pushed_again_after_its_record_was_lost_finds_its_sealed_copies()
     // The catalog restored to a time before the file: its record is gone,
     // its copies are not; the shipper pushes it again.
     world.catalog.inner().remove(&cluster(), &name(file).into());
-    let again = archive(&world, file, Some(sealing(&[&key]))).await;
-    assert_eq!(again, raw);
+    archive(&world, file, Some(sealing(&[&key]))).await;
     let record = record_of(&world, name(file)).await.unwrap();
     assert_eq!(record.conflicts, 0, "{record:?}");
     assert!(record.has_every_target(), "{record:?}");

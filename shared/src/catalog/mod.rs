@@ -140,10 +140,22 @@ pub trait Catalog: Send + Sync {
 }
 
 /// A cluster-wide item as stored: an opaque body under a version number.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClusterItem {
     pub version: u64,
     pub body: String,
+}
+
+/// The body may hold a secret (the encryption item's tag key): never shown.
+impl fmt::Debug for ClusterItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ClusterItem(version {}, {} bytes)",
+            self.version,
+            self.body.len()
+        )
+    }
 }
 
 /// The items a cluster has besides its records, each in a partition of

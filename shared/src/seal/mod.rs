@@ -39,8 +39,23 @@ const CLAIMS_LEN: usize = CLAIMS_MAGIC.len() + 8 + 32;
 /// (even one that recreates a lost catalog record) and tells a provider
 /// nothing. One per cluster, kept in the catalog's encryption state (the
 /// user's own account, beside the raw digests themselves).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct TagKey([u8; 32]);
+
+impl TryFrom<String> for TagKey {
+    type Error = String;
+
+    fn try_from(hex_key: String) -> Result<Self, Self::Error> {
+        TagKey::parse(&hex_key)
+    }
+}
+
+impl From<TagKey> for String {
+    fn from(key: TagKey) -> Self {
+        key.to_hex()
+    }
+}
 
 impl TagKey {
     pub fn random() -> Result<Self, KeyError> {

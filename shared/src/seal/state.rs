@@ -24,20 +24,11 @@ pub struct EncryptionState {
     pub recipients: Vec<Fingerprint>,
     /// When this state was recorded.
     pub since: UnixMillis,
-    /// The cluster's [`TagKey`], in hex: made when the cluster is first
-    /// sealed, kept through rotations and turning encryption off.
+    /// The cluster's [`TagKey`] (hex in the item; never in a log line):
+    /// made when the cluster is first sealed, kept through rotations and
+    /// turning encryption off.
     #[serde(default)]
-    pub tag_key: Option<String>,
-}
-
-impl EncryptionState {
-    fn parsed_tag_key(&self) -> Result<Option<TagKey>, StateError> {
-        self.tag_key
-            .as_deref()
-            .map(TagKey::parse)
-            .transpose()
-            .map_err(StateError::Unreadable)
-    }
+    pub tag_key: Option<TagKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,10 +98,9 @@ pub async fn check_at_start(
             (Encryption::Off, Some(_)) => (false, Vec::new()),
             (Encryption::To(to), _) => (true, to.fingerprints().to_vec()),
         };
-        let kept_key = match &current {
-            Some((_, state)) => state.parsed_tag_key()?,
-            None => None,
-        };
+        let kept_key = current
+            .as_ref()
+            .and_then(|(_, state)| state.tag_key.clone());
         let tag_key = match (kept_key, wanted.0) {
             (Some(key), _) => Some(key),
             (None, true) => {
@@ -135,7 +125,7 @@ pub async fn check_at_start(
             sealed: wanted.0,
             recipients: wanted.1,
             since: now,
-            tag_key: tag_key.as_ref().map(TagKey::to_hex),
+            tag_key: tag_key.clone(),
         };
         let body =
             serde_json::to_string(&state).map_err(|e| StateError::Unreadable(e.to_string()))?;

@@ -19,7 +19,7 @@ use crate::codec::{verify_stored, CodecError, Sha256Hex};
 use crate::error::chain;
 use crate::provider::Provider;
 use crate::seal::{self, OpenError};
-use crate::store::{ObjectInfo, ObjectStore, StoreError};
+use crate::store::{ObjectInfo, ObjectStore, PutOutcome, StoreError};
 
 use crate::archive::download::DownloadError;
 
@@ -97,7 +97,7 @@ impl Repairer<'_> {
                     store.put_if_absent(&key, copy.body.clone(), record.replica_tag(), &metadata)
                 })
                 .await
-                .map(drop),
+                .map(|put| matches!(put, PutOutcome::Created { .. })),
             Some(ObjectInfo { etag: None, .. }) => {
                 return Ok(failed(format!(
                     "{provider} gives no ETag for the object found, so it cannot be replaced conditionally"
@@ -119,12 +119,14 @@ impl Repairer<'_> {
                     )
                 })
                 .await
-                .map(drop),
+                .map(|_| true),
         };
-        match written {
+        // Whether the object there now holds `copy`'s bytes, for certain.
+        let wrote = match written {
+            Ok(created) => created,
             // Another object is there now (another repair, a retried write
             // whose first answer was lost): what is there is read back below.
-            Ok(()) | Err(StoreError::PreconditionFailed { .. }) => {}
+            Err(StoreError::PreconditionFailed { .. }) => false,
             // A create refused is the keys' rights; a replacement refused
             // may be this one object's lock (R2 bucket locks).
             Err(e @ (StoreError::Refused { .. } | StoreError::Unauthorized { .. }))
@@ -133,7 +135,7 @@ impl Repairer<'_> {
                 return Err(no_write_access(provider.as_str(), &e))
             }
             Err(e) => return Ok(failed(format!("writing the copy: {}", chain(&e)))),
-        }
+        };
         let read_back = match self.checker.identities.is_empty() && seal::is_sealed(&copy.body) {
             true => self.read_back_same(store.as_ref(), &key, &copy.body).await,
             false => {
@@ -146,11 +148,8 @@ impl Repairer<'_> {
             Ok(info) => info,
             Err(e) => return Ok(failed(format!("the copy read back: {}", chain(&e)))),
         };
-        let written = Sha256Hex::of(&copy.body);
-        match self
-            .record(record, provider, key, &info, Some(written))
-            .await?
-        {
+        let written = wrote.then(|| Sha256Hex::of(&copy.body));
+        match self.record(record, provider, key, &info, written).await? {
             Repair::Recorded => Ok(Repair::Repaired { from: copy.from }),
             other => Ok(other),
         }
