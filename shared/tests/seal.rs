@@ -109,6 +109,21 @@ fn fetcher(world: &MemoryWorld, identities: Identities, order: &[Provider]) -> F
     .opening_with(identities)
 }
 
+/// `file` fetched with the identities of `keys`, asking the providers in
+/// `order`: where it was served from, and its bytes.
+async fn served(
+    world: &MemoryWorld,
+    keys: &[&Key],
+    order: &[Provider],
+    file: &WalFileName,
+) -> (Source, Vec<u8>) {
+    let fetched = fetcher(world, opening(keys), order)
+        .fetch(file)
+        .await
+        .unwrap();
+    (fetched.source, body(fetched))
+}
+
 fn body(fetched: shared::archive::fetch::Fetched) -> Vec<u8> {
     match fetched.body {
         FetchedBody::Memory(bytes) => bytes,
@@ -161,11 +176,8 @@ async fn providers_hold_only_ciphertext_and_no_plaintext_fact() {
         );
         assert_eq!(object.info.sha256().as_ref(), Some(&seal.tag));
     }
-    let fetched = fetcher(&world, opening(&[&key]), &[Provider::R2, Provider::B2])
-        .fetch(&name(file))
-        .await
-        .unwrap();
-    assert_eq!(body(fetched), raw);
+    let (_, bytes) = served(&world, &[&key], &[Provider::R2, Provider::B2], &name(file)).await;
+    assert_eq!(bytes, raw);
 }
 
 #[tokio::test]
@@ -199,12 +211,9 @@ async fn a_tampered_copy_is_corrupt_and_served_from_the_other_provider() {
     let r2 = world.replica(Provider::R2).inner();
     let size = r2.object(&object_key).unwrap().body.len();
     r2.corrupt_at(&object_key, size / 2);
-    let fetched = fetcher(&world, opening(&[&key]), &[Provider::R2, Provider::B2])
-        .fetch(&name(file))
-        .await
-        .unwrap();
-    assert_eq!(fetched.source, Source::Replica(Provider::B2));
-    assert_eq!(body(fetched), raw);
+    let (source, bytes) = served(&world, &[&key], &[Provider::R2, Provider::B2], &name(file)).await;
+    assert_eq!(source, Source::Replica(Provider::B2));
+    assert_eq!(bytes, raw);
 
     // verify --deep finds it, names it corrupt, and repairs it from B2.
     let report = verify(&world, opening(&[&key]), true).await;
@@ -219,11 +228,8 @@ async fn a_tampered_copy_is_corrupt_and_served_from_the_other_provider() {
         again.problems.is_empty() && again.unchecked.is_empty(),
         "{again:?}"
     );
-    let fetched = fetcher(&world, opening(&[&key]), &[Provider::R2])
-        .fetch(&name(file))
-        .await
-        .unwrap();
-    assert_eq!(body(fetched), raw);
+    let (_, bytes) = served(&world, &[&key], &[Provider::R2], &name(file)).await;
+    assert_eq!(bytes, raw);
 }
 
 async fn verify(
@@ -470,11 +476,8 @@ async fn without_the_catalog_a_sealed_copy_is_verified_by_its_own_claims() {
     world
         .catalog
         .fail_next(CatalogOperation::Get, Fault::Refused, u32::MAX);
-    let fetched = fetcher(&world, opening(&[&key]), &[Provider::R2, Provider::B2])
-        .fetch(&name(file))
-        .await
-        .unwrap();
-    assert_eq!(body(fetched), raw);
+    let (_, bytes) = served(&world, &[&key], &[Provider::R2, Provider::B2], &name(file)).await;
+    assert_eq!(bytes, raw);
 }
 
 #[tokio::test]
@@ -553,12 +556,9 @@ async fn a_missing_sealed_copy_is_repaired_without_a_key_by_its_digest() {
         ),
         "{report:?}"
     );
-    let fetched = fetcher(&world, opening(&[&key]), &[Provider::R2])
-        .fetch(&name(file))
-        .await
-        .unwrap();
-    assert_eq!(fetched.source, Source::Replica(Provider::R2));
-    assert_eq!(body(fetched), raw);
+    let (source, bytes) = served(&world, &[&key], &[Provider::R2], &name(file)).await;
+    assert_eq!(source, Source::Replica(Provider::R2));
+    assert_eq!(bytes, raw);
 }
 
 #[tokio::test]
@@ -606,11 +606,8 @@ async fn after_a_retry_either_copy_is_repaired_from_the_other_without_a_key() {
             ),
             "{lost}: {report:?}"
         );
-        let fetched = fetcher(&world, opening(&[&key]), &[lost])
-            .fetch(&file)
-            .await
-            .unwrap();
-        assert_eq!(fetched.source, Source::Replica(lost), "{lost}");
+        let (source, _) = served(&world, &[&key], &[lost], &file).await;
+        assert_eq!(source, Source::Replica(lost), "{lost}");
     }
 }
 
@@ -627,9 +624,6 @@ async fn a_file_pushed_again_after_its_record_was_lost_finds_its_sealed_copies()
     let record = record_of(&world, name(file)).await.unwrap();
     assert_eq!(record.conflicts, 0, "{record:?}");
     assert!(record.has_every_target(), "{record:?}");
-    let fetched = fetcher(&world, opening(&[&key]), &[Provider::R2, Provider::B2])
-        .fetch(&name(file))
-        .await
-        .unwrap();
-    assert_eq!(body(fetched), raw);
+    let (_, bytes) = served(&world, &[&key], &[Provider::R2, Provider::B2], &name(file)).await;
+    assert_eq!(bytes, raw);
 }

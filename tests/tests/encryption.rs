@@ -15,7 +15,7 @@ use shared::catalog::list_all as list_records;
 use shared::config::{Config, Encryption};
 use shared::keys::archive_key;
 use shared::provider::Provider;
-use shared::seal::{is_sealed, Recipients};
+use shared::seal::{is_sealed, Fingerprint, Recipients};
 use shared::store::list_all;
 use walvault::exit::{FETCH_LOCKED, RESTORE_UNAVAILABLE};
 use walvault_tests::archive::{backends, replicator, tamper};
@@ -24,7 +24,7 @@ use walvault_tests::backups::{
 };
 use walvault_tests::pipeline::{drain_queue, start_source, write_and_archive};
 use walvault_tests::postgres::hand_to_postgres_user;
-use walvault_tests::shipper::{public_tempdir, Shipper};
+use walvault_tests::shipper::{public_tempdir, Run, Shipper};
 
 /// Text that appears in the table's rows, so in the WAL, and must appear
 /// in nothing R2 or B2 holds.
@@ -59,6 +59,14 @@ fn sealing(config: &Config, recipient: &str) -> Config {
         encryption: Encryption::To(Recipients::parse(recipient).expect("a recipient")),
         ..config.clone()
     }
+}
+
+/// `run` exited `code`, naming the key by its fingerprint and never
+/// printing the key itself.
+fn stopped_naming(run: &Run, code: u8, fingerprint: &Fingerprint, recipient: &str) {
+    assert_eq!(i32::from(code), run.code, "{}", run.stderr);
+    assert!(run.stderr.contains(fingerprint.as_str()), "{}", run.stderr);
+    assert!(!run.stderr.contains(recipient), "{}", run.stderr);
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -193,17 +201,7 @@ async fn replicas_hold_only_ciphertext_and_recovery_crosses_the_rotation() {
         .expect("a recipient")
         .fingerprints()[0]
         .clone();
-    assert_eq!(
-        i32::from(RESTORE_UNAVAILABLE),
-        run.code,
-        "restore of A's backup with B only:\n{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains(fingerprint_a.as_str()),
-        "{}",
-        run.stderr
-    );
+    stopped_naming(&run, RESTORE_UNAVAILABLE, &fingerprint_a, &recipient_a);
 
     // A file sealed to A, fetched without A: above 125, naming A.
     let first_a = sealed
@@ -220,18 +218,7 @@ async fn replicas_hold_only_ciphertext_and_recovery_crosses_the_rotation() {
             changes.push(("WALVAULT_IDENTITY_FILE", identity));
         }
         let run = recovering_host(&source, &changes).run(&["fetch", &name, to]);
-        assert_eq!(
-            i32::from(FETCH_LOCKED),
-            run.code,
-            "{identity:?}:\n{}",
-            run.stderr
-        );
-        assert!(
-            run.stderr.contains(fingerprint_a.as_str()),
-            "{}",
-            run.stderr
-        );
-        assert!(!run.stderr.contains(&recipient_a), "{}", run.stderr);
+        stopped_naming(&run, FETCH_LOCKED, &fingerprint_a, &recipient_a);
     }
 
     // Tampered with on R2: the copy is corrupt, B2 serves it.
