@@ -3,10 +3,11 @@
 //! backup and WAL), then sealed to key A (a base backup holding the marker
 //! rows, and WAL), then to key B (a mixed archive across a rotation). R2
 //! and B2 then hold no row text and no raw digest; recovery to a time from
-//! the sealed backup gives exactly the rows committed before it, and from
-//! the plain backup across plain, A and B files the rows at the end; with
-//! only B, the A backup is refused; without a key, fetch stops above 125
-//! naming it; a copy tampered with on R2 is served from B2.
+//! the sealed backup gives exactly the rows committed before it, from the
+//! plain backup across plain, A and B files the rows at the end, and the
+//! drill passes; with only B, the A backup is refused naming A; without a
+//! key, fetch stops above 125 naming it; a copy tampered with on R2 is
+//! served from B2.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -191,6 +192,12 @@ async fn replicas_hold_only_ciphertext_and_recovery_crosses_the_rotation() {
     let (run, data) = restore(&host, &["--latest", "--backup", &plain_id]);
     assert_eq!(run.code, 0, "restore --latest:\n{}", run.stderr);
     assert_eq!(recover_restored(data), latest, "across the rotation to B");
+
+    // The unattended drill, from the backup sealed to A through B's WAL.
+    let (run, report) = host.run_as_postgres(&["drill", "--json"]);
+    assert_eq!(run.code, 0, "drill:\n{}\n{report}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(&report).expect("JSON report");
+    assert_eq!(report["passed"], true, "{report}");
 
     // With only B, the backup sealed to A is not restored.
     let key_b_path = key_b.to_str().expect("a UTF-8 path");
