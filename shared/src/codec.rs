@@ -111,15 +111,20 @@ pub fn compress(raw: &[u8], level: CompressionLevel) -> Result<Vec<u8>, CodecErr
 pub fn decompress(compressed: &[u8], max_len: u64) -> Result<Vec<u8>, CodecError> {
     let decoder = zstd::stream::read::Decoder::new(compressed)
         .map_err(|e| CodecError::Decompress(e.to_string()))?;
-    let mut raw = Vec::new();
-    decoder
+    read_at_most(decoder, max_len)
+        .map_err(|e| CodecError::Decompress(e.to_string()))?
+        .ok_or(CodecError::TooLarge { max_len })
+}
+
+/// Everything `reader` gives, unless that is more than `max_len` bytes
+/// (`None`, having read one byte past the limit and no more): how a
+/// corrupt or hostile copy is kept from exhausting memory.
+pub(crate) fn read_at_most(reader: impl Read, max_len: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    reader
         .take(max_len.saturating_add(1))
-        .read_to_end(&mut raw)
-        .map_err(|e| CodecError::Decompress(e.to_string()))?;
-    if raw.len() as u64 > max_len {
-        return Err(CodecError::TooLarge { max_len });
-    }
-    Ok(raw)
+        .read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= max_len).then_some(bytes))
 }
 
 /// Decompresses and checks the result against the expected size and digest:

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{archived, cluster, limits, name, record_of, staged, Times};
+use common::{archived, cluster, fetcher_asking, limits, name, record_of, staged, Times};
 use shared::archive::fetch::{FetchError, FetchedBody, Fetcher, Source};
 use shared::catalog::CatalogOperation;
 use shared::codec::Sha256Hex;
@@ -60,18 +60,6 @@ fn inject(world: &MemoryWorld, (step, fault, times): (Step, Fault, Times)) {
 
 fn fetcher(world: &MemoryWorld) -> Fetcher {
     fetcher_asking(world, &[Provider::R2, Provider::B2])
-}
-
-/// A fetcher asking the providers in `order`.
-fn fetcher_asking(world: &MemoryWorld, order: &[Provider]) -> Fetcher {
-    let backends = world.backends();
-    Fetcher::new(
-        cluster(),
-        backends.catalog,
-        backends.staging,
-        backends.replicas.ordered(order),
-        limits(),
-    )
 }
 
 type Row = (&'static str, Vec<(Step, Fault, Times)>, Answer);

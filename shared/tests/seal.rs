@@ -6,7 +6,10 @@ mod common;
 
 use std::path::Path;
 
-use common::{announced, cluster, limits, name, pusher, record_of, replicator, staged_of, WalDir};
+use common::{
+    announced, cluster, fetcher_asking, limits, name, pusher, record_of, replicator, staged_of,
+    WalDir,
+};
 use shared::archive::fetch::{FetchError, FetchedBody, Fetcher, Source};
 use shared::catalog::CatalogOperation;
 use shared::clock::now_millis;
@@ -98,15 +101,7 @@ async fn archive(world: &MemoryWorld, file: &str, sealed_to: Option<Sealing>) ->
 }
 
 fn fetcher(world: &MemoryWorld, identities: Identities, order: &[Provider]) -> Fetcher {
-    let backends = world.backends();
-    Fetcher::new(
-        cluster(),
-        backends.catalog,
-        backends.staging,
-        backends.replicas.ordered(order),
-        limits(),
-    )
-    .opening_with(identities)
+    fetcher_asking(world, order).opening_with(identities)
 }
 
 /// `file` fetched with the identities of `keys`, asking the providers in

@@ -23,7 +23,7 @@ use age::secrecy::ExposeSecret;
 use age::x25519;
 use sha2::{Digest, Sha256};
 
-use crate::codec::Sha256Hex;
+use crate::codec::{read_at_most, Sha256Hex};
 
 pub mod state;
 
@@ -509,16 +509,9 @@ pub fn open(
     max_len: u64,
 ) -> Result<(Claims, Vec<u8>), OpenError> {
     let (claims, reader) = open_stream(sealed, with)?;
-    let mut packed = Vec::new();
-    reader
-        .take(max_len.saturating_add(1))
-        .read_to_end(&mut packed)
-        .map_err(|e| OpenError::Damaged(e.to_string()))?;
-    if packed.len() as u64 > max_len {
-        return Err(OpenError::Damaged(format!(
-            "holds more than {max_len} compressed bytes"
-        )));
-    }
+    let packed = read_at_most(reader, max_len)
+        .map_err(|e| OpenError::Damaged(e.to_string()))?
+        .ok_or_else(|| OpenError::Damaged(format!("holds more than {max_len} compressed bytes")))?;
     Ok((claims, packed))
 }
 

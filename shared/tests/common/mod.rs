@@ -6,12 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shared::archive::fetch::Fetcher;
 use shared::archive::push::{PushOutcome, Pusher};
 use shared::archive::spool::Spool;
 use shared::catalog::{Catalog, CatalogRecord};
 use shared::codec::{CompressionLevel, Sha256Hex};
 use shared::events::ObjectRef;
 use shared::keys::{staging_key, ClusterName};
+use shared::provider::Provider;
 use shared::replicate::Replicator;
 use shared::retry::RequestLimits;
 use shared::testing::{synthetic_segment, MemoryWorld};
@@ -128,6 +130,18 @@ pub fn announced(file: &WalFileName) -> ObjectRef {
         bucket: STAGING_BUCKET.into(),
         key: staging_key(&cluster(), file),
     }
+}
+
+/// A fetcher on `world` asking the providers in `order`.
+pub fn fetcher_asking(world: &MemoryWorld, order: &[Provider]) -> Fetcher {
+    let backends = world.backends();
+    Fetcher::new(
+        cluster(),
+        backends.catalog,
+        backends.staging,
+        backends.replicas.ordered(order),
+        limits(),
+    )
 }
 
 /// Stages and replicates `file` through the production code paths.
